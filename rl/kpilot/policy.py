@@ -1,0 +1,160 @@
+"""The framework-free policy export: one JSON file, read with numpy alone.
+
+An exported policy is `policy.json`:
+
+    {
+      "format": "kpilot-policy/1",
+      "observation": {"version": OBS_VERSION, "features": [...]},
+      "normalization": {"mean": [...], "var": [...], "clip": 10.0, "epsilon": 1e-8},
+      "action": {"kind": "log-target", "min_target": ..., "max_target": ...},
+      "network": {"activation": "tanh", "layers": [{"weight": [[...]], "bias": [...]}, ...]},
+      ... anything else (training settings, traces, kpilot version) is carried, not read here
+    }
+
+The network maps the normalised observation to the action mean; the policy acts
+deterministically (the mean, clipped to [-1, 1]), exactly as SB3's `predict(deterministic=True)`
+does for a Gaussian policy with a squashing-free Box action. The operator reads this file from a
+ConfigMap or a path and checks its sha256 before use; the trainer writes it beside the SB3 model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kpilot.action import ActionSpec
+from kpilot.errors import PolicyError
+from kpilot.observation import FEATURES, N_FEATURES, OBS_VERSION
+
+POLICY_FORMAT = "kpilot-policy/1"
+POLICY_FILE = "policy.json"
+_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
+
+
+@dataclass(frozen=True)
+class ExportedPolicy:
+    manifest: dict
+    sha256: str
+    action_spec: ActionSpec
+    obs_mean: np.ndarray
+    obs_var: np.ndarray
+    clip_obs: float
+    epsilon: float
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+    activation: str
+
+    def action(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic action in [-1, 1] for encoded observations of shape (B, N) or (N,)."""
+        x = np.asarray(obs, dtype=np.float64)
+        single = x.ndim == 1
+        x = np.atleast_2d(x)
+        if x.shape[-1] != N_FEATURES:
+            raise ValueError(f"observation has {x.shape[-1]} features, policy expects {N_FEATURES}")
+        x = np.clip((x - self.obs_mean) / np.sqrt(self.obs_var + self.epsilon),
+                    -self.clip_obs, self.clip_obs)
+        act = _ACTIVATIONS[self.activation]
+        for i, (w, b) in enumerate(self.layers):
+            x = x @ w.T + b
+            if i < len(self.layers) - 1:
+                x = act(x)
+        a = np.clip(x[:, 0], -1.0, 1.0)
+        return a[0] if single else a
+
+    def target(self, obs: np.ndarray) -> np.ndarray:
+        """The concurrency target the policy picks for encoded observations."""
+        return self.action_spec.to_target(self.action(obs))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: str | None = None
+                      ) -> ExportedPolicy:
+    """Parse and validate an exported policy. Raises PolicyError with the reason."""
+    digest = sha256_hex(data)
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise PolicyError(f"sha256 mismatch: expected {expected_sha256}, file has {digest}",
+                          path=source)
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PolicyError(f"not valid JSON ({exc})", path=source) from None
+    if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT:
+        raise PolicyError(f"not a {POLICY_FORMAT} file (format={doc.get('format') if isinstance(doc, dict) else None!r})",
+                          path=source)
+    try:
+        obs = doc["observation"]
+        if obs["version"] != OBS_VERSION:
+            raise PolicyError(f"observation spec version {obs['version']!r} does not match this "
+                              f"kpilot's {OBS_VERSION!r}; retrain or upgrade", path=source)
+        if list(obs["features"]) != list(FEATURES):
+            raise PolicyError("observation feature list differs from this kpilot's", path=source)
+        norm = doc["normalization"]
+        mean = np.asarray(norm["mean"], dtype=np.float64)
+        var = np.asarray(norm["var"], dtype=np.float64)
+        act = doc["action"]
+        if act.get("kind") != "log-target":
+            raise PolicyError(f"unknown action kind {act.get('kind')!r}", path=source)
+        spec = ActionSpec(float(act["min_target"]), float(act["max_target"]))
+        net = doc["network"]
+        activation = net["activation"]
+        if activation not in _ACTIVATIONS:
+            raise PolicyError(f"unknown activation {activation!r}", path=source)
+        layers = tuple((np.asarray(l["weight"], dtype=np.float64), np.asarray(l["bias"], dtype=np.float64))
+                       for l in net["layers"])
+    except PolicyError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PolicyError(f"malformed policy ({type(exc).__name__}: {exc})", path=source) from None
+    if mean.shape != (N_FEATURES,) or var.shape != (N_FEATURES,) or np.any(var < 0):
+        raise PolicyError("normalization statistics have the wrong shape or negative variance", path=source)
+    fan_in = N_FEATURES
+    for i, (w, b) in enumerate(layers):
+        if w.ndim != 2 or w.shape[1] != fan_in or b.shape != (w.shape[0],):
+            raise PolicyError(f"layer {i} has shape {w.shape}/{b.shape}, expected (*, {fan_in})", path=source)
+        fan_in = w.shape[0]
+    if not layers or fan_in != 1:
+        raise PolicyError("network must end in a single action output", path=source)
+    if not (0 < spec.min_target < spec.max_target):
+        raise PolicyError("action bounds must satisfy 0 < min_target < max_target", path=source)
+    if not all(np.all(np.isfinite(a)) for wb in layers for a in wb) or not np.all(np.isfinite(mean)):
+        raise PolicyError("non-finite weights or statistics", path=source)
+    return ExportedPolicy(doc, digest, spec, mean, var, float(norm.get("clip", 10.0)),
+                          float(norm.get("epsilon", 1e-8)), layers, activation)
+
+
+def load_policy(path: str | Path, *, expected_sha256: str | None = None) -> ExportedPolicy:
+    """Load an exported policy from a policy.json file or a policy artifact directory."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / POLICY_FILE
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError("no such policy file", path=str(p)) from None
+    except OSError as exc:
+        raise PolicyError(f"cannot read ({exc.strerror})", path=str(p)) from None
+    return policy_from_bytes(data, source=str(p), expected_sha256=expected_sha256)
+
+
+def policy_to_bytes(*, layers, obs_mean, obs_var, action_spec: ActionSpec, activation: str = "tanh",
+                    clip_obs: float = 10.0, epsilon: float = 1e-8, extra: dict | None = None) -> bytes:
+    """Serialise an MLP policy to the export format (deterministic bytes for the same inputs)."""
+    doc = {
+        "format": POLICY_FORMAT,
+        "observation": {"version": OBS_VERSION, "features": list(FEATURES)},
+        "normalization": {"mean": np.asarray(obs_mean, float).tolist(),
+                          "var": np.asarray(obs_var, float).tolist(),
+                          "clip": float(clip_obs), "epsilon": float(epsilon)},
+        "action": action_spec.to_dict(),
+        "network": {"activation": activation,
+                    "layers": [{"weight": np.asarray(w, float).tolist(), "bias": np.asarray(b, float).tolist()}
+                               for w, b in layers]},
+        **(extra or {}),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,66 @@
+"""The one trace type every reader produces and everything downstream consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Requests sorted by arrival.
+
+    arrivals: float64 seconds from the trace start (first arrival may be > 0), non-decreasing.
+    service: float32 seconds of work each request needs on one core at full speed.
+    failed: bool, the request failed in the original system (kept and counted, still replayed).
+    meta: source, format, checksum (sha256 of the file), span_s, and reader-specific notes.
+    """
+
+    arrivals: np.ndarray
+    service: np.ndarray
+    failed: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.arrivals)
+        if len(self.service) != n or len(self.failed) != n:
+            raise ValueError("arrivals, service and failed must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.arrivals)
+
+    @property
+    def span_s(self) -> float:
+        """Seconds from time 0 to the last arrival (at least 1)."""
+        return float(max(1.0, np.ceil(self.arrivals[-1]) if len(self.arrivals) else 1.0))
+
+    def window(self, start_s: float, end_s: float) -> "Trace":
+        """The requests arriving in [start_s, end_s), re-based to start at 0."""
+        lo, hi = np.searchsorted(self.arrivals, [start_s, end_s], side="left")
+        return Trace(self.arrivals[lo:hi] - start_s, self.service[lo:hi], self.failed[lo:hi],
+                     {**self.meta, "window": [float(start_s), float(end_s)]})
+
+    def scaled(self, service_scale: float) -> "Trace":
+        """The same arrivals with every service time multiplied by `service_scale`."""
+        return Trace(self.arrivals, (self.service * np.float32(service_scale)).astype(np.float32),
+                     self.failed, {**self.meta, "service_scale": float(service_scale)})
+
+    def per_second(self, span_s: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Binned view: arrivals and work (service seconds) per whole second."""
+        n = int(span_s if span_s is not None else self.span_s + 1)
+        idx = np.minimum(self.arrivals.astype(np.int64), n - 1)
+        counts = np.bincount(idx, minlength=n).astype(np.float64)
+        work = np.bincount(idx, weights=self.service.astype(np.float64), minlength=n)
+        return counts, work
+
+
+def make_trace(arrivals, service, failed=None, **meta) -> Trace:
+    """Build a Trace from unsorted columns: sorts by arrival (stable) and fixes dtypes."""
+    arrivals = np.asarray(arrivals, dtype=np.float64)
+    service = np.asarray(service, dtype=np.float32)
+    failed = np.zeros(len(arrivals), dtype=bool) if failed is None else np.asarray(failed, dtype=bool)
+    if len(arrivals) and np.any(np.diff(arrivals) < 0):
+        order = np.argsort(arrivals, kind="stable")
+        arrivals, service, failed = arrivals[order], service[order], failed[order]
+    return Trace(arrivals, service, failed, dict(meta))
