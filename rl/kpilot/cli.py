@@ -36,6 +36,18 @@ def trace_inspect(
     inspect_command(path, fmt, json_out)
 
 
+@operator_app.command("run")
+def operator_run(
+    namespace: Optional[list[str]] = typer.Option(None, "--namespace", "-n",
+                                                  help="Watch only these namespaces (default: all)."),
+    standalone: bool = typer.Option(True, help="Run without Kopf peering (development)."),
+):
+    """Run the operator outside a cluster with the usual kubeconfig, for development."""
+    from kpilot_operator.main import run
+
+    run(namespaces=namespace, standalone=standalone)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the Typer app, turning input errors into one line and exit code 2."""
     try:
