@@ -1,0 +1,180 @@
+"""The autoscaling environment, batched: n episodes advanced together by one engine call.
+
+Action: one float in [-1, 1] per episode, mapped to the revision's concurrency target on a log
+    scale between `action.min_target` and `action.max_target` (kpilot.action). The KPA then keeps
+    deciding every 2 s with that target until the next action.
+Observation: kpilot.observation.encode(...) of what the operator can also read in a cluster:
+    stable and panic concurrency, ready / desired / starting pods, the current target, request rate,
+    mean and p95 latency over the interval, utilization, panic flag, time of day. float32, shape (13,).
+Reward: kpilot.env.reward: minus the interval's cost (pod-seconds + weighted SLO violations and cold
+    starts), per second of interval.
+Episode: a window of `episode_s` seconds from one of the configured traces, chosen at random, with
+    service times scaled by a factor drawn from `service_scale` and cold starts by one drawn from
+    `cold_start_scale`; the first interval runs under a random target (warm-up, not part of the
+    episode). The episode ends by truncation after `episode_s` (no terminal states: autoscaling has
+    no natural end).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from kpilot.action import ActionSpec
+from kpilot.env.reward import RewardConfig
+from kpilot.observation import encode
+from kpilot.sim import engine as E
+from kpilot.sim.batch import Batch
+from kpilot.sim.config import PodConfig, SimConfig
+from kpilot.traces.model import Trace
+
+
+def _training_sim() -> SimConfig:
+    # Smaller per-simulation capacity than a full replay: 64 episodes share memory.
+    return SimConfig(pod=PodConfig(max_pods=128, unlimited_in_service=256, queue_capacity=20_000))
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    traces: tuple = ("synthetic:bursty:rate=20,duration=7200",)   # specs or Trace objects
+    decision_interval_s: float = 30.0
+    episode_s: float = 1800.0
+    service_scale: tuple = (0.7, 1.4)      # log-uniform range
+    cold_start_scale: tuple = (0.5, 2.0)   # log-uniform range
+    rate_scale: tuple = (1.0, 1.0)         # thin or replicate arrivals (log-uniform range)
+    sim: SimConfig = field(default_factory=_training_sim)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    action: ActionSpec = field(default_factory=ActionSpec)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["traces"] = [t if isinstance(t, str) else t.meta.get("source", "trace") for t in self.traces]
+        return d
+
+
+def load_traces(specs) -> list[Trace]:
+    from kpilot.traces import load_trace
+
+    return [t if isinstance(t, Trace) else load_trace(t) for t in specs]
+
+
+def _log_uniform(rng: np.random.Generator, lo_hi) -> float:
+    lo, hi = float(lo_hi[0]), float(lo_hi[1])
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
+
+
+def _rescale_rate(trace: Trace, factor: float, rng: np.random.Generator) -> Trace:
+    """Thin (factor < 1) or superpose jittered copies (factor > 1) of a trace's arrivals."""
+    if abs(factor - 1.0) < 1e-9:
+        return trace
+    copies = [trace]
+    whole = int(math.floor(factor))
+    for _ in range(1, whole):
+        jitter = rng.uniform(0.0, 1.0, len(trace))
+        copies.append(Trace(trace.arrivals + jitter, trace.service, trace.failed, trace.meta))
+    frac = factor - whole
+    keep = rng.random(len(trace)) < (frac if whole >= 1 else factor)
+    if whole >= 1 and frac > 0:
+        copies.append(Trace(trace.arrivals[keep] + rng.uniform(0, 1, keep.sum()),
+                            trace.service[keep], trace.failed[keep], trace.meta))
+    elif whole == 0:
+        copies = [Trace(trace.arrivals[keep], trace.service[keep], trace.failed[keep], trace.meta)]
+    arr = np.concatenate([c.arrivals for c in copies])
+    order = np.argsort(arr, kind="stable")
+    return Trace(arr[order], np.concatenate([c.service for c in copies])[order],
+                 np.concatenate([c.failed for c in copies])[order], trace.meta)
+
+
+class BatchedAutoscalingEnv:
+    """n independent episodes; `step(actions)` advances all of them one decision interval."""
+
+    def __init__(self, n: int, config: EnvConfig | None = None, *, seed: int = 0,
+                 traces: list[Trace] | None = None):
+        self.n = n
+        self.config = config or EnvConfig()
+        self.traces = traces if traces is not None else load_traces(self.config.traces)
+        if not self.traces:
+            raise ValueError("the environment needs at least one trace")
+        self.batch = Batch(n, self.config.sim, max_requests=4096)
+        self.rng = np.random.default_rng(seed)
+        self.t = np.zeros(n)          # current time in each episode's window
+        self.t_end = np.zeros(n)
+        self.episode_return = np.zeros(n)
+        self.episode_steps = np.zeros(n, dtype=np.int64)
+        self.last_info: list[dict] = [{} for _ in range(n)]
+
+    # ------------------------------------------------------------------ episodes
+    def seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def _sample_window(self) -> tuple[Trace, float, dict]:
+        cfg = self.config
+        k = int(self.rng.integers(len(self.traces)))
+        trace = self.traces[k]
+        length = cfg.episode_s + cfg.decision_interval_s        # + the warm-up interval
+        span = trace.span_s
+        start = float(self.rng.uniform(0.0, span - length)) if span > length else 0.0
+        window = trace.window(start, start + length)
+        window = _rescale_rate(window, _log_uniform(self.rng, cfg.rate_scale), self.rng)
+        svc = _log_uniform(self.rng, cfg.service_scale)
+        window = window.scaled(svc)
+        tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0) + start
+        return window, min(length, max(span - start, cfg.decision_interval_s * 2)), {
+            "trace": trace.meta.get("source", f"trace{k}"), "window_start_s": start,
+            "service_scale": svc, "time_of_day_s": tod}
+
+    def reset_one(self, e: int) -> None:
+        """Start a new episode in slot e and run its warm-up interval."""
+        cfg = self.config
+        window, length, info = self._sample_window()
+        cold = _log_uniform(self.rng, cfg.cold_start_scale)
+        a0 = float(self.rng.uniform(-1.0, 1.0))
+        self.batch.reset(e, window, seed=int(self.rng.integers(2**31)),
+                         target=float(cfg.action.to_target(a0)), cold_start_scale=cold,
+                         time_of_day_s=info["time_of_day_s"] % 86400.0)
+        t_stop = self.batch.F[:, E.F_NOW].copy()
+        t_stop[e] = cfg.decision_interval_s
+        self.batch.S[e] = 0.0
+        self.batch.hist[e] = 0.0
+        self.batch.advance(t_stop)
+        self.t[e] = cfg.decision_interval_s
+        self.t_end[e] = length
+        self.episode_return[e] = 0.0
+        self.episode_steps[e] = 0
+        self.last_info[e] = {**info, "cold_start_scale": cold}
+
+    def reset_all(self) -> np.ndarray:
+        for e in range(self.n):
+            self.reset_one(e)
+        return self.observe()
+
+    # ------------------------------------------------------------------ stepping
+    def observe(self) -> np.ndarray:
+        return encode(**self.batch.raw_observation(self.config.decision_interval_s))
+
+    def step(self, actions: np.ndarray):
+        """Apply actions, advance one interval. Returns obs, rewards, truncated, infos.
+
+        Episodes that end are NOT reset here; the adapters decide how (auto-reset for SB3).
+        """
+        cfg = self.config
+        targets = cfg.action.to_target(np.asarray(actions, dtype=np.float64).reshape(self.n))
+        self.batch.F[:, E.F_TARGET] = targets
+        self.batch.start_interval()
+        t_next = self.t + cfg.decision_interval_s
+        self.batch.advance(t_next)
+        self.t = t_next
+        S = self.batch.S
+        violations = S[:, E.S_VIOLATIONS] + S[:, E.S_REJECTED]
+        cost = cfg.reward.cost(S[:, E.S_POD_SECONDS], violations, S[:, E.S_COLD_STARTS])
+        rewards = -cost / cfg.decision_interval_s
+        self.episode_return += rewards
+        self.episode_steps += 1
+        truncated = self.t >= self.t_end - 1e-9
+        obs = self.observe()
+        infos = [{"target": float(targets[e]), "pod_seconds": float(S[e, E.S_POD_SECONDS]),
+                  "violations": float(violations[e]), "cold_starts": float(S[e, E.S_COLD_STARTS]),
+                  "arrivals": float(S[e, E.S_ARRIVALS])} for e in range(self.n)]
+        return obs, rewards.astype(np.float32), truncated, infos

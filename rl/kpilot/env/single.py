@@ -1,0 +1,33 @@
+"""`KnativeAutoscalingEnv`: the single-episode Gymnasium environment (a batch of one).
+
+See kpilot.env.core for the action, observation, reward and episode definitions.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from kpilot.env.core import BatchedAutoscalingEnv, EnvConfig
+from kpilot.observation import HIGH, LOW
+
+
+class KnativeAutoscalingEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: EnvConfig | None = None, traces=None):
+        self.config = config or EnvConfig()
+        self.core = BatchedAutoscalingEnv(1, self.config, traces=traces)
+        self.observation_space = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.core.seed(seed)
+        self.core.reset_one(0)
+        return self.core.observe()[0], dict(self.core.last_info[0])
+
+    def step(self, action):
+        obs, rewards, truncated, infos = self.core.step(np.asarray(action, dtype=np.float64).reshape(1))
+        return obs[0], float(rewards[0]), False, bool(truncated[0]), infos[0]

@@ -1,0 +1,92 @@
+"""Batched vector environments over one engine call per step.
+
+* `KnativeAutoscalingVecEnv`: a stable-baselines3 VecEnv (SB3 trains on it directly, no wrappers,
+  no subprocesses): auto-resets finished episodes and reports `terminal_observation` and
+  `TimeLimit.truncated` as SB3 expects.
+* `KnativeAutoscalingVectorEnv`: the same as a Gymnasium VectorEnv (next-step autoreset), which
+  `gymnasium.make_vec("kpilot/KnativeAutoscaling-v0", num_envs=n, vectorization_mode="vector_entry_point")`
+  returns.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from kpilot.env.core import BatchedAutoscalingEnv, EnvConfig
+from kpilot.observation import HIGH, LOW
+
+OBSERVATION_SPACE = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
+ACTION_SPACE = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+
+class KnativeAutoscalingVecEnv(VecEnv):
+    def __init__(self, num_envs: int = 64, config: EnvConfig | None = None, *, seed: int = 0,
+                 traces=None):
+        self.core = BatchedAutoscalingEnv(num_envs, config, seed=seed, traces=traces)
+        super().__init__(num_envs, OBSERVATION_SPACE, ACTION_SPACE)
+        self._actions = np.zeros(num_envs)
+
+    def reset(self):
+        if self._seeds[0] is not None:
+            self.core.seed(int(self._seeds[0]))
+        self._reset_seeds()
+        return self.core.reset_all()
+
+    def step_async(self, actions):
+        self._actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs)
+
+    def step_wait(self):
+        obs, rewards, truncated, infos = self.core.step(self._actions)
+        dones = truncated.copy()
+        for e in np.flatnonzero(truncated):
+            infos[e]["terminal_observation"] = obs[e].copy()
+            infos[e]["TimeLimit.truncated"] = True
+            infos[e]["episode"] = {"r": float(self.core.episode_return[e]),
+                                   "l": int(self.core.episode_steps[e])}
+            self.core.reset_one(int(e))
+        if truncated.any():
+            obs = self.core.observe()
+        return obs, rewards, dones, infos
+
+    def close(self):
+        pass
+
+    def get_attr(self, attr_name, indices=None):
+        return [getattr(self, attr_name, None) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name, value, indices=None):
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name, *args, indices=None, **kwargs):
+        return [getattr(self, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None):
+        return [False for _ in self._get_indices(indices)]
+
+
+class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 64, config: EnvConfig | None = None, traces=None):
+        self.num_envs = num_envs
+        self.core = BatchedAutoscalingEnv(num_envs, config, traces=traces)
+        self.single_observation_space = OBSERVATION_SPACE
+        self.single_action_space = ACTION_SPACE
+        self.observation_space = gym.vector.utils.batch_space(OBSERVATION_SPACE, num_envs)
+        self.action_space = gym.vector.utils.batch_space(ACTION_SPACE, num_envs)
+        self._needs_reset = np.zeros(num_envs, dtype=bool)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.core.seed(int(seed if np.isscalar(seed) else seed[0]))
+        self._needs_reset[:] = False
+        return self.core.reset_all(), {}
+
+    def step(self, actions):
+        for e in np.flatnonzero(self._needs_reset):
+            self.core.reset_one(int(e))
+        obs, rewards, truncated, infos = self.core.step(np.asarray(actions).reshape(self.num_envs))
+        self._needs_reset = truncated.copy()
+        return obs, rewards, np.zeros(self.num_envs, dtype=bool), truncated, {}

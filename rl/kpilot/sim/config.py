@@ -1,0 +1,97 @@
+"""Simulator settings: Knative's autoscaler config, the pod model and the SLO, with Knative's defaults.
+
+Every KPA field mirrors a key of Knative 1.23's `config-autoscaler` ConfigMap
+(pkg/autoscaler/config/config.go) and defaults to Knative's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from kpilot.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class KpaConfig:
+    container_concurrency_target_default: float = 100.0   # soft target per pod
+    container_concurrency_target_percentage: float = 70.0  # effective target = target x 70 %
+    target_burst_capacity: float = 211.0                   # 0: activator only at zero; -1: always
+    stable_window_s: float = 60.0
+    panic_window_percentage: float = 10.0
+    panic_threshold_percentage: float = 200.0
+    max_scale_up_rate: float = 1000.0
+    max_scale_down_rate: float = 2.0
+    scale_to_zero_grace_period_s: float = 30.0
+    scale_to_zero_pod_retention_period_s: float = 0.0
+    scale_down_delay_s: float = 0.0
+    initial_scale: int = 1
+    min_scale: int = 0
+    max_scale: int = 0                                     # 0 = unbounded
+    activation_scale: int = 1
+    enable_scale_to_zero: bool = True
+    tick_s: float = 2.0                                    # hard-coded in Knative
+
+    @property
+    def panic_window_s(self) -> float:
+        # Knative: max(1 s, round(stable x pct / 100)), in whole seconds.
+        return max(1.0, round(self.stable_window_s * self.panic_window_percentage / 100.0))
+
+    def target_value(self, target: float | None, container_concurrency: int) -> float:
+        """TargetValue as Knative resolves it (pkg/reconciler/autoscaling/resources/target.go)."""
+        total = self.total_value(target, container_concurrency)
+        return max(0.01, total * self.container_concurrency_target_percentage / 100.0)
+
+    def total_value(self, target: float | None, container_concurrency: int) -> float:
+        total = float(container_concurrency) if container_concurrency > 0 \
+            else self.container_concurrency_target_default
+        if target is not None:
+            total = min(target, container_concurrency) if container_concurrency > 0 else target
+        return total
+
+
+@dataclass(frozen=True)
+class PodConfig:
+    cores: float = 1.0              # processor sharing: n requests in service each run at min(1, cores/n)
+    container_concurrency: int = 0  # hard limit per pod; 0 = unlimited (Knative's default)
+    cold_start: str = "huawei"      # see kpilot.sim.coldstart
+    max_pods: int = 1000            # simulator capacity, not a Knative setting
+    unlimited_in_service: int = 1000  # what "unlimited" containerConcurrency means per pod here
+    queue_capacity: int = 100_000   # requests waiting for a pod (activator + queue-proxy); beyond: 503
+
+
+@dataclass(frozen=True)
+class SloConfig:
+    """A request violates its SLO when latency > slowdown x service + offset_s."""
+
+    slowdown: float = 2.0
+    offset_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    kpa: KpaConfig = field(default_factory=KpaConfig)
+    pod: PodConfig = field(default_factory=PodConfig)
+    slo: SloConfig = field(default_factory=SloConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SimConfig":
+        d = d or {}
+        parts = {}
+        for name, klass in (("kpa", KpaConfig), ("pod", PodConfig), ("slo", SloConfig)):
+            sub = d.get(name) or {}
+            known = {f.name for f in fields(klass)}
+            unknown = set(sub) - known
+            if unknown:
+                raise ConfigError(f"unknown {name} setting(s): {', '.join(sorted(unknown))}",
+                                  column=f"{name}.{sorted(unknown)[0]}")
+            parts[name] = klass(**sub)
+        unknown = set(d) - {"kpa", "pod", "slo"}
+        if unknown:
+            raise ConfigError(f"unknown simulator section(s): {', '.join(sorted(unknown))}")
+        return cls(**parts)
+
+    def with_overrides(self, **kw) -> "SimConfig":
+        return replace(self, **kw)

@@ -1,0 +1,586 @@
+"""The request-level engine: many independent simulations advanced together, compiled with numba.
+
+Each simulation replays one trace window through one Knative revision:
+
+    arrival -> [wait: activator / queue-proxy FIFO] -> pod (processor sharing) -> done
+
+* Pods are created and removed on the KPA's 2 s decision ticks (kpilot.sim.kpa.kpa_decide, the same
+  compiled function the unit tests pin against Knative). A new pod becomes ready after a cold start
+  drawn from the cold-start model, scaled per simulation.
+* A pod serves at most `cap` requests at once (containerConcurrency, or `unlimited_in_service`
+  when it is 0). The n requests in service share `cores` processors: each progresses at
+  min(1, cores / n) seconds of work per second. Exact processor sharing uses a per-pod virtual
+  clock: a request dispatched at virtual time V with work w finishes when the clock reaches V + w.
+* Requests that find no ready pod with a free slot wait in one FIFO (the activator at zero scale,
+  the queue-proxy breaker otherwise); a full FIFO rejects the request (a 503, counted as failed).
+  New requests pick the less loaded of two random ready pods (the activator's choice-of-two).
+* Revision concurrency (in service + waiting) is integrated exactly into 1 s buckets, as the
+  queue-proxy and activator report it; the stable and panic windows average those buckets.
+
+All state lives in numpy arrays with a leading simulation axis, so a batch is one call; the layout
+is owned by `Batch` (kpilot.sim.batch). Times are float64 seconds from each window's start.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from kpilot.sim.kpa import kpa_decide, window_average, SPEC_TARGET_VALUE, SPEC_TOTAL_VALUE
+
+INF = np.inf
+POD_FREE, POD_STARTING, POD_READY, POD_DRAINING = 0, 1, 2, 3
+
+# Integer scalars per simulation (array I[e, :]).
+I_NEXT_REQ = 0       # next request index to arrive
+I_N_REQ = 1          # requests in this window
+I_FIFO_HEAD = 2      # FIFO: monotone counters, slot = counter % capacity
+I_FIFO_TAIL = 3
+I_N_READY = 4
+I_N_STARTING = 5
+I_N_ALIVE = 6        # starting + ready + draining: what costs pod-seconds
+I_PHEAP_SIZE = 7
+I_BUCKET_SEC = 8     # the open 1 s bucket
+I_FIRST_SEC = 9
+I_FREE_SLOTS = 10    # free in-service slots summed over ready pods
+I_N_FREE_PODS = 11
+I_REPLICAS = 12      # pods the autoscaler wants (ready + starting)
+I_TICKS = 13
+I_SIZE = 16
+
+# Float scalars per simulation (array F[e, :]).
+F_NOW = 0
+F_AREA = 1           # concurrency x seconds in the open bucket
+F_LAST_T = 2
+F_INFLIGHT = 3       # in service + waiting
+F_NEXT_TICK = 4
+F_TARGET = 5         # autoscaling.knative.dev/target annotation; NaN = not set (Knative default)
+F_ZERO_SINCE = 6     # first tick the KPA wanted zero; NaN when not
+F_PANICKING = 7
+F_COLD_SCALE = 8
+F_STABLE = 9         # last decision's window averages, desired pods and burst capacity
+F_PANIC = 10
+F_DESIRED = 11
+F_EBC = 12
+F_NEXT_READY = 13    # earliest ready time among starting pods
+F_TOD0 = 14          # time of day (s since midnight UTC) at window start, for observations
+F_SIZE = 16
+
+# Per-interval statistics (array S[e, :]), reset by the caller at each decision interval, and
+# run totals (array T[e, :]) with the same layout.
+S_ARRIVALS = 0
+S_COMPLETED = 1
+S_REJECTED = 2
+S_VIOLATIONS = 3
+S_COLD_STARTS = 4
+S_POD_SECONDS = 5
+S_PANIC_SECONDS = 6
+S_LATENCY_SUM = 7
+S_MAX_PODS = 8
+S_SIZE = 9
+
+# Latency histogram: log-spaced bins, 20 per decade from 1 ms to 10^4 s (like a Prometheus
+# histogram, so the p95 the policy sees in simulation is computed the way the operator computes it).
+HIST_LO = -3.0
+HIST_PER_DECADE = 20
+HIST_BINS = 7 * HIST_PER_DECADE + 2   # + underflow and overflow
+
+# Timeline columns, one row per 2 s tick.
+TL_COLUMNS = ("t", "arrivals", "observed_concurrency_stable", "observed_concurrency_panic",
+              "target", "desired_pods", "ready_pods", "panic", "starting_pods", "inflight",
+              "activator_in_path")
+TL_SIZE = len(TL_COLUMNS)
+
+# Config (array C[e, :]): per-simulation settings the engine reads.
+C_CORES = 0
+C_CAP = 1            # max in service per pod
+C_CC = 2             # containerConcurrency (0 = unlimited), for the target cap
+C_TARGET_DEFAULT = 3
+C_UTILIZATION = 4
+C_STABLE_WINDOW = 5
+C_PANIC_WINDOW = 6
+C_TICK = 7
+C_MIN_SCALE = 8
+C_MAX_SCALE = 9      # 0 = unbounded
+C_STZ_GRACE = 10     # max(grace period, pod retention)
+C_STZ_ENABLED = 11
+C_SLO_SLOWDOWN = 12
+C_SLO_OFFSET = 13
+C_CS_KIND = 14
+C_CS_P1 = 15         # fixed: seconds; lognormal: mu
+C_CS_P2 = 16         # lognormal: sigma
+C_CS_MAX = 17
+C_SIZE = 18
+
+
+@njit(cache=True, inline="always")
+def _u01(rng, e):
+    """splitmix64: a small, fast, per-simulation generator (reproducible under any batching)."""
+    x = rng[e] + np.uint64(0x9E3779B97F4A7C15)
+    rng[e] = x
+    z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def _cold_start(C, rng, cs_samples, F, e):
+    kind = int(C[e, C_CS_KIND])
+    if kind == 0:
+        s = C[e, C_CS_P1]
+    elif kind == 1:
+        u1 = max(_u01(rng, e), 1e-300)
+        u2 = _u01(rng, e)
+        z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+        s = math.exp(C[e, C_CS_P1] + C[e, C_CS_P2] * z)
+    else:
+        s = cs_samples[int(_u01(rng, e) * len(cs_samples))]
+    return min(s, C[e, C_CS_MAX]) * F[e, F_COLD_SCALE]
+
+
+# ---------------------------------------------------------------- pod completion heap (indexed)
+@njit(cache=True, inline="always")
+def _pheap_swap(ph, pp, e, i, j):
+    a = ph[e, i]
+    b = ph[e, j]
+    ph[e, i] = b
+    ph[e, j] = a
+    pp[e, b] = i
+    pp[e, a] = j
+
+
+@njit(cache=True)
+def _pheap_fix(ph, pp, pk, I, e, pod):
+    """Restore heap order after pod's key changed (insert if absent, remove if key is INF)."""
+    pos = pp[e, pod]
+    if pk[e, pod] == INF:
+        if pos < 0:
+            return
+        last = I[e, I_PHEAP_SIZE] - 1
+        _pheap_swap(ph, pp, e, pos, last)
+        I[e, I_PHEAP_SIZE] = last
+        pp[e, pod] = -1
+        if pos == last:
+            return
+        pod = ph[e, pos]
+    elif pos < 0:
+        pos = I[e, I_PHEAP_SIZE]
+        ph[e, pos] = pod
+        pp[e, pod] = pos
+        I[e, I_PHEAP_SIZE] = pos + 1
+    n = I[e, I_PHEAP_SIZE]
+    # sift up
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if pk[e, ph[e, parent]] <= pk[e, ph[e, pos]]:
+            break
+        _pheap_swap(ph, pp, e, pos, parent)
+        pos = parent
+    # sift down
+    while True:
+        c = 2 * pos + 1
+        if c >= n:
+            break
+        if c + 1 < n and pk[e, ph[e, c + 1]] < pk[e, ph[e, c]]:
+            c += 1
+        if pk[e, ph[e, pos]] <= pk[e, ph[e, c]]:
+            break
+        _pheap_swap(ph, pp, e, pos, c)
+        pos = c
+
+
+# ---------------------------------------------------------------- per-pod job heap
+@njit(cache=True)
+def _job_push(hk, hr, pn, e, pod, key, req):
+    i = pn[e, pod]
+    pn[e, pod] = i + 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if hk[e, pod, parent] <= key:
+            break
+        hk[e, pod, i] = hk[e, pod, parent]
+        hr[e, pod, i] = hr[e, pod, parent]
+        i = parent
+    hk[e, pod, i] = key
+    hr[e, pod, i] = req
+
+
+@njit(cache=True)
+def _job_pop(hk, hr, pn, e, pod):
+    req = hr[e, pod, 0]
+    n = pn[e, pod] - 1
+    pn[e, pod] = n
+    if n > 0:
+        key = hk[e, pod, n]
+        r = hr[e, pod, n]
+        i = 0
+        while True:
+            c = 2 * i + 1
+            if c >= n:
+                break
+            if c + 1 < n and hk[e, pod, c + 1] < hk[e, pod, c]:
+                c += 1
+            if key <= hk[e, pod, c]:
+                break
+            hk[e, pod, i] = hk[e, pod, c]
+            hr[e, pod, i] = hr[e, pod, c]
+            i = c
+        hk[e, pod, i] = key
+        hr[e, pod, i] = r
+    return req
+
+
+@njit(cache=True, inline="always")
+def _rate(C, e, n):
+    return 1.0 if n <= C[e, C_CORES] else C[e, C_CORES] / n
+
+
+@njit(cache=True)
+def _sync_pod(pv, pt, pn, C, e, pod, t):
+    """Advance the pod's virtual clock to real time t."""
+    n = pn[e, pod]
+    if n > 0:
+        pv[e, pod] += (t - pt[e, pod]) * _rate(C, e, n)
+    pt[e, pod] = t
+
+
+@njit(cache=True)
+def _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod):
+    n = pn[e, pod]
+    if n == 0:
+        pk[e, pod] = INF
+    else:
+        pk[e, pod] = pt[e, pod] + max(0.0, hk[e, pod, 0] - pv[e, pod]) / _rate(C, e, n)
+    _pheap_fix(ph, pp, pk, I, e, pod)
+
+
+# ---------------------------------------------------------------- the simulation
+@njit(cache=True)
+def _advance_clock(I, F, S, T, buckets, e, t):
+    """Integrate concurrency, pod-seconds and panic time up to t, closing whole-second buckets."""
+    W = buckets.shape[1]
+    inflight = F[e, F_INFLIGHT]
+    alive = float(I[e, I_N_ALIVE])
+    panicking = F[e, F_PANICKING]
+    last = F[e, F_LAST_T]
+    while t >= I[e, I_BUCKET_SEC] + 1:
+        edge = float(I[e, I_BUCKET_SEC] + 1)
+        dt = edge - last
+        buckets[e, I[e, I_BUCKET_SEC] % W] = F[e, F_AREA] + inflight * dt
+        S[e, S_POD_SECONDS] += alive * dt
+        T[e, S_POD_SECONDS] += alive * dt
+        S[e, S_PANIC_SECONDS] += panicking * dt
+        T[e, S_PANIC_SECONDS] += panicking * dt
+        F[e, F_AREA] = 0.0
+        I[e, I_BUCKET_SEC] += 1
+        last = edge
+    dt = t - last
+    if dt > 0.0:
+        F[e, F_AREA] += inflight * dt
+        S[e, S_POD_SECONDS] += alive * dt
+        T[e, S_POD_SECONDS] += alive * dt
+        S[e, S_PANIC_SECONDS] += panicking * dt
+        T[e, S_PANIC_SECONDS] += panicking * dt
+        last = t
+    F[e, F_LAST_T] = last
+    F[e, F_NOW] = t
+
+
+@njit(cache=True)
+def _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk, ph, pp,
+              C, I, S, T, e):
+    _sync_pod(pv, pt, pn, C, e, pod, t)
+    _job_push(hk, hr, pn, e, pod, pv[e, pod] + service[e, req], req)
+    _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod)
+    I[e, I_FREE_SLOTS] -= 1
+    if pready[e, pod] > arrivals[e, req]:
+        # The request arrived before this pod was ready: it waited for a cold start.
+        S[e, S_COLD_STARTS] += 1
+        T[e, S_COLD_STARTS] += 1
+
+
+@njit(cache=True)
+def _pick_pod(rng, pstate, pn, rlist, C, I, e):
+    """Choice of two among ready pods with a free slot; -1 if none has one."""
+    n_ready = I[e, I_N_READY]
+    if n_ready == 0 or I[e, I_FREE_SLOTS] <= 0:
+        return -1
+    cap = C[e, C_CAP]
+    a = rlist[e, int(_u01(rng, e) * n_ready)]
+    b = rlist[e, int(_u01(rng, e) * n_ready)]
+    if pn[e, b] < pn[e, a]:
+        a, b = b, a
+    if pn[e, a] < cap:
+        return a
+    for k in range(n_ready):
+        p = rlist[e, k]
+        if pn[e, p] < cap:
+            return p
+    return -1
+
+
+@njit(cache=True)
+def _drain_fifo_to(pod, t, fifo, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk, ph,
+                   pp, C, I, S, T, e):
+    Q = fifo.shape[1]
+    cap = C[e, C_CAP]
+    while I[e, I_FIFO_HEAD] < I[e, I_FIFO_TAIL] and pn[e, pod] < cap:
+        req = fifo[e, I[e, I_FIFO_HEAD] % Q]
+        I[e, I_FIFO_HEAD] += 1
+        _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk, ph, pp,
+                  C, I, S, T, e)
+
+
+@njit(cache=True)
+def _record_done(req, t, arrivals, service, latency, hist, C, F, S, T, e, record):
+    lat = t - arrivals[e, req]
+    F[e, F_INFLIGHT] -= 1.0
+    S[e, S_COMPLETED] += 1
+    T[e, S_COMPLETED] += 1
+    S[e, S_LATENCY_SUM] += lat
+    T[e, S_LATENCY_SUM] += lat
+    if lat > C[e, C_SLO_SLOWDOWN] * service[e, req] + C[e, C_SLO_OFFSET]:
+        S[e, S_VIOLATIONS] += 1
+        T[e, S_VIOLATIONS] += 1
+    b = 0
+    if lat > 0.0:
+        b = int(math.floor((math.log10(lat) - HIST_LO) * HIST_PER_DECADE)) + 1
+        b = min(max(b, 0), HIST_BINS - 1)
+    hist[e, b] += 1
+    if record:
+        latency[e, req] = lat
+
+
+@njit(cache=True)
+def _set_ready_list(rlist, rpos, I, e, pod, add):
+    if add:
+        k = I[e, I_N_READY]
+        rlist[e, k] = pod
+        rpos[e, pod] = k
+        I[e, I_N_READY] = k + 1
+    else:
+        k = rpos[e, pod]
+        last = I[e, I_N_READY] - 1
+        moved = rlist[e, last]
+        rlist[e, k] = moved
+        rpos[e, moved] = k
+        rpos[e, pod] = -1
+        I[e, I_N_READY] = last
+
+
+@njit(cache=True)
+def _free_pod(pstate, freelist, I, e, pod):
+    pstate[e, pod] = POD_FREE
+    freelist[e, I[e, I_N_FREE_PODS]] = pod
+    I[e, I_N_FREE_PODS] += 1
+    I[e, I_N_ALIVE] -= 1
+
+
+@njit(cache=True)
+def _next_ready_time(pstate, pready, slist, I, F, e):
+    best = INF
+    for k in range(I[e, I_N_STARTING]):
+        r = pready[e, slist[e, k]]
+        if r < best:
+            best = r
+    F[e, F_NEXT_READY] = best
+
+
+@njit(cache=True)
+def _scale_to(want, t, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist, rpos, slist,
+              freelist, C, I, F, S, T, e):
+    """Create or remove pods so that ready + starting == want (pods draining don't count)."""
+    have = I[e, I_N_READY] + I[e, I_N_STARTING]
+    cap = int(C[e, C_CAP])
+    while have < want and I[e, I_N_FREE_PODS] > 0:
+        I[e, I_N_FREE_PODS] -= 1
+        pod = freelist[e, I[e, I_N_FREE_PODS]]
+        pstate[e, pod] = POD_STARTING
+        pcreated[e, pod] = t
+        pready[e, pod] = t + _cold_start(C, rng, cs_samples, F, e)
+        pn[e, pod] = 0
+        pv[e, pod] = 0.0
+        pt[e, pod] = t
+        slist[e, I[e, I_N_STARTING]] = pod
+        I[e, I_N_STARTING] += 1
+        I[e, I_N_ALIVE] += 1
+        have += 1
+    while have > want and I[e, I_N_STARTING] > 0:
+        # Kubernetes removes pods that are not ready first; the youngest of them first.
+        best = 0
+        for k in range(1, I[e, I_N_STARTING]):
+            if pready[e, slist[e, k]] > pready[e, slist[e, best]]:
+                best = k
+        pod = slist[e, best]
+        I[e, I_N_STARTING] -= 1
+        slist[e, best] = slist[e, I[e, I_N_STARTING]]
+        _free_pod(pstate, freelist, I, e, pod)
+        have -= 1
+    while have > want and I[e, I_N_READY] > 0:
+        # Then the least busy ready pod: it drains its requests and is deleted when empty.
+        best = rlist[e, 0]
+        for k in range(1, I[e, I_N_READY]):
+            if pn[e, rlist[e, k]] < pn[e, best]:
+                best = rlist[e, k]
+        _set_ready_list(rlist, rpos, I, e, best, False)
+        I[e, I_FREE_SLOTS] -= cap - pn[e, best]
+        if pn[e, best] == 0:
+            _free_pod(pstate, freelist, I, e, best)
+        else:
+            pstate[e, best] = POD_DRAINING
+        have -= 1
+    _next_ready_time(pstate, pready, slist, I, F, e)
+    T[e, S_MAX_PODS] = max(T[e, S_MAX_PODS], float(I[e, I_N_ALIVE]))
+    S[e, S_MAX_PODS] = max(S[e, S_MAX_PODS], float(I[e, I_N_ALIVE]))
+
+
+@njit(cache=True)
+def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist,
+          rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record):
+    """One KPA decision at time t, then apply it to the pods."""
+    completed = I[e, I_BUCKET_SEC]
+    first = I[e, I_FIRST_SEC]
+    stable = window_average(buckets[e], completed, first, C[e, C_STABLE_WINDOW])
+    panic = window_average(buckets[e], completed, first, C[e, C_PANIC_WINDOW])
+    # Target resolution (pkg/reconciler/autoscaling/resources/target.go).
+    cc = C[e, C_CC]
+    total = cc if cc > 0 else C[e, C_TARGET_DEFAULT]
+    tgt = F[e, F_TARGET]
+    if not np.isnan(tgt):
+        total = min(tgt, cc) if cc > 0 else tgt
+    spec[e, SPEC_TOTAL_VALUE] = total
+    spec[e, SPEC_TARGET_VALUE] = max(0.01, total * C[e, C_UTILIZATION])
+    ready = I[e, I_N_READY]
+    if completed - first > 0:
+        desired, ebc, panicking = kpa_decide(stable, panic, float(ready), t, spec[e], dstate[e])
+        F[e, F_STABLE] = stable
+        F[e, F_PANIC] = panic
+        F[e, F_DESIRED] = desired
+        F[e, F_EBC] = ebc
+        F[e, F_PANICKING] = 1.0 if panicking else 0.0
+        want = desired
+        if want < C[e, C_MIN_SCALE]:
+            want = int(C[e, C_MIN_SCALE])
+        if C[e, C_MAX_SCALE] > 0 and want > C[e, C_MAX_SCALE]:
+            want = int(C[e, C_MAX_SCALE])
+        if want == 0:
+            if C[e, C_STZ_ENABLED] < 0.5:
+                want = 1
+            else:
+                # Scale to zero only after the grace period with the activator in the path
+                # (pkg/reconciler/autoscaling/kpa/scaler.go); until then hold the current scale.
+                if np.isnan(F[e, F_ZERO_SINCE]):
+                    F[e, F_ZERO_SINCE] = t
+                if t - F[e, F_ZERO_SINCE] < C[e, C_STZ_GRACE]:
+                    want = I[e, I_REPLICAS]
+        else:
+            F[e, F_ZERO_SINCE] = np.nan
+        I[e, I_REPLICAS] = want
+        _scale_to(want, t, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist, rpos,
+                  slist, freelist, C, I, F, S, T, e)
+    if record:
+        k = I[e, I_TICKS]
+        if k < timeline.shape[1]:
+            row = timeline[e, k]
+            row[0] = t
+            row[1] = tl_arrivals[e]
+            row[2] = stable
+            row[3] = panic
+            row[4] = spec[e, SPEC_TOTAL_VALUE]
+            row[5] = F[e, F_DESIRED]
+            row[6] = I[e, I_N_READY]
+            row[7] = F[e, F_PANICKING]
+            row[8] = I[e, I_N_STARTING]
+            row[9] = F[e, F_INFLIGHT]
+            row[10] = 1.0 if F[e, F_EBC] < 0 or I[e, I_N_READY] == 0 else 0.0
+    tl_arrivals[e] = 0
+    I[e, I_TICKS] += 1
+    F[e, F_NEXT_TICK] = t + C[e, C_TICK]
+
+
+@njit(cache=True)
+def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
+                pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
+                freelist, fifo, hist, latency, timeline, tl_arrivals, record):
+    """Run simulation e until t_stop (events at t_stop itself are left for the next call)."""
+    Q = fifo.shape[1]
+    cap = C[e, C_CAP]
+    n_req = I[e, I_N_REQ]
+    while True:
+        nr = I[e, I_NEXT_REQ]
+        t_arr = arrivals[e, nr] if nr < n_req else INF
+        t_done = pk[e, ph[e, 0]] if I[e, I_PHEAP_SIZE] > 0 else INF
+        t_ready = F[e, F_NEXT_READY]
+        t_tick = F[e, F_NEXT_TICK]
+        t = min(min(t_arr, t_done), min(t_ready, t_tick))
+        if t >= t_stop:
+            _advance_clock(I, F, S, T, buckets, e, t_stop)
+            return
+        _advance_clock(I, F, S, T, buckets, e, t)
+        if t_ready == t:
+            # The earliest starting pod is ready: it takes waiting requests first.
+            best = 0
+            for k in range(1, I[e, I_N_STARTING]):
+                if pready[e, slist[e, k]] < pready[e, slist[e, best]]:
+                    best = k
+            pod = slist[e, best]
+            I[e, I_N_STARTING] -= 1
+            slist[e, best] = slist[e, I[e, I_N_STARTING]]
+            pstate[e, pod] = POD_READY
+            pt[e, pod] = t
+            _set_ready_list(rlist, rpos, I, e, pod, True)
+            I[e, I_FREE_SLOTS] += int(cap)
+            _drain_fifo_to(pod, t, fifo, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk,
+                           ph, pp, C, I, S, T, e)
+            _next_ready_time(pstate, pready, slist, I, F, e)
+        elif t_done == t:
+            pod = ph[e, 0]
+            n = pn[e, pod]
+            pv[e, pod] = hk[e, pod, 0]   # exact, no drift
+            pt[e, pod] = t
+            req = _job_pop(hk, hr, pn, e, pod)
+            _record_done(req, t, arrivals, service, latency, hist, C, F, S, T, e, record)
+            if pstate[e, pod] == POD_READY:
+                I[e, I_FREE_SLOTS] += 1
+                _drain_fifo_to(pod, t, fifo, arrivals, service, pstate, pready, pn, pv, pt, hk,
+                               hr, pk, ph, pp, C, I, S, T, e)
+            _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod)
+            if pstate[e, pod] == POD_DRAINING and pn[e, pod] == 0:
+                _free_pod(pstate, freelist, I, e, pod)
+        elif t_arr == t:
+            req = nr
+            I[e, I_NEXT_REQ] = nr + 1
+            S[e, S_ARRIVALS] += 1
+            T[e, S_ARRIVALS] += 1
+            tl_arrivals[e] += 1
+            F[e, F_INFLIGHT] += 1.0
+            pod = -1
+            if I[e, I_FIFO_HEAD] == I[e, I_FIFO_TAIL]:
+                pod = _pick_pod(rng, pstate, pn, rlist, C, I, e)
+            if pod >= 0:
+                _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk,
+                          ph, pp, C, I, S, T, e)
+            elif I[e, I_FIFO_TAIL] - I[e, I_FIFO_HEAD] < Q:
+                fifo[e, I[e, I_FIFO_TAIL] % Q] = req
+                I[e, I_FIFO_TAIL] += 1
+            else:
+                F[e, F_INFLIGHT] -= 1.0
+                S[e, S_REJECTED] += 1
+                T[e, S_REJECTED] += 1
+        else:
+            _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt,
+                  rlist, rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record)
+
+
+@njit(cache=True, parallel=True)
+def advance_all(t_stop, arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
+                pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
+                freelist, fifo, hist, latency, timeline, tl_arrivals, record):
+    """Advance every simulation e to t_stop[e], in parallel across simulations."""
+    for e in prange(arrivals.shape[0]):
+        advance_one(e, t_stop[e], arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng,
+                    cs_samples, pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist,
+                    rpos, slist, freelist, fifo, hist, latency, timeline, tl_arrivals, record)

@@ -1,0 +1,97 @@
+"""The environment: gymnasium's and SB3's checkers, batching, resets and the reward."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from kpilot.env import ENV_ID, EnvConfig, KnativeAutoscalingEnv, RewardConfig
+from kpilot.env.vector import KnativeAutoscalingVecEnv, KnativeAutoscalingVectorEnv
+from kpilot.observation import N_FEATURES
+from kpilot.traces.synthetic import synthetic_trace
+
+TRACE = synthetic_trace("bursty", {"rate": 10, "duration": 1200}, seed=3)
+SMALL = EnvConfig(episode_s=300.0)
+
+
+def test_single_env_passes_gymnasium_checker():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=UserWarning)
+        gym_check_env(KnativeAutoscalingEnv(SMALL, traces=[TRACE]), skip_render_check=True)
+
+
+def test_single_env_passes_sb3_checker():
+    sb3_check_env(KnativeAutoscalingEnv(SMALL, traces=[TRACE]), warn=True)
+
+
+def test_registered_and_makeable():
+    env = gym.make(ENV_ID, config=SMALL, traces=[TRACE])
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (N_FEATURES,)
+    vec = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", config=SMALL,
+                       traces=[TRACE])
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (3, N_FEATURES)
+    obs, rew, term, trunc, _ = vec.step(np.zeros((3, 1), dtype=np.float32))
+    assert rew.shape == (3,) and not term.any()
+
+
+def test_episode_truncates_after_episode_length():
+    env = KnativeAutoscalingEnv(SMALL, traces=[TRACE])
+    env.reset(seed=1)
+    steps, truncated = 0, False
+    while not truncated:
+        _, _, terminated, truncated, _ = env.step(np.array([0.0], dtype=np.float32))
+        assert not terminated
+        steps += 1
+    assert steps == SMALL.episode_s / SMALL.decision_interval_s
+
+
+def test_vec_env_auto_resets_and_reports_terminal_observation():
+    env = KnativeAutoscalingVecEnv(4, SMALL, seed=0, traces=[TRACE])
+    env.reset()
+    n_steps = int(SMALL.episode_s / SMALL.decision_interval_s)
+    for i in range(n_steps):
+        obs, rewards, dones, infos = env.step(np.zeros((4, 1)))
+    assert dones.all()
+    assert all("terminal_observation" in info and info["TimeLimit.truncated"] for info in infos)
+    assert all(info["episode"]["l"] == n_steps for info in infos)
+    obs, _, dones, _ = env.step(np.zeros((4, 1)))
+    assert not dones.any() and obs.shape == (4, N_FEATURES)
+
+
+def test_same_seed_same_episodes():
+    def run(seed):
+        env = KnativeAutoscalingVecEnv(3, SMALL, seed=seed, traces=[TRACE])
+        obs = [env.reset()]
+        for a in np.linspace(-1, 1, 5):
+            obs.append(env.step(np.full((3, 1), a))[0])
+        return np.stack(obs)
+
+    np.testing.assert_array_equal(run(7), run(7))
+    assert not np.array_equal(run(7), run(8))
+
+
+def test_reward_is_the_interval_cost_per_second():
+    reward = RewardConfig(cost_per_pod_second=1.0, cost_per_violation=0.0, cost_per_cold_start=0.0)
+    env = KnativeAutoscalingVecEnv(2, EnvConfig(episode_s=300.0, reward=reward), seed=0, traces=[TRACE])
+    env.reset()
+    _, rewards, _, infos = env.step(np.zeros((2, 1)))
+    for r, info in zip(rewards, infos):
+        assert r == pytest.approx(-info["pod_seconds"] / 30.0, rel=1e-5)
+        assert r < 0
+
+
+def test_action_sets_the_target_and_more_capacity_costs_more():
+    env = KnativeAutoscalingVecEnv(2, SMALL, seed=0, traces=[TRACE])
+    env.reset()
+    pods = np.zeros(2)
+    for _ in range(6):
+        _, _, _, infos = env.step(np.array([[-1.0], [1.0]]))
+        pods += [i["pod_seconds"] for i in infos]
+    assert infos[0]["target"] == pytest.approx(SMALL.action.min_target)
+    assert infos[1]["target"] == pytest.approx(SMALL.action.max_target)
+    assert pods[0] > pods[1]

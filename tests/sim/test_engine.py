@@ -1,0 +1,126 @@
+"""Request-level replay: the behaviours a user of `kpilot simulate` relies on."""
+
+import numpy as np
+import pytest
+
+from kpilot.sim.config import KpaConfig, PodConfig, SimConfig
+from kpilot.sim.replay import StaticTarget, replay
+from kpilot.traces.model import make_trace
+
+
+def cfg(**kw):
+    kpa = {k: kw.pop(k) for k in list(kw) if k in KpaConfig.__dataclass_fields__}
+    pod = {k: kw.pop(k) for k in list(kw) if k in PodConfig.__dataclass_fields__}
+    assert not kw
+    pod.setdefault("cold_start", "instant")
+    return SimConfig(kpa=KpaConfig(**kpa), pod=PodConfig(**pod))
+
+
+def poisson(rate, duration, service=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    arr = np.cumsum(rng.exponential(1 / rate, int(rate * duration * 1.2)))
+    arr = arr[arr < duration]
+    return make_trace(arr, np.full(len(arr), service))
+
+
+def test_processor_sharing_slows_requests_beyond_the_cores():
+    trace = make_trace([0.5, 0.5], [1.0, 1.0])
+    one_core = replay(trace, config=cfg(min_scale=1, max_scale=1, cores=1.0))
+    assert one_core.latencies == pytest.approx([2.0, 2.0])
+    two_cores = replay(trace, config=cfg(min_scale=1, max_scale=1, cores=2.0))
+    assert two_cores.latencies == pytest.approx([1.0, 1.0])
+
+
+def test_container_concurrency_queues_at_the_pod():
+    trace = make_trace([0.5, 0.5, 0.5], [1.0, 1.0, 1.0])
+    r = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1))
+    assert sorted(r.latencies) == pytest.approx([1.0, 2.0, 3.0])
+    assert r.metrics["completed"] == 3
+
+
+def test_full_queue_rejects_requests_as_failed():
+    trace = make_trace([0.5] * 5, [1.0] * 5)
+    r = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1, queue_capacity=2))
+    assert r.metrics["rejected"] == 2 and r.metrics["failed"] == 2 and r.metrics["completed"] == 3
+
+
+def test_cold_start_from_zero_is_waited_for_and_counted():
+    # No pods at first: the activator buffers the request, its concurrency reaches the KPA at the
+    # 2 s tick, a pod is created then and is ready 5 s later.
+    trace = make_trace([0.1], [1.0])
+    r = replay(trace, config=cfg(initial_scale=0, cold_start="fixed:5"))
+    assert r.latencies[0] == pytest.approx(2.0 + 5.0 - 0.1 + 1.0)
+    assert r.metrics["cold_starts"] == 1
+    assert r.metrics["slo_violations"] == 1   # 7.9 s > 2 x 1 s + 0.5 s
+
+
+def test_scale_to_zero_after_idle_then_cold_start():
+    busy1 = poisson(5, 120, service=0.2, seed=1)
+    busy2 = poisson(5, 120, service=0.2, seed=2)
+    arr = np.concatenate([busy1.arrivals, busy2.arrivals + 420.0])
+    trace = make_trace(arr, np.concatenate([busy1.service, busy2.service]))
+    r = replay(trace, StaticTarget(1.0), config=cfg(cold_start="fixed:3"))
+    tl = r.timeline
+    idle = (tl["t"] > 120 + 60 + 30 + 10) & (tl["t"] < 420)
+    assert idle.any() and np.all(tl["ready_pods"][idle] == 0), "no pods during the idle gap"
+    before_stz = (tl["t"] > 125) & (tl["t"] < 120 + 60)
+    assert np.all(tl["ready_pods"][before_stz] >= 1), "pods are kept for the stable window"
+    assert r.metrics["cold_starts"] >= 1
+    waited = r.latencies[len(busy1):][:3]
+    assert waited[0] > 3.0, "the first request after the gap waits for a cold start"
+
+
+def test_flash_crowd_triggers_panic_and_fast_scale_up():
+    base = poisson(2, 300, service=0.5, seed=3)
+    spike = poisson(60, 20, service=0.5, seed=4)
+    arr = np.concatenate([base.arrivals, spike.arrivals + 150.0])
+    trace = make_trace(arr, np.full(len(arr), 0.5))
+    r = replay(trace, StaticTarget(2.0), config=cfg(cold_start="fixed:1"))
+    tl = r.timeline
+    assert r.metrics["panic_seconds"] > 0
+    during = (tl["t"] >= 150) & (tl["t"] <= 175)
+    assert tl["panic"][during].max() == 1.0
+    assert tl["ready_pods"][during].max() >= 10
+
+
+def test_lower_target_means_more_pods_and_lower_latency():
+    trace = poisson(20, 600, service=0.5, seed=5)
+    low = replay(trace, StaticTarget(2.0), config=cfg())
+    high = replay(trace, StaticTarget(50.0), config=cfg())
+    assert low.metrics["pod_seconds"] > high.metrics["pod_seconds"] * 2
+    assert low.metrics["latency_p95_s"] < high.metrics["latency_p95_s"]
+
+
+def test_observed_concurrency_follows_littles_law():
+    trace = poisson(10, 600, service=1.0, seed=6)
+    r = replay(trace, StaticTarget(1.0), config=cfg())
+    tl = r.timeline
+    steady = (tl["t"] > 120) & (tl["t"] < 590)
+    mean_latency = np.nanmean(r.latencies)
+    assert np.mean(tl["observed_concurrency_stable"][steady]) == pytest.approx(10 * mean_latency, rel=0.1)
+
+
+def test_pod_seconds_count_every_pod():
+    trace = poisson(1, 100, service=0.1, seed=7)
+    r = replay(trace, config=cfg(min_scale=3, max_scale=3, initial_scale=3))
+    assert r.metrics["pod_seconds"] == pytest.approx(3 * r.metrics["duration_s"])
+    assert r.metrics["mean_pods"] == pytest.approx(3.0)
+
+
+def test_same_seed_same_output_and_seeds_matter():
+    trace = poisson(20, 300, service=0.5, seed=8)
+    conf = cfg(cold_start="huawei")
+    a = replay(trace, StaticTarget(3.0), config=conf, seed=11)
+    b = replay(trace, StaticTarget(3.0), config=conf, seed=11)
+    c = replay(trace, StaticTarget(3.0), config=conf, seed=12)
+    assert a.metrics == b.metrics
+    np.testing.assert_array_equal(a.latencies, b.latencies)
+    assert a.metrics != c.metrics
+
+
+def test_kpa_default_target_is_100_at_70_percent():
+    trace = poisson(50, 300, service=0.2, seed=9)
+    r = replay(trace, config=cfg())
+    assert np.all(r.timeline["target"] == 100.0)
+    r2 = replay(trace, config=cfg(container_concurrency=10))
+    assert np.all(r2.timeline["target"] == 10.0), "containerConcurrency caps the target"
