@@ -26,7 +26,8 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 @trace_app.command("inspect")
 def trace_inspect(
-    path: Path = typer.Argument(..., help="Trace file (format auto-detected from its header)."),
+    path: str = typer.Argument(..., help="Trace file (format auto-detected from its header), "
+                               "PATH?key=value&... with reader options, or synthetic:NAME[:key=value,...]."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Force a format (see `kpilot trace formats`)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ):

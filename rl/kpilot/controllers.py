@@ -1,0 +1,43 @@
+"""Who sets the target in a replay: Knative's defaults, a fixed value, or a trained policy.
+
+`parse_controller` turns the CLI's `--policy kpa | static:TARGET | PATH` into one of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kpilot.errors import ConfigError
+from kpilot.observation import encode
+from kpilot.policy import ExportedPolicy, load_policy
+from kpilot.sim.replay import KpaDefault, StaticTarget
+
+
+@dataclass
+class PolicyController:
+    """Runs an exported policy every `interval_s`, as the operator does in a cluster."""
+
+    policy: ExportedPolicy
+    interval_s: float = 30.0
+    name: str = "rl"
+
+    def decide(self, raw_obs: dict) -> float:
+        return float(self.policy.target(encode(**raw_obs)))
+
+
+def parse_controller(option: str, *, interval_s: float = 30.0):
+    """`kpa`, `static:TARGET` or a policy path (directory or policy.json)."""
+    text = option.strip()
+    if text == "kpa":
+        return KpaDefault()
+    if text.startswith("static:"):
+        try:
+            target = float(text.split(":", 1)[1])
+        except ValueError:
+            target = float("nan")
+        if not (target >= 0.01):
+            raise ConfigError(f"static target must be a number >= 0.01, got {text!r}", column="--policy")
+        return StaticTarget(target)
+    policy = load_policy(text)
+    name = policy.manifest.get("name") or text.rstrip("/").split("/")[-1]
+    return PolicyController(policy, interval_s=interval_s, name=f"rl:{name}")

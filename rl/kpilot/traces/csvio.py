@@ -1,0 +1,133 @@
+"""CSV plumbing shared by the readers: header sniffing, checksums, and numeric columns read with
+polars whose failures become a TraceError pointing at the file line and column.
+
+Line numbers are 1-based file lines counting the header (data row i, 0-based, is line i + 2); this
+assumes one record per line, which holds for every supported trace.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from kpilot.errors import TraceError
+
+ELIDED = "..."  # a pandas display ellipsis row (present in excerpts cut from notebook output)
+
+
+def sha256_file(*paths: Path) -> str:
+    """sha256 over the bytes of one or more files, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksum_in_background(*paths: Path):
+    """Start hashing `paths` on a thread (hashlib releases the GIL); returns a future."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(sha256_file, *paths)
+    pool.shutdown(wait=False)
+    return future
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names on the first line; TraceError if the file is missing or empty."""
+    if not path.exists():
+        raise TraceError("no such file", path=str(path))
+    if path.is_dir():
+        raise TraceError("is a directory, not a trace file", path=str(path))
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        first = fh.readline()
+    if not first.strip():
+        raise TraceError("empty file (no header, no data rows)", path=str(path))
+    return [name.strip() for name in next(csv.reader([first]))]
+
+
+def require_columns(path: Path, header: list[str], columns, what: str) -> None:
+    """TraceError (line 1) naming the first required column the header lacks."""
+    for name in columns:
+        if name not in header:
+            raise TraceError(f"missing column {name!r} required by the {what} format "
+                             f"(header has: {', '.join(header)})", path=str(path), line=1)
+
+
+def column_label(header: list[str], name: str) -> str:
+    """'N (name)' with N the 1-based position of the column in the file."""
+    return f"{header.index(name) + 1} ({name})" if name in header else name
+
+
+def _scan(path: Path, columns: list[str], overrides: dict | None = None) -> pl.LazyFrame:
+    return pl.scan_csv(path, infer_schema=False, schema_overrides=overrides,
+                       encoding="utf8-lossy").select(columns)
+
+
+def read_frame(path: Path, columns: list[str]) -> pl.DataFrame:
+    """The named columns as strings (for ids and text), with a TraceError on unreadable CSV."""
+    try:
+        frame = _scan(path, columns).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise TraceError(f"cannot parse CSV: {str(exc).splitlines()[0]}", path=str(path)) from None
+    if frame.height == 0:
+        raise TraceError("no data rows", path=str(path))
+    return frame
+
+
+def read_numeric(path: Path, header: list[str], columns: list[str],
+                 frame: pl.DataFrame | None = None) -> dict[str, np.ndarray]:
+    """Float64 numpy arrays of the named columns.
+
+    Fast path: polars parses the columns as Float64 directly. If that fails (or a value is
+    missing), the columns are re-read as strings and a vectorised check finds the first bad cell.
+    """
+    if frame is None:
+        try:
+            frame = _scan(path, columns, {c: pl.Float64 for c in columns}).collect()
+        except pl.exceptions.PolarsError:
+            frame = read_frame(path, columns)
+    if frame.height == 0:
+        raise TraceError("no data rows", path=str(path))
+    out = {}
+    for name in columns:
+        series = frame.get_column(name)
+        if series.dtype != pl.Float64 or series.null_count():
+            series = _checked_float(path, header, series)
+        out[name] = series.to_numpy()
+    return out
+
+
+def _checked_float(path: Path, header: list[str], raw: pl.Series) -> pl.Series:
+    """Cast a string column to Float64, or raise at the first missing or non-numeric cell."""
+    text = raw.cast(pl.String).str.strip_chars()
+    values = text.cast(pl.Float64, strict=False)
+    bad = values.is_null() | values.is_nan()
+    if bad.any():
+        row = int(bad.arg_max())
+        cell = text[row]
+        problem = "missing value" if cell is None or cell == "" else f"non-numeric value {cell!r}"
+        raise TraceError(problem, path=str(path), line=row + 2,
+                         column=column_label(header, raw.name))
+    return values
+
+
+def check_non_negative(path: Path, header: list[str], name: str, values: np.ndarray,
+                       what: str = "negative value") -> None:
+    """TraceError at the first negative entry of `values` (column `name`)."""
+    neg = values < 0
+    if neg.any():
+        row = int(np.argmax(neg))
+        raise TraceError(f"{what} {values[row]:g}", path=str(path), line=row + 2,
+                         column=column_label(header, name))
+
+
+def drop_elided(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """Drop pandas '...' display rows; returns the frame and the original row numbers kept."""
+    keep = (frame.get_column(column) != ELIDED).fill_null(True).to_numpy()
+    return frame.filter(pl.Series(keep)), np.flatnonzero(keep)

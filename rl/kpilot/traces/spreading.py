@@ -1,0 +1,38 @@
+"""Deterministic sub-second spreading of whole-second timestamps.
+
+Traces such as BurstGPT log arrivals in whole seconds, so many requests share one timestamp. Replaying
+them all at the same instant would invent bursts that never happened. The k requests sharing second s
+are placed by jittered stratification: the i-th of them (file order, i = 0..k-1) arrives at
+
+    s + (i + u_i) / k,   u_i ~ Uniform[0, 1) from numpy's default_rng(seed)
+
+so they stay in their second and in file order, are spread evenly on average, and the same file with
+the same seed always gives the same arrivals. Timestamps with a fractional part are left untouched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_whole_seconds(timestamps: np.ndarray) -> bool:
+    """True when every timestamp is an integer number of seconds."""
+    return bool(len(timestamps)) and bool(np.all(timestamps == np.floor(timestamps)))
+
+
+def spread_whole_seconds(timestamps: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Spread whole-second timestamps inside their second (see module doc); returns a new array."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if not is_whole_seconds(ts):
+        return ts.copy()
+    order = np.argsort(ts, kind="stable")
+    sorted_ts = ts[order]
+    n = len(ts)
+    starts = np.flatnonzero(np.r_[True, sorted_ts[1:] != sorted_ts[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    k = np.repeat(sizes, sizes)
+    u = np.random.default_rng(seed).random(n)
+    out = np.empty(n, dtype=np.float64)
+    out[order] = sorted_ts + (rank + u) / k
+    return out

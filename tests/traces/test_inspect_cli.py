@@ -1,0 +1,51 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kpilot.traces import make_trace
+from kpilot.traces.inspect import trace_stats
+
+KPILOT = Path(sys.executable).with_name("kpilot")
+
+
+def run(*args):
+    return subprocess.run([str(KPILOT), "trace", "inspect", *map(str, args)], capture_output=True, text=True)
+
+
+def test_trace_stats_is_pure_and_correct():
+    t = make_trace([0.1, 0.2, 0.3, 5.5, 70.0], [1, 2, 3, 4, 5], [False, True, False, False, False],
+                   format="generic", span_s=71.0)
+    s = trace_stats(t)
+    assert s["rows"] == 5 and s["failed"] == 1 and s["span_s"] == 71.0
+    assert s["peak_rate_1s_rps"] == 3 and s["peak_rate_60s_rps"] == pytest.approx(4 / 60)
+    assert s["mean_rate_rps"] == pytest.approx(5 / 71)
+    assert s["service_p50_s"] == 3 and s["service_mean_s"] == 3
+    gaps = np.diff(t.arrivals)
+    assert s["interarrival_cv"] == pytest.approx(gaps.std() / gaps.mean())
+
+
+def test_cli_json(fx):
+    out = run(fx("burstgpt6.csv"), "--json")
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["format"] == "burstgpt" and stats["rows"] == 5 and stats["failed"] == 2
+
+
+def test_cli_table_with_spec_and_coldstart(fx):
+    out = run(f"{fx('azure2019/invocations.csv')}?top=1")
+    assert out.returncode == 0 and "azure-functions-2019" in out.stdout and "top=1" in out.stdout
+    cs = json.loads(run(fx("huawei_coldstart.csv"), "--json").stdout)
+    assert cs["count"] == 2 and cs["mean_s"] == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize("name,fragment", [("bad_nonnumeric.csv", "line 4, column 4 (Response tokens)"),
+                                           ("bad_unknown.csv", "unknown trace format")])
+def test_cli_bad_input_is_one_line_exit_2(fx, name, fragment):
+    out = run(fx(name))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+    assert fragment in out.stderr and out.stderr.startswith("kpilot: error: ")
