@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from kpilot.errors import KpilotError
+from kpilot.errors import ConfigError, KpilotError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn Knative autoscaling targets from real request traces.")
@@ -22,6 +22,12 @@ operator_app = typer.Typer(no_args_is_help=True, help="Run the kpilot operator."
 app.add_typer(operator_app, name="operator")
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    """stdout console; wide enough for the metrics tables even when piped."""
+    console = Console()
+    return console if console.is_terminal and console.width >= 150 else Console(width=160)
 
 
 @trace_app.command("inspect")
@@ -35,6 +41,144 @@ def trace_inspect(
     from kpilot.traces.inspect import inspect_command
 
     inspect_command(path, fmt, json_out)
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Write via a temp file in the same folder, so a failure never leaves a half-written file."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise ConfigError(f"folder {str(path.parent)!r} does not exist", option="--timeline")
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _sim_config(cold_start: str, cores: float, container_concurrency: int, config: Optional[Path]):
+    import dataclasses
+
+    import yaml
+
+    from kpilot.sim.coldstart import parse_cold_start
+    from kpilot.sim.config import SimConfig
+
+    base = {}
+    if config is not None:
+        try:
+            base = yaml.safe_load(Path(config).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError("no such file", path=str(config)) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', exc)})", path=str(config),
+                              line=mark.line + 1 if mark else None) from None
+        if not isinstance(base, dict):
+            raise ConfigError("expected a mapping with kpa/pod/slo sections", path=str(config))
+    sim = SimConfig.from_dict(base)
+    if cores <= 0:
+        raise ConfigError(f"must be > 0, got {cores:g}", option="--cores")
+    if container_concurrency < 0:
+        raise ConfigError(f"must be >= 0, got {container_concurrency}", option="--container-concurrency")
+    parse_cold_start(cold_start)           # validate early: one clear line, nothing written yet
+    pod = dataclasses.replace(sim.pod, cold_start=cold_start, cores=cores,
+                              container_concurrency=container_concurrency)
+    return dataclasses.replace(sim, pod=pod)
+
+
+@app.command()
+def simulate(
+    trace: str = typer.Option(..., "--trace", help="Trace file, PATH?opts, or synthetic:NAME[:k=v,...]."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Force the trace format."),
+    policy: str = typer.Option("kpa", "--policy", help="kpa | static:TARGET | path to a policy artifact."),
+    cold_start: str = typer.Option("huawei", "--cold-start",
+                                   help="fixed:S | lognormal:MEAN,SD | PATH to a Huawei table | preset."),
+    cores: float = typer.Option(1.0, "--cores", help="Cores per pod (processor sharing)."),
+    container_concurrency: int = typer.Option(0, "--container-concurrency",
+                                              help="Hard limit of requests per pod (0 = unlimited)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with kpa/pod/slo overrides."),
+    interval: float = typer.Option(30.0, "--interval", help="Seconds between policy decisions."),
+    seed: int = typer.Option(0, "--seed", help="Seed for cold starts and load balancing."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    timeline: Optional[Path] = typer.Option(None, "--timeline", help="Write one CSV row per 2 s tick."),
+):
+    """Replay a trace through the KPA model, pods and cold starts; print what users saw."""
+    import json
+
+    from kpilot.controllers import parse_controller
+    from kpilot.sim.replay import replay
+    from kpilot.traces import load_trace
+
+    if interval <= 0:
+        raise ConfigError(f"must be > 0, got {interval:g}", option="--interval")
+    sim = _sim_config(cold_start, cores, container_concurrency, config)
+    controller = parse_controller(policy, interval_s=interval)
+    tr = load_trace(trace, fmt, seed=seed)
+    if len(tr) == 0:
+        raise ConfigError("the trace has no requests", path=trace)
+    result = replay(tr, controller, sim, seed=seed, timeline=timeline is not None)
+    if timeline is not None:
+        import polars as pl
+
+        _write_atomically(timeline, lambda tmp: pl.DataFrame(result.timeline).write_csv(tmp))
+    metrics = {"trace": trace, "policy": controller.name, **result.metrics}
+    if json_out:
+        typer.echo(json.dumps(metrics))
+        return
+    from kpilot.render import metrics_table
+
+    out_console().print(metrics_table([metrics], title=f"kpilot simulate: {trace}"))
+
+
+@app.command()
+def bench(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller workloads (a smoke run, not the README figures)."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Runs per figure; the median is reported."),
+):
+    """Measure simulator, environment, trace-loading and operator speed (medians)."""
+    import json
+
+    from kpilot.bench import run_bench
+
+    figures = run_bench(quick=quick, repeats=repeats)
+    if json_out:
+        typer.echo(json.dumps(figures))
+        return
+    from rich.table import Table
+
+    table = Table(title="kpilot bench (medians)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, v in figures.items():
+        table.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+    out_console().print(table)
+
+
+@app.command()
+def demo(
+    seed: int = typer.Option(0, "--seed", help="Seed for the replays."),
+):
+    """Replay the bundled synthetic workload under KPA defaults and two static targets."""
+    from kpilot.env.reward import RewardConfig, score
+    from kpilot.sim.replay import KpaDefault, StaticTarget, replay
+    from kpilot.traces import load_trace
+
+    spec = "synthetic:demo"
+    trace = load_trace(spec, seed=seed)
+    rows = []
+    for controller in (KpaDefault(), StaticTarget(10.0), StaticTarget(3.0)):
+        metrics = replay(trace, controller, seed=seed, timeline=False).metrics
+        rows.append({"policy": controller.name, **metrics, "score": score(metrics, RewardConfig())})
+    from kpilot.render import metrics_table
+
+    out_console().print(metrics_table(rows, title=f"kpilot demo: {spec} (score = -cost per request)"))
 
 
 @operator_app.command("run")

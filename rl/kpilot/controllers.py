@@ -36,7 +36,7 @@ def parse_controller(option: str, *, interval_s: float = 30.0):
         except ValueError:
             target = float("nan")
         if not (target >= 0.01):
-            raise ConfigError(f"static target must be a number >= 0.01, got {text!r}", column="--policy")
+            raise ConfigError(f"static target must be a number >= 0.01, got {text!r}", option="--policy")
         return StaticTarget(target)
     policy = load_policy(text)
     name = policy.manifest.get("name") or text.rstrip("/").split("/")[-1]

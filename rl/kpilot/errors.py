@@ -9,8 +9,9 @@ class KpilotError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 column: str | int | None = None):
+                 column: str | int | None = None, option: str | None = None):
         self.message = message
+        self.option = option
         self.path = path
         self.line = line
         self.column = column
@@ -18,6 +19,8 @@ class KpilotError(Exception):
 
     def render(self) -> str:
         where = []
+        if self.option is not None:
+            where.append(f"option {self.option}")
         if self.path is not None:
             where.append(str(self.path))
         if self.line is not None:

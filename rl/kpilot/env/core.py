@@ -125,29 +125,32 @@ class BatchedAutoscalingEnv:
             "trace": trace.meta.get("source", f"trace{k}"), "window_start_s": start,
             "service_scale": svc, "time_of_day_s": tod}
 
-    def reset_one(self, e: int) -> None:
-        """Start a new episode in slot e and run its warm-up interval."""
+    def reset_many(self, episodes) -> None:
+        """Start new episodes in the given slots and run their warm-up interval in one engine call."""
         cfg = self.config
-        window, length, info = self._sample_window()
-        cold = _log_uniform(self.rng, cfg.cold_start_scale)
-        a0 = float(self.rng.uniform(-1.0, 1.0))
-        self.batch.reset(e, window, seed=int(self.rng.integers(2**31)),
-                         target=float(cfg.action.to_target(a0)), cold_start_scale=cold,
-                         time_of_day_s=info["time_of_day_s"] % 86400.0)
-        t_stop = self.batch.F[:, E.F_NOW].copy()
-        t_stop[e] = cfg.decision_interval_s
-        self.batch.S[e] = 0.0
-        self.batch.hist[e] = 0.0
+        t_stop = self.batch.F[:, E.F_NOW].copy()     # the others stay where they are
+        for e in episodes:
+            window, length, info = self._sample_window()
+            cold = _log_uniform(self.rng, cfg.cold_start_scale)
+            a0 = float(self.rng.uniform(-1.0, 1.0))
+            self.batch.reset(e, window, seed=int(self.rng.integers(2**31)),
+                             target=float(cfg.action.to_target(a0)), cold_start_scale=cold,
+                             time_of_day_s=info["time_of_day_s"] % 86400.0)
+            t_stop[e] = cfg.decision_interval_s
+            self.t[e] = cfg.decision_interval_s
+            self.t_end[e] = length
+            self.episode_return[e] = 0.0
+            self.episode_steps[e] = 0
+            self.last_info[e] = {**info, "cold_start_scale": cold}
         self.batch.advance(t_stop)
-        self.t[e] = cfg.decision_interval_s
-        self.t_end[e] = length
-        self.episode_return[e] = 0.0
-        self.episode_steps[e] = 0
-        self.last_info[e] = {**info, "cold_start_scale": cold}
+        # The warm-up's statistics describe the interval the first observation reports.
+
+    def reset_one(self, e: int) -> None:
+        self.reset_many([e])
 
     def reset_all(self) -> np.ndarray:
-        for e in range(self.n):
-            self.reset_one(e)
+        self.batch.start_interval()
+        self.reset_many(range(self.n))
         return self.observe()
 
     # ------------------------------------------------------------------ stepping

@@ -40,13 +40,18 @@ class KnativeAutoscalingVecEnv(VecEnv):
     def step_wait(self):
         obs, rewards, truncated, infos = self.core.step(self._actions)
         dones = truncated.copy()
-        for e in np.flatnonzero(truncated):
+        ended = np.flatnonzero(truncated)
+        for e in ended:
             infos[e]["terminal_observation"] = obs[e].copy()
             infos[e]["TimeLimit.truncated"] = True
             infos[e]["episode"] = {"r": float(self.core.episode_return[e]),
                                    "l": int(self.core.episode_steps[e])}
-            self.core.reset_one(int(e))
-        if truncated.any():
+        if len(ended):
+            # Interval statistics of the episodes that go on are consumed already: only the new
+            # episodes' warm-up statistics matter for the observation.
+            self.core.batch.S[ended] = 0.0
+            self.core.batch.hist[ended] = 0.0
+            self.core.reset_many(ended)
             obs = self.core.observe()
         return obs, rewards, dones, infos
 
@@ -85,8 +90,8 @@ class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
         return self.core.reset_all(), {}
 
     def step(self, actions):
-        for e in np.flatnonzero(self._needs_reset):
-            self.core.reset_one(int(e))
+        if self._needs_reset.any():
+            self.core.reset_many(np.flatnonzero(self._needs_reset))
         obs, rewards, truncated, infos = self.core.step(np.asarray(actions).reshape(self.num_envs))
         self._needs_reset = truncated.copy()
         return obs, rewards, np.zeros(self.num_envs, dtype=bool), truncated, {}

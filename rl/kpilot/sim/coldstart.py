@@ -83,7 +83,7 @@ def parse_cold_start(spec: str) -> ColdStartModel:
                 raise ValueError("mean and sd must be > 0")
             return ColdStartModel(KIND_LOGNORMAL, mean, sd, spec=raw)
     except ValueError as exc:
-        raise ConfigError(f"bad cold-start model {raw!r}: {exc}", column="--cold-start") from None
+        raise ConfigError(f"bad cold-start model {raw!r}: {exc}", option="--cold-start") from None
     path = Path(spec)
     if path.exists():
         from kpilot.traces.coldstart import load_coldstart_table
@@ -91,4 +91,4 @@ def parse_cold_start(spec: str) -> ColdStartModel:
         samples = np.asarray(load_coldstart_table(path), dtype=np.float64)
         return ColdStartModel(KIND_EMPIRICAL, samples=np.minimum(samples, MAX_COLD_START_S), spec=raw)
     raise ConfigError(f"bad cold-start model {raw!r}: expected fixed:S, lognormal:MEAN,SD, "
-                      f"{', '.join(PRESETS)} or a Huawei cold-start table path", column="--cold-start")
+                      f"{', '.join(PRESETS)} or a Huawei cold-start table path", option="--cold-start")

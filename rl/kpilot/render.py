@@ -1,0 +1,32 @@
+"""Terminal tables shared by simulate, evaluate and demo."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+COLUMNS = (
+    ("policy", "policy", "{}"),
+    ("requests", "requests", "{:,}"),
+    ("latency_p50_s", "p50 s", "{:.3f}"),
+    ("latency_p95_s", "p95 s", "{:.3f}"),
+    ("latency_p99_s", "p99 s", "{:.3f}"),
+    ("slo_violation_rate", "SLO viol.", "{:.2%}"),
+    ("cold_starts", "cold starts", "{:,}"),
+    ("pod_seconds", "pod-s", "{:,.0f}"),
+    ("mean_pods", "mean pods", "{:.1f}"),
+    ("max_pods", "max pods", "{:,}"),
+    ("panic_seconds", "panic s", "{:,.0f}"),
+    ("failed", "failed", "{:,}"),
+    ("score", "score", "{:.4f}"),
+)
+
+
+def metrics_table(rows: list[dict], title: str = "") -> Table:
+    """One row per replay; columns a row lacks (e.g. score) are left out."""
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    table = Table(title=title)
+    for key, header, _ in cols:
+        table.add_column(header, justify="left" if key == "policy" else "right")
+    for r in rows:
+        table.add_row(*[fmt.format(r[key]) if key in r else "" for key, _, fmt in cols])
+    return table
