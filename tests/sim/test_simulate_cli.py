@@ -1,0 +1,120 @@
+"""`kpilot simulate`, `demo` and `bench` as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+KPILOT = str(Path(sys.executable).with_name("kpilot"))
+REQUIRED = ("requests", "completed", "failed", "latency_p50_s", "latency_p95_s", "latency_p99_s",
+            "slo_violation_rate", "cold_starts", "pod_seconds", "mean_pods", "max_pods", "panic_seconds")
+TIMELINE = ("t", "arrivals", "observed_concurrency_stable", "observed_concurrency_panic", "target",
+            "desired_pods", "ready_pods", "panic")
+SMALL = "synthetic:bursty:rate=10,duration=600,seed=3"
+
+
+def kpilot(*args):
+    return subprocess.run([KPILOT, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_simulate_json_has_the_metrics_and_is_deterministic(tmp_path):
+    a = kpilot("simulate", "--trace", SMALL, "--policy", "static:5", "--seed", "4", "--json")
+    b = kpilot("simulate", "--trace", SMALL, "--policy", "static:5", "--seed", "4", "--json")
+    assert a.returncode == 0, a.stderr
+    out = json.loads(a.stdout)
+    assert set(REQUIRED) <= set(out)
+    assert out["requests"] > 1000 and out["completed"] + out["failed"] >= out["requests"]
+    assert a.stdout == b.stdout
+    c = kpilot("simulate", "--trace", SMALL, "--policy", "static:5", "--seed", "5", "--json")
+    assert c.stdout != a.stdout
+
+
+def test_simulate_writes_a_timeline_row_per_tick(tmp_path):
+    path = tmp_path / "tl.csv"
+    r = kpilot("simulate", "--trace", SMALL, "--timeline", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    df = pl.read_csv(path)
+    assert set(TIMELINE) <= set(df.columns)
+    assert (df["t"].diff().drop_nulls() == 2.0).all()
+    assert df["arrivals"].sum() == json.loads(r.stdout)["requests"]
+    assert set(df["panic"].unique().to_list()) <= {0.0, 1.0}
+
+
+def test_simulate_with_a_policy_artifact(tmp_path):
+    import numpy as np
+
+    from kpilot.action import ActionSpec
+    from kpilot.observation import N_FEATURES
+    from kpilot.policy import policy_to_bytes
+
+    # A constant policy: zero weights, bias 0 -> the middle of the log target range.
+    data = policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.zeros(1))], obs_mean=np.zeros(N_FEATURES),
+                           obs_var=np.ones(N_FEATURES), action_spec=ActionSpec(1.0, 100.0))
+    (tmp_path / "policy.json").write_bytes(data)
+    r = kpilot("simulate", "--trace", SMALL, "--policy", str(tmp_path), "--timeline",
+               str(tmp_path / "tl.csv"), "--json")
+    assert r.returncode == 0, r.stderr
+    df = pl.read_csv(tmp_path / "tl.csv")
+    assert df.filter(pl.col("t") > 30)["target"].to_list() == pytest.approx([10.0] * len(df.filter(pl.col("t") > 30)))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--trace", "/no/such/file.csv"), "/no/such/file.csv"),
+    (("--trace", SMALL, "--policy", "static:-1"), "option --policy"),
+    (("--trace", SMALL, "--policy", "/no/such/policy"), "/no/such/policy"),
+    (("--trace", SMALL, "--cold-start", "lognormal:1"), "option --cold-start"),
+    (("--trace", SMALL, "--cores", "0"), "option --cores"),
+    (("--trace", SMALL, "--seed", "x"), "--seed"),
+    (("--trace", SMALL, "--timeline", "/no/such/dir/t.csv"), "option --timeline"),
+])
+def test_bad_input_is_one_line_exit_2(args, needle):
+    r = kpilot("simulate", *args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert needle in r.stderr
+
+
+def test_failed_run_leaves_an_existing_timeline_untouched(tmp_path):
+    path = tmp_path / "tl.csv"
+    path.write_text("precious\n")
+    r = kpilot("simulate", "--trace", SMALL, "--cold-start", "bogus", "--timeline", str(path))
+    assert r.returncode == 2
+    assert path.read_text() == "precious\n"
+
+
+def test_demo_prints_kpa_and_static_targets():
+    r = kpilot("demo")
+    assert r.returncode == 0, r.stderr
+    assert "kpa" in r.stdout and "static:" in r.stdout
+
+
+def test_bench_components_report_positive_rates():
+    from kpilot.bench import bench_env, bench_simulator
+
+    sim = bench_simulator(requests=20_000, repeats=1)
+    env = bench_env(num_envs=4, steps=5, repeats=1)
+    assert sim["sim_requests"] == 20_000 and sim["sim_requests_per_s"] > 0
+    assert env["env_num_envs"] == 4 and env["env_steps_per_s"] > 0
+
+
+@pytest.mark.traces
+def test_simulate_every_request_trace_excerpt():
+    root = os.environ.get("KPILOT_TRACES")
+    if not root:
+        pytest.skip("KPILOT_TRACES is not set: point it at the real trace excerpts (e.g. ../shared/traces)")
+    root = Path(root)
+    for rel in ("burstgpt/BurstGPT_1_head42.csv", "azure-llm-2023/AzureLLMInferenceTrace_code.csv",
+                "azure-functions-2021/AzureFunctionsInvocationTrace2021_first199rows.csv",
+                "azure-functions-2019/invocations.csv?top=3"):
+        r = kpilot("simulate", "--trace", str(root / rel), "--json")
+        assert r.returncode == 0, (rel, r.stderr)
+        out = json.loads(r.stdout)
+        assert out["requests"] > 0 and out["pod_seconds"] > 0, rel
+    cold = kpilot("simulate", "--trace", SMALL, "--cold-start",
+                  str(root / "huawei-2025/coldstart2025_all_regions_cold_start_table.rows.csv"), "--json")
+    assert cold.returncode == 0, cold.stderr
