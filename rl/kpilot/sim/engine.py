@@ -66,6 +66,7 @@ F_DESIRED = 11
 F_EBC = 12
 F_NEXT_READY = 13    # earliest ready time among starting pods
 F_TOD0 = 14          # time of day (s since midnight UTC) at window start, for observations
+F_ACCT_T = 15        # pod-seconds and panic time are charged up to here
 F_SIZE = 16
 
 # Per-interval statistics (array S[e, :]), reset by the caller at each decision interval, and
@@ -115,7 +116,7 @@ C_CS_MAX = 17
 C_SIZE = 18
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _u01(rng, e):
     """splitmix64: a small, fast, per-simulation generator (reproducible under any batching)."""
     x = rng[e] + np.uint64(0x9E3779B97F4A7C15)
@@ -126,7 +127,7 @@ def _u01(rng, e):
     return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _cold_start(C, rng, cs_samples, F, e):
     kind = int(C[e, C_CS_KIND])
     if kind == 0:
@@ -142,7 +143,7 @@ def _cold_start(C, rng, cs_samples, F, e):
 
 
 # ---------------------------------------------------------------- pod completion heap (indexed)
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _pheap_swap(ph, pp, e, i, j):
     a = ph[e, i]
     b = ph[e, j]
@@ -152,7 +153,7 @@ def _pheap_swap(ph, pp, e, i, j):
     pp[e, a] = j
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _pheap_fix(ph, pp, pk, I, e, pod):
     """Restore heap order after pod's key changed (insert if absent, remove if key is INF)."""
     pos = pp[e, pod]
@@ -193,7 +194,7 @@ def _pheap_fix(ph, pp, pk, I, e, pod):
 
 
 # ---------------------------------------------------------------- per-pod job heap
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _job_push(hk, hr, pn, e, pod, key, req):
     i = pn[e, pod]
     pn[e, pod] = i + 1
@@ -208,7 +209,7 @@ def _job_push(hk, hr, pn, e, pod, key, req):
     hr[e, pod, i] = req
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _job_pop(hk, hr, pn, e, pod):
     req = hr[e, pod, 0]
     n = pn[e, pod] - 1
@@ -233,12 +234,12 @@ def _job_pop(hk, hr, pn, e, pod):
     return req
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _rate(C, e, n):
     return 1.0 if n <= C[e, C_CORES] else C[e, C_CORES] / n
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _sync_pod(pv, pt, pn, C, e, pod, t):
     """Advance the pod's virtual clock to real time t."""
     n = pn[e, pod]
@@ -247,7 +248,7 @@ def _sync_pod(pv, pt, pn, C, e, pod, t):
     pt[e, pod] = t
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod):
     n = pn[e, pod]
     if n == 0:
@@ -258,38 +259,39 @@ def _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod):
 
 
 # ---------------------------------------------------------------- the simulation
-@njit(cache=True)
-def _advance_clock(I, F, S, T, buckets, e, t):
-    """Integrate concurrency, pod-seconds and panic time up to t, closing whole-second buckets."""
+@njit(cache=True, error_model="numpy", inline="always")
+def _advance_clock(I, F, buckets, e, t):
+    """Integrate revision concurrency up to t, closing whole-second buckets on the way."""
     W = buckets.shape[1]
     inflight = F[e, F_INFLIGHT]
-    alive = float(I[e, I_N_ALIVE])
-    panicking = F[e, F_PANICKING]
     last = F[e, F_LAST_T]
     while t >= I[e, I_BUCKET_SEC] + 1:
         edge = float(I[e, I_BUCKET_SEC] + 1)
-        dt = edge - last
-        buckets[e, I[e, I_BUCKET_SEC] % W] = F[e, F_AREA] + inflight * dt
-        S[e, S_POD_SECONDS] += alive * dt
-        T[e, S_POD_SECONDS] += alive * dt
-        S[e, S_PANIC_SECONDS] += panicking * dt
-        T[e, S_PANIC_SECONDS] += panicking * dt
+        buckets[e, I[e, I_BUCKET_SEC] % W] = F[e, F_AREA] + inflight * (edge - last)
         F[e, F_AREA] = 0.0
         I[e, I_BUCKET_SEC] += 1
         last = edge
-    dt = t - last
-    if dt > 0.0:
-        F[e, F_AREA] += inflight * dt
-        S[e, S_POD_SECONDS] += alive * dt
-        T[e, S_POD_SECONDS] += alive * dt
-        S[e, S_PANIC_SECONDS] += panicking * dt
-        T[e, S_PANIC_SECONDS] += panicking * dt
-        last = t
-    F[e, F_LAST_T] = last
+    F[e, F_AREA] += inflight * (t - last)
+    F[e, F_LAST_T] = t
     F[e, F_NOW] = t
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
+def _account(I, F, S, T, e, t):
+    """Charge pod-seconds and panic time up to t. Called before the pod count or the panic state
+    changes and at the end of every advance, so the per-request path never pays for it."""
+    dt = t - F[e, F_ACCT_T]
+    if dt > 0.0:
+        alive = float(I[e, I_N_ALIVE]) * dt
+        panic = F[e, F_PANICKING] * dt
+        S[e, S_POD_SECONDS] += alive
+        T[e, S_POD_SECONDS] += alive
+        S[e, S_PANIC_SECONDS] += panic
+        T[e, S_PANIC_SECONDS] += panic
+        F[e, F_ACCT_T] = t
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk, ph, pp,
               C, I, S, T, e):
     _sync_pod(pv, pt, pn, C, e, pod, t)
@@ -302,7 +304,7 @@ def _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr
         T[e, S_COLD_STARTS] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _pick_pod(rng, pstate, pn, rlist, C, I, e):
     """Choice of two among ready pods with a free slot; -1 if none has one."""
     n_ready = I[e, I_N_READY]
@@ -322,7 +324,7 @@ def _pick_pod(rng, pstate, pn, rlist, C, I, e):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _drain_fifo_to(pod, t, fifo, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk, ph,
                    pp, C, I, S, T, e):
     Q = fifo.shape[1]
@@ -334,7 +336,7 @@ def _drain_fifo_to(pod, t, fifo, arrivals, service, pstate, pready, pn, pv, pt, 
                   C, I, S, T, e)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _record_done(req, t, arrivals, service, latency, hist, C, F, S, T, e, record):
     lat = t - arrivals[e, req]
     F[e, F_INFLIGHT] -= 1.0
@@ -354,7 +356,7 @@ def _record_done(req, t, arrivals, service, latency, hist, C, F, S, T, e, record
         latency[e, req] = lat
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _set_ready_list(rlist, rpos, I, e, pod, add):
     if add:
         k = I[e, I_N_READY]
@@ -371,7 +373,7 @@ def _set_ready_list(rlist, rpos, I, e, pod, add):
         I[e, I_N_READY] = last
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", inline="always")
 def _free_pod(pstate, freelist, I, e, pod):
     pstate[e, pod] = POD_FREE
     freelist[e, I[e, I_N_FREE_PODS]] = pod
@@ -379,7 +381,7 @@ def _free_pod(pstate, freelist, I, e, pod):
     I[e, I_N_ALIVE] -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _next_ready_time(pstate, pready, slist, I, F, e):
     best = INF
     for k in range(I[e, I_N_STARTING]):
@@ -389,7 +391,7 @@ def _next_ready_time(pstate, pready, slist, I, F, e):
     F[e, F_NEXT_READY] = best
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _scale_to(want, t, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist, rpos, slist,
               freelist, C, I, F, S, T, e):
     """Create or remove pods so that ready + starting == want (pods draining don't count)."""
@@ -437,7 +439,7 @@ def _scale_to(want, t, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rl
     S[e, S_MAX_PODS] = max(S[e, S_MAX_PODS], float(I[e, I_N_ALIVE]))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist,
           rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record):
     """One KPA decision at time t, then apply it to the pods."""
@@ -454,6 +456,7 @@ def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, p
     spec[e, SPEC_TOTAL_VALUE] = total
     spec[e, SPEC_TARGET_VALUE] = max(0.01, total * C[e, C_UTILIZATION])
     ready = I[e, I_N_READY]
+    _account(I, F, S, T, e, t)
     if completed - first > 0:
         desired, ebc, panicking = kpa_decide(stable, panic, float(ready), t, spec[e], dstate[e])
         F[e, F_STABLE] = stable
@@ -501,7 +504,7 @@ def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, p
     F[e, F_NEXT_TICK] = t + C[e, C_TICK]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
                 pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
                 freelist, fifo, hist, latency, timeline, tl_arrivals, record):
@@ -517,9 +520,10 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
         t_tick = F[e, F_NEXT_TICK]
         t = min(min(t_arr, t_done), min(t_ready, t_tick))
         if t >= t_stop:
-            _advance_clock(I, F, S, T, buckets, e, t_stop)
+            _advance_clock(I, F, buckets, e, t_stop)
+            _account(I, F, S, T, e, t_stop)
             return
-        _advance_clock(I, F, S, T, buckets, e, t)
+        _advance_clock(I, F, buckets, e, t)
         if t_ready == t:
             # The earliest starting pod is ready: it takes waiting requests first.
             best = 0
@@ -549,6 +553,7 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
                                hr, pk, ph, pp, C, I, S, T, e)
             _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod)
             if pstate[e, pod] == POD_DRAINING and pn[e, pod] == 0:
+                _account(I, F, S, T, e, t)
                 _free_pod(pstate, freelist, I, e, pod)
         elif t_arr == t:
             req = nr
@@ -575,7 +580,7 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
                   rlist, rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def advance_all(t_stop, arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
                 pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
                 freelist, fifo, hist, latency, timeline, tl_arrivals, record):
