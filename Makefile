@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/kpilot demo
 
 test: $(STAMP)
+	$(BIN)/python -m kpilot.sim.warmup
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)

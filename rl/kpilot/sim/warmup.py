@@ -1,0 +1,23 @@
+"""Compile the engine once (numba caches it beside the source), so parallel test workers and the
+first command a user runs don't each pay for compilation. `python -m kpilot.sim.warmup`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def warm_up() -> None:
+    from kpilot.env.core import EnvConfig
+    from kpilot.env.vector import KnativeAutoscalingVecEnv
+    from kpilot.sim.replay import StaticTarget, replay
+    from kpilot.traces.model import make_trace
+
+    trace = make_trace(np.linspace(0.0, 120.0, 200), np.full(200, 0.2))
+    replay(trace, StaticTarget(5.0))
+    env = KnativeAutoscalingVecEnv(2, EnvConfig(episode_s=120.0), traces=[trace])
+    env.reset()
+    env.step(np.zeros((2, 1)))
+
+
+if __name__ == "__main__":
+    warm_up()
