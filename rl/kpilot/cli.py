@@ -61,7 +61,9 @@ def _write_atomically(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def _sim_config(cold_start: str, cores: float, container_concurrency: int, config: Optional[Path]):
+def _sim_config(cold_start: Optional[str], cores: Optional[float], container_concurrency: Optional[int],
+                config: Optional[Path]):
+    """Simulator settings: Knative's defaults, then the --config YAML, then explicit options."""
     import dataclasses
 
     import yaml
@@ -81,14 +83,14 @@ def _sim_config(cold_start: str, cores: float, container_concurrency: int, confi
                               line=mark.line + 1 if mark else None) from None
         if not isinstance(base, dict):
             raise ConfigError("expected a mapping with kpa/pod/slo sections", path=str(config))
-    sim = SimConfig.from_dict(base)
-    if cores <= 0:
+    sim = SimConfig.from_dict(base, source=str(config) if config else None)
+    if cores is not None and cores <= 0:
         raise ConfigError(f"must be > 0, got {cores:g}", option="--cores")
-    if container_concurrency < 0:
+    if container_concurrency is not None and container_concurrency < 0:
         raise ConfigError(f"must be >= 0, got {container_concurrency}", option="--container-concurrency")
-    parse_cold_start(cold_start)           # validate early: one clear line, nothing written yet
-    pod = dataclasses.replace(sim.pod, cold_start=cold_start, cores=cores,
-                              container_concurrency=container_concurrency)
+    given = {"cold_start": cold_start, "cores": cores, "container_concurrency": container_concurrency}
+    pod = dataclasses.replace(sim.pod, **{k: v for k, v in given.items() if v is not None})
+    parse_cold_start(pod.cold_start)       # validate early: one clear line, nothing written yet
     return dataclasses.replace(sim, pod=pod)
 
 
@@ -97,11 +99,12 @@ def simulate(
     trace: str = typer.Option(..., "--trace", help="Trace file, PATH?opts, or synthetic:NAME[:k=v,...]."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Force the trace format."),
     policy: str = typer.Option("kpa", "--policy", help="kpa | static:TARGET | path to a policy artifact."),
-    cold_start: str = typer.Option("huawei", "--cold-start",
-                                   help="fixed:S | lognormal:MEAN,SD | PATH to a Huawei table | preset."),
-    cores: float = typer.Option(1.0, "--cores", help="Cores per pod (processor sharing)."),
-    container_concurrency: int = typer.Option(0, "--container-concurrency",
-                                              help="Hard limit of requests per pod (0 = unlimited)."),
+    cold_start: Optional[str] = typer.Option(
+        None, "--cold-start", help="fixed:S | lognormal:MEAN,SD | PATH to a Huawei table | preset "
+        "(huawei, huawei-r2, instant). Default: huawei."),
+    cores: Optional[float] = typer.Option(None, "--cores", help="Cores per pod (processor sharing). Default 1."),
+    container_concurrency: Optional[int] = typer.Option(
+        None, "--container-concurrency", help="Hard limit of requests per pod (0 = unlimited, the default)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with kpa/pod/slo overrides."),
     interval: float = typer.Option(30.0, "--interval", help="Seconds between policy decisions."),
     seed: int = typer.Option(0, "--seed", help="Seed for cold starts and load balancing."),
@@ -191,6 +194,11 @@ def operator_run(
     from kpilot_operator.main import run
 
     run(namespaces=namespace, standalone=standalone)
+
+
+from kpilot.train.cli import evaluate_command, train_command  # noqa: E402
+app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,3 +118,22 @@ def test_simulate_every_request_trace_excerpt():
     cold = kpilot("simulate", "--trace", SMALL, "--cold-start",
                   str(root / "huawei-2025/coldstart2025_all_regions_cold_start_table.rows.csv"), "--json")
     assert cold.returncode == 0, cold.stderr
+
+
+def test_config_yaml_overrides_knative_defaults_and_rejects_unknown_keys(tmp_path):
+    good = tmp_path / "sim.yaml"
+    good.write_text("kpa:\n  min_scale: 4\n  initial_scale: 4\npod:\n  cores: 3\n")
+    r = kpilot("simulate", "--trace", SMALL, "--config", str(good), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["mean_pods"] >= 4.0
+    one_core = kpilot("simulate", "--trace", SMALL, "--config", str(good), "--cores", "1", "--json")
+    # The YAML's 3 cores per pod serve faster than the explicit --cores 1 that overrides it.
+    assert json.loads(r.stdout)["latency_p95_s"] < json.loads(one_core.stdout)["latency_p95_s"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kpa:\n  stable_windw_s: 30\n")
+    r = kpilot("simulate", "--trace", SMALL, "--config", str(bad))
+    assert r.returncode == 2 and "kpa.stable_windw_s" in r.stderr and str(bad) in r.stderr
+    typed = tmp_path / "typed.yaml"
+    typed.write_text("pod:\n  cores: many\n")
+    r = kpilot("simulate", "--trace", SMALL, "--config", str(typed))
+    assert r.returncode == 2 and "pod.cores" in r.stderr and "Traceback" not in r.stderr

@@ -77,20 +77,30 @@ class SimConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "SimConfig":
+    def from_dict(cls, d: dict | None, *, source: str | None = None) -> "SimConfig":
+        """Build from a mapping of kpa/pod/slo sections; bad keys and values name the field."""
         d = d or {}
+        unknown = sorted(set(d) - {"kpa", "pod", "slo"})
+        if unknown:
+            raise ConfigError(f"unknown section {unknown[0]!r} (expected kpa, pod, slo)", path=source)
         parts = {}
         for name, klass in (("kpa", KpaConfig), ("pod", PodConfig), ("slo", SloConfig)):
             sub = d.get(name) or {}
-            known = {f.name for f in fields(klass)}
-            unknown = set(sub) - known
-            if unknown:
-                raise ConfigError(f"unknown {name} setting(s): {', '.join(sorted(unknown))}",
-                                  column=f"{name}.{sorted(unknown)[0]}")
+            if not isinstance(sub, dict):
+                raise ConfigError(f"field {name}: expected a mapping", path=source)
+            for f in fields(klass):
+                if f.name not in sub:
+                    continue
+                value, want = sub[f.name], type(f.default)
+                ok = isinstance(value, want) or (want is float and isinstance(value, int)
+                                                 and not isinstance(value, bool))
+                if not ok:
+                    raise ConfigError(f"field {name}.{f.name}: expected {want.__name__}, got {value!r}",
+                                      path=source)
+            bad = sorted(set(sub) - {f.name for f in fields(klass)})
+            if bad:
+                raise ConfigError(f"field {name}.{bad[0]}: unknown setting", path=source)
             parts[name] = klass(**sub)
-        unknown = set(d) - {"kpa", "pod", "slo"}
-        if unknown:
-            raise ConfigError(f"unknown simulator section(s): {', '.join(sorted(unknown))}")
         return cls(**parts)
 
     def with_overrides(self, **kw) -> "SimConfig":
