@@ -1,0 +1,60 @@
+"""Guardrails: plain functions over (previous target, proposed target, bounds, step, cooldown, time).
+
+The order matters: the step limit is relative to what runs now, then the bounds clamp, so a
+target outside the bounds is pulled inside at once (bounds are hard, the step limit is soft).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KNATIVE_MIN_TARGET = 0.01   # the webhook rejects anything lower
+DEADBAND = 0.02             # changes under 2 % are not worth a write (and an Event)
+
+
+def clamp_to_bounds(target: float, min_target: float, max_target: float) -> float:
+    return max(min_target, min(max_target, max(target, KNATIVE_MIN_TARGET)))
+
+
+def limit_step(previous: float, proposed: float, max_step_ratio: float) -> float:
+    """Keep the change within a factor of (1 + max_step_ratio) of the previous target."""
+    factor = 1.0 + max_step_ratio
+    return max(previous / factor, min(previous * factor, proposed))
+
+
+def in_cooldown(last_change_at: float | None, now: float, cooldown_s: float) -> bool:
+    return last_change_at is not None and now - last_change_at < cooldown_s
+
+
+def is_meaningful_change(previous: float, new: float) -> bool:
+    return abs(new - previous) > DEADBAND * max(previous, KNATIVE_MIN_TARGET)
+
+
+def round_target(target: float) -> float:
+    """Two decimals: what the annotation carries, so decisions compare with what is stored."""
+    return round(float(target), 2)
+
+
+def format_target(target: float) -> str:
+    return f"{round_target(target):g}"
+
+
+@dataclass(frozen=True)
+class Guarded:
+    target: float          # the target to run (equals previous when nothing should change)
+    changed: bool
+    reason: str            # Applied | Cooldown | WithinDeadband | StepLimited | Bounded
+
+
+def guard(*, previous: float, proposed: float, min_target: float, max_target: float,
+          max_step_ratio: float, cooldown_s: float, last_change_at: float | None, now: float) -> Guarded:
+    """Apply every guardrail to a proposal; the result says why the target is what it is."""
+    stepped = limit_step(previous, proposed, max_step_ratio)
+    bounded = round_target(clamp_to_bounds(stepped, min_target, max_target))
+    if not is_meaningful_change(previous, bounded):
+        return Guarded(previous, False, "WithinDeadband")
+    if in_cooldown(last_change_at, now, cooldown_s) and min_target <= previous <= max_target:
+        return Guarded(previous, False, "Cooldown")
+    reason = ("Bounded" if bounded != round_target(stepped)
+              else "StepLimited" if round_target(stepped) != round_target(proposed) else "Applied")
+    return Guarded(bounded, True, reason)

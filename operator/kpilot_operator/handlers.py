@@ -1,0 +1,92 @@
+"""Kopf handlers: thin reactions that gather inputs, call the tick, and write the outputs.
+
+Importing this module registers them in Kopf's default registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import aiohttp
+import kopf
+from prometheus_client import start_http_server
+
+from kpilot_operator import knative, kube
+from kpilot_operator.spec import GROUP, PLURAL, VERSION, DEFAULT_INTERVAL_S
+from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick
+
+# How often the timer checks whether a policy's decisionIntervalSeconds has elapsed: Kopf's timer
+# interval is fixed at registration, the decision interval is per object and may change.
+TIMER_RESOLUTION_S = float(os.environ.get("KPILOT_TIMER_RESOLUTION_S", "1.0"))
+FINALIZER = "kpilot.dev/restore-targets"
+
+
+def kopf_event(body: dict, type_: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type_, reason=reason, message=message)
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo:
+    """Kopf and the Knative adapter authenticate the same way (ServiceAccount, else kubeconfig)."""
+    return kube.login(settings)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kpilot.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kpilot.dev", key="last-handled-configuration")
+    settings.posting.level = logging.WARNING          # Kopf's own log lines are not Events
+    settings.watching.server_timeout = int(os.environ.get("KPILOT_WATCH_TIMEOUT_S", "300"))  # the API wants an integer
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 60
+    settings.peering.name = os.environ.get("KPILOT_PEERING_NAME", "kpilot")
+    settings.peering.mandatory = False
+    if memo.get("runtime") is None:                  # tests and the benchmark bring their own
+        api = kube.KubeApi(kube.login(settings))
+        memo.runtime = Runtime(cluster=knative.KnativeCluster(api), emit_event=kopf_event,
+                               http=aiohttp.ClientSession())
+        memo.owned_api = api
+    port = int(os.environ.get("KPILOT_METRICS_PORT", "8080"))
+    if port and not memo.get("metrics_started"):
+        start_http_server(port)
+        memo.metrics_started = True
+        logger.info("operator metrics on :%d/metrics", port)
+
+
+@kopf.on.cleanup()
+async def close_clients(memo: kopf.Memo, **_) -> None:
+    if memo.get("owned_api") is not None:
+        await memo.owned_api.close()
+        await memo.runtime.http.close()
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_RESOLUTION_S, initial_delay=0.0)
+async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kopf.Body, meta: kopf.Meta,
+                           memo: kopf.Memo, patch: kopf.Patch, logger: logging.Logger, **_) -> None:
+    """Level-triggered: every decisionIntervalSeconds, decide and apply for all selected Services."""
+    state: TickState = memo.setdefault("tick", TickState())
+    runtime: Runtime = memo.runtime
+    now = runtime.clock()
+    if now < state.next_due:
+        return
+    interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
+    policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AutoscalingPolicy", "metadata": dict(meta)}
+    try:
+        status = await run_tick(runtime, name, namespace, dict(spec), state, policy_body)
+    except ApiUnavailable as exc:
+        raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=min(interval, 5.0))
+    state.next_due = now + interval
+    status["observedGeneration"] = meta.get("generation")
+    patch.status.update(status)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def restore_on_delete(name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_) -> None:
+    """Deleting a policy puts back every target it changed; the finalizer holds it until then."""
+    left = await restore_all(memo.runtime, name, namespace)
+    if left:
+        raise kopf.TemporaryError(f"{left} revisions not restored yet", delay=2.0)
+    logger.info("restored the original targets of every revision this policy managed")

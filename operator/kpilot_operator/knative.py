@@ -1,0 +1,229 @@
+"""The Kubernetes side of a tick: read Knative objects, detect the write path, patch targets.
+
+Where the target lives depends on the Knative version (reference section 6): from 1.21 the
+Revision's annotation is the source of truth for its PodAutoscaler (a direct PA patch would be
+reverted); up to 1.20 the PA's own annotation is read and a Revision patch never reaches it.
+The version is read from the cluster: the knative-serving namespace's labels
+(`app.kubernetes.io/version`, `serving.knative.dev/release`), else the Revision CRD's
+`app.kubernetes.io/version` label. Unknown ("devel") means a current release: the Revision path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+from kpilot_operator.kube import ApiError, KubeApi
+from kpilot_operator.reconcile import (KNATIVE_DEFAULT_TARGET, PAUSED, Assert, Holder, Restore,
+                                       ServiceView, annotation_delta)
+from kpilot_operator.spec import selector_matches, selector_to_query
+
+SERVING = "/apis/serving.knative.dev/v1"
+AUTOSCALING = "/apis/autoscaling.internal.knative.dev/v1alpha1"
+REVISION_CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/revisions.serving.knative.dev"
+KNATIVE_NAMESPACE = "/api/v1/namespaces/knative-serving"
+VERSION_LABELS = ("serving.knative.dev/release", "app.kubernetes.io/version")
+SERVICE_LABEL = "serving.knative.dev/service"
+WRITE_ATTEMPTS = 5
+VERSION_CACHE_S = 300.0
+
+
+class KnativeMissing(Exception):
+    """Knative Serving's CRDs are not installed (or not served) in this cluster."""
+
+
+class WriteFailed(Exception):
+    """A target write that kept failing after its retries."""
+
+
+@dataclass(frozen=True)
+class KnativeInfo:
+    version: str | None          # e.g. "1.23.0"; None when the cluster does not say
+    write_path: str              # "Revision" | "PodAutoscaler"
+    source: str                  # where the version was read
+
+
+def parse_version(text: str | None) -> tuple[int, int] | None:
+    match = re.match(r"^v?(\d+)\.(\d+)", text or "")
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def write_path_for(version: str | None) -> str:
+    parsed = parse_version(version)
+    return "PodAutoscaler" if parsed is not None and parsed <= (1, 20) else "Revision"
+
+
+def traffic_revisions(service: dict) -> tuple[str, ...]:
+    """Revisions that carry traffic now (status.traffic with a positive percent), in order."""
+    names: list[str] = []
+    for entry in (service.get("status") or {}).get("traffic") or []:
+        name = entry.get("revisionName")
+        if name and (entry.get("percent") or 0) > 0 and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def service_view(service: dict) -> ServiceView:
+    meta = service.get("metadata") or {}
+    paused = str((meta.get("annotations") or {}).get(PAUSED, "")).lower() == "true"
+    body = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", **service}
+    return ServiceView(meta["name"], meta.get("namespace", ""), paused, traffic_revisions(service), body)
+
+
+def _default_target(revision: dict | None) -> float:
+    cc = ((revision or {}).get("spec") or {}).get("containerConcurrency") or 0
+    return float(cc) if cc > 0 else KNATIVE_DEFAULT_TARGET
+
+
+def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Iterable[dict]) -> dict[str, Holder]:
+    revs = {r["metadata"]["name"]: r for r in revisions}
+    objs = revs.values() if write_path == "Revision" else podautoscalers
+    out = {}
+    for obj in objs:
+        meta = obj["metadata"]
+        out[meta["name"]] = Holder(write_path, meta.get("namespace", ""), meta["name"],
+                                   (meta.get("labels") or {}).get(SERVICE_LABEL),
+                                   meta.get("resourceVersion"), dict(meta.get("annotations") or {}),
+                                   _default_target(revs.get(meta["name"])))
+    return out
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def json_patch_ops(obj: dict, delta: dict[str, str | None]) -> list[dict]:
+    """A JSON patch guarded by the object's resourceVersion: it applies to what we read, or 422s."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations")
+    ops: list[dict] = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")}]
+    if annotations is None:
+        ops.append({"op": "add", "path": "/metadata/annotations",
+                    "value": {k: v for k, v in delta.items() if v is not None}})
+        return ops
+    for key, value in delta.items():
+        path = f"/metadata/annotations/{_escape(key)}"
+        if value is None:
+            if key in annotations:
+                ops.append({"op": "remove", "path": path})
+        else:
+            ops.append({"op": "add", "path": path, "value": value})
+    return ops
+
+
+class Cluster(Protocol):
+    async def knative(self) -> KnativeInfo: ...
+    async def list_services(self, namespace: str, selector: dict) -> list[ServiceView]: ...
+    async def list_holders(self, namespace: str, write_path: str) -> tuple[dict[str, Holder], list[dict]]: ...
+    async def write(self, holder: Holder, intent: Assert | Restore) -> bool: ...
+    async def read_configmap(self, namespace: str, name: str, key: str) -> bytes: ...
+    async def read_secret(self, namespace: str, name: str, key: str) -> str: ...
+
+
+class KnativeCluster:
+    """The real adapter, over KubeApi. `version_override` (KPILOT_KNATIVE_VERSION) skips detection."""
+
+    def __init__(self, api: KubeApi, *, version_override: str | None = None, backoff_s: float = 0.2):
+        self.api = api
+        self.version_override = version_override or os.environ.get("KPILOT_KNATIVE_VERSION") or None
+        self.backoff_s = backoff_s
+        self._info: tuple[float, KnativeInfo] | None = None
+
+    async def knative(self) -> KnativeInfo:
+        if self._info and time.monotonic() - self._info[0] < VERSION_CACHE_S:
+            return self._info[1]
+        info = await self._detect()
+        self._info = (time.monotonic(), info)
+        return info
+
+    async def _detect(self) -> KnativeInfo:
+        if self.version_override:
+            return KnativeInfo(self.version_override.lstrip("v"), write_path_for(self.version_override),
+                               "KPILOT_KNATIVE_VERSION")
+        for path, what in ((KNATIVE_NAMESPACE, "namespace knative-serving"), (REVISION_CRD, "Revision CRD")):
+            try:
+                labels = (await self.api.get(path)).get("metadata", {}).get("labels") or {}
+            except ApiError as exc:
+                if exc.status == 404 and path == REVISION_CRD:
+                    raise KnativeMissing("the Knative Serving CRDs are not installed") from None
+                if exc.status in (403, 404):
+                    continue
+                raise
+            for label in VERSION_LABELS:
+                if parse_version(labels.get(label)):
+                    version = labels[label].lstrip("v")
+                    return KnativeInfo(version, write_path_for(version), f"{what} label {label}")
+        return KnativeInfo(None, "Revision", "no version label; assuming Knative >= 1.21")
+
+    async def list_services(self, namespace: str, selector: dict) -> list[ServiceView]:
+        params = {"labelSelector": selector_to_query(selector)} if selector_to_query(selector) else {}
+        try:
+            items = (await self.api.get(f"{SERVING}/namespaces/{namespace}/services", **params))["items"]
+        except ApiError as exc:
+            if exc.status == 404:
+                self._info = None   # re-detect once it is installed
+                raise KnativeMissing("the Knative Serving CRDs are not installed") from None
+            raise
+        return [service_view(s) for s in items
+                if selector_matches(selector, (s.get("metadata") or {}).get("labels"))]
+
+    async def list_holders(self, namespace: str, write_path: str) -> tuple[dict[str, Holder], list[dict]]:
+        """The target holders of the namespace, plus the PodAutoscalers (also a metrics source)."""
+        revisions, pas = await asyncio.gather(
+            self.api.get(f"{SERVING}/namespaces/{namespace}/revisions"),
+            self.api.get(f"{AUTOSCALING}/namespaces/{namespace}/podautoscalers"))
+        return holders_from(write_path, revisions["items"], pas["items"]), pas["items"]
+
+    def _path(self, holder: Holder) -> str:
+        base = SERVING + "/namespaces/{}/revisions/{}" if holder.kind == "Revision" else \
+            AUTOSCALING + "/namespaces/{}/podautoscalers/{}"
+        return base.format(holder.namespace, holder.name)
+
+    async def write(self, holder: Holder, intent: Assert | Restore) -> bool:
+        """Apply an intent; on a conflict re-read and recompute, on 5xx back off. True if written."""
+        path = self._path(holder)
+        obj = {"metadata": {"resourceVersion": holder.resource_version, "annotations": dict(holder.annotations)}}
+        last: ApiError | None = None
+        for attempt in range(WRITE_ATTEMPTS):
+            delta = annotation_delta((obj["metadata"].get("annotations") or {}), intent)
+            if not delta:
+                return False
+            try:
+                await self.api.json_patch(path, json_patch_ops(obj, delta))
+                return True
+            except ApiError as exc:
+                last = exc
+                if exc.status == 404:
+                    return False   # the revision is gone: nothing left to set or restore
+                if exc.status in (409, 422):   # someone wrote in between: re-read, recompute
+                    try:
+                        obj = await self.api.get(path)
+                    except ApiError as reread:
+                        if reread.status == 404:
+                            return False
+                        last = reread
+                        await asyncio.sleep(self.backoff_s * 2 ** attempt)
+                elif exc.status in (0, 429) or exc.status >= 500:
+                    await asyncio.sleep(self.backoff_s * 2 ** attempt)
+                else:
+                    raise WriteFailed(str(exc)) from None
+        raise WriteFailed(f"gave up after {WRITE_ATTEMPTS} attempts: {last}")
+
+    async def read_configmap(self, namespace: str, name: str, key: str) -> bytes:
+        cm = await self.api.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        if key in (cm.get("binaryData") or {}):
+            return base64.b64decode(cm["binaryData"][key])
+        if key not in (cm.get("data") or {}):
+            raise KeyError(f"configmap {name} has no key {key!r}")
+        return cm["data"][key].encode()
+
+    async def read_secret(self, namespace: str, name: str, key: str) -> str:
+        secret = await self.api.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        if key not in (secret.get("data") or {}):
+            raise KeyError(f"secret {name} has no key {key!r}")
+        return base64.b64decode(secret["data"][key]).decode().strip()

@@ -1,0 +1,126 @@
+"""Metrics adapters: a fixed number of PromQL queries per tick, or the PodAutoscaler status.
+
+Prometheus (Knative >= 1.19 OpenTelemetry names, reference section 8): NINE instant queries per
+tick and namespace, whatever the number of services; each returns one series per revision
+(`kn_revision_name`). The queue-proxy series must carry `kn_revision_name` (relabel it from the
+pod's serving.knative.dev/revision label in the scrape config). A revision without queue-proxy
+series (scaled to zero) has request rate and latencies 0; one without autoscaler series has no
+observation (it is held, then falls back).
+
+Kubernetes (no Prometheus): PA status.actualScale / desiredScale only. The autoscaler's own
+decision is inverted for concurrency (stable = panic = desiredScale x target, the most it can
+have observed); request rate and latencies read 0. A degraded mode: use Prometheus in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+
+import aiohttp
+
+from kpilot_operator.reconcile import READING_FIELDS, Holder
+
+# field -> PromQL template; {sel} is the namespace matcher, {w} the rate window.
+QUERIES: dict[str, str] = {
+    "concurrency_stable": 'max by (kn_revision_name) (kn_revision_concurrency_stable{{{sel}}})',
+    "concurrency_panic": 'max by (kn_revision_name) (kn_revision_concurrency_panic{{{sel}}})',
+    "ready_pods": 'max by (kn_revision_name) (kn_revision_pods_count{{{sel}}})',
+    "desired_pods": 'max by (kn_revision_name) (kn_revision_pods_desired{{{sel}}})',
+    "panic": 'max by (kn_revision_name) (kn_revision_panic_mode{{{sel}}})',
+    "sample_time": 'max by (kn_revision_name) (timestamp(kn_revision_concurrency_stable{{{sel}}}))',
+    "request_rate": 'sum by (kn_revision_name) (rate(kn_serving_invocation_duration_seconds_count{{{sel}}}[{w}]))',
+    "latency_sum_rate": 'sum by (kn_revision_name) (rate(kn_serving_invocation_duration_seconds_sum{{{sel}}}[{w}]))',
+    "latency_p95_s": ('histogram_quantile(0.95, sum by (kn_revision_name, le) '
+                      '(rate(kn_serving_invocation_duration_seconds_bucket{{{sel}}}[{w}])))'),
+}
+AUTOSCALER_FIELDS = ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic")
+QUERIES_PER_TICK = len(QUERIES)
+
+
+class MetricsUnavailable(Exception):
+    """The metrics source could not be read this tick."""
+
+
+def promql(field: str, namespace: str, window_s: float) -> str:
+    return QUERIES[field].format(sel=f'k8s_namespace_name="{namespace}"', w=f"{max(int(window_s), 30)}s")
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def assemble(series: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per-revision readings from per-query results; revisions need every autoscaler series."""
+    revisions = set.intersection(*(set(series[f]) for f in AUTOSCALER_FIELDS))
+    readings = {}
+    for rev in revisions:
+        r = {f: series[f][rev] for f in AUTOSCALER_FIELDS}
+        r["starting_pods"] = max(0.0, r["desired_pods"] - r["ready_pods"])
+        rate = _finite(series["request_rate"].get(rev, 0.0))
+        r["request_rate"] = rate
+        r["latency_mean_s"] = _finite(series["latency_sum_rate"].get(rev, 0.0) / rate) if rate > 0 else 0.0
+        r["latency_p95_s"] = _finite(series["latency_p95_s"].get(rev, 0.0))
+        if rev in series["sample_time"]:
+            r["sample_time"] = series["sample_time"][rev]
+        readings[rev] = r
+    return readings
+
+
+@dataclass
+class PrometheusMetrics:
+    url: str
+    timeout_s: float = 5.0
+    token: str | None = None
+    session: aiohttp.ClientSession | None = None
+
+    async def _query(self, session: aiohttp.ClientSession, query: str) -> dict[str, float]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        async with session.get(f"{self.url}/api/v1/query", params={"query": query}, headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as rsp:
+            if rsp.status != 200:
+                raise MetricsUnavailable(f"Prometheus answered HTTP {rsp.status} for {query[:60]}")
+            doc = await rsp.json(content_type=None)
+        if doc.get("status") != "success":
+            raise MetricsUnavailable(f"Prometheus query failed: {doc.get('error', doc.get('status'))}")
+        out = {}
+        for item in doc["data"]["result"]:
+            rev = item.get("metric", {}).get("kn_revision_name")
+            if rev:
+                out[rev] = float(item["value"][1])
+        return out
+
+    async def read(self, namespace: str, window_s: float, holders: dict[str, Holder],
+                   podautoscalers: list[dict]) -> dict[str, dict[str, float]]:
+        own = self.session is None
+        session = self.session or aiohttp.ClientSession()
+        try:
+            results = await asyncio.gather(*(self._query(session, promql(f, namespace, window_s))
+                                             for f in QUERIES))
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+            raise MetricsUnavailable(f"Prometheus at {self.url} unreachable: {type(exc).__name__} {exc}") from None
+        finally:
+            if own:
+                await session.close()
+        return assemble(dict(zip(QUERIES, results)))
+
+
+class PodAutoscalerMetrics:
+    """Readings from PA status only (no Prometheus)."""
+
+    async def read(self, namespace: str, window_s: float, holders: dict[str, Holder],
+                   podautoscalers: list[dict]) -> dict[str, dict[str, float]]:
+        readings = {}
+        for pa in podautoscalers:
+            status, name = pa.get("status") or {}, pa["metadata"]["name"]
+            if "desiredScale" not in status or "actualScale" not in status:
+                continue
+            ready, desired = float(status["actualScale"]), float(status["desiredScale"])
+            target = holders[name].current_target if name in holders else 100.0
+            readings[name] = {"concurrency_stable": desired * target, "concurrency_panic": desired * target,
+                              "ready_pods": ready, "desired_pods": desired,
+                              "starting_pods": max(0.0, desired - ready), "request_rate": 0.0,
+                              "latency_mean_s": 0.0, "latency_p95_s": 0.0, "panic": 0.0}
+        assert all(set(READING_FIELDS) <= set(r) for r in readings.values())
+        return readings

@@ -1,0 +1,265 @@
+"""The decision for one tick, as a pure function (no I/O, no clock, no Kopf).
+
+    decide(policy name, spec, services, holders, readings, policy, memory, now)
+        -> Plan(writes, per-service status, events, updated memory)
+
+A "holder" is the object whose `autoscaling.knative.dev/target` annotation the autoscaler reads:
+the Revision on Knative >= 1.21, its PodAutoscaler on <= 1.20. The operator records what a holder
+had before it first touched it, on the holder itself, so restoring never depends on memory:
+
+    kpilot.dev/original-target   the previous annotation value, or "absent"
+    kpilot.dev/policy            the AutoscalingPolicy that owns the change
+    kpilot.dev/changed-at        unix time of the last applied change (for the cooldown)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from kpilot.observation import RAW_FIELDS, encode
+from kpilot_operator import guardrails
+from kpilot_operator.spec import PolicySpec
+
+TARGET = "autoscaling.knative.dev/target"
+ORIGINAL = "kpilot.dev/original-target"
+OWNER = "kpilot.dev/policy"
+CHANGED_AT = "kpilot.dev/changed-at"
+PAUSED = "kpilot.dev/paused"
+ABSENT = "absent"
+KNATIVE_DEFAULT_TARGET = 100.0   # container-concurrency-target-default
+
+# What the metrics adapters provide per revision: the raw fields except the two the operator knows.
+READING_FIELDS = tuple(f for f in RAW_FIELDS if f not in ("target", "time_of_day_s"))
+
+
+@dataclass(frozen=True)
+class Holder:
+    kind: str                      # "Revision" | "PodAutoscaler"
+    namespace: str
+    name: str                      # the revision name (a PA is named after its revision)
+    service: str | None
+    resource_version: str | None
+    annotations: Mapping[str, str]
+    default_target: float = KNATIVE_DEFAULT_TARGET   # what Knative runs without the annotation
+
+    @property
+    def current_target(self) -> float:
+        try:
+            value = float(self.annotations[TARGET])
+            return value if math.isfinite(value) and value > 0 else self.default_target
+        except (KeyError, ValueError):
+            return self.default_target
+
+    @property
+    def owner(self) -> str | None:
+        return self.annotations.get(OWNER) if ORIGINAL in self.annotations else None
+
+    @property
+    def last_change_at(self) -> float | None:
+        try:
+            return float(self.annotations[CHANGED_AT])
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    namespace: str
+    paused: bool
+    traffic_revisions: tuple[str, ...]
+    body: Mapping = field(default_factory=dict, compare=False, repr=False)   # for Events
+
+
+@dataclass(frozen=True)
+class Assert:
+    """Set the target, recording the original on first touch."""
+    target: str
+    policy: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Restore:
+    """Put back what the holder had before the operator touched it."""
+
+
+def annotation_delta(annotations: Mapping[str, str], intent: Assert | Restore) -> dict[str, str | None]:
+    """The annotation changes an intent needs on a holder as it is NOW (None = remove).
+
+    Computed again on the fresh object after a conflict, so a concurrent change is never lost:
+    the original is recorded only if absent, and a restore only touches what the operator owns.
+    """
+    if isinstance(intent, Restore):
+        if ORIGINAL not in annotations:
+            return {}
+        original = annotations[ORIGINAL]
+        return {TARGET: None if original == ABSENT else original,
+                ORIGINAL: None, OWNER: None, CHANGED_AT: None}
+    delta: dict[str, str | None] = {}
+    if ORIGINAL not in annotations:
+        delta[ORIGINAL] = annotations.get(TARGET, ABSENT)
+        delta[OWNER] = intent.policy
+    if annotations.get(TARGET) != intent.target:
+        delta[TARGET] = intent.target
+        delta[CHANGED_AT] = f"{intent.now:.0f}"
+    return {k: v for k, v in delta.items() if annotations.get(k) != v}
+
+
+@dataclass(frozen=True)
+class Write:
+    holder: Holder
+    intent: Assert | Restore
+    service: str | None
+    reason: str
+    previous: float
+    target: float | None          # None for a restore to "absent"
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    revisions: list[str]
+    reason: str
+    observation: dict | None = None
+    decision: float | None = None
+    applied: float | None = None
+    message: str = ""
+
+    def as_dict(self, now_iso: str) -> dict:
+        out = {"name": self.name, "revisions": self.revisions, "reason": self.reason, "time": now_iso}
+        if self.observation is not None:
+            out["lastObservation"] = {k: round(float(v), 4) for k, v in self.observation.items()}
+        if self.decision is not None:
+            out["lastDecision"] = self.decision
+        if self.applied is not None:
+            out["appliedTarget"] = self.applied
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+@dataclass
+class Plan:
+    writes: list[Write]
+    services: list[ServiceStatus]
+    last_fresh: dict[str, float]          # revision -> last time its observation was usable
+    decisions: int = 0
+    stale: int = 0
+
+
+def usable(reading: Mapping[str, float] | None, now: float, staleness_s: float) -> bool:
+    if not reading or any(f not in reading or not math.isfinite(reading[f]) for f in READING_FIELDS):
+        return False
+    sample_time = reading.get("sample_time")
+    return sample_time is None or now - sample_time <= staleness_s
+
+
+def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
+           holders: Mapping[str, Holder], readings: Mapping[str, Mapping[str, float]],
+           policy, last_fresh: Mapping[str, float], now: float) -> Plan:
+    """One tick for one AutoscalingPolicy. `policy` is an ExportedPolicy (None only in Off mode)."""
+    writes: list[Write] = []
+    statuses: list[ServiceStatus] = []
+    fresh = dict(last_fresh)
+    kept: set[str] = set()            # owned holders that must NOT be restored this tick
+
+    def restore(holder: Holder, service: str | None, reason: str) -> None:
+        if holder.owner == policy_name:
+            original = holder.annotations[ORIGINAL]
+            writes.append(Write(holder, Restore(), service, reason, holder.current_target,
+                                None if original == ABSENT else float(original)))
+
+    if spec.mode == "Off":
+        for holder in holders.values():
+            restore(holder, holder.service, "Off")
+        return Plan(writes, [ServiceStatus(s.name, list(s.traffic_revisions), "Off") for s in services], {})
+
+    # 1. Which (service, holder) pairs the policy decides for this tick.
+    candidates: list[tuple[ServiceStatus, Holder]] = []
+    for svc in services:
+        status = ServiceStatus(svc.name, list(svc.traffic_revisions), "Pending")
+        statuses.append(status)
+        if svc.paused:
+            status.reason, status.message = "Paused", f"{PAUSED}=true on the Service"
+            kept.update(svc.traffic_revisions)
+            continue
+        if not svc.traffic_revisions:
+            status.reason, status.message = "NoTraffic", "status.traffic names no revision yet"
+            continue
+        for rev in svc.traffic_revisions:
+            holder = holders.get(rev)
+            if holder is None:
+                status.reason, status.message = "RevisionNotFound", f"{rev} not found"
+            elif holder.owner not in (None, policy_name):
+                status.reason, status.message = "ClaimedByOtherPolicy", f"{rev} is managed by {holder.owner}"
+            else:
+                candidates.append((status, holder))
+                kept.add(rev)
+
+    # 2. One batched inference over every revision with a usable observation.
+    live = [(st, h) for st, h in candidates if usable(readings.get(h.name), now, spec.staleness_s)]
+    proposals = np.zeros(0)
+    if live:
+        raw = {f: np.array([readings[h.name][f] for _, h in live], dtype=np.float64) for f in READING_FIELDS}
+        raw["target"] = np.array([h.current_target for _, h in live])
+        raw["time_of_day_s"] = np.full(len(live), now % 86400.0)
+        proposals = np.asarray(policy.target(encode(**raw)), dtype=np.float64).reshape(-1)
+    proposal_of = {h.name: float(p) for (_, h), p in zip(live, proposals)}
+
+    # 3. Guardrails, staleness and the write for each revision.
+    plan = Plan(writes, statuses, fresh)
+    for status, holder in candidates:
+        previous = holder.current_target
+        reading = readings.get(holder.name)
+        if holder.name in proposal_of:
+            plan.decisions += 1
+            fresh[holder.name] = min(now, reading.get("sample_time") or now)
+            status.observation = {f: reading[f] for f in READING_FIELDS}
+            status.decision = guardrails.round_target(proposal_of[holder.name])
+            g = guardrails.guard(previous=previous, proposed=proposal_of[holder.name],
+                                 min_target=spec.min_target, max_target=spec.max_target,
+                                 max_step_ratio=spec.max_step_ratio, cooldown_s=spec.cooldown_s,
+                                 last_change_at=holder.last_change_at, now=now)
+            status.reason, status.applied = g.reason, g.target
+            if g.changed and spec.mode == "DryRun":
+                status.reason, status.applied = "DryRun", previous
+                status.message = f"would set {guardrails.format_target(g.target)} ({g.reason})"
+            elif g.changed:
+                writes.append(Write(holder, Assert(guardrails.format_target(g.target), policy_name, now),
+                                    status.name, g.reason, previous, g.target))
+            continue
+        # No usable observation: hold, then fall back once it has been stale for too long.
+        plan.stale += 1
+        sample_time = (reading or {}).get("sample_time")
+        since = fresh.setdefault(holder.name, sample_time if sample_time is not None else now)
+        stale_for = now - since
+        if stale_for <= spec.staleness_s:
+            status.reason, status.applied = "MetricsStaleHolding", previous
+            status.message = f"no usable observation for {stale_for:.0f}s; fallback after {spec.staleness_s:.0f}s"
+        elif spec.fallback_target is not None:
+            target = guardrails.round_target(
+                guardrails.clamp_to_bounds(spec.fallback_target, spec.min_target, spec.max_target))
+            status.reason, status.applied = "Fallback", target
+            status.message = f"no usable observation for {stale_for:.0f}s"
+            if abs(target - previous) > 1e-9:
+                writes.append(Write(holder, Assert(guardrails.format_target(target), policy_name, now),
+                                    status.name, "Fallback", previous, target))
+        else:
+            status.reason = "FallbackRestored"
+            status.message = f"no usable observation for {stale_for:.0f}s and no fallbackTarget"
+            kept.discard(holder.name)
+            restore(holder, status.name, "FallbackRestored")
+            status.applied = writes[-1].target if writes and writes[-1].holder is holder else previous
+
+    # 4. Whatever this policy owns but no longer manages (left the selector, lost traffic): restore.
+    for holder in holders.values():
+        if holder.name not in kept and not any(w.holder is holder for w in writes):
+            restore(holder, holder.service, "Released")
+    if spec.mode == "DryRun":
+        plan.writes = []
+    return plan

@@ -1,0 +1,148 @@
+"""The AutoscalingPolicy API as plain values: parsed once per tick from the custom resource.
+
+The CRD's OpenAPI schema (manifests/crd.yaml) rejects malformed specs at the API server; this
+module fills in the same defaults and checks what a schema cannot express (minTarget <= maxTarget).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GROUP = "kpilot.dev"
+VERSION = "v1alpha1"
+PLURAL = "autoscalingpolicies"
+KIND = "AutoscalingPolicy"
+
+MODES = ("Enforce", "DryRun", "Off")
+DEFAULT_MODE = "DryRun"
+DEFAULT_INTERVAL_S = 30
+DEFAULT_MAX_STEP_RATIO = 0.5
+DEFAULT_COOLDOWN_S = 60
+DEFAULT_MIN_TARGET = 1.0
+DEFAULT_MAX_TARGET = 1000.0
+DEFAULT_PROM_TIMEOUT_S = 5.0
+
+
+class SpecError(ValueError):
+    """A spec the schema let through but the operator cannot act on."""
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    sha256: str
+    config_map: tuple[str, str] | None = None   # (name, key) in the policy's namespace
+    path: str | None = None                     # a file in the operator's image / volume
+
+    def describe(self) -> str:
+        return f"configmap/{self.config_map[0]}[{self.config_map[1]}]" if self.config_map else str(self.path)
+
+
+@dataclass(frozen=True)
+class MetricsSource:
+    kind: str                                    # "prometheus" | "kubernetes"
+    url: str | None = None
+    auth_secret: tuple[str, str] | None = None   # (name, key) of a bearer token Secret
+    timeout_s: float = DEFAULT_PROM_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    selector: dict
+    source: PolicySource
+    metrics: MetricsSource
+    mode: str = DEFAULT_MODE
+    interval_s: float = DEFAULT_INTERVAL_S
+    min_target: float = DEFAULT_MIN_TARGET
+    max_target: float = DEFAULT_MAX_TARGET
+    max_step_ratio: float = DEFAULT_MAX_STEP_RATIO
+    cooldown_s: float = DEFAULT_COOLDOWN_S
+    fallback_target: float | None = None
+    stale_after_s: float = field(default=0.0)    # 0 -> 4 decision intervals (see `staleness`)
+
+    @property
+    def staleness_s(self) -> float:
+        """How long observations may be missing before the fallback: staleAfterSeconds, else 4 intervals."""
+        return self.stale_after_s or 4 * self.interval_s
+
+
+def parse_spec(spec: dict) -> PolicySpec:
+    try:
+        policy = spec["policy"]
+        if "configMap" in policy:
+            cm = policy["configMap"]
+            source = PolicySource(sha256=str(policy["sha256"]).lower(),
+                                  config_map=(cm["name"], cm.get("key", "policy.json")))
+        elif "path" in policy:
+            source = PolicySource(sha256=str(policy["sha256"]).lower(), path=policy["path"])
+        else:
+            raise SpecError("spec.policy needs configMap or path")
+        metrics_spec = spec.get("metrics") or {"kubernetes": {}}
+        if "prometheus" in metrics_spec:
+            prom = metrics_spec["prometheus"]
+            ref = prom.get("authSecretRef")
+            metrics = MetricsSource("prometheus", url=prom["url"].rstrip("/"),
+                                    auth_secret=(ref["name"], ref.get("key", "token")) if ref else None,
+                                    timeout_s=float(prom.get("timeoutSeconds", DEFAULT_PROM_TIMEOUT_S)))
+        else:
+            metrics = MetricsSource("kubernetes")
+        bounds = spec.get("bounds") or {}
+        fallback = spec.get("fallbackTarget")
+        parsed = PolicySpec(
+            selector=dict(spec.get("selector") or {}),
+            source=source,
+            metrics=metrics,
+            mode=spec.get("mode", DEFAULT_MODE),
+            interval_s=float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S)),
+            min_target=float(bounds.get("minTarget", DEFAULT_MIN_TARGET)),
+            max_target=float(bounds.get("maxTarget", DEFAULT_MAX_TARGET)),
+            max_step_ratio=float(spec.get("maxStepRatio", DEFAULT_MAX_STEP_RATIO)),
+            cooldown_s=float(spec.get("cooldownSeconds", DEFAULT_COOLDOWN_S)),
+            fallback_target=float(fallback) if fallback is not None else None,
+            stale_after_s=float(spec.get("staleAfterSeconds", 0)),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(f"malformed spec ({type(exc).__name__}: {exc})") from None
+    if parsed.mode not in MODES:
+        raise SpecError(f"mode {parsed.mode!r} is not one of {', '.join(MODES)}")
+    if not 0 < parsed.min_target <= parsed.max_target:
+        raise SpecError(f"bounds need 0 < minTarget <= maxTarget, got {parsed.min_target}..{parsed.max_target}")
+    if parsed.interval_s <= 0 or parsed.max_step_ratio <= 0:
+        raise SpecError("decisionIntervalSeconds and maxStepRatio must be positive")
+    return parsed
+
+
+def selector_matches(selector: dict, labels: dict | None) -> bool:
+    """Kubernetes label-selector semantics (matchLabels AND matchExpressions); empty selects all."""
+    labels = labels or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def selector_to_query(selector: dict) -> str:
+    """The labelSelector query string for the API server (the same filter is applied locally too)."""
+    parts = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)

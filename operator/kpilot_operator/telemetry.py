@@ -1,0 +1,14 @@
+"""The operator's own Prometheus metrics (served on KPILOT_METRICS_PORT, default 8080)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DECISIONS = Counter("kpilot_decisions_total", "Targets decided by the policy", ["namespace", "policy", "mode"])
+APPLIED = Counter("kpilot_applied_changes_total", "Target writes that reached the API", ["namespace", "policy", "reason"])
+APPLIED_TARGET = Gauge("kpilot_applied_target", "Target the operator last applied",
+                       ["namespace", "service", "revision"])
+ERRORS = Counter("kpilot_errors_total", "Faults by kind", ["namespace", "policy", "kind"])
+INFERENCE_SECONDS = Histogram("kpilot_inference_seconds", "Batched policy inference + guardrails per tick",
+                              buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0))
+TICK_SECONDS = Histogram("kpilot_tick_seconds", "One decision tick of one AutoscalingPolicy",
+                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+STALE = Gauge("kpilot_stale_revisions", "Revisions without a usable observation", ["namespace", "policy"])

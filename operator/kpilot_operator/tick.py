@@ -1,0 +1,232 @@
+"""One decision tick for one AutoscalingPolicy: gather inputs, decide, write, report.
+
+Kopf-free (the handlers wrap it), so the benchmark and unit tests drive it with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import aiohttp
+
+from kpilot.errors import PolicyError
+from kpilot_operator import telemetry
+from kpilot_operator.knative import Cluster, KnativeMissing, WriteFailed
+from kpilot_operator.kube import ApiError
+from kpilot_operator.metrics import MetricsUnavailable, PodAutoscalerMetrics, PrometheusMetrics
+from kpilot_operator.policies import PolicyLoader
+from kpilot_operator.reconcile import Holder, Plan, Restore, Write, decide
+from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
+
+FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",
+                 "ClaimedByOtherPolicy", "RevisionNotFound"}
+EventSink = Callable[[dict, str, str, str], None]   # (object body, type, reason, message)
+
+
+class ApiUnavailable(Exception):
+    """Listing Knative objects failed (5xx, timeout): the tick is retried."""
+
+
+@dataclass
+class Runtime:
+    cluster: Cluster
+    emit_event: EventSink
+    clock: Callable[[], float] = time.time
+    write_concurrency: int = 16
+    http: aiohttp.ClientSession | None = None      # shared by the Prometheus adapters
+    policies: PolicyLoader = None  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if self.policies is None:
+            self.policies = PolicyLoader(self.cluster)
+
+
+@dataclass
+class TickState:
+    """Per-policy memory between ticks (Kopf's per-object memo). Losing it only delays a fallback."""
+    last_fresh: dict[str, float] = field(default_factory=dict)
+    next_due: float = 0.0
+    conditions: dict[str, dict] = field(default_factory=dict)
+    service_reasons: dict[str, str] = field(default_factory=dict)
+
+
+def iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(state: TickState, type_: str, ok: bool, reason: str, message: str, now: float) -> dict:
+    status = "True" if ok else "False"
+    prev = state.conditions.get(type_)
+    since = prev["lastTransitionTime"] if prev and prev["status"] == status else iso(now)
+    state.conditions[type_] = cond = {"type": type_, "status": status, "reason": reason,
+                                      "message": message[:1000], "lastTransitionTime": since}
+    return cond
+
+
+async def metrics_source(rt: Runtime, spec: PolicySpec, namespace: str):
+    if spec.metrics.kind == "kubernetes":
+        return PodAutoscalerMetrics()
+    token = None
+    if spec.metrics.auth_secret:
+        name, key = spec.metrics.auth_secret
+        try:
+            token = await rt.cluster.read_secret(namespace, name, key)
+        except (ApiError, KeyError) as exc:
+            raise MetricsUnavailable(f"auth Secret {name}: {exc}") from None
+    return PrometheusMetrics(spec.metrics.url, spec.metrics.timeout_s, token, rt.http)
+
+
+async def apply_writes(rt: Runtime, writes: list[Write]) -> dict[int, str]:
+    """Perform the writes concurrently (bounded); returns index -> error for those that failed."""
+    gate = asyncio.Semaphore(rt.write_concurrency)
+    failures: dict[int, str] = {}
+
+    async def one(i: int, w: Write) -> None:
+        async with gate:
+            try:
+                await rt.cluster.write(w.holder, w.intent)
+            except (WriteFailed, ApiError) as exc:
+                failures[i] = str(exc)
+
+    await asyncio.gather(*(one(i, w) for i, w in enumerate(writes)))
+    return failures
+
+
+def _event_for_write(rt, policy_name, bodies, w: Write, error: str | None) -> None:
+    body = bodies.get(w.service)
+    if body is None:
+        return
+    if error:
+        rt.emit_event(body, "Warning", "WriteFailed",
+                      f"revision {w.holder.name}: could not set the target ({error})")
+    elif isinstance(w.intent, Restore):
+        restored = "absent" if w.target is None else f"{w.target:g}"
+        rt.emit_event(body, "Normal", "TargetRestored",
+                      f"revision {w.holder.name}: target {w.previous:g} -> original ({restored}); {w.reason}")
+    else:
+        rt.emit_event(body, "Normal", "TargetApplied",
+                      f"revision {w.holder.name}: target {w.previous:g} -> {w.target:g} "
+                      f"({w.reason}, policy {policy_name})")
+
+
+async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state: TickState,
+                   policy_body: dict | None = None) -> dict:
+    """One tick; returns the status to store. Raises ApiUnavailable when listing failed."""
+    started = time.perf_counter()
+    now = rt.clock()
+    status: dict = {"lastTick": iso(now)}
+    conds: list[dict] = []
+    labels = {"namespace": namespace, "policy": name}
+
+    def finish(ready: bool, reason: str, message: str) -> dict:
+        conds.insert(0, condition(state, "Ready", ready, reason, message, now))
+        status["conditions"] = conds
+        telemetry.TICK_SECONDS.observe(time.perf_counter() - started)
+        return status
+
+    try:
+        spec = parse_spec(raw_spec)
+    except SpecError as exc:
+        return finish(False, "InvalidSpec", str(exc))
+    status["mode"] = spec.mode
+    try:
+        info = await rt.cluster.knative()
+    except KnativeMissing as exc:
+        telemetry.ERRORS.labels(kind="KnativeMissing", **labels).inc()
+        return finish(False, "KnativeNotInstalled", str(exc))
+    except ApiError as exc:
+        telemetry.ERRORS.labels(kind="ApiUnavailable", **labels).inc()
+        raise ApiUnavailable(str(exc)) from None
+    status.update(knativeVersion=info.version or "unknown", writePath=info.write_path)
+
+    policy = None
+    if spec.mode != "Off":   # Off only restores: it needs no policy
+        try:
+            policy = await rt.policies.load(spec.source, namespace)
+            conds.append(condition(state, "PolicyLoaded", True, "Loaded",
+                                   f"{spec.source.describe()} sha256 {policy.sha256[:12]}", now))
+            status["policySha256"] = policy.sha256
+        except PolicyError as exc:
+            telemetry.ERRORS.labels(kind="PolicyNotLoaded", **labels).inc()
+            first = state.conditions.get("PolicyLoaded", {}).get("status") != "False"
+            conds.append(condition(state, "PolicyLoaded", False, "PolicyRejected", str(exc), now))
+            if first and policy_body is not None:
+                rt.emit_event(policy_body, "Warning", "PolicyRejected", str(exc)[:1000])
+            return finish(False, "PolicyNotLoaded", "services are left untouched until the policy loads")
+
+    try:
+        services = await rt.cluster.list_services(namespace, spec.selector)
+        holders, pas = await rt.cluster.list_holders(namespace, info.write_path)
+    except KnativeMissing as exc:
+        return finish(False, "KnativeNotInstalled", str(exc))
+    except ApiError as exc:
+        telemetry.ERRORS.labels(kind="ApiUnavailable", **labels).inc()
+        raise ApiUnavailable(str(exc)) from None
+
+    readings: dict = {}
+    if spec.mode != "Off":
+        try:
+            source = await metrics_source(rt, spec, namespace)
+            readings = await source.read(namespace, spec.interval_s, holders, pas)
+            conds.append(condition(state, "MetricsAvailable", True, "Read",
+                                   f"{spec.metrics.kind}: {len(readings)} revisions observed", now))
+        except MetricsUnavailable as exc:
+            telemetry.ERRORS.labels(kind="MetricsUnavailable", **labels).inc()
+            conds.append(condition(state, "MetricsAvailable", False, "Unavailable", str(exc), now))
+
+    t0 = time.perf_counter()
+    plan: Plan = decide(policy_name=name, spec=spec, services=services, holders=holders,
+                        readings=readings, policy=policy, last_fresh=state.last_fresh, now=now)
+    telemetry.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
+    state.last_fresh = plan.last_fresh
+    telemetry.DECISIONS.labels(mode=spec.mode, **labels).inc(plan.decisions)
+    telemetry.STALE.labels(**labels).set(plan.stale)
+
+    failures = await apply_writes(rt, plan.writes) if plan.writes else {}
+    bodies = {s.name: s.body for s in services}
+    by_service = {s.name: s for s in plan.services}
+    for i, w in enumerate(plan.writes):
+        error = failures.get(i)
+        _event_for_write(rt, name, bodies, w, error)
+        if error:
+            telemetry.ERRORS.labels(kind="WriteFailed", **labels).inc()
+            if w.service in by_service:
+                by_service[w.service].reason, by_service[w.service].message = "WriteFailed", error[:300]
+        else:
+            telemetry.APPLIED.labels(reason=w.reason, **labels).inc()
+            if w.target is not None:
+                telemetry.APPLIED_TARGET.labels(namespace, w.service or "", w.holder.name).set(w.target)
+    # A fault is an Event once, when a service enters it, not on every tick.
+    for svc in plan.services:
+        if svc.reason in FAULT_REASONS and state.service_reasons.get(svc.name) != svc.reason \
+                and svc.reason != "WriteFailed" and svc.name in bodies:
+            rt.emit_event(bodies[svc.name], "Warning", svc.reason, svc.message or svc.reason)
+    state.service_reasons = {s.name: s.reason for s in plan.services}
+
+    status["services"] = [s.as_dict(iso(now)) for s in plan.services]
+    status["managedServices"] = len(plan.services)
+    status["staleRevisions"] = plan.stale
+    ready = not failures and all(c["status"] == "True" for c in conds)
+    return finish(ready, "Reconciled" if ready else "Degraded",
+                  f"{len(plan.services)} services, {len(plan.writes) - len(failures)} writes"
+                  + (f", {len(failures)} failed" if failures else ""))
+
+
+async def restore_all(rt: Runtime, name: str, namespace: str) -> int:
+    """Restore every holder this policy owns (policy deleted). Returns how many are left failing."""
+    try:
+        info = await rt.cluster.knative()
+        holders, _ = await rt.cluster.list_holders(namespace, info.write_path)
+    except KnativeMissing:
+        return 0
+    owned = [h for h in holders.values() if h.owner == name]
+    writes = [Write(h, Restore(), h.service, "PolicyDeleted", h.current_target, None) for h in owned]
+    failures = await apply_writes(rt, writes)
+    for i, error in failures.items():
+        logging.getLogger(__name__).warning("restore of %s failed: %s", writes[i].holder.name, error)
+    return len(failures)

@@ -1,0 +1,1 @@
+"""Real-API-server test support (etcd + kube-apiserver from $KUBEBUILDER_ASSETS). See cluster.py."""

@@ -1,0 +1,178 @@
+"""The operator against a REAL kube-apiserver + etcd (tests/envtest), running as the operator's
+ServiceAccount user, so the shipped ClusterRole is what it is allowed to do.
+
+Skips with the fixture's reason when KUBEBUILDER_ASSETS is not set (see tests/envtest/cluster.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import eventually, running_operator
+from operator_support import autoscaling_policy, constant_policy_bytes, sha
+
+pytestmark = pytest.mark.envtest
+TARGET = "autoscaling.knative.dev/target"
+ORIGINAL = "kpilot.dev/original-target"
+POLICY40 = constant_policy_bytes(40.0)
+GROUP, VERSION, PLURAL = "kpilot.dev", "v1alpha1", "autoscalingpolicies"
+
+
+@pytest.fixture
+def policy_file(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_bytes(POLICY40)
+    return str(path)
+
+
+@pytest.fixture
+def as_operator(envtest, monkeypatch):
+    """The operator authenticates with the operator user's kubeconfig; the version comes from the cluster."""
+    monkeypatch.setenv("KUBECONFIG", str(envtest.operator_kubeconfig))
+    monkeypatch.delenv("KPILOT_KNATIVE_VERSION", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return envtest
+
+
+def co(envtest):
+    from kubernetes import client
+    return client.CustomObjectsApi(envtest.admin_client())
+
+
+def get(envtest, group, version, plural, ns, name):
+    from kubernetes.client.exceptions import ApiException
+    try:
+        return co(envtest).get_namespaced_custom_object(group, version, ns, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def annotations(envtest, ns, name, plural="revisions"):
+    group, version = (("serving.knative.dev", "v1") if plural == "revisions"
+                      else ("autoscaling.internal.knative.dev", "v1alpha1"))
+    return (get(envtest, group, version, plural, ns, name)["metadata"].get("annotations") or {})
+
+
+def policy(envtest, ns, name="p"):
+    return get(envtest, GROUP, VERSION, PLURAL, ns, name) or {}
+
+
+def service_reason(envtest, ns, service, name="p"):
+    entries = {s["name"]: s for s in policy(envtest, ns, name).get("status", {}).get("services", [])}
+    return entries.get(service, {}).get("reason")
+
+
+def create_policy(envtest, ns, body):
+    co(envtest).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+
+def patch_policy(envtest, ns, spec, name="p"):
+    co(envtest).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": spec})
+
+
+def path_policy(ns, policy_file, **kw):
+    body = autoscaling_policy("p", ns, sha=sha(POLICY40), **kw)
+    body["spec"]["policy"] = {"path": policy_file, "sha256": sha(POLICY40)}
+    return body
+
+
+@pytest.mark.asyncio
+async def test_revision_path_dryrun_enforce_new_revision_override_and_off(
+        as_operator, envtest_namespace, prom, policy_file):
+    env, ns = as_operator, envtest_namespace
+    for svc in ("svc-a", "svc-b"):
+        env.create_knative_app(ns, svc, revision_annotations={TARGET: "70"}, service_labels={"kpilot": "on"})
+        prom.set(ns, f"{svc}-00001")
+    async with running_operator():
+        create_policy(env, ns, path_policy(ns, policy_file, prom_url=prom.url, mode="DryRun"))
+        await eventually(lambda: service_reason(env, ns, "svc-a") == "DryRun", timeout=20, what="DryRun decision")
+        assert annotations(env, ns, "svc-a-00001").get(TARGET) == "70" and ORIGINAL not in annotations(env, ns, "svc-a-00001")
+
+        patch_policy(env, ns, {"mode": "Enforce"})
+        await eventually(lambda: annotations(env, ns, "svc-a-00001").get(TARGET) == "40", timeout=20, what="Enforce")
+        assert annotations(env, ns, "svc-a-00001")[ORIGINAL] == "70"
+        assert annotations(env, ns, "svc-a-00001", "podautoscalers").get(TARGET) == "70"   # PA untouched >= 1.21
+        assert policy(env, ns)["status"]["writePath"] == "Revision"
+
+        # A template change made revision 00002 with the template's own target: re-asserted.
+        env.create_revision(ns, "svc-a-00002", "svc-a", generation=2, annotations={TARGET: "90"})
+        env.set_service_traffic(ns, "svc-a", [{"revisionName": "svc-a-00002", "percent": 100, "latestRevision": True}])
+        prom.set(ns, "svc-a-00002")
+        await eventually(lambda: annotations(env, ns, "svc-a-00002").get(TARGET) == "40", timeout=20, what="re-assert")
+        assert annotations(env, ns, "svc-a-00002")[ORIGINAL] == "90"
+
+        # Manual override: paused Services are left as they are.
+        co(env).patch_namespaced_custom_object("serving.knative.dev", "v1", ns, "services", "svc-b",
+                                               {"metadata": {"annotations": {"kpilot.dev/paused": "true"}}})
+        await eventually(lambda: service_reason(env, ns, "svc-b") == "Paused", timeout=20, what="Paused")
+        env.create_revision(ns, "svc-b-00002", "svc-b", generation=2, annotations={TARGET: "90"})
+        env.set_service_traffic(ns, "svc-b", [{"revisionName": "svc-b-00002", "percent": 100, "latestRevision": True}])
+        await asyncio.sleep(2.5)
+        assert annotations(env, ns, "svc-b-00002") .get(TARGET) == "90" and ORIGINAL not in annotations(env, ns, "svc-b-00002")
+
+        patch_policy(env, ns, {"mode": "Off"})
+        await eventually(lambda: annotations(env, ns, "svc-a-00002").get(TARGET) == "90"
+                         and ORIGINAL not in annotations(env, ns, "svc-a-00002")
+                         and annotations(env, ns, "svc-a-00001").get(TARGET) == "70", timeout=20, what="restored")
+
+
+@pytest.mark.asyncio
+async def test_podautoscaler_path_on_knative_1_20_and_delete_restores(as_operator, envtest_namespace, policy_file):
+    env, ns = as_operator, envtest_namespace
+    env.create_knative_app(ns, "svc", service_labels={"kpilot": "on"})
+    env.set_knative_version("1.20.0")
+    try:
+        async with running_operator():
+            create_policy(env, ns, path_policy(ns, policy_file, prom_url=None))
+            await eventually(lambda: annotations(env, ns, "svc-00001", "podautoscalers").get(TARGET) == "40",
+                             timeout=20, what="PA target")
+            assert annotations(env, ns, "svc-00001", "podautoscalers")[ORIGINAL] == "absent"
+            assert TARGET not in annotations(env, ns, "svc-00001")
+            co(env).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p")
+            await eventually(lambda: not policy(env, ns), timeout=20, what="the policy gone after restore")
+            assert TARGET not in annotations(env, ns, "svc-00001", "podautoscalers")
+            assert ORIGINAL not in annotations(env, ns, "svc-00001", "podautoscalers")
+    finally:
+        env.set_knative_version("1.23.0")
+
+
+@pytest.mark.parametrize("patch", [
+    {"mode": "Sometimes"}, {"decisionIntervalSeconds": 0}, {"bounds": {"minTarget": 0.001, "maxTarget": 5}},
+    {"policy": {"path": "/p", "sha256": "not-hex"}}, {"metrics": {"prometheus": {"url": "ftp://x"}}},
+    {"policy": {"sha256": "a" * 64}},
+], ids=lambda p: next(iter(p)))
+def test_api_server_rejects_bad_specs(envtest, envtest_namespace, patch):
+    from kubernetes.client.exceptions import ApiException
+    body = autoscaling_policy("bad", envtest_namespace, sha="a" * 64, prom_url="http://127.0.0.1:9")
+    body["spec"].update(patch)
+    with pytest.raises(ApiException) as err:
+        create_policy(envtest, envtest_namespace, body)
+    assert err.value.status == 422, err.value.body
+
+
+def test_role_cannot_read_secrets_or_patch_services(envtest, envtest_namespace):
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    ns = envtest_namespace
+    with envtest.admin_client() as admin:
+        client.CoreV1Api(admin).create_namespaced_secret(ns, {"metadata": {"name": "prom-token"},
+                                                               "stringData": {"token": "x"}})
+    envtest.create_knative_app(ns, "svc", service_labels={"kpilot": "on"})
+    with envtest.operator_client() as op:
+        core, objs = client.CoreV1Api(op), client.CustomObjectsApi(op)
+        for call in (lambda: core.read_namespaced_secret("prom-token", ns),
+                     lambda: core.list_namespaced_secret(ns),
+                     lambda: objs.patch_namespaced_custom_object("serving.knative.dev", "v1", ns, "services", "svc",
+                                                                 {"metadata": {"labels": {"x": "y"}}}),
+                     lambda: core.read_namespaced_config_map("kube-root-ca.crt", ns)):
+            with pytest.raises(ApiException) as err:
+                call()
+            assert err.value.status == 403
+        # ...and can do what it must: read Services, patch Revisions.
+        objs.list_namespaced_custom_object("serving.knative.dev", "v1", ns, "services")
+        objs.patch_namespaced_custom_object("serving.knative.dev", "v1", ns, "revisions", "svc-00001",
+                                            {"metadata": {"annotations": {TARGET: "12"}}})

@@ -1,0 +1,204 @@
+"""The operator through Kopf's real watch/patch path against kmock (extended with resourceVersion)."""
+
+from __future__ import annotations
+
+import pytest
+
+import json
+
+from conftest import eventually, running_operator
+from operator_support import (PAS, POLICIES, REVISIONS, autoscaling_policy, constant_policy_bytes,
+                              knative_pa, knative_revision, knative_service, policy_configmap, sha)
+
+pytestmark = pytest.mark.asyncio
+NS = "apps"
+TARGET = "autoscaling.knative.dev/target"
+ORIGINAL = "kpilot.dev/original-target"
+POLICY40 = constant_policy_bytes(40.0)
+
+
+def seed(k8s, prom, *, services=("svc-a",), target=None, policy=POLICY40, pa=False):
+    k8s.put("v1/configmaps", policy_configmap("kpilot-policy", NS, policy))
+    for svc in services:
+        rev = f"{svc}-00001"
+        k8s.put("serving.knative.dev/v1/services", knative_service(svc, NS, {rev: 100}))
+        k8s.put(REVISIONS, knative_revision(rev, NS, svc, target=target))
+        if pa:
+            k8s.put(PAS, knative_pa(rev, NS, svc, target=target))
+        prom.set(NS, rev)
+
+
+async def create_policy(api, body):
+    rsp = await api.post(f"/apis/kpilot.dev/v1alpha1/namespaces/{NS}/autoscalingpolicies", json=body)
+    assert rsp.status < 300, await rsp.text()
+
+
+async def patch_policy(api, name, spec):
+    rsp = await api.patch(f"/apis/kpilot.dev/v1alpha1/namespaces/{NS}/autoscalingpolicies/{name}",
+                          json={"spec": spec}, headers={"Content-Type": "application/merge-patch+json"})
+    assert rsp.status < 300, await rsp.text()
+
+
+def rev_annotations(k8s, name="svc-a-00001", resource=REVISIONS):
+    return k8s.annotations(resource, NS, name)
+
+
+def policy_status(k8s, name="p"):
+    return k8s.get(POLICIES, NS, name).get("status") or {}
+
+
+def condition(k8s, type_, name="p"):
+    return next((c for c in policy_status(k8s, name).get("conditions", []) if c["type"] == type_), {})
+
+
+def events(k8s, reason=None):
+    return [o.raw for (res, _, _), o in k8s.objects.items()
+            if res == "v1/events" and not o.deleted and (reason is None or o.raw.get("reason") == reason)]
+
+
+async def test_enforce_sets_revision_target_records_original_and_off_restores(k8s, prom, api, operator):
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
+    ann = rev_annotations(k8s)
+    assert ann[ORIGINAL] == "70" and ann["kpilot.dev/policy"] == "p"
+    await eventually(lambda: condition(k8s, "Ready").get("status") == "True", what="Ready=True")
+    status = policy_status(k8s)
+    assert status["writePath"] == "Revision"
+    assert status["services"][0]["appliedTarget"] == 40 and status["services"][0]["revisions"] == ["svc-a-00001"]
+    assert condition(k8s, "PolicyLoaded")["status"] == "True"
+    assert condition(k8s, "MetricsAvailable")["status"] == "True"
+    await eventually(lambda: events(k8s, "TargetApplied"), what="a TargetApplied Event")
+    assert events(k8s, "TargetApplied")[0]["involvedObject"]["kind"] == "Service"
+    # A fixed number of PromQL queries per tick, never one per service.
+    assert len(prom.queries) % 9 == 0
+
+    await patch_policy(api, "p", {"mode": "Off"})
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "70" and ORIGINAL not in rev_annotations(k8s),
+                     what="the original target 70 restored")
+
+
+async def test_podautoscaler_path_on_knative_1_20_and_delete_restores(k8s, prom, api, monkeypatch):
+    monkeypatch.setenv("KPILOT_KNATIVE_VERSION", "v1.20.2")
+    seed(k8s, prom, pa=True)
+    async with running_operator():
+        await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=None))
+        await eventually(lambda: rev_annotations(k8s, resource=PAS).get(TARGET) == "40", what="PA target")
+        assert rev_annotations(k8s, resource=PAS)[ORIGINAL] == "absent"
+        assert TARGET not in rev_annotations(k8s)            # the Revision is never written on <= 1.20
+        await eventually(lambda: policy_status(k8s).get("writePath") == "PodAutoscaler", what="writePath")
+        # Deleting the policy restores through the finalizer, then lets the object go.
+        rsp = await api.delete(f"/apis/kpilot.dev/v1alpha1/namespaces/{NS}/autoscalingpolicies/p")
+        assert rsp.status < 300
+        await eventually(lambda: TARGET not in rev_annotations(k8s, resource=PAS)
+                         and ORIGINAL not in rev_annotations(k8s, resource=PAS), what="PA restored")
+        await eventually(lambda: k8s.objects[POLICIES, NS, "p"].deleted, what="finalizer released")
+
+
+async def test_dry_run_decides_and_records_but_never_writes(k8s, prom, api, operator):
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url, mode="DryRun"))
+    await eventually(lambda: policy_status(k8s).get("services", [{}])[0].get("reason") == "DryRun", what="DryRun")
+    entry = policy_status(k8s)["services"][0]
+    assert entry["lastDecision"] == 40 and "would set 40" in entry["message"]
+    assert entry["lastObservation"]["concurrency_stable"] == 30
+    assert rev_annotations(k8s) == {TARGET: "70"}
+    assert not [p for m, p in k8s.log if m == "PATCH" and "/revisions/" in p]
+
+
+async def test_new_revision_is_reasserted_old_one_released_and_paused_service_untouched(k8s, prom, api, operator):
+    seed(k8s, prom, services=("svc-a", "svc-b"))
+    svc_b = k8s.get("serving.knative.dev/v1/services", NS, "svc-b")
+    svc_b["metadata"]["annotations"] = {"kpilot.dev/paused": "true"}
+    k8s.put("serving.knative.dev/v1/services", svc_b)
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="svc-a applied")
+
+    # A template change made revision 00002 with its own target; traffic moved to it.
+    k8s.put(REVISIONS, knative_revision("svc-a-00002", NS, "svc-a", target="90"))
+    k8s.put("serving.knative.dev/v1/services", knative_service("svc-a", NS, {"svc-a-00002": 100}))
+    prom.set(NS, "svc-a-00002")
+    await eventually(lambda: rev_annotations(k8s, "svc-a-00002").get(TARGET) == "40", what="re-asserted")
+    assert rev_annotations(k8s, "svc-a-00002")[ORIGINAL] == "90"
+    await eventually(lambda: rev_annotations(k8s, "svc-a-00001") == {}, what="old revision restored")
+
+    statuses = {s["name"]: s for s in policy_status(k8s)["services"]}
+    assert statuses["svc-b"]["reason"] == "Paused"
+    assert rev_annotations(k8s, "svc-b-00001") == {}
+
+
+async def test_conflicting_writer_and_409_lose_no_update(k8s, prom, api, operator):
+    seed(k8s, prom, target="70")
+    # Someone else writes the revision between our read and our patch (the `test` op then fails
+    # with 422), and the next attempt is answered 409: the operator re-reads and keeps both.
+    k8s.fault("PATCH", "/revisions/svc-a-00001$", times=1,
+              before=lambda: k8s.edit_annotations(REVISIONS, NS, "svc-a-00001", **{"team.example/owner": "ops"}))
+    k8s.fault("PATCH", "/revisions/svc-a-00001$", status=409, times=1)
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="applied despite conflicts")
+    ann = rev_annotations(k8s)
+    assert ann["team.example/owner"] == "ops" and ann[ORIGINAL] == "70"
+
+
+async def test_5xx_dropped_watches_and_slow_responses_are_survived(k8s, prom, api):
+    seed(k8s, prom)
+    k8s.fault("GET", "/autoscalingpolicies$", drop=True, watch=True, times=2)     # watch streams cut
+    k8s.fault("GET", "/services$", status=503, times=2)                          # list fails -> retry
+    k8s.fault("PATCH", "/revisions/", status=500, times=2)                       # write fails -> backoff
+    k8s.fault("GET", "/revisions$", delay=1.5, times=1)                          # a slow answer
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    async with running_operator():
+        await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", timeout=20, what="applied")
+        await eventually(lambda: condition(k8s, "Ready").get("status") == "True", what="Ready")
+    assert all(f.hits == f.times for f in k8s.faults)
+
+
+async def test_stale_metrics_hold_then_fallback(k8s, prom, api, operator):
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url,
+                                                fallbackTarget=25, staleAfterSeconds=2))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="applied")
+    prom.down = True
+    await eventually(lambda: condition(k8s, "MetricsAvailable").get("status") == "False", what="metrics down")
+    await eventually(lambda: policy_status(k8s)["services"][0]["reason"] == "MetricsStaleHolding", what="hold")
+    assert rev_annotations(k8s)[TARGET] == "40"          # held
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "25", what="fallback target")
+    assert policy_status(k8s)["services"][0]["reason"] == "Fallback"
+    await eventually(lambda: events(k8s, "MetricsStaleHolding") and events(k8s, "Fallback"), what="fault Events")
+    prom.down = False
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="policy again once fresh")
+
+
+def _wrong_version_policy() -> bytes:
+    doc = json.loads(POLICY40)
+    doc["observation"]["version"] = "kpilot-obs/0"
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("data, declared, reason", [
+    (b'{"format": "kpilot-policy/1", "observation": ', None, "not valid JSON"),
+    (POLICY40, "0" * 64, "sha256 mismatch"),
+    (_wrong_version_policy(), None, "observation spec version"),
+], ids=["corrupt", "tampered", "mismatched-version"])
+async def test_bad_policy_sets_policyloaded_false_and_leaves_services_untouched(
+        k8s, prom, api, operator, data, declared, reason):
+    seed(k8s, prom, target="70", policy=data)
+    await create_policy(api, autoscaling_policy("p", NS, sha=declared or sha(data), prom_url=prom.url))
+    await eventually(lambda: condition(k8s, "PolicyLoaded").get("status") == "False", what="PolicyLoaded=False")
+    assert reason in condition(k8s, "PolicyLoaded")["message"]
+    assert condition(k8s, "Ready")["reason"] == "PolicyNotLoaded"
+    await eventually(lambda: events(k8s, "PolicyRejected"), what="a PolicyRejected Event")
+    assert rev_annotations(k8s) == {TARGET: "70"}
+    assert not [p for m, p in k8s.log if m == "PATCH" and "/revisions/" in p]
+
+
+async def test_missing_knative_is_a_condition_not_a_crash(k8s, prom, api, monkeypatch):
+    monkeypatch.delenv("KPILOT_KNATIVE_VERSION")
+    for resource in ("serving.knative.dev/v1/services", REVISIONS, PAS):
+        del k8s.resources[resource]
+    k8s.put("v1/configmaps", policy_configmap("kpilot-policy", NS, POLICY40))
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    async with running_operator() as thread:
+        await eventually(lambda: condition(k8s, "Ready").get("reason") == "KnativeNotInstalled", what="condition")
+        assert thread.is_alive()

@@ -1,0 +1,137 @@
+"""Every manifest checked against its schema; Knative test objects against the Knative 1.23 CRDs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from kpilot.policy import load_policy, sha256_hex
+from operator_support import autoscaling_policy, knative_pa, knative_revision, knative_service
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+KNATIVE = Path("/work/shared/reference/knative")
+
+
+def docs(name):
+    return [d for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d]
+
+
+def crd_schema(crd: dict, version: str) -> dict:
+    return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+
+
+POLICY_SCHEMA = crd_schema(docs("crd.yaml")[0], "v1alpha1")
+
+
+def validate_policy(obj):
+    jsonschema.Draft7Validator(POLICY_SCHEMA).validate(obj)
+
+
+def test_sample_policy_validates_and_its_sha_matches_the_shipped_policy():
+    sample = docs("sample-policy.yaml")[0]
+    validate_policy(sample)
+    shipped = MANIFESTS / "policies/default/policy.json"
+    assert sample["spec"]["policy"]["sha256"] == sha256_hex(shipped.read_bytes()), \
+        "update manifests/sample-policy.yaml policy.sha256 after replacing the default policy"
+    load_policy(shipped, expected_sha256=sample["spec"]["policy"]["sha256"])
+    top = ROOT / "policies/default/policy.json"
+    if top.exists():
+        assert top.read_bytes() == shipped.read_bytes(), "copy policies/default/policy.json into manifests/"
+
+
+def test_test_policies_validate():
+    validate_policy(autoscaling_policy("p", "ns", sha="a" * 64, prom_url="http://127.0.0.1:9090"))
+    validate_policy(autoscaling_policy("p", "ns", sha="a" * 64, prom_url=None, mode="Off"))
+
+
+@pytest.mark.parametrize("patch", [
+    {"mode": "Sometimes"},
+    {"decisionIntervalSeconds": 0},
+    {"bounds": {"minTarget": 0, "maxTarget": 10}},
+    {"bounds": {"minTarget": 1}},
+    {"policy": {"path": "/p", "sha256": "abc"}},
+    {"policy": {"sha256": "a" * 64}},
+    {"policy": {"path": "/p", "configMap": {"name": "c"}, "sha256": "a" * 64}},
+    {"metrics": {"prometheus": {"url": "ftp://x"}}},
+    {"metrics": {}},
+    {"maxStepRatio": 0},
+    {"cooldownSeconds": -1},
+    {"selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}},
+], ids=lambda p: next(iter(p)))
+def test_crd_schema_rejects_bad_specs(patch):
+    obj = autoscaling_policy("p", "ns", sha="a" * 64, prom_url="http://127.0.0.1:9090")
+    obj["spec"].update(patch)
+    with pytest.raises(jsonschema.ValidationError):
+        validate_policy(obj)
+
+
+def test_crd_has_status_subresource_printer_columns_and_required_fields():
+    version = docs("crd.yaml")[0]["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Mode", "Ready", "Policy", "Metrics"}
+    assert set(POLICY_SCHEMA["properties"]["spec"]["required"]) == {"selector", "policy", "metrics"}
+    assert POLICY_SCHEMA["properties"]["spec"]["properties"]["mode"]["enum"] == ["Enforce", "DryRun", "Off"]
+
+
+@pytest.mark.parametrize("crd_file, version, obj", [
+    ("service.yaml", "v1", knative_service("svc", "ns", {"svc-00001": 80, "svc-00002": 20},
+                                           annotations={"kpilot.dev/paused": "true"})),
+    ("revision.yaml", "v1", knative_revision("svc-00001", "ns", "svc", target="70", container_concurrency=10)),
+    ("podautoscaler.yaml", "v1alpha1", knative_pa("svc-00001", "ns", "svc", target="70")),
+], ids=["service", "revision", "podautoscaler"])
+def test_knative_test_objects_match_the_knative_1_23_crds(crd_file, version, obj):
+    crd = yaml.safe_load((KNATIVE / crd_file).read_text())
+    assert obj["kind"] == crd["spec"]["names"]["kind"]
+    jsonschema.Draft7Validator(crd_schema(crd, version)).validate(obj)
+
+
+def test_kustomization_references_exist_and_build():
+    kust = docs("kustomization.yaml")[0]
+    for res in kust["resources"]:
+        assert (MANIFESTS / res).is_file(), res
+    for gen in kust["configMapGenerator"]:
+        for entry in gen["files"]:
+            assert (MANIFESTS / entry.split("=", 1)[-1]).is_file(), entry
+    if shutil.which("kubectl"):
+        out = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
+        assert {"CustomResourceDefinition", "ClusterRole", "Deployment", "ConfigMap"} <= set(kinds)
+
+
+def test_rbac_is_least_privilege():
+    objs = {(d["kind"], d["metadata"]["name"]): d for d in docs("rbac.yaml")}
+    role = objs["ClusterRole", "kpilot-operator"]
+    sa = objs["ServiceAccount", "kpilot-operator"]
+    binding = objs["ClusterRoleBinding", "kpilot-operator"]
+    assert sa["metadata"]["namespace"] == "kpilot-system"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kpilot-operator", "namespace": "kpilot-system"}]
+    for rule in role["rules"]:
+        assert "secrets" not in rule["resources"] and "*" not in rule["verbs"] and "*" not in rule["resources"]
+        if {"patch", "update", "create", "delete"} & set(rule["verbs"]):
+            allowed = {"revisions", "podautoscalers", "autoscalingpolicies", "autoscalingpolicies/status",
+                       "events", "clusterkopfpeerings", "kopfpeerings"}
+            assert set(rule["resources"]) <= allowed, rule
+            assert "delete" not in rule["verbs"] and "update" not in rule["verbs"]
+
+
+def test_deployment_is_hardened():
+    dep = docs("deployment.yaml")[0]
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["serviceAccountName"] == "kpilot-operator"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["readinessProbe"] and container["livenessProbe"] and container["resources"]["requests"]
+
+
+def test_dockerfile_installs_the_operator_extra_without_torch():
+    text = (ROOT / "operator/Dockerfile").read_text()
+    assert ".[operator]" in text and "torch" not in text.replace("no torch", "") and "USER" in text

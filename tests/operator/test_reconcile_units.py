@@ -1,0 +1,164 @@
+"""Pure parts: guardrails, the tick decision, annotation deltas, spec parsing, version detection."""
+
+from __future__ import annotations
+
+import pytest
+
+from kpilot_operator import guardrails
+from kpilot_operator.knative import json_patch_ops, parse_version, traffic_revisions, write_path_for
+from kpilot_operator.metrics import QUERIES, QUERIES_PER_TICK, assemble, promql
+from kpilot_operator.reconcile import (ABSENT, ORIGINAL, OWNER, TARGET, Assert, Holder, Restore, ServiceView,
+                                       annotation_delta, decide)
+from kpilot_operator.spec import SpecError, parse_spec, selector_matches, selector_to_query
+from kpilot.policy import policy_from_bytes
+from operator_support import HEALTHY, constant_policy_bytes
+
+NOW = 1_000_000.0
+POLICY = policy_from_bytes(constant_policy_bytes(40.0))
+
+
+def spec(**over):
+    base = {"selector": {}, "policy": {"path": "/p", "sha256": "a" * 64}, "metrics": {"kubernetes": {}},
+            "mode": "Enforce", "decisionIntervalSeconds": 10, "bounds": {"minTarget": 2, "maxTarget": 150},
+            "maxStepRatio": 10, "cooldownSeconds": 0}
+    base.update(over)
+    return parse_spec(base)
+
+
+def holder(name="r1", service="s1", **ann):
+    return Holder("Revision", "ns", name, service, "1", ann)
+
+
+def reading(**over):
+    return {**HEALTHY, "starting_pods": 0.0, **over}
+
+
+def run(sp, services, holders, readings, last_fresh=None, now=NOW):
+    return decide(policy_name="p", spec=sp, services=services, holders={h.name: h for h in holders},
+                  readings=readings, policy=POLICY, last_fresh=last_fresh or {}, now=now)
+
+
+SVC = ServiceView("s1", "ns", False, ("r1",))
+
+
+# --- guardrails ---
+
+def test_step_limit_then_bounds():
+    g = guardrails.guard(previous=100, proposed=10, min_target=2, max_target=150, max_step_ratio=0.5,
+                         cooldown_s=0, last_change_at=None, now=NOW)
+    assert g.changed and g.target == pytest.approx(66.67) and g.reason == "StepLimited"
+    g = guardrails.guard(previous=100, proposed=400, min_target=2, max_target=120, max_step_ratio=10,
+                         cooldown_s=0, last_change_at=None, now=NOW)
+    assert g.target == 120 and g.reason == "Bounded"
+
+
+def test_cooldown_and_deadband_hold_the_previous_target():
+    kw = dict(min_target=2, max_target=150, max_step_ratio=1, now=NOW)
+    assert guardrails.guard(previous=50, proposed=30, cooldown_s=60, last_change_at=NOW - 10, **kw).reason == "Cooldown"
+    assert guardrails.guard(previous=50, proposed=30, cooldown_s=60, last_change_at=NOW - 61, **kw).changed
+    assert guardrails.guard(previous=50, proposed=50.5, cooldown_s=0, last_change_at=None, **kw).reason == "WithinDeadband"
+    # Outside the bounds, the cooldown does not keep a target the bounds forbid.
+    assert guardrails.guard(previous=500, proposed=500, cooldown_s=60, last_change_at=NOW, **kw).target == 150
+
+
+def test_format_target():
+    assert guardrails.format_target(40.0) == "40" and guardrails.format_target(12.345) == "12.35"
+
+
+# --- annotation deltas and patches ---
+
+def test_assert_records_original_once_and_restore_puts_it_back():
+    first = annotation_delta({TARGET: "70"}, Assert("40", "p", NOW))
+    assert first[ORIGINAL] == "70" and first[OWNER] == "p" and first[TARGET] == "40"
+    after = {TARGET: "40", ORIGINAL: "70", OWNER: "p"}
+    assert ORIGINAL not in annotation_delta(after, Assert("30", "p", NOW))
+    assert annotation_delta(after, Restore()) == {TARGET: "70", ORIGINAL: None, OWNER: None,
+                                                  "kpilot.dev/changed-at": None}
+    assert annotation_delta({TARGET: "40", ORIGINAL: ABSENT, OWNER: "p"}, Restore())[TARGET] is None
+    assert annotation_delta({TARGET: "70"}, Restore()) == {}          # never touched: nothing to do
+
+
+def test_json_patch_is_guarded_by_resource_version():
+    ops = json_patch_ops({"metadata": {"resourceVersion": "7", "annotations": {TARGET: "1"}}},
+                         {TARGET: None, ORIGINAL: "1"})
+    assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
+    assert {"op": "remove", "path": "/metadata/annotations/autoscaling.knative.dev~1target"} in ops
+    ops = json_patch_ops({"metadata": {"resourceVersion": "7"}}, {TARGET: "5", ORIGINAL: None})
+    assert ops[1] == {"op": "add", "path": "/metadata/annotations", "value": {TARGET: "5"}}
+
+
+# --- the decision ---
+
+def test_decide_applies_policy_target_in_one_batch():
+    plan = run(spec(), [SVC], [holder(**{TARGET: "70"})], {"r1": reading()})
+    assert [(w.holder.name, w.target, w.reason) for w in plan.writes] == [("r1", 40.0, "Applied")]
+    assert plan.services[0].observation["concurrency_stable"] == 30 and plan.decisions == 1
+
+
+def test_decide_holds_then_falls_back_then_restores_without_fallback():
+    sp = spec(fallbackTarget=25, staleAfterSeconds=30)
+    h = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
+    held = run(sp, [SVC], [h], {}, last_fresh={"r1": NOW - 10})
+    assert held.writes == [] and held.services[0].reason == "MetricsStaleHolding"
+    fb = run(sp, [SVC], [h], {}, last_fresh={"r1": NOW - 31})
+    assert fb.writes[0].target == 25 and fb.services[0].reason == "Fallback"
+    old_sample = run(sp, [SVC], [h], {"r1": reading(sample_time=NOW - 300)})
+    assert old_sample.services[0].reason == "Fallback"
+    restored = run(spec(staleAfterSeconds=30), [SVC], [h], {}, last_fresh={"r1": NOW - 31})
+    assert isinstance(restored.writes[0].intent, Restore) and restored.writes[0].target == 70
+
+
+def test_decide_paused_claimed_released_dryrun_and_off():
+    paused = ServiceView("s1", "ns", True, ("r1",))
+    owned = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
+    assert run(spec(), [paused], [owned], {"r1": reading()}).writes == []
+    other = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "q"})
+    assert run(spec(), [SVC], [other], {"r1": reading()}).services[0].reason == "ClaimedByOtherPolicy"
+    released = run(spec(), [], [owned], {})            # the Service left the selector
+    assert isinstance(released.writes[0].intent, Restore) and released.writes[0].reason == "Released"
+    dry = run(spec(mode="DryRun"), [SVC], [holder(**{TARGET: "70"})], {"r1": reading()})
+    assert dry.writes == [] and dry.services[0].reason == "DryRun"
+    off = run(spec(mode="Off"), [SVC], [owned, holder("r9", **{TARGET: "3"})], {})
+    assert [w.holder.name for w in off.writes] == ["r1"]
+
+
+# --- spec, selectors, versions, metrics ---
+
+def test_spec_defaults_and_errors():
+    s = parse_spec({"selector": {}, "policy": {"configMap": {"name": "c"}, "sha256": "A" * 64},
+                    "metrics": {"prometheus": {"url": "http://p:9090/"}}})
+    assert (s.mode, s.interval_s, s.staleness_s, s.source.config_map) == ("DryRun", 30, 120, ("c", "policy.json"))
+    assert s.metrics.url == "http://p:9090" and s.source.sha256 == "a" * 64
+    with pytest.raises(SpecError, match="minTarget <= maxTarget"):
+        spec(bounds={"minTarget": 10, "maxTarget": 5})
+    with pytest.raises(SpecError, match="mode"):
+        spec(mode="Sometimes")
+
+
+def test_selector_semantics():
+    sel = {"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "b", "operator": "In", "values": ["x", "y"]},
+                                                           {"key": "c", "operator": "DoesNotExist"}]}
+    assert selector_matches(sel, {"a": "1", "b": "y"}) and not selector_matches(sel, {"a": "1", "b": "y", "c": ""})
+    assert selector_to_query(sel) == "a=1,b in (x,y),!c"
+
+
+def test_version_detection_picks_the_write_path():
+    assert write_path_for("v1.20.3") == "PodAutoscaler" and write_path_for("1.21.0") == "Revision"
+    assert write_path_for("devel") == "Revision" and parse_version("knative-v1.2") is None
+    svc = {"status": {"traffic": [{"revisionName": "a", "percent": 90}, {"revisionName": "b", "percent": 0},
+                                  {"revisionName": "c", "percent": 10, "tag": "x"}]}}
+    assert traffic_revisions(svc) == ("a", "c")
+
+
+def test_prometheus_queries_are_fixed_and_namespace_scoped():
+    assert QUERIES_PER_TICK == 9
+    assert all('k8s_namespace_name="ns"' in promql(f, "ns", 30) for f in QUERIES)
+    series = {f: {} for f in QUERIES}
+    for f in ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic"):
+        series[f] = {"r1": 2.0, "r2": 1.0}
+    del series["panic"]["r2"]
+    series["desired_pods"]["r1"] = 5.0
+    series["request_rate"] = {"r1": 4.0}
+    series["latency_sum_rate"] = {"r1": 2.0}
+    out = assemble(series)
+    assert set(out) == {"r1"} and out["r1"]["starting_pods"] == 3 and out["r1"]["latency_mean_s"] == 0.5
