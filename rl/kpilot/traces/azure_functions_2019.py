@@ -10,7 +10,8 @@ beside the invocations file, else the raw name function_durations_percentiles.an
 matching invocations_per_function_md.anon.dNN.csv.
 
 Arrival synthesis: a minute with n invocations gets n arrivals drawn uniformly within that minute
-(the order statistics of a Poisson process conditioned on its count), from numpy default_rng(seed).
+(the order statistics of a Poisson process conditioned on its count), from numpy default_rng(seed)
+(`kpilot.traces.spreading.uniform_in_bins`, shared with the Huawei request tables).
 Service times: u ~ Uniform[0, 100) per invocation, mapped through the function's piecewise-linear
 inverse CDF between the percentiles (0, 1, 25, 50, 75, 99, 100), ms -> s. A function absent from
 the durations file uses the Count-weighted mean percentile row of all functions (meta
@@ -30,6 +31,7 @@ from kpilot.traces.csvio import (check_non_negative, column_label, read_frame, r
                                  read_numeric, require_columns, sha256_file)
 from kpilot.traces.model import Trace, make_trace
 from kpilot.traces.selection import select_functions, selection_label
+from kpilot.traces.spreading import uniform_in_bins
 
 SIGNATURE = {"HashFunction", "Trigger"}
 DURATIONS_SIGNATURE = {"HashFunction", "percentile_Average_50"}
@@ -72,7 +74,7 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
     rng = np.random.default_rng(seed)
     per_cell = counts.ravel()
     minute_start = np.tile((labels - labels[0]) * 60.0, len(ids))
-    arrivals = np.repeat(minute_start, per_cell) + rng.random(int(per_cell.sum())) * 60.0
+    arrivals = uniform_in_bins(minute_start, per_cell, 60.0, rng)
     func_of = np.repeat(np.repeat(np.arange(len(ids)), len(labels)), per_cell)
     service = _sample_percentiles(table, func_of, rng) / 1000.0
     trace = make_trace(arrivals, service, None, selection=selection_label(options), functions=len(ids),

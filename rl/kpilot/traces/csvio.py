@@ -131,3 +131,40 @@ def drop_elided(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, np.ndar
     """Drop pandas '...' display rows; returns the frame and the original row numbers kept."""
     keep = (frame.get_column(column) != ELIDED).fill_null(True).to_numpy()
     return frame.filter(pl.Series(keep)), np.flatnonzero(keep)
+
+
+def read_rows_skipping_elided(path: Path, columns: list[str], marker: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """The named columns and the original 0-based data-row numbers kept.
+
+    Fast path: all columns parse as Float64 (no '...' rows). Otherwise they are read as strings and
+    pandas '...' display rows (judged by column `marker`) are dropped; the caller converts.
+    """
+    try:
+        frame = _scan(path, columns, {c: pl.Float64 for c in columns}).collect()
+    except pl.exceptions.PolarsError:
+        return drop_elided(read_frame(path, columns), marker)
+    if frame.height == 0:
+        raise TraceError("no data rows", path=str(path))
+    return frame, np.arange(frame.height)
+
+
+def read_numeric_rows(path: Path, header: list[str], columns: list[str], frame: pl.DataFrame,
+                      rows: np.ndarray) -> dict[str, np.ndarray]:
+    """`read_numeric` over a frame from `read_rows_skipping_elided`: errors point at the original
+    file line; NaN cells (pandas' missing marker) are reported as missing values."""
+    if frame.height == 0:
+        raise TraceError("no data rows", path=str(path))
+    nan_as_empty = [pl.when(pl.col(c).str.strip_chars().str.to_lowercase() == "nan").then(pl.lit(""))
+                    .otherwise(pl.col(c)).alias(c) for c in columns if frame.schema[c] == pl.String]
+    frame = frame.with_columns(nan_as_empty) if nan_as_empty else frame
+    try:
+        cols = read_numeric(path, header, columns, frame)
+    except TraceError as exc:
+        raise TraceError(exc.message, path=exc.path, line=int(rows[exc.line - 2]) + 2,
+                         column=exc.column) from None
+    for name in columns:
+        nan = np.isnan(cols[name])
+        if nan.any():
+            raise TraceError("missing value", path=str(path), line=int(rows[np.argmax(nan)]) + 2,
+                             column=column_label(header, name))
+    return cols

@@ -1,8 +1,9 @@
 """The one entry point: a trace spec (path or synthetic workload) -> Trace.
 
 Formats are detected from the CSV header (the first format whose signature columns are all
-present, in FORMATS order) or forced with `fmt`. Every Trace gets meta source, format, checksum
-(sha256 of the input file(s)), span_s, seed and rows.
+present, in FORMATS order) or forced with `fmt`. huawei-requests has the weakest signature (day,
+time, shared with the cold-start tables), so it is tried after every other format. Every Trace
+gets meta source, format, checksum (sha256 of the input file(s)), span_s, seed and rows.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from kpilot.errors import TraceError
 from kpilot.traces import azure_functions_2019 as az19, azure_functions_2021 as az21
-from kpilot.traces import azure_llm, burstgpt, coldstart, generic
+from kpilot.traces import azure_llm, burstgpt, coldstart, generic, huawei_requests as hw
 from kpilot.traces.csvio import checksum_in_background, read_header
 from kpilot.traces.model import Trace
 from kpilot.traces.service_model import LlmServiceModel
@@ -24,7 +25,10 @@ FORMATS: dict[str, str] = {
     "azure-functions-2021": "Azure Functions 2021 invocations (app, func, end_timestamp, duration)",
     "azure-functions-2019": "Azure Functions 2019 per-minute counts + durations percentiles file",
     "huawei-coldstart": "Huawei 2025 cold-start table (a cold-start distribution, not a request trace)",
+    "huawei-per-request": "Huawei 2025 per-request table (time_worker, totalCost_worker seconds)",
     "generic": "CSV with timestamp and duration, or input_tokens and output_tokens; optional failed",
+    "huawei-requests": ("Huawei 2023/2025 wide request counts per minute or second "
+                        "(day, time, one column per function)"),
     "synthetic": "generated workload: synthetic:NAME[:key=value,...], NAME in " + "/".join(WORKLOADS),
 }
 
@@ -34,7 +38,9 @@ SIGNATURES = {
     "azure-functions-2021": az21.SIGNATURE,
     "azure-functions-2019": az19.SIGNATURE,
     "huawei-coldstart": coldstart.SIGNATURE,
+    "huawei-per-request": hw.PER_REQUEST_SIGNATURE,
     "generic": generic.SIGNATURE,
+    "huawei-requests": hw.WIDE_SIGNATURE,
 }
 
 READERS = {
@@ -42,7 +48,9 @@ READERS = {
     "azure-llm": (azure_llm.read_azure_llm, azure_llm.OPTIONS),
     "azure-functions-2021": (az21.read_azure_functions_2021, az21.OPTIONS),
     "azure-functions-2019": (az19.read_azure_functions_2019, az19.OPTIONS),
+    "huawei-per-request": (hw.read_huawei_per_request, hw.PER_REQUEST_OPTIONS),
     "generic": (generic.read_generic, generic.OPTIONS),
+    "huawei-requests": (hw.read_huawei_requests, hw.WIDE_OPTIONS),
 }
 LLM_OPTIONS = {"overhead", "prefill", "decode"}  # override the service model from the spec
 LLM_FORMATS = {"burstgpt", "azure-llm", "generic"}
@@ -58,6 +66,10 @@ def detect_format(path: str | Path, header: list[str] | None = None) -> str:
     if az19.DURATIONS_SIGNATURE <= set(header):
         raise TraceError("this is an Azure Functions 2019 durations file; pass the invocations file "
                          "(durations are found beside it or with ?durations=PATH)", path=str(path))
+    if hw.METADATA_SIGNATURE <= set(header):
+        raise TraceError("this is the Huawei 2025 runtime/trigger-type table (one row per function, no "
+                         "requests); pass a request table (huawei-requests or huawei-per-request)",
+                         path=str(path))
     raise TraceError(f"unknown trace format (header: {', '.join(header[:8])}); known formats: "
                      f"{', '.join(FORMATS)}", path=str(path), line=1)
 

@@ -8,6 +8,11 @@ are placed by jittered stratification: the i-th of them (file order, i = 0..k-1)
 
 so they stay in their second and in file order, are spread evenly on average, and the same file with
 the same seed always gives the same arrivals. Timestamps with a fractional part are left untouched.
+
+Counts per bin (Azure Functions 2019 per-minute, Huawei per-minute/per-second tables) become arrivals
+with `uniform_in_bins`: a bin [start, start + width) holding n requests gets n arrivals drawn
+independently and uniformly within it (the order statistics of a Poisson process conditioned on its
+count), start + width * u with u ~ Uniform[0, 1) from the caller's generator, bins in array order.
 """
 
 from __future__ import annotations
@@ -36,3 +41,14 @@ def spread_whole_seconds(timestamps: np.ndarray, seed: int = 0) -> np.ndarray:
     out = np.empty(n, dtype=np.float64)
     out[order] = sorted_ts + (rank + u) / k
     return out
+
+
+def uniform_in_bins(starts: np.ndarray, counts: np.ndarray, width: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """counts[i] arrivals uniform in [starts[i], starts[i] + width) each (see module doc); unsorted.
+
+    Draws exactly sum(counts) values from `rng`, so callers that sample more afterwards (service
+    times) stay reproducible.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    return np.repeat(np.asarray(starts, dtype=np.float64), counts) + rng.random(int(counts.sum())) * width
