@@ -27,9 +27,10 @@ def kopf_event(body: dict, type_: str, reason: str, message: str) -> None:
 
 
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo:
-    """Kopf and the Knative adapter authenticate the same way (ServiceAccount, else kubeconfig)."""
-    return kube.login(settings)
+def login(**kwargs) -> kopf.ConnectionInfo | None:
+    """Kopf and the Knative adapter authenticate through the same `kubernetes` client library
+    (ServiceAccount, else kubeconfig with exec plugins); Kopf calls this again on a 401."""
+    return kube.login(**kwargs)
 
 
 @kopf.on.startup()
@@ -45,7 +46,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.peering.name = os.environ.get("KPILOT_PEERING_NAME", "kpilot")
     settings.peering.mandatory = False
     if memo.get("runtime") is None:                  # tests and the benchmark bring their own
-        api = kube.KubeApi(kube.login(settings))
+        api = kube.KubeApi(kube.load_configuration())
         memo.runtime = Runtime(cluster=knative.KnativeCluster(api), emit_event=kopf_event,
                                http=aiohttp.ClientSession())
         memo.owned_api = api

@@ -18,15 +18,16 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
-from kpilot_operator.kube import ApiError, KubeApi
+from kpilot_operator.kube import ApiError, KubeApi, Resource
 from kpilot_operator.reconcile import (KNATIVE_DEFAULT_TARGET, PAUSED, Assert, Holder, Restore,
                                        ServiceView, annotation_delta)
 from kpilot_operator.spec import selector_matches, selector_to_query
 
-SERVING = "/apis/serving.knative.dev/v1"
-AUTOSCALING = "/apis/autoscaling.internal.knative.dev/v1alpha1"
-REVISION_CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/revisions.serving.knative.dev"
-KNATIVE_NAMESPACE = "/api/v1/namespaces/knative-serving"
+SERVICES: Resource = ("serving.knative.dev", "v1", "services")
+REVISIONS: Resource = ("serving.knative.dev", "v1", "revisions")
+PODAUTOSCALERS: Resource = ("autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers")
+REVISION_CRD = "revisions.serving.knative.dev"
+KNATIVE_NAMESPACE = "knative-serving"
 VERSION_LABELS = ("serving.knative.dev/release", "app.kubernetes.io/version")
 SERVICE_LABEL = "serving.knative.dev/service"
 WRITE_ATTEMPTS = 5
@@ -145,11 +146,12 @@ class KnativeCluster:
         if self.version_override:
             return KnativeInfo(self.version_override.lstrip("v"), write_path_for(self.version_override),
                                "KPILOT_KNATIVE_VERSION")
-        for path, what in ((KNATIVE_NAMESPACE, "namespace knative-serving"), (REVISION_CRD, "Revision CRD")):
+        for read, name, what in ((self.api.get_namespace, KNATIVE_NAMESPACE, "namespace knative-serving"),
+                                 (self.api.get_crd, REVISION_CRD, "Revision CRD")):
             try:
-                labels = (await self.api.get(path)).get("metadata", {}).get("labels") or {}
+                labels = (await read(name)).get("metadata", {}).get("labels") or {}
             except ApiError as exc:
-                if exc.status == 404 and path == REVISION_CRD:
+                if exc.status == 404 and name == REVISION_CRD:
                     raise KnativeMissing("the Knative Serving CRDs are not installed") from None
                 if exc.status in (403, 404):
                     continue
@@ -161,9 +163,8 @@ class KnativeCluster:
         return KnativeInfo(None, "Revision", "no version label; assuming Knative >= 1.21")
 
     async def list_services(self, namespace: str, selector: dict) -> list[ServiceView]:
-        params = {"labelSelector": selector_to_query(selector)} if selector_to_query(selector) else {}
         try:
-            items = (await self.api.get(f"{SERVING}/namespaces/{namespace}/services", **params))["items"]
+            items = await self.api.list_objects(SERVICES, namespace, label_selector=selector_to_query(selector) or None)
         except ApiError as exc:
             if exc.status == 404:
                 self._info = None   # re-detect once it is installed
@@ -175,18 +176,17 @@ class KnativeCluster:
     async def list_holders(self, namespace: str, write_path: str) -> tuple[dict[str, Holder], list[dict]]:
         """The target holders of the namespace, plus the PodAutoscalers (also a metrics source)."""
         revisions, pas = await asyncio.gather(
-            self.api.get(f"{SERVING}/namespaces/{namespace}/revisions"),
-            self.api.get(f"{AUTOSCALING}/namespaces/{namespace}/podautoscalers"))
-        return holders_from(write_path, revisions["items"], pas["items"]), pas["items"]
+            self.api.list_objects(REVISIONS, namespace),
+            self.api.list_objects(PODAUTOSCALERS, namespace))
+        return holders_from(write_path, revisions, pas), pas
 
-    def _path(self, holder: Holder) -> str:
-        base = SERVING + "/namespaces/{}/revisions/{}" if holder.kind == "Revision" else \
-            AUTOSCALING + "/namespaces/{}/podautoscalers/{}"
-        return base.format(holder.namespace, holder.name)
+    @staticmethod
+    def _ref(holder: Holder) -> tuple[Resource, str, str]:
+        return (REVISIONS if holder.kind == "Revision" else PODAUTOSCALERS), holder.namespace, holder.name
 
     async def write(self, holder: Holder, intent: Assert | Restore) -> bool:
         """Apply an intent; on a conflict re-read and recompute, on 5xx back off. True if written."""
-        path = self._path(holder)
+        ref = self._ref(holder)
         obj = {"metadata": {"resourceVersion": holder.resource_version, "annotations": dict(holder.annotations)}}
         last: ApiError | None = None
         for attempt in range(WRITE_ATTEMPTS):
@@ -194,7 +194,7 @@ class KnativeCluster:
             if not delta:
                 return False
             try:
-                await self.api.json_patch(path, json_patch_ops(obj, delta))
+                await self.api.json_patch(*ref, json_patch_ops(obj, delta))
                 return True
             except ApiError as exc:
                 last = exc
@@ -202,7 +202,7 @@ class KnativeCluster:
                     return False   # the revision is gone: nothing left to set or restore
                 if exc.status in (409, 422):   # someone wrote in between: re-read, recompute
                     try:
-                        obj = await self.api.get(path)
+                        obj = await self.api.get_object(*ref)
                     except ApiError as reread:
                         if reread.status == 404:
                             return False
@@ -215,7 +215,7 @@ class KnativeCluster:
         raise WriteFailed(f"gave up after {WRITE_ATTEMPTS} attempts: {last}")
 
     async def read_configmap(self, namespace: str, name: str, key: str) -> bytes:
-        cm = await self.api.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        cm = await self.api.get_configmap(namespace, name)
         if key in (cm.get("binaryData") or {}):
             return base64.b64decode(cm["binaryData"][key])
         if key not in (cm.get("data") or {}):
@@ -223,7 +223,7 @@ class KnativeCluster:
         return cm["data"][key].encode()
 
     async def read_secret(self, namespace: str, name: str, key: str) -> str:
-        secret = await self.api.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        secret = await self.api.get_secret(namespace, name)
         if key not in (secret.get("data") or {}):
             raise KeyError(f"secret {name} has no key {key!r}")
         return base64.b64decode(secret["data"][key]).decode().strip()

@@ -1,19 +1,31 @@
-"""A small async Kubernetes API client over aiohttp, authenticated the way Kopf logs in.
+"""Kubernetes API access for the Knative adapter: the official `kubernetes` client, off the event loop.
 
-Kopf's own client is private, and the official `kubernetes` client is synchronous; the operator
-only needs GET/LIST/PATCH on a handful of paths, with the JSON-patch content type under control.
+Credentials come from the client library, the same way Kopf gets them (`kopf.login_via_client`):
+in a Pod the ServiceAccount (`load_incluster_config`, token rotation included), elsewhere the
+kubeconfig (`load_kube_config`: $KUBECONFIG, else ~/.kube/config; exec plugins such as EKS/GKE auth
+and client certificates included, tokens re-fetched when they expire).
+
+The client is synchronous: every call runs in a small thread pool of its own, so Kopf's event loop
+never blocks. Responses are read as the server's JSON (`_preload_content=False`), the same dicts
+whatever the resource, without building typed models for objects the operator only reads a few
+fields of. Errors surface as `ApiError` with the HTTP status (0 for a transport failure).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import ssl
-import tempfile
-from typing import Any
+import functools
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
-import aiohttp
 import kopf
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+JSON_PATCH = "application/json-patch+json"
+Resource = tuple[str, str, str]     # (group, version, plural) of a custom resource
 
 
 class ApiError(Exception):
@@ -24,94 +36,94 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status}: {message}" if status else message)
 
 
-def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Kopf's credentials, read by the `kubernetes` client library like `load_configuration()`."""
+    return kopf.login_via_client(**kwargs)
+
+
+def load_configuration() -> client.Configuration:
     """In a Pod: the ServiceAccount; elsewhere: the usual kubeconfig (KUBECONFIG, ~/.kube/config)."""
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-    if info is None:
-        raise kopf.PermanentError("no Kubernetes credentials: neither a ServiceAccount nor a kubeconfig")
-    return info
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(client_configuration=configuration)
+        except config.ConfigException as exc:
+            raise kopf.PermanentError(
+                f"no Kubernetes credentials: neither a ServiceAccount nor a kubeconfig ({exc})") from None
+    return configuration
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    if not info.server.startswith("https"):
-        return False
-    if info.insecure:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    else:
-        ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
-        if ca_data and "BEGIN" not in ca_data:
-            ca_data = base64.b64decode(ca_data).decode()
-        ctx = ssl.create_default_context(cafile=info.ca_path, cadata=ca_data)
-    cert, key = info.certificate_path, info.private_key_path
-    with tempfile.TemporaryDirectory() as tmp:   # ssl loads chains from files only
-        if info.certificate_data and not cert:
-            cert = f"{tmp}/tls.crt"
-            open(cert, "wb").write(_pem(info.certificate_data))
-        if info.private_key_data and not key:
-            key = f"{tmp}/tls.key"
-            open(key, "wb").write(_pem(info.private_key_data))
-        if cert:
-            ctx.load_cert_chain(cert, key)
-    return ctx
-
-
-def _pem(data: str | bytes) -> bytes:
-    raw = data.encode() if isinstance(data, str) else data
-    return raw if b"BEGIN" in raw else base64.b64decode(raw)
+def _message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message") or exc.reason or ""
+    except (TypeError, ValueError, AttributeError):
+        return exc.body or exc.reason or ""
 
 
 class KubeApi:
-    """GET / LIST / PATCH / POST against one API server; one aiohttp session for the operator."""
+    """The typed APIs the operator uses, each call in a thread; one connection pool for the operator."""
 
-    def __init__(self, info: kopf.ConnectionInfo, *, timeout_s: float = 30.0):
-        self.info = info
-        self.server = info.server.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, configuration: client.Configuration | None = None, *, timeout_s: float = 30.0,
+                 workers: int = 16):
+        configuration = configuration or load_configuration()
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, workers)
+        self.client = client.ApiClient(configuration)
+        self.core = client.CoreV1Api(self.client)
+        self.custom = client.CustomObjectsApi(self.client)
+        self.extensions = client.ApiextensionsV1Api(self.client)
+        self.timeout_s = timeout_s
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="kpilot-kube")
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self.info.token:
-            headers["Authorization"] = f"{self.info.scheme or 'Bearer'} {self.info.token}"
-        elif self.info.username and self.info.password:
-            headers["Authorization"] = aiohttp.BasicAuth(self.info.username, self.info.password).encode()
-        return headers
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+        response = method(*args, _preload_content=False, _request_timeout=self.timeout_s, **kwargs)
+        try:
+            return json.loads(response.data)
+        finally:
+            response.release_conn()
 
-    async def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=_ssl_context(self.info), limit=32)
-            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers(),
-                                                  timeout=self._timeout)
-        return self._session
+    async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+        """`method(*args, **kwargs)` of one of the typed APIs, in the pool; the response's JSON."""
+        what = f"{getattr(method, '__name__', method)}{tuple(a for a in args if not isinstance(a, (list, dict)))}"
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(self._call, method, *args, **kwargs))
+        except ApiException as exc:
+            raise ApiError(exc.status or 0, f"{what}: {_message(exc)}"[:500]) from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:   # ValueError: a cut-off body
+            raise ApiError(0, f"{what}: {type(exc).__name__}: {exc}"[:500]) from None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
 
-    async def request(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
-                      content_type: str | None = None) -> dict:
-        session = await self.session()
-        headers = {"Content-Type": content_type} if content_type else None
-        try:
-            async with session.request(method, self.server + path, params=params, json=json,
-                                       headers=headers) as rsp:
-                if rsp.status >= 400:
-                    text = await rsp.text()
-                    try:
-                        message = (await rsp.json(content_type=None)).get("message", text)
-                    except ValueError:
-                        message = text
-                    raise ApiError(rsp.status, f"{method} {path}: {message}"[:500])
-                return await rsp.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise ApiError(0, f"{method} {path}: {type(exc).__name__}: {exc}") from None
+    # --- what the Knative adapter reads and writes -------------------------------------------
 
-    async def get(self, path: str, **params: str) -> dict:
-        return await self.request("GET", path, params=params or None)
+    async def get_object(self, resource: Resource, namespace: str, name: str) -> dict:
+        group, version, plural = resource
+        return await self.call(self.custom.get_namespaced_custom_object, group, version, namespace, plural, name)
 
-    async def json_patch(self, path: str, ops: list[dict]) -> dict:
-        return await self.request("PATCH", path, json=ops, content_type="application/json-patch+json")
+    async def list_objects(self, resource: Resource, namespace: str, label_selector: str | None = None) -> list[dict]:
+        group, version, plural = resource
+        kwargs = {"label_selector": label_selector} if label_selector else {}
+        return (await self.call(self.custom.list_namespaced_custom_object, group, version, namespace, plural,
+                                **kwargs))["items"]
 
-    async def merge_patch(self, path: str, patch: dict) -> dict:
-        return await self.request("PATCH", path, json=patch, content_type="application/merge-patch+json")
+    async def json_patch(self, resource: Resource, namespace: str, name: str, ops: list[dict]) -> dict:
+        """An RFC 6902 JSON patch (the content type is set explicitly: the default is a merge patch)."""
+        group, version, plural = resource
+        return await self.call(self.custom.patch_namespaced_custom_object, group, version, namespace, plural,
+                               name, ops, _content_type=JSON_PATCH)
+
+    async def get_namespace(self, name: str) -> dict:
+        return await self.call(self.core.read_namespace, name)
+
+    async def get_crd(self, name: str) -> dict:
+        return await self.call(self.extensions.read_custom_resource_definition, name)
+
+    async def get_configmap(self, namespace: str, name: str) -> dict:
+        return await self.call(self.core.read_namespaced_config_map, name, namespace)
+
+    async def get_secret(self, namespace: str, name: str) -> dict:
+        return await self.call(self.core.read_namespaced_secret, name, namespace)

@@ -14,6 +14,7 @@ os.environ.setdefault("KPILOT_METRICS_PORT", "0")
 import aiohttp
 import kmock
 import kopf
+import kubernetes.config.kube_config
 import pytest
 import pytest_asyncio
 import yaml
@@ -39,6 +40,16 @@ async def eventually(predicate, *, timeout: float = 10.0, interval: float = 0.1,
     raise AssertionError(f"timed out waiting for {what}" + (f" (last: {last_exc!r})" if last_exc else ""))
 
 
+def use_kubeconfig(monkeypatch, path) -> None:
+    """Point the operator under test (Kopf's login and its own client) at this kubeconfig.
+
+    Both load it through the `kubernetes` library, which reads $KUBECONFIG once, at import; a
+    process started with KUBECONFIG set needs nothing more, an in-process test also sets the default.
+    """
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+
+
 @pytest_asyncio.fixture
 async def k8s(tmp_path, monkeypatch):
     """The kmock API server on loopback with resourceVersion tracking, and a kubeconfig for it."""
@@ -51,7 +62,7 @@ async def k8s(tmp_path, monkeypatch):
             "users": [{"name": "kmock", "user": {"token": "test"}}],
             "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
         }))
-        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        use_kubeconfig(monkeypatch, kubeconfig)
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         monkeypatch.setenv("KPILOT_KNATIVE_VERSION", "1.23.0")
         yield server

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from conftest import eventually, running_operator
+from conftest import eventually, running_operator, use_kubeconfig
 from operator_support import autoscaling_policy, constant_policy_bytes, sha
 
 pytestmark = pytest.mark.envtest
@@ -30,7 +30,7 @@ def policy_file(tmp_path):
 @pytest.fixture
 def as_operator(envtest, monkeypatch):
     """The operator authenticates with the operator user's kubeconfig; the version comes from the cluster."""
-    monkeypatch.setenv("KUBECONFIG", str(envtest.operator_kubeconfig))
+    use_kubeconfig(monkeypatch, envtest.operator_kubeconfig)
     monkeypatch.delenv("KPILOT_KNATIVE_VERSION", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return envtest

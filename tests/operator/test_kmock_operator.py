@@ -164,7 +164,8 @@ async def test_stale_metrics_hold_then_fallback(k8s, prom, api, operator):
     await eventually(lambda: policy_status(k8s)["services"][0]["reason"] == "MetricsStaleHolding", what="hold")
     assert rev_annotations(k8s)[TARGET] == "40"          # held
     await eventually(lambda: rev_annotations(k8s).get(TARGET) == "25", what="fallback target")
-    assert policy_status(k8s)["services"][0]["reason"] == "Fallback"
+    # The status patch of the tick that wrote the fallback lands just after the write itself.
+    await eventually(lambda: policy_status(k8s)["services"][0]["reason"] == "Fallback", what="Fallback status")
     await eventually(lambda: events(k8s, "MetricsStaleHolding") and events(k8s, "Fallback"), what="fault Events")
     prom.down = False
     await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="policy again once fresh")
