@@ -1,0 +1,154 @@
+"""Rendering evaluation rows: the terminal table, PNG plots and a Markdown summary.
+
+Ratios are of costs (cost = -score, per request): `vs KPA` = 1 - cost / KPA's cost (the saving,
+positive is better); `vs best static` = cost / best static target's cost (<= 1 means no worse).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+
+def _by_trace(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["trace"], []).append(r)
+    return out
+
+
+def ratios(group: list[dict]) -> dict[str, dict]:
+    """policy -> {saving_vs_kpa, cost_vs_best_static} within one trace's rows."""
+    kpa = next((r for r in group if r["policy"] == "kpa"), None)
+    best = next((r for r in group if r.get("best_static")), None)
+    out = {}
+    for r in group:
+        c = -r["score"]
+        out[r["policy"]] = {
+            "saving_vs_kpa": (1.0 - c / -kpa["score"]) if kpa and kpa["score"] != 0 else None,
+            "cost_vs_best_static": (c / -best["score"]) if best and best["score"] != 0 else None,
+        }
+    return out
+
+
+def _fmt(x, spec):
+    return "" if x is None else format(x, spec)
+
+
+def summary_table(rows: list[dict]) -> Table:
+    table = Table(title="kpilot evaluate: request-level replays (score = -cost per request, higher is better)")
+    for name, justify in (("trace", "left"), ("policy", "left"), ("score", "right"), ("vs KPA", "right"),
+                          ("vs best static", "right"), ("SLO viol.", "right"), ("p95 s", "right"),
+                          ("cold starts", "right"), ("mean pods", "right"), ("requests", "right")):
+        table.add_column(name, justify=justify)
+    for trace, group in _by_trace(rows).items():
+        rat = ratios(group)
+        label = Path(trace).name if not trace.startswith("synthetic:") else trace
+        for i, r in enumerate(group):
+            name = r["policy"] + (" (best static)" if r.get("best_static") else "")
+            style = "bold" if r["policy"].startswith(("rl:", "rule:")) or r.get("best_static") else None
+            table.add_row(label if i == 0 else "", name, f"{r['score']:.4f}",
+                          _fmt(rat[r["policy"]]["saving_vs_kpa"], "+.1%"),
+                          _fmt(rat[r["policy"]]["cost_vs_best_static"], ".3f"),
+                          f"{r['slo_violation_rate']:.2%}", f"{r['latency_p95_s']:.2f}",
+                          f"{r['cold_starts']:,}", f"{r['mean_pods']:.1f}", f"{r['requests']:,}", style=style)
+        table.add_section()
+    return table
+
+
+def markdown_summary(rows: list[dict]) -> str:
+    lines = ["# kpilot evaluation", "",
+             "Score = minus the cost per request (pod-seconds + 10 x SLO violations + 2 x cold starts); "
+             "higher is better. `vs KPA` is the cost saving against Knative defaults; `vs best static` "
+             "is the cost relative to the best static target in hindsight (<= 1: no worse).", "",
+             "| trace | policy | score | vs KPA | vs best static | SLO viol. | p95 s | cold starts | mean pods |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for trace, group in _by_trace(rows).items():
+        rat = ratios(group)
+        best = next((r["policy"] for r in group if r.get("best_static")), "")
+        keep = [r for r in group if not r["policy"].startswith("static:") or r["policy"] == best]
+        for r in keep:
+            name = r["policy"] + (" (best static)" if r.get("best_static") else "")
+            lines.append(f"| {trace} | {name} | {r['score']:.4f} | {_fmt(rat[r['policy']]['saving_vs_kpa'], '+.1%')} "
+                         f"| {_fmt(rat[r['policy']]['cost_vs_best_static'], '.3f')} | {r['slo_violation_rate']:.2%} "
+                         f"| {r['latency_p95_s']:.2f} | {r['cold_starts']:,} | {r['mean_pods']:.1f} |")
+    lines += ["", "Full static grid and every metric: `kpilot evaluate ... --json`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, result, reward) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(markdown_summary(result.rows))
+    for k, (trace, group) in enumerate(_by_trace(result.rows).items()):
+        stem = f"{k:02d}-" + "".join(ch if ch.isalnum() else "_" for ch in Path(trace).name)[:60]
+        replays = result.results.get(trace, {})
+        _timeline_plot(plt, out / f"{stem}-timeline.png", trace, group, replays.get("replays", {}),
+                       replays.get("arrivals"))
+        _frontier_plot(plt, out / f"{stem}-frontier.png", trace, group, reward)
+
+
+def _timeline_plot(plt, path: Path, trace: str, group: list[dict], results: dict, arr) -> None:
+    best = next((r["policy"] for r in group if r.get("best_static")), None)
+    show = [r["policy"] for r in group if r["policy"] in ("kpa", best) or r["policy"].startswith(("rl:", "rule:"))]
+    fig, axes = plt.subplots(4, 1, figsize=(11, 9), sharex=True)
+    for name in show:
+        res = results.get(name)
+        if res is None or not len(res.timeline.get("t", [])):
+            continue
+        tl = res.timeline
+        t = tl["t"] / 60.0
+        if name == show[0]:
+            axes[0].plot(t, tl["arrivals"] / 2.0, color="grey", lw=0.6)
+        axes[1].plot(t, tl["ready_pods"], lw=0.9, label=name)
+        axes[2].plot(t, tl["target"], lw=0.9, label=name)
+        lat = res.latencies
+        if arr is not None and len(arr):
+            edges = np.arange(0.0, t[-1] * 60.0 + 60.0, 60.0)
+            idx = np.digitize(arr, edges) - 1
+            p95 = [np.nanpercentile(lat[idx == i], 95) if np.any(idx == i) and np.any(~np.isnan(lat[idx == i]))
+                   else np.nan for i in range(len(edges))]
+            axes[3].plot(edges / 60.0, p95, lw=0.9, label=name)
+    axes[0].set_ylabel("arrivals / s")
+    axes[1].set_ylabel("ready pods")
+    axes[2].set_ylabel("target")
+    axes[2].set_yscale("log")
+    axes[3].set_ylabel("p95 latency s (1 min)")
+    axes[3].set_yscale("log")
+    axes[3].set_xlabel("minutes")
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(trace, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _frontier_plot(plt, path: Path, trace: str, group: list[dict], reward) -> None:
+    fig, ax = plt.subplots(figsize=(7, 5))
+    statics = sorted((r for r in group if r["policy"].startswith("static:")),
+                     key=lambda r: float(r["policy"][7:]))
+    if statics:
+        x = [r["pod_seconds"] / max(1, r["requests"]) for r in statics]
+        y = [r["slo_violation_rate"] for r in statics]
+        ax.plot(x, y, "o-", color="grey", ms=4, label="static targets")
+        for r, xi, yi in zip(statics, x, y):
+            ax.annotate(r["policy"][7:], (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    for r in group:
+        if r["policy"].startswith("static:"):
+            continue
+        ax.plot(r["pod_seconds"] / max(1, r["requests"]), r["slo_violation_rate"], "*" if r["policy"].startswith("rl:")
+                else "s", ms=11, label=r["policy"])
+    ax.set_xscale("log")
+    ax.set_xlabel("pod-seconds per request (cost)")
+    ax.set_ylabel("SLO violation rate")
+    ax.legend(fontsize=7)
+    ax.set_title(trace, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

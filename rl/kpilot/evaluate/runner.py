@@ -1,0 +1,141 @@
+"""Side-by-side request-level replays: the policy against KPA defaults, static targets and the rule.
+
+Every controller replays the same trace with the same simulator seed (same cold-start draws for
+the same pod creations), so differences are the controllers'. One row per policy per trace:
+`trace` (the spec given), `policy` (`rl:NAME`, `rule:aimd`, `kpa`, `static:N`), every replay metric,
+`score` (kpilot.env.reward.score: minus the cost per request, higher is better) and
+`best_static` (true on the static target with the best score on that trace: hindsight's choice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kpilot.controllers import PolicyController
+from kpilot.env.reward import RewardConfig, score
+from kpilot.errors import ConfigError, PolicyError
+from kpilot.evaluate.baselines import STATIC_GRID, AimdRule
+from kpilot.observation import OBS_VERSION
+from kpilot.policy import ExportedPolicy, load_policy
+from kpilot.sim.config import SimConfig
+from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
+
+BASELINES = ("kpa", "static-grid", "rule")
+
+
+@dataclass
+class Artifact:
+    """A trained policy directory: the export plus what evaluation needs from its manifest."""
+
+    name: str
+    policy: ExportedPolicy
+    sim: SimConfig
+    reward: RewardConfig
+    interval_s: float
+    rule: AimdRule | None
+    manifest: dict = field(default_factory=dict)
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Load and check a policy directory (or policy.json); PolicyError says what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise PolicyError("no such policy directory", path=str(p))
+    policy = load_policy(p)
+    doc = policy.manifest.get("manifest")
+    if not isinstance(doc, dict):
+        raise PolicyError("policy.json has no training manifest (not written by kpilot train?)", path=str(p))
+    version = doc.get("observation_version")
+    if version != OBS_VERSION:
+        raise PolicyError(f"manifest observation version {version!r} does not match this kpilot's "
+                          f"{OBS_VERSION!r}; retrain the policy", path=str(p))
+    try:
+        sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {})
+        reward = RewardConfig(**doc["reward"])
+        interval = float(doc["env"]["decision_interval_s"])
+        rule_doc = doc.get("rule_baseline")
+        rule = AimdRule(**rule_doc["params"]) if rule_doc else None
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise PolicyError(f"malformed manifest ({type(exc).__name__}: {exc})", path=str(p)) from None
+    name = policy.manifest.get("name") or p.resolve().name
+    return Artifact(name, policy, sim, reward, interval, rule, doc)
+
+
+class RlController(PolicyController):
+    """A policy that also decides at t = 0, from the revision's state before any traffic, as the
+    operator does on its first tick (without this, the first interval would run at Knative's
+    default target while static targets and the rule start at their own)."""
+
+    def __init__(self, policy: ExportedPolicy, sim: SimConfig, *, interval_s: float, name: str,
+                 start_time_of_day_s: float = 0.0):
+        super().__init__(policy, interval_s=interval_s, name=name)
+        pods = float(max(sim.kpa.initial_scale, sim.kpa.min_scale))
+        idle = {"concurrency_stable": 0.0, "concurrency_panic": 0.0, "ready_pods": pods, "desired_pods": pods,
+                "starting_pods": 0.0, "target": sim.kpa.container_concurrency_target_default,
+                "request_rate": 0.0, "latency_mean_s": 0.0, "latency_p95_s": 0.0, "panic": 0.0,
+                "time_of_day_s": start_time_of_day_s}
+        self.target = self.decide(idle)
+
+
+def rl_controller(artifact: Artifact, trace=None) -> RlController:
+    tod = float((trace.meta.get("start_time_of_day_s") or 0.0) if trace is not None else 0.0)
+    return RlController(artifact.policy, artifact.sim, interval_s=artifact.interval_s,
+                        name=f"rl:{artifact.name}", start_time_of_day_s=tod)
+
+
+def parse_baselines(text: str | None) -> list[str]:
+    """`kpa,static-grid,rule` and/or `static:N` items."""
+    items = [x.strip() for x in (text or "").split(",") if x.strip()]
+    for item in items:
+        if item in BASELINES:
+            continue
+        if item.startswith("static:"):
+            try:
+                ok = float(item[7:]) >= 0.01
+            except ValueError:
+                ok = False
+            if ok:
+                continue
+        raise ConfigError(f"unknown baseline {item!r} (valid: {', '.join(BASELINES)}, static:N)",
+                          column="--baselines")
+    return items
+
+
+def controllers_for(baselines: list[str], artifact: Artifact | None, *, trace=None, grid=STATIC_GRID):
+    """The controllers to replay on `trace`, in table order: policy, rule, KPA, static targets."""
+    out = []
+    if artifact is not None:
+        out.append(rl_controller(artifact, trace))
+    if "rule" in baselines:
+        action = artifact.policy.action_spec if artifact else None
+        rule = (artifact.rule if artifact and artifact.rule else AimdRule())
+        if action is not None:
+            rule = AimdRule(**{**rule.params(), "min_target": action.min_target,
+                               "max_target": action.max_target})
+        out.append(rule)
+    if "kpa" in baselines:
+        out.append(KpaDefault())
+    statics = set()
+    if "static-grid" in baselines:
+        statics.update(float(t) for t in grid)
+    statics.update(float(b[7:]) for b in baselines if b.startswith("static:"))
+    out.extend(StaticTarget(t) for t in sorted(statics))
+    return out
+
+
+def evaluate_trace(spec: str, trace, controllers, sim: SimConfig, reward: RewardConfig, *, seed: int,
+                   keep_timelines: bool = False) -> tuple[list[dict], dict]:
+    """Replay `trace` under each controller. Returns rows and (optionally) name -> ReplayResult."""
+    rows, results = [], {}
+    for c in controllers:
+        res = replay(trace, c, sim, seed=seed, timeline=keep_timelines)
+        row = {"trace": spec, "policy": c.name, **{k: res.metrics[k] for k in METRIC_KEYS if k in res.metrics},
+               "score": score(res.metrics, reward), "best_static": False}
+        rows.append(row)
+        if keep_timelines:
+            results[c.name] = res
+    statics = [r for r in rows if r["policy"].startswith("static:")]
+    if statics:
+        max(statics, key=lambda r: r["score"])["best_static"] = True
+    return rows, results

@@ -1,0 +1,79 @@
+"""`kpilot train` and `kpilot evaluate`: thin commands over kpilot.train and kpilot.evaluate.
+
+Module-level imports stay light (no torch, no SB3): `kpilot --help` must be quick.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from kpilot.errors import ConfigError
+
+
+def train_command(
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="YAML training config (default: the shipped ppo_default.yaml)."),
+    trace: Optional[list[str]] = typer.Option(None, "--trace", help="Training trace (any supported format or "
+                                              "synthetic:NAME); repeatable; replaces the config's env.traces."),
+    out: Path = typer.Option(..., "--out", "-o", help="Policy artifact directory to write."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="TensorBoard logs and checkpoints "
+                                           "(default OUT/runs)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint zip or a run "
+                                          "directory (its newest checkpoint) up to total_timesteps."),
+    timesteps: Optional[int] = typer.Option(None, "--timesteps", help="Override total_timesteps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override seed."),
+    n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Override n_envs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    threads: int = typer.Option(1, "--threads", help="torch threads for the PPO updates."),
+):
+    """Train a PPO target policy on traces and write a policy artifact directory."""
+    from kpilot.train.config import load_config
+
+    overrides = {k: v for k, v in (("total_timesteps", timesteps), ("seed", seed), ("n_envs", n_envs))
+                 if v is not None}
+    if trace:
+        overrides["env.traces"] = list(trace)
+    cfg = load_config(config, overrides)
+    from kpilot.train.trainer import train
+
+    console = Console(stderr=True, highlight=False)
+    summary = train(cfg, out, run_dir=run_dir, resume=resume, progress=progress, threads=threads,
+                    log=lambda m: console.print(m, markup=False))
+    print(json.dumps({k: summary[k] for k in ("timesteps", "wall_s", "env_steps_per_s", "out")}))
+
+
+def evaluate_command(
+    trace: list[str] = typer.Option(..., "--trace", help="Trace to replay (any supported format or "
+                                    "synthetic:NAME); repeatable."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy artifact directory (kpilot train)."),
+    baselines: str = typer.Option("kpa,static-grid,rule", "--baselines",
+                                  help="Comma list of kpa, static-grid, rule, static:N."),
+    window: Optional[str] = typer.Option(None, "--window", help="Replay only START:END (fractions of each "
+                                         "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write PNG plots and a Markdown summary here."),
+    seed: int = typer.Option(0, "--seed", help="Simulator seed, the same for every policy."),
+):
+    """Replay traces under the policy, KPA defaults, static targets and the tuned rule; compare."""
+    from kpilot.evaluate.runner import parse_baselines
+    from kpilot.evaluate.session import run_evaluation
+    from kpilot.train.split import parse_window
+
+    chosen = parse_baselines(baselines)
+    win = parse_window(window)
+    if policy is None and not chosen:
+        raise ConfigError("nothing to evaluate: give --policy and/or --baselines", column="--policy")
+    result = run_evaluation(list(trace), policy, chosen, window=win, seed=seed, report_dir=report)
+    if json_out:
+        print(json.dumps(result.rows, indent=1))
+    else:
+        from kpilot.evaluate.report import summary_table
+
+        Console().print(summary_table(result.rows))
+        if report is not None:
+            Console(stderr=True).print(f"report written to {report}", markup=False)

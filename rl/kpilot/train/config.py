@@ -1,0 +1,257 @@
+"""The training configuration: one YAML file in the rl-zoo style, validated into dataclasses.
+
+Every hyperparameter lives in the YAML file (see rl/kpilot/configs/ppo_default.yaml, which
+documents each key); nothing here picks values beyond the documented defaults. Unknown or
+ill-typed keys are a ConfigError naming the key (e.g. `ppo.learning_rate`), so a typo cannot
+silently fall back to a default.
+
+Trace specs may contain `${KPILOT_TRACES}`: the folder of real excerpts, from the environment
+variable of that name, default `../shared/traces` (relative to the working directory).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from kpilot.action import ActionSpec
+from kpilot.env.reward import RewardConfig
+from kpilot.errors import ConfigError
+
+TRACES_VAR = "KPILOT_TRACES"
+DEFAULT_TRACES_DIR = "../shared/traces"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ppo_default.yaml"
+
+
+def traces_dir() -> str:
+    return os.environ.get(TRACES_VAR) or DEFAULT_TRACES_DIR
+
+
+def expand_spec(spec: str) -> str:
+    return str(spec).replace("${" + TRACES_VAR + "}", traces_dir()).replace("$" + TRACES_VAR, traces_dir())
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of each trace's time span. Split by time, never by shuffling requests."""
+
+    train: tuple = (0.0, 0.7)
+    validation: tuple = (0.7, 0.8)   # model selection during training
+    test: tuple = (0.8, 1.0)         # the held-out windows the bar is measured on
+
+
+@dataclass(frozen=True)
+class EnvSection:
+    traces: tuple = ()               # real traces (any format); `--trace` replaces this list
+    synthetic: tuple = ()            # synthetic:NAME specs, added to the traces
+    real_weight: int = 1             # each real trace is sampled this many times as often as a synthetic one
+    decision_interval_s: float = 30.0
+    episode_s: float = 1800.0
+    service_scale: tuple = (0.7, 1.4)
+    cold_start_scale: tuple = (0.5, 2.0)
+    rate_scale: tuple = (1.0, 1.0)
+    min_target: float = 1.0
+    max_target: float = 200.0
+
+
+@dataclass(frozen=True)
+class PpoSection:
+    learning_rate: float = 3e-4
+    lr_schedule: str = "constant"    # or "linear": decays to 0 at total_timesteps
+    n_steps: int = 64
+    batch_size: int = 1024
+    n_epochs: int = 10
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    net_arch: tuple = (64, 64)
+    log_std_init: float = -0.5
+
+
+@dataclass(frozen=True)
+class NormalizeSection:
+    norm_obs: bool = True
+    norm_reward: bool = True
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    every_timesteps: int = 50_000    # 0: no evaluation during training
+    seed: int = 0                    # simulator seed of the validation replays
+    rule_grid: dict = field(default_factory=dict)   # overrides of kpilot.evaluate.baselines.RULE_GRID
+    rule_calibration_s: float = 3600.0              # rule grid search on this much of each training window
+
+
+@dataclass(frozen=True)
+class CheckpointSection:
+    every_timesteps: int = 50_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "default"
+    seed: int = 0
+    n_envs: int = 64
+    total_timesteps: int = 200_000
+    env: EnvSection = field(default_factory=EnvSection)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    sim: dict = field(default_factory=dict)          # kpilot.sim.config.SimConfig.from_dict overrides
+    ppo: PpoSection = field(default_factory=PpoSection)
+    normalize: NormalizeSection = field(default_factory=NormalizeSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        return ActionSpec(self.env.min_target, self.env.max_target)
+
+    def trace_specs(self) -> list[str]:
+        return [expand_spec(s) for s in (*self.env.traces, *self.env.synthetic)]
+
+
+_SECTIONS = {"env": EnvSection, "split": SplitConfig, "reward": RewardConfig, "ppo": PpoSection,
+             "normalize": NormalizeSection, "eval": EvalSection, "checkpoint": CheckpointSection}
+
+
+def _coerce(value, default, key: str, source: str):
+    """`value` converted to the type of `default`, or a ConfigError naming `key`."""
+    def bad(expected: str):
+        return ConfigError(f"{key} must be {expected}, got {value!r}", path=source, column=key)
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise bad("an integer")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        if len(default) == 2 and all(isinstance(x, float) for x in default):
+            if len(value) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+                raise bad("a pair of numbers [low, high]")
+            if not value[0] <= value[1]:
+                raise bad("a pair [low, high] with low <= high")
+            return (float(value[0]), float(value[1]))
+        return tuple(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    return value
+
+
+def _section(klass, data, prefix: str, source: str):
+    if data is None:
+        return klass()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix} must be a mapping", path=source, column=prefix)
+    defaults = klass()
+    known = {f.name for f in fields(klass)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown key {prefix}.{key} (valid: {', '.join(sorted(known))})",
+                              path=source, column=f"{prefix}.{key}")
+    return klass(**{k: _coerce(v, getattr(defaults, k), f"{prefix}.{k}", source) for k, v in data.items()})
+
+
+def config_from_dict(doc: dict, source: str = "config") -> TrainConfig:
+    if not isinstance(doc, dict):
+        raise ConfigError("the training config must be a YAML mapping", path=source)
+    defaults = TrainConfig()
+    known = {f.name for f in fields(TrainConfig)}
+    kw = {}
+    for key, value in doc.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {key} (valid: {', '.join(sorted(known))})", path=source, column=key)
+        if key in _SECTIONS:
+            kw[key] = _section(_SECTIONS[key], value, key, source)
+        else:
+            kw[key] = _coerce(value, getattr(defaults, key), key, source)
+    cfg = TrainConfig(**kw)
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: TrainConfig, source: str) -> None:
+    from kpilot.sim.config import SimConfig
+
+    def need(ok: bool, key: str, what: str):
+        if not ok:
+            raise ConfigError(f"{key} {what}", path=source, column=key)
+
+    need(cfg.n_envs >= 1, "n_envs", "must be at least 1")
+    need(cfg.total_timesteps >= 1, "total_timesteps", "must be positive")
+    need(cfg.ppo.n_steps >= 2, "ppo.n_steps", "must be at least 2")
+    need(cfg.ppo.batch_size >= 2, "ppo.batch_size", "must be at least 2")
+    need(cfg.ppo.learning_rate > 0, "ppo.learning_rate", "must be positive")
+    need(cfg.ppo.lr_schedule in ("constant", "linear"), "ppo.lr_schedule", "must be constant or linear")
+    need(cfg.env.real_weight >= 1, "env.real_weight", "must be at least 1")
+    need(0 < cfg.ppo.gamma <= 1, "ppo.gamma", "must be in (0, 1]")
+    need(all(isinstance(n, int) and n > 0 for n in cfg.ppo.net_arch), "ppo.net_arch",
+         "must be a list of positive layer widths")
+    need(0 < cfg.env.min_target < cfg.env.max_target, "env.min_target",
+         "must satisfy 0 < env.min_target < env.max_target")
+    need(cfg.env.decision_interval_s > 0, "env.decision_interval_s", "must be positive")
+    need(cfg.env.episode_s >= cfg.env.decision_interval_s, "env.episode_s",
+         "must be at least one decision interval")
+    for name in ("service_scale", "cold_start_scale", "rate_scale"):
+        need(getattr(cfg.env, name)[0] > 0, f"env.{name}", "must be positive")
+    for name in ("train", "validation", "test"):
+        lo, hi = getattr(cfg.split, name)
+        need(0.0 <= lo < hi <= 1.0, f"split.{name}", "must be [start, end] fractions with 0 <= start < end <= 1")
+    need(bool(cfg.env.traces or cfg.env.synthetic), "env.traces", "and env.synthetic are both empty")
+    try:
+        SimConfig.from_dict(cfg.sim)
+    except ConfigError as exc:
+        raise ConfigError(f"sim: {exc.message}", path=source,
+                          column=f"sim.{exc.column}" if exc.column else "sim") from None
+    except TypeError as exc:
+        raise ConfigError(f"sim: {exc}", path=source, column="sim") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Load a YAML training config (default: the shipped ppo_default.yaml)."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError("no such config file", path=str(p)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config ({exc.strerror})", path=str(p)) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', None) or exc})", path=str(p),
+                          line=mark.line + 1 if mark else None) from None
+    doc = doc or {}
+    for dotted, value in (overrides or {}).items():
+        node = doc
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config_from_dict(doc, str(p))

@@ -1,0 +1,260 @@
+"""`kpilot train`: PPO on the batched Knative environment, read top to bottom.
+
+1. Load the YAML config; load every trace and cut it by time into train / validation windows.
+2. Calibrate the rule-based baseline on the training windows (so it sees what PPO sees).
+3. Build the vector env on the training windows, wrapped in VecNormalize.
+4. PPO learns, with a progress bar, TensorBoard logs, env steps/s, periodic checkpoints, and
+   validation replays (request level, held-out windows) that keep the best model.
+5. The best model is written as an artifact directory:
+       model.zip, vecnormalize.pkl  SB3 model and normalisation statistics (to resume / inspect)
+       policy.json                  the framework-free export the operator loads (numpy only)
+       manifest.json                the export's manifest, readable on its own
+       config.yaml                  the resolved training config
+   TensorBoard logs and checkpoints go to the run directory (default OUT/runs).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from kpilot.env.core import EnvConfig
+from kpilot.errors import ConfigError
+from kpilot.evaluate.baselines import calibrate_rule, cost, geomean, static_controllers
+from kpilot.sim.config import SimConfig
+from kpilot.sim.replay import replay
+from kpilot.train.config import TrainConfig, traces_dir
+from kpilot.train.export import build_manifest, export_bytes, export_policy, trace_record
+from kpilot.train.split import load_windows, time_window_s
+
+# Simulator capacity for 64 parallel training simulations (memory), not a Knative setting.
+TRAINING_CAPACITY = {"max_pods": 192, "unlimited_in_service": 256, "queue_capacity": 20_000}
+MODEL_FILE, VECNORM_FILE, MANIFEST_FILE, CONFIG_FILE = "model.zip", "vecnormalize.pkl", "manifest.json", "config.yaml"
+
+
+def training_sim(cfg: TrainConfig) -> SimConfig:
+    sim = SimConfig.from_dict(cfg.sim)
+    pod = sim.pod
+    user_pod = (cfg.sim or {}).get("pod") or {}
+    caps = {k: v for k, v in TRAINING_CAPACITY.items() if k not in user_pod}
+    return replace(sim, pod=replace(pod, **caps))
+
+
+def env_config(cfg: TrainConfig, traces) -> EnvConfig:
+    e = cfg.env
+    return EnvConfig(traces=tuple(traces), decision_interval_s=e.decision_interval_s, episode_s=e.episode_s,
+                     service_scale=e.service_scale, cold_start_scale=e.cold_start_scale,
+                     rate_scale=e.rate_scale, sim=training_sim(cfg), reward=cfg.reward,
+                     action=cfg.action_spec)
+
+
+class Validator:
+    """Request-level replays of the validation windows; the score is the geometric mean over
+    windows of the policy's cost relative to the best static target in hindsight (lower is better)."""
+
+    def __init__(self, windows, sim: SimConfig, cfg: TrainConfig):
+        self.windows, self.sim, self.cfg = windows, sim, cfg
+        self.best_static = [min(cost(replay(w, c, sim, seed=cfg.eval.seed, timeline=False).metrics, cfg.reward)
+                                for c in static_controllers()) for w in windows]
+
+    def __call__(self, policy) -> dict:
+        from kpilot.evaluate.runner import RlController
+
+        def ctrl(w):
+            return RlController(policy, self.sim, interval_s=self.cfg.env.decision_interval_s, name="rl",
+                                start_time_of_day_s=float(w.meta.get("start_time_of_day_s") or 0.0))
+
+        costs = [cost(replay(w, ctrl(w), self.sim, seed=self.cfg.eval.seed, timeline=False).metrics, self.cfg.reward)
+                 for w in self.windows]
+        ratios = [c / max(b, 1e-12) for c, b in zip(costs, self.best_static)]
+        return {"cost_vs_best_static": geomean(ratios), "per_window": ratios}
+
+
+def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / MODEL_FILE)
+    if vecnorm is not None:
+        vecnorm.save(str(out / VECNORM_FILE))
+    (out / "policy.json").write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest))
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+
+
+def _plain(x):
+    """Tuples -> lists, so YAML/JSON dumps stay plain."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _previous_best(out: Path) -> dict | None:
+    """When resuming into an existing artifact, its validation result is the one to beat."""
+    try:
+        return json.loads((out / MANIFEST_FILE).read_text())["manifest"]["best_validation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
+    """A checkpoint zip (its VecNormalize file beside it), or the newest one in a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        zips = sorted((path / "checkpoints").glob("*_steps.zip"),
+                      key=lambda p: int(p.stem.rsplit("_", 2)[-2])) if (path / "checkpoints").is_dir() else []
+        if not zips:
+            raise ConfigError("no checkpoints to resume from (expected checkpoints/*_steps.zip)",
+                              path=str(path), column="--resume")
+        path = zips[-1]
+    if not path.is_file():
+        raise ConfigError("no such checkpoint", path=str(path), column="--resume")
+    prefix, steps = path.stem.rsplit("_", 2)[0], path.stem.rsplit("_", 2)[-2]
+    vn = path.with_name(f"{prefix}_vecnormalize_{steps}_steps.pkl")
+    return path, (vn if vn.is_file() else None)
+
+
+def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = None,
+          resume: str | Path | None = None, progress: bool = True, threads: int = 1,
+          command: str | None = None, log=print) -> dict:
+    """Train, write the artifact to `out`, return a summary (timesteps, steps/s, validation)."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from kpilot.env.vector import KnativeAutoscalingVecEnv
+
+    torch.set_num_threads(max(1, threads))
+    out, run_dir = Path(out), Path(run_dir) if run_dir else Path(out) / "runs"
+    command = command or " ".join(shlex.quote(a) for a in ["kpilot", *sys.argv[1:]])
+
+    # 1. Traces, split by time.
+    specs = cfg.trace_specs()
+    s = cfg.split
+    train_w = load_windows(specs, *s.train, seed=cfg.seed)
+    val_w = load_windows(specs, *s.validation, seed=cfg.seed)
+    if not train_w:
+        raise ConfigError("no training window has 2 or more requests", column="env.traces")
+    full_records = [trace_record(w, traces_dir()) for w in train_w]
+    log(f"traces: {len(specs)}; training windows {s.train}, validation {s.validation}, test {s.test} (held out)")
+
+    # 2. The rule baseline, calibrated on the training windows (request level).
+    eval_sim = SimConfig.from_dict(cfg.sim)
+    t0 = time.perf_counter()
+    calib = [time_window_s(w, cfg.eval.rule_calibration_s) for w in train_w]
+    rule, rule_summary = calibrate_rule(calib, eval_sim, cfg.reward, seed=cfg.eval.seed,
+                                        grid=cfg.eval.rule_grid or None,
+                                        interval_s=cfg.env.decision_interval_s,
+                                        min_target=cfg.env.min_target, max_target=cfg.env.max_target)
+    log(f"rule baseline calibrated in {time.perf_counter() - t0:.1f}s: {rule_summary['params']}")
+
+    # 3. Environment. Episodes pick a window uniformly from this list: repeating a real trace's
+    # window weights it (real traces are few, synthetic ones many).
+    episode_pool = [w for w in train_w for _ in range(1 if w.meta.get("format") == "synthetic"
+                                                          else cfg.env.real_weight)]
+    econf = env_config(cfg, episode_pool)
+    venv = KnativeAutoscalingVecEnv(cfg.n_envs, econf, seed=cfg.seed, traces=episode_pool)
+    venv.seed(cfg.seed)
+    nz = cfg.normalize
+    p = cfg.ppo
+    if resume is not None:
+        ckpt, vn_path = find_checkpoint(Path(resume))
+        vecnorm = VecNormalize.load(str(vn_path), venv) if vn_path else \
+            VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
+                         clip_reward=nz.clip_reward, gamma=p.gamma)
+        vecnorm.training = True
+        model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"))
+        log(f"resumed from {ckpt} at {model.num_timesteps} timesteps")
+    else:
+        vecnorm = VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
+                               clip_reward=nz.clip_reward, gamma=p.gamma)
+        lr = (lambda progress_remaining: p.learning_rate * progress_remaining) if p.lr_schedule == "linear" \
+            else p.learning_rate
+        model = PPO("MlpPolicy", vecnorm, learning_rate=lr, n_steps=p.n_steps,
+                    batch_size=p.batch_size, n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda,
+                    clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
+                    max_grad_norm=p.max_grad_norm, seed=cfg.seed, device="cpu", verbose=0,
+                    tensorboard_log=str(run_dir / "tb"),
+                    policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)},
+                                   "activation_fn": torch.nn.Tanh, "log_std_init": p.log_std_init,
+                                   "squash_output": False})
+
+    def manifest(best: dict | None) -> dict:
+        return build_manifest(name=cfg.name, config_dict=_plain(cfg.to_dict()),
+                              env_dict=_plain({k: v for k, v in econf.to_dict().items() if k != "traces"}),
+                              sim_dict=eval_sim.to_dict(), reward_dict=cfg.reward.to_dict(),
+                              traces=full_records, command=command, rule=rule_summary,
+                              timesteps=model.num_timesteps, best=best)
+
+    validator = Validator(val_w, eval_sim, cfg) if (val_w and cfg.eval.every_timesteps > 0) else None
+    state = {"best": _previous_best(out) if resume is not None else None, "t0": time.perf_counter(),
+             "steps0": model.num_timesteps}
+
+    def validate_and_keep():
+        result = validator(export_policy(model, vecnorm, cfg.action_spec, {}))
+        model.logger.record("eval/cost_vs_best_static", result["cost_vs_best_static"])
+        improved = state["best"] is None or result["cost_vs_best_static"] < state["best"]["cost_vs_best_static"]
+        if improved:
+            state["best"] = {**result, "timesteps": int(model.num_timesteps)}
+            _write_artifact(out, model, vecnorm, cfg, manifest(state["best"]))
+        log(f"validation at {model.num_timesteps}: cost / best static = {result['cost_vs_best_static']:.3f}"
+            f"{' (best so far, saved)' if improved else ''}")
+
+    class Periodic(BaseCallback):
+        """Env steps/s (CleanRL's SPS) every rollout; validation every eval.every_timesteps."""
+
+        def __init__(self):
+            super().__init__()
+            self.next_eval = model.num_timesteps + cfg.eval.every_timesteps
+
+        def _on_step(self) -> bool:
+            if validator is not None and self.num_timesteps >= self.next_eval:
+                self.next_eval += cfg.eval.every_timesteps
+                validate_and_keep()
+            return True
+
+        def _on_rollout_end(self) -> None:
+            sps = (self.num_timesteps - state["steps0"]) / max(1e-9, time.perf_counter() - state["t0"])
+            self.logger.record("charts/SPS", sps)
+
+    every = max(1, cfg.checkpoint.every_timesteps // cfg.n_envs)
+    callbacks = CallbackList([
+        CheckpointCallback(save_freq=every, save_path=str(run_dir / "checkpoints"), name_prefix="ppo",
+                           save_vecnormalize=True),
+        Periodic(),
+    ])
+    remaining = cfg.total_timesteps - model.num_timesteps
+    if remaining > 0:
+        model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=progress,
+                    reset_num_timesteps=resume is None, tb_log_name=cfg.name)
+    wall = time.perf_counter() - state["t0"]
+    sps = (model.num_timesteps - state["steps0"]) / max(1e-9, wall)
+    # The final model is a candidate too (and the only one when validation is off).
+    if validator is not None:
+        validate_and_keep()
+    else:
+        _write_artifact(out, model, vecnorm, cfg, manifest(None))
+    # Always keep the final state resumable, whatever was selected as best.
+    model.save(run_dir / "checkpoints" / f"ppo_{model.num_timesteps}_steps.zip")
+    vecnorm.save(str(run_dir / "checkpoints" / f"ppo_vecnormalize_{model.num_timesteps}_steps.pkl"))
+    log(f"trained {model.num_timesteps} timesteps in {wall:.0f}s: {sps:.0f} env steps/s; artifact in {out}")
+    return {"timesteps": int(model.num_timesteps), "wall_s": wall, "env_steps_per_s": sps,
+            "best_validation": state["best"], "rule": rule_summary, "out": str(out)}
+
+
+def train_quick(out: str | Path, *, total_timesteps: int = 150_000, progress: bool = True, log=print) -> dict:
+    """A short run of the shipped config on its synthetic workloads only (no real traces needed):
+    what `kpilot demo --train` runs. A few minutes on 2 cores; weaker than the shipped policy."""
+    from kpilot.train.config import load_config
+
+    cfg = load_config(None, {"env.traces": [], "total_timesteps": total_timesteps, "name": "demo",
+                             "eval.rule_calibration_s": 900, "eval.every_timesteps": 50_000})
+    return train(cfg, out, progress=progress, command=f"kpilot demo --train (train_quick, {total_timesteps} steps)",
+                 log=log)

@@ -1,0 +1,67 @@
+"""Bad inputs to `kpilot evaluate`: one clear line on stderr, exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import KPILOT, TRACE
+
+
+def _fails(*args, expect: str):
+    proc = subprocess.run([str(KPILOT), "evaluate", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert expect in lines[0], lines[0]
+
+
+def test_missing_policy_directory(tmp_path):
+    _fails("--trace", TRACE, "--policy", str(tmp_path / "nope"), expect="no such policy directory")
+
+
+def test_empty_policy_directory(tmp_path):
+    _fails("--trace", TRACE, "--policy", str(tmp_path), expect="no such policy file")
+
+
+def test_corrupt_policy_json(tiny_policy, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_policy, bad)
+    data = (bad / "policy.json").read_bytes()
+    (bad / "policy.json").write_bytes(data[: len(data) // 2])
+    _fails("--trace", TRACE, "--policy", str(bad), expect="not valid JSON")
+
+
+@pytest.mark.parametrize("section", ["observation", "manifest"])
+def test_observation_version_mismatch(tiny_policy, tmp_path, section):
+    bad = tmp_path / "old"
+    shutil.copytree(tiny_policy, bad)
+    doc = json.loads((bad / "policy.json").read_text())
+    if section == "observation":
+        doc["observation"]["version"] = "kpilot-obs/0"
+    else:
+        doc["manifest"]["observation_version"] = "kpilot-obs/0"
+    (bad / "policy.json").write_text(json.dumps(doc))
+    _fails("--trace", TRACE, "--policy", str(bad), expect="kpilot-obs/0")
+
+
+def test_unknown_baseline(tiny_policy):
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--baselines", "kpa,magic",
+           expect="unknown baseline 'magic'")
+
+
+def test_bad_trace_path(tiny_policy, tmp_path):
+    _fails("--trace", str(tmp_path / "missing.csv"), "--policy", str(tiny_policy), expect="missing.csv")
+
+
+def test_malformed_trace_file(tiny_policy, tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("timestamp,duration\n0.5,0.1\nabc,0.2\n")
+    _fails("--trace", str(f), "--policy", str(tiny_policy), expect="t.csv")
+
+
+def test_bad_window(tiny_policy):
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--window", "0.9:0.2", expect="--window")

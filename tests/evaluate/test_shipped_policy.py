@@ -1,0 +1,64 @@
+"""The shipped default policy: small, loadable with numpy, trained on what its manifest says."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from kpilot.evaluate.runner import load_artifact
+from kpilot.observation import OBS_VERSION
+from kpilot.traces import load_trace
+
+DEFAULT = Path(__file__).resolve().parents[2] / "policies" / "default"
+
+
+def test_default_artifact_is_complete_and_small():
+    files = {p.name: p.stat().st_size for p in DEFAULT.iterdir() if p.is_file()}
+    for name in ("policy.json", "model.zip", "vecnormalize.pkl", "manifest.json", "config.yaml"):
+        assert name in files, name
+    assert sum(files.values()) < 1024 * 1024
+    art = load_artifact(DEFAULT)
+    m = art.manifest
+    assert m["observation_version"] == OBS_VERSION
+    assert m["command"].startswith("kpilot train")
+    assert m["rule_baseline"]["params"]["hi_s"] > 0
+    assert {t["format"] for t in m["training_traces"]} >= {"synthetic", "azure-functions-2019"}
+
+
+def test_default_records_checksums_of_the_real_excerpts():
+    root = os.environ.get("KPILOT_TRACES")
+    if not root or not Path(root).is_dir():
+        pytest.skip("KPILOT_TRACES is not set: point it at the real trace excerpts (e.g. ../shared/traces)")
+    real = [t for t in load_artifact(DEFAULT).manifest["training_traces"] if t["format"] != "synthetic"]
+    assert real
+    for t in real:
+        assert t["source"].startswith("${KPILOT_TRACES}/"), t["source"]   # no machine paths
+        path = Path(root) / t["source"].split("/", 1)[1]
+        # The loader's checksum covers every input file of the trace (Azure 2019: both files).
+        assert load_trace(str(path)).meta["checksum"] == t["sha256"], path
+    azure_llm = next(t for t in real if t["format"] == "azure-llm")
+    data = (Path(root) / azure_llm["source"].split("/", 1)[1]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == azure_llm["sha256"]
+
+
+def test_default_policy_runs_on_a_held_out_real_window():
+    root = os.environ.get("KPILOT_TRACES")
+    if not root or not Path(root).is_dir():
+        pytest.skip("KPILOT_TRACES is not set: point it at the real trace excerpts (e.g. ../shared/traces)")
+    from kpilot.evaluate import run_evaluation
+
+    spec = str(Path(root) / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv")
+    rows = run_evaluation([spec], DEFAULT, ["kpa"], window=(0.8, 1.0)).rows
+    assert [r["policy"] for r in rows] == ["rl:default", "kpa"]
+    assert all(r["requests"] > 100 for r in rows)
+
+
+def test_default_was_trained_with_the_shipped_config():
+    """The YAML in the repository is the one that produced policies/default (reproducibility)."""
+    from kpilot.train.config import load_config
+    from kpilot.train.trainer import _plain
+
+    assert load_artifact(DEFAULT).manifest["config"] == _plain(load_config().to_dict())

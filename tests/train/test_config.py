@@ -1,0 +1,63 @@
+"""The YAML training config: the shipped default loads, and mistakes name the offending key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kpilot.errors import ConfigError
+from kpilot.train.config import DEFAULT_CONFIG, load_config
+
+KPILOT = Path(sys.executable).with_name("kpilot")
+
+
+def test_shipped_default_config_loads(monkeypatch):
+    monkeypatch.setenv("KPILOT_TRACES", "/some/traces")
+    cfg = load_config()
+    assert DEFAULT_CONFIG.is_file()
+    assert cfg.split.test == (0.8, 1.0) and cfg.split.train[1] <= cfg.split.validation[0]
+    specs = cfg.trace_specs()
+    assert any(s.startswith("/some/traces/azure-functions-2019/") for s in specs)
+    assert any(s.startswith("synthetic:") for s in specs)
+    assert cfg.ppo.net_arch == (64, 64)
+
+
+def _write(tmp_path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, key", [
+    ("ppo:\n  learning_rat: 0.001\n", "ppo.learning_rat"),
+    ("ppo:\n  learning_rate: fast\n", "ppo.learning_rate"),
+    ("n_envs: 2.5\n", "n_envs"),
+    ("total_timestep: 10\n", "unknown key total_timestep "),
+    ("split:\n  test: [0.9, 0.8]\n", "split.test"),
+    ("env:\n  service_scale: 3\n", "env.service_scale"),
+    ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
+    ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),
+])
+def test_config_errors_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\n" + text
+                           if not text.startswith("env:") else text + "  synthetic: [synthetic:poisson]\n"))
+    assert key in str(err.value)
+
+
+def test_invalid_yaml_reports_the_line(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, "seed: 1\nppo: [unclosed\n"))
+    assert "line" in str(err.value)
+
+
+def test_cli_config_error_is_one_line_exit_2(tmp_path):
+    cfg = _write(tmp_path, "ppo:\n  gamma: 2\n")
+    proc = subprocess.run([str(KPILOT), "train", "--config", str(cfg), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "ppo.gamma" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
