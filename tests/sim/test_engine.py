@@ -124,3 +124,16 @@ def test_kpa_default_target_is_100_at_70_percent():
     assert np.all(r.timeline["target"] == 100.0)
     r2 = replay(trace, config=cfg(container_concurrency=10))
     assert np.all(r2.timeline["target"] == 10.0), "containerConcurrency caps the target"
+
+
+def test_activator_in_the_path_balances_better_than_the_kubernetes_service():
+    # TBC = -1 keeps the activator in the path (choice of two); TBC = 0 takes it out once pods
+    # are up, and requests then hit a random pod: more of them share a core, so the tail is worse.
+    trace = poisson(30, 600, service=0.5, seed=10)
+    fixed = dict(min_scale=20, max_scale=20, initial_scale=20)
+    activator = replay(trace, config=cfg(target_burst_capacity=-1.0, **fixed))
+    service = replay(trace, config=cfg(target_burst_capacity=0.0, **fixed))
+    assert activator.timeline["activator_in_path"][5:].min() == 1.0
+    assert service.timeline["activator_in_path"][5:].max() == 0.0
+    assert activator.metrics["latency_p99_s"] < service.metrics["latency_p99_s"]
+    assert activator.metrics["pod_seconds"] == pytest.approx(service.metrics["pod_seconds"])

@@ -134,6 +134,8 @@ class Batch:
         self.F[e, E.F_COLD_SCALE] = cold_start_scale
         self.F[e, E.F_NEXT_READY] = np.inf
         self.F[e, E.F_TOD0] = time_of_day_s
+        # Until the first decision, the activator is in the path unless TBC = 0 says never.
+        self.F[e, E.F_EBC] = 0.0 if k.target_burst_capacity == 0 else -1.0
         self.S[e] = 0.0
         self.T[e] = 0.0
         self.spec[e] = self._spec()

@@ -305,11 +305,29 @@ def _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _pick_pod(rng, pstate, pn, rlist, C, I, e):
-    """Choice of two among ready pods with a free slot; -1 if none has one."""
+def _pick_pod(rng, pstate, pn, rlist, C, I, F, e):
+    """The pod a new request goes to; -1 if no ready pod has a free slot (the request waits).
+
+    With the activator in the path (excess burst capacity < 0) it picks the less loaded of two
+    random ready pods, as the activator balances; out of the path, requests reach the pods through
+    the Kubernetes Service, i.e. one uniformly random ready pod.
+    """
     n_ready = I[e, I_N_READY]
     if n_ready == 0 or I[e, I_FREE_SLOTS] <= 0:
         return -1
+    cap = C[e, C_CAP]
+    a = rlist[e, int(_u01(rng, e) * n_ready)]
+    if F[e, F_EBC] < 0.0:
+        b = rlist[e, int(_u01(rng, e) * n_ready)]
+        if pn[e, b] < pn[e, a]:
+            a = b
+    if pn[e, a] < cap:
+        return a
+    for k in range(n_ready):
+        p = rlist[e, k]
+        if pn[e, p] < cap:
+            return p
+    return -1
     cap = C[e, C_CAP]
     a = rlist[e, int(_u01(rng, e) * n_ready)]
     b = rlist[e, int(_u01(rng, e) * n_ready)]
@@ -564,7 +582,7 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
             F[e, F_INFLIGHT] += 1.0
             pod = -1
             if I[e, I_FIFO_HEAD] == I[e, I_FIFO_TAIL]:
-                pod = _pick_pod(rng, pstate, pn, rlist, C, I, e)
+                pod = _pick_pod(rng, pstate, pn, rlist, C, I, F, e)
             if pod >= 0:
                 _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk,
                           ph, pp, C, I, S, T, e)
