@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-KPILOT = Path(sys.executable).with_name("kpilot")
-TRACE = "synthetic:bursty:rate=3,duration=900,seed=11"
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import KPILOT, TRACE
+from eval_support import KPILOT, TRACE
 
 
 def _fails(*args, expect: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import KPILOT, TRACE
+from eval_support import KPILOT, TRACE
 
 from kpilot.evaluate import run_demo, run_evaluation
 from kpilot.evaluate.baselines import STATIC_GRID

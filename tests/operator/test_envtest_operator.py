@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from conftest import eventually, running_operator, use_kubeconfig
+from operator_helpers import eventually, running_operator, use_kubeconfig
 from operator_support import autoscaling_policy, constant_policy_bytes, sha
 
 pytestmark = pytest.mark.envtest

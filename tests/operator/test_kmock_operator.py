@@ -6,7 +6,7 @@ import pytest
 
 import json
 
-from conftest import eventually, running_operator
+from operator_helpers import eventually, running_operator
 from operator_support import (PAS, POLICIES, REVISIONS, autoscaling_policy, constant_policy_bytes,
                               knative_pa, knative_revision, knative_service, policy_configmap, sha)
 
