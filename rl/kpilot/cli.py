@@ -43,6 +43,21 @@ def trace_inspect(
     inspect_command(path, fmt, json_out)
 
 
+@trace_app.command("formats")
+def trace_formats():
+    """List the trace formats `load_trace` reads, with what identifies each."""
+    from rich.table import Table
+
+    from kpilot.traces import FORMATS
+
+    table = Table(title="kpilot trace formats (auto-detected from the header; --format forces one)")
+    table.add_column("format")
+    table.add_column("what it reads")
+    for name, text in FORMATS.items():
+        table.add_row(name, text)
+    out_console().print(table)
+
+
 def _write_atomically(path: Path, write) -> None:
     """Write via a temp file in the same folder, so a failure never leaves a half-written file."""
     import os

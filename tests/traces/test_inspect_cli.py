@@ -49,3 +49,17 @@ def test_cli_bad_input_is_one_line_exit_2(fx, name, fragment):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
     assert fragment in out.stderr and out.stderr.startswith("kpilot: error: ")
+
+
+def test_cli_trace_formats_lists_every_reader():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kpilot.traces import FORMATS
+
+    out = subprocess.run([str(Path(sys.executable).with_name("kpilot")), "trace", "formats"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in FORMATS:
+        assert name in out.stdout
