@@ -81,21 +81,13 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
     """Simulator settings: Knative's defaults, then the --config YAML, then explicit options."""
     import dataclasses
 
-    import yaml
-
     from kpilot.sim.coldstart import parse_cold_start
     from kpilot.sim.config import SimConfig
+    from kpilot.yaml_file import read_yaml
 
     base = {}
     if config is not None:
-        try:
-            base = yaml.safe_load(Path(config).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError("no such file", path=str(config)) from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', exc)})", path=str(config),
-                              line=mark.line + 1 if mark else None) from None
+        base = read_yaml(config) or {}
         if not isinstance(base, dict):
             raise ConfigError("expected a mapping with kpa/pod/slo sections", path=str(config))
     sim = SimConfig.from_dict(base, source=str(config) if config else None)

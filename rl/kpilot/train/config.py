@@ -15,11 +15,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from kpilot.action import ActionSpec
 from kpilot.env.reward import RewardConfig
 from kpilot.errors import ConfigError
+from kpilot.yaml_file import read_yaml
 
 TRACES_VAR = "KPILOT_TRACES"
 DEFAULT_TRACES_DIR = "../shared/traces"
@@ -235,18 +234,7 @@ def _validate(cfg: TrainConfig, source: str) -> None:
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
     """Load a YAML training config (default: the shipped ppo_default.yaml)."""
     p = Path(path) if path is not None else DEFAULT_CONFIG
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError("no such config file", path=str(p)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config ({exc.strerror})", path=str(p)) from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', None) or exc})", path=str(p),
-                          line=mark.line + 1 if mark else None) from None
+    doc = read_yaml(p)
     doc = doc or {}
     for dotted, value in (overrides or {}).items():
         node = doc
