@@ -142,6 +142,7 @@ async def test_podautoscaler_path_on_knative_1_20_and_delete_restores(as_operato
 
 @pytest.mark.parametrize("patch", [
     {"mode": "Sometimes"}, {"decisionIntervalSeconds": 0}, {"bounds": {"minTarget": 0.001, "maxTarget": 5}},
+    {"bounds": {"minTarget": 0, "maxTarget": 5}},
     {"policy": {"path": "/p", "sha256": "not-hex"}}, {"metrics": {"prometheus": {"url": "ftp://x"}}},
     {"policy": {"sha256": "a" * 64}},
 ], ids=lambda p: next(iter(p)))
