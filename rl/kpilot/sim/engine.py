@@ -328,18 +328,6 @@ def _pick_pod(rng, pstate, pn, rlist, C, I, F, e):
         if pn[e, p] < cap:
             return p
     return -1
-    cap = C[e, C_CAP]
-    a = rlist[e, int(_u01(rng, e) * n_ready)]
-    b = rlist[e, int(_u01(rng, e) * n_ready)]
-    if pn[e, b] < pn[e, a]:
-        a, b = b, a
-    if pn[e, a] < cap:
-        return a
-    for k in range(n_ready):
-        p = rlist[e, k]
-        if pn[e, p] < cap:
-            return p
-    return -1
 
 
 @njit(cache=True, error_model="numpy", inline="always")
