@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from kpilot.env import ENV_ID, EnvConfig, KnativeAutoscalingEnv, RewardConfig
-from kpilot.env.vector import KnativeAutoscalingVecEnv, KnativeAutoscalingVectorEnv
+from kpilot.env.vector import KnativeAutoscalingVecEnv
 from kpilot.observation import N_FEATURES
 from kpilot.traces.synthetic import synthetic_trace
 

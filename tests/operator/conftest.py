@@ -9,7 +9,6 @@ os.environ.setdefault("KPILOT_METRICS_PORT", "0")
 
 import aiohttp
 import kmock
-import pytest
 import pytest_asyncio
 import yaml
 

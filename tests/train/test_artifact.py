@@ -46,7 +46,6 @@ def test_export_matches_sb3_deterministic_actions(tiny_run):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from kpilot.env.vector import KnativeAutoscalingVecEnv
     cfg, out, _, _ = tiny_run
     model = PPO.load(out / "model.zip", device="cpu")
     vecnorm = VecNormalize.load(str(out / "vecnormalize.pkl"), _venv())

@@ -18,7 +18,7 @@ Episode: a window of `episode_s` seconds from one of the configured traces, chos
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 

@@ -548,7 +548,6 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
             _next_ready_time(pstate, pready, slist, I, F, e)
         elif t_done == t:
             pod = ph[e, 0]
-            n = pn[e, pod]
             pv[e, pod] = hk[e, pod, 0]   # exact, no drift
             pt[e, pod] = t
             req = _job_pop(hk, hr, pn, e, pod)
