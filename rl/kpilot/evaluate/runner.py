@@ -62,26 +62,8 @@ def load_artifact(path: str | Path) -> Artifact:
     return Artifact(name, policy, sim, reward, interval, rule, doc)
 
 
-class RlController(PolicyController):
-    """A policy that also decides at t = 0, from the revision's state before any traffic, as the
-    operator does on its first tick (without this, the first interval would run at Knative's
-    default target while static targets and the rule start at their own)."""
-
-    def __init__(self, policy: ExportedPolicy, sim: SimConfig, *, interval_s: float, name: str,
-                 start_time_of_day_s: float = 0.0):
-        super().__init__(policy, interval_s=interval_s, name=name)
-        pods = float(max(sim.kpa.initial_scale, sim.kpa.min_scale))
-        idle = {"concurrency_stable": 0.0, "concurrency_panic": 0.0, "ready_pods": pods, "desired_pods": pods,
-                "starting_pods": 0.0, "target": sim.kpa.container_concurrency_target_default,
-                "request_rate": 0.0, "latency_mean_s": 0.0, "latency_p95_s": 0.0, "panic": 0.0,
-                "time_of_day_s": start_time_of_day_s}
-        self.target = self.decide(idle)
-
-
-def rl_controller(artifact: Artifact, trace=None) -> RlController:
-    tod = float((trace.meta.get("start_time_of_day_s") or 0.0) if trace is not None else 0.0)
-    return RlController(artifact.policy, artifact.sim, interval_s=artifact.interval_s,
-                        name=f"rl:{artifact.name}", start_time_of_day_s=tod)
+def rl_controller(artifact: Artifact) -> PolicyController:
+    return PolicyController(artifact.policy, interval_s=artifact.interval_s, name=f"rl:{artifact.name}")
 
 
 def parse_baselines(text: str | None) -> list[str]:
@@ -98,15 +80,15 @@ def parse_baselines(text: str | None) -> list[str]:
             if ok:
                 continue
         raise ConfigError(f"unknown baseline {item!r} (valid: {', '.join(BASELINES)}, static:N)",
-                          column="--baselines")
+                          option="--baselines")
     return items
 
 
-def controllers_for(baselines: list[str], artifact: Artifact | None, *, trace=None, grid=STATIC_GRID):
+def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STATIC_GRID):
     """The controllers to replay on `trace`, in table order: policy, rule, KPA, static targets."""
     out = []
     if artifact is not None:
-        out.append(rl_controller(artifact, trace))
+        out.append(rl_controller(artifact))
     if "rule" in baselines:
         action = artifact.policy.action_spec if artifact else None
         rule = (artifact.rule if artifact and artifact.rule else AimdRule())

@@ -38,7 +38,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     for spec, trace in traces:
         if window is not None:
             trace = time_window(trace, *window)
-        r, res = evaluate_trace(spec, trace, controllers_for(baselines, artifact, trace=trace), sim, reward,
+        r, res = evaluate_trace(spec, trace, controllers_for(baselines, artifact), sim, reward,
                                 seed=seed,
                                 keep_timelines=report_dir is not None)
         if window is not None:

@@ -4,7 +4,8 @@ Controllers decide the revision's `autoscaling.knative.dev/target`:
   * `KpaDefault()`: no annotation, Knative's defaults (target 100 at 70 %);
   * `StaticTarget(t)`: the annotation fixed at t;
   * anything with `decide(raw_obs: dict) -> float` and an `interval_s`: called every interval with
-    the observation contract's raw fields (kpilot.observation), exactly as the operator calls a policy.
+    the observation contract's raw fields (kpilot.observation), exactly as the operator calls a policy;
+    it starts at its `target` attribute if it has one, else it also decides at t = 0.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
     static = getattr(controller, "target", None)
     batch.reset(0, trace, seed=seed, target=static, cold_start_scale=cold_start_scale,
                 time_of_day_s=start_tod)
+    if static is None and not math.isinf(controller.interval_s):
+        # A controller without a start target decides at t = 0 from the revision's idle state,
+        # as the operator does on its first tick (else the first interval runs at Knative's default).
+        raw = {k: float(v[0]) for k, v in batch.raw_observation(controller.interval_s).items()}
+        batch.set_target(0, float(controller.decide(raw)))
     t0 = time.perf_counter()
     # Without a controller to consult, run the whole trace in one compiled call; then step until
     # every request has finished (or the drain horizon passes).

@@ -67,7 +67,7 @@ def evaluate_command(
     chosen = parse_baselines(baselines)
     win = parse_window(window)
     if policy is None and not chosen:
-        raise ConfigError("nothing to evaluate: give --policy and/or --baselines", column="--policy")
+        raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
     result = run_evaluation(list(trace), policy, chosen, window=win, seed=seed, report_dir=report)
     if json_out:
         print(json.dumps(result.rows, indent=1))

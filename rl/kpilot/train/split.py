@@ -39,7 +39,7 @@ def parse_window(text: str | None) -> tuple[float, float] | None:
         lo = hi = float("nan")
     if not (0.0 <= lo < hi <= 1.0):
         raise ConfigError(f"expected START:END fractions with 0 <= START < END <= 1, got {text!r}",
-                          column="--window")
+                          option="--window")
     return lo, hi
 
 

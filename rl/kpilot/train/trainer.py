@@ -64,13 +64,10 @@ class Validator:
                                 for c in static_controllers()) for w in windows]
 
     def __call__(self, policy) -> dict:
-        from kpilot.evaluate.runner import RlController
+        from kpilot.controllers import PolicyController
 
-        def ctrl(w):
-            return RlController(policy, self.sim, interval_s=self.cfg.env.decision_interval_s, name="rl",
-                                start_time_of_day_s=float(w.meta.get("start_time_of_day_s") or 0.0))
-
-        costs = [cost(replay(w, ctrl(w), self.sim, seed=self.cfg.eval.seed, timeline=False).metrics, self.cfg.reward)
+        ctrl = PolicyController(policy, interval_s=self.cfg.env.decision_interval_s, name="rl")
+        costs = [cost(replay(w, ctrl, self.sim, seed=self.cfg.eval.seed, timeline=False).metrics, self.cfg.reward)
                  for w in self.windows]
         ratios = [c / max(b, 1e-12) for c, b in zip(costs, self.best_static)]
         return {"cost_vs_best_static": geomean(ratios), "per_window": ratios}
@@ -111,10 +108,10 @@ def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
                       key=lambda p: int(p.stem.rsplit("_", 2)[-2])) if (path / "checkpoints").is_dir() else []
         if not zips:
             raise ConfigError("no checkpoints to resume from (expected checkpoints/*_steps.zip)",
-                              path=str(path), column="--resume")
+                              path=str(path), option="--resume")
         path = zips[-1]
     if not path.is_file():
-        raise ConfigError("no such checkpoint", path=str(path), column="--resume")
+        raise ConfigError("no such checkpoint", path=str(path), option="--resume")
     prefix, steps = path.stem.rsplit("_", 2)[0], path.stem.rsplit("_", 2)[-2]
     vn = path.with_name(f"{prefix}_vecnormalize_{steps}_steps.pkl")
     return path, (vn if vn.is_file() else None)
