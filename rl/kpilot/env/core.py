@@ -149,7 +149,6 @@ class BatchedAutoscalingEnv:
         self.reset_many([e])
 
     def reset_all(self) -> np.ndarray:
-        self.batch.start_interval()
         self.reset_many(range(self.n))
         return self.observe()
 

@@ -47,10 +47,7 @@ class KnativeAutoscalingVecEnv(VecEnv):
             infos[e]["episode"] = {"r": float(self.core.episode_return[e]),
                                    "l": int(self.core.episode_steps[e])}
         if len(ended):
-            # Interval statistics of the episodes that go on are consumed already: only the new
-            # episodes' warm-up statistics matter for the observation.
-            self.core.batch.S[ended] = 0.0
-            self.core.batch.hist[ended] = 0.0
+            # Batch.reset clears the ended slots' statistics; the new episodes' warm-up fills them.
             self.core.reset_many(ended)
             obs = self.core.observe()
         return obs, rewards, dones, infos

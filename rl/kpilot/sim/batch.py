@@ -13,7 +13,7 @@ import numpy as np
 from kpilot.sim import engine as E
 from kpilot.sim.coldstart import MAX_COLD_START_S, ColdStartModel, lognormal_params, parse_cold_start
 from kpilot.sim.config import SimConfig
-from kpilot.sim.kpa import decider_spec, decider_state_size, new_decider_state
+from kpilot.sim.kpa import SPEC_SIZE, decider_spec, decider_state_size, new_decider_state
 from kpilot.traces.model import Trace
 
 HIST_EDGES = 10.0 ** (E.HIST_LO + np.arange(E.HIST_BINS - 1) / E.HIST_PER_DECADE)
@@ -45,7 +45,7 @@ class Batch:
         self.F = np.zeros((n, E.F_SIZE))
         self.S = np.zeros((n, E.S_SIZE))
         self.T = np.zeros((n, E.S_SIZE))
-        self.spec = np.zeros((n, len(self._spec())))
+        self.spec = np.zeros((n, SPEC_SIZE))
         self.dstate = np.zeros((n, decider_state_size(kpa.scale_down_delay_s, kpa.tick_s)))
         self.buckets = np.zeros((n, W))
         self.rng = np.zeros(n, dtype=np.uint64)
