@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from kpilot.env import ENV_ID, EnvConfig, KnativeAutoscalingEnv, RewardConfig
+from kpilot.env.core import BatchedAutoscalingEnv
 from kpilot.env.vector import KnativeAutoscalingVecEnv
 from kpilot.observation import N_FEATURES
 from kpilot.traces.synthetic import synthetic_trace
@@ -83,6 +84,42 @@ def test_reward_is_the_interval_cost_per_second():
     for r, info in zip(rewards, infos):
         assert r == pytest.approx(-info["pod_seconds"] / 30.0, rel=1e-5)
         assert r < 0
+
+
+def _mean_return(traces, units: str, steps: int = 10) -> float:
+    env = BatchedAutoscalingEnv(4, EnvConfig(episode_s=300.0, reward_units=units), seed=1, traces=traces)
+    env.reset_all()
+    total = 0.0
+    for _ in range(steps):
+        _, rewards, _, _ = env.step(np.full(4, -0.5))
+        total += float(rewards.mean())
+    return total
+
+
+def test_relative_rewards_weigh_a_busy_and_a_quiet_trace_alike():
+    quiet = synthetic_trace("poisson", {"rate": 1, "duration": 1200}, seed=4)
+    busy = synthetic_trace("poisson", {"rate": 50, "duration": 1200}, seed=4)
+    pods = _mean_return([busy], "pods") / _mean_return([quiet], "pods")
+    relative = _mean_return([busy], "relative") / _mean_return([quiet], "relative")
+    assert pods > 10                 # in pods, the busy trace dominates any mix of the two
+    assert 0.2 < relative < 5        # per request over each trace's reference: comparable
+
+
+def test_relative_reward_is_cost_per_request_over_the_reference():
+    env = BatchedAutoscalingEnv(1, EnvConfig(episode_s=300.0, reward_units="relative"), seed=0,
+                                traces=[TRACE])
+    env.reset_all()
+    _, rewards, _, infos = env.step(np.zeros(1))
+    ref = env.reference[id(TRACE)]
+    requests_per_interval = len(TRACE.window(env.last_info[0]["window_start_s"],
+                                             env.last_info[0]["window_start_s"] + 330.0)) * 30.0 / 330.0
+    cost = infos[0]["pod_seconds"] + 10.0 * infos[0]["violations"] + 2.0 * infos[0]["cold_starts"]
+    assert rewards[0] == pytest.approx(-cost / (requests_per_interval * ref), rel=1e-4)
+
+
+def test_unknown_reward_units_are_refused():
+    with pytest.raises(ValueError, match="reward_units"):
+        BatchedAutoscalingEnv(1, EnvConfig(reward_units="dollars"), traces=[TRACE])
 
 
 def test_action_sets_the_target_and_more_capacity_costs_more():

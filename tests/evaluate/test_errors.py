@@ -65,3 +65,8 @@ def test_malformed_trace_file(tiny_policy, tmp_path):
 
 def test_bad_window(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--window", "0.9:0.2", expect="--window")
+
+
+def test_negative_warmup(tiny_policy):
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--window", "0.5:1", "--warmup", "-5",
+           expect="--warmup")

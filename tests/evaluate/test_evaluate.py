@@ -55,6 +55,24 @@ def test_window_replays_only_the_held_out_part(tiny_policy):
     assert tail["window"] == [0.8, 1.0]
 
 
+def test_warmup_runs_before_the_window_but_scores_only_the_window():
+    steady = "synthetic:poisson:rate=4,duration=1800,seed=3"
+    cold = run_evaluation([steady], None, ["static:2"], window=(0.5, 1.0)).rows[0]
+    warm = run_evaluation([steady], None, ["static:2"], window=(0.5, 1.0), warmup_s=300).rows[0]
+    # The same requests are scored; the warm-up's own requests are not.
+    assert warm["requests"] == cold["requests"]
+    assert (warm["warmup_s"], cold["warmup_s"]) == (300.0, 0.0)
+    assert warm["duration_s"] == cold["duration_s"]
+    # Cold, the window starts on an idle revision that panics to catch up with a load already
+    # running, overshoots and still misses SLOs; warm, the right pods are already there.
+    assert warm["max_pods"] < cold["max_pods"]
+    assert warm["pod_seconds"] < cold["pod_seconds"]
+    assert warm["slo_violations"] < cold["slo_violations"]
+    # A window at the start of a trace has nothing before it to warm up on.
+    head = run_evaluation([steady], None, ["static:2"], window=(0.0, 0.5), warmup_s=300).rows[0]
+    assert head["warmup_s"] == 0.0
+
+
 def test_report_writes_plots_and_summary(tiny_policy, tmp_path):
     run_evaluation([TRACE], tiny_policy, ["kpa", "static-grid", "rule"], report_dir=tmp_path)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))

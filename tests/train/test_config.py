@@ -38,6 +38,7 @@ def _write(tmp_path, text: str) -> Path:
     ("total_timestep: 10\n", "unknown key total_timestep "),
     ("split:\n  test: [0.9, 0.8]\n", "split.test"),
     ("env:\n  service_scale: 3\n", "env.service_scale"),
+    ("env:\n  reward_units: dollars\n", "env.reward_units"),
     ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
     ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),
 ])

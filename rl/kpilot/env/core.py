@@ -7,11 +7,16 @@ Observation: kpilot.observation.encode(...) of what the operator can also read i
     stable and panic concurrency, ready / desired / starting pods, the current target, request rate,
     mean and p95 latency over the interval, utilization, panic flag, time of day. float32, shape (13,).
 Reward: kpilot.env.reward: minus the interval's cost (pod-seconds + weighted SLO violations and cold
-    starts), per second of interval.
+    starts), in the units `reward_units` names: "pods" divides it by the interval's seconds;
+    "relative" divides it by the episode's mean requests per interval times its trace's reference
+    cost per request (the best of a few static targets on the trace's first hour), so that every
+    trace weighs alike and the return measures what evaluation reports: cost per request relative
+    to a good static target. With "pods", a busy trace's rewards are thousands of times a quiet
+    one's and PPO learns the busy trace only.
 Episode: a window of `episode_s` seconds from one of the configured traces, chosen at random, with
     service times scaled by a factor drawn from `service_scale` and cold starts by one drawn from
-    `cold_start_scale`; the first interval runs under a random target (warm-up, not part of the
-    episode). The episode ends by truncation after `episode_s` (no terminal states: autoscaling has
+    `cold_start_scale`, at the trace's time of day or (`random_time_of_day`) a random one; the first
+    interval runs under a random target (warm-up, not part of the episode). The episode ends by truncation after `episode_s` (no terminal states: autoscaling has
     no natural end).
 """
 
@@ -23,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from kpilot.action import ActionSpec
-from kpilot.env.reward import RewardConfig
+from kpilot.env.reward import REWARD_UNITS, RewardConfig
 from kpilot.observation import encode
 from kpilot.sim import engine as E
 from kpilot.sim.batch import Batch
@@ -44,6 +49,8 @@ class EnvConfig:
     service_scale: tuple = (0.7, 1.4)      # log-uniform range
     cold_start_scale: tuple = (0.5, 2.0)   # log-uniform range
     rate_scale: tuple = (1.0, 1.0)         # thin or replicate arrivals (log-uniform range)
+    reward_units: str = "pods"             # or "relative" (see the module docstring)
+    random_time_of_day: bool = False       # start each episode at a random time of day
     sim: SimConfig = field(default_factory=_training_sim)
     reward: RewardConfig = field(default_factory=RewardConfig)
     action: ActionSpec = field(default_factory=ActionSpec)
@@ -87,6 +94,24 @@ def _rescale_rate(trace: Trace, factor: float, rng: np.random.Generator) -> Trac
                  np.concatenate([c.failed for c in copies])[order], trace.meta)
 
 
+REFERENCE_TARGETS = (1.0, 3.0, 10.0, 30.0, 100.0, 200.0)
+REFERENCE_SPAN_S = 3600.0
+
+
+def reference_cost_per_request(trace: Trace, sim: SimConfig, reward: RewardConfig) -> float:
+    """The best cost per request of a few static targets on the trace's first hour: the scale
+    against which "relative" rewards measure a trace."""
+    from kpilot.sim.replay import StaticTarget, replay
+
+    head = trace.window(0.0, REFERENCE_SPAN_S) if trace.span_s > REFERENCE_SPAN_S else trace
+    costs = []
+    for target in REFERENCE_TARGETS:
+        m = replay(head, StaticTarget(target), sim, timeline=False).metrics
+        costs.append(reward.cost(m["pod_seconds"], m["slo_violations"], m["cold_starts"])
+                     / max(1, m["requests"]))
+    return max(min(costs), 1e-3)
+
+
 class BatchedAutoscalingEnv:
     """n independent episodes; `step(actions)` advances all of them one decision interval."""
 
@@ -101,6 +126,14 @@ class BatchedAutoscalingEnv:
         self.rng = np.random.default_rng(seed)
         self.t = np.zeros(n)          # current time in each episode's window
         self.t_end = np.zeros(n)
+        if self.config.reward_units not in REWARD_UNITS:
+            raise ValueError(f"reward_units must be one of {REWARD_UNITS}, got {self.config.reward_units!r}")
+        self.reference = {}          # id(trace) -> reference cost per request ("relative" units)
+        if self.config.reward_units == "relative":
+            for t in self.traces:
+                if id(t) not in self.reference:
+                    self.reference[id(t)] = reference_cost_per_request(t, self.config.sim, self.config.reward)
+        self.reward_divisor = np.full(n, self.config.decision_interval_s)
         self.episode_return = np.zeros(n)
         self.episode_steps = np.zeros(n, dtype=np.int64)
         self.last_info: list[dict] = [{} for _ in range(n)]
@@ -121,8 +154,12 @@ class BatchedAutoscalingEnv:
         svc = _log_uniform(self.rng, cfg.service_scale)
         window = window.scaled(svc)
         tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0) + start
+        if cfg.random_time_of_day:
+            # Traces shorter than a day show each hour once: the clock would identify the trace and
+            # its position instead of teaching a daily pattern, and held-out windows come later.
+            tod = float(self.rng.uniform(0.0, 86400.0))
         return window, min(length, max(span - start, cfg.decision_interval_s * 2)), {
-            "trace": trace.meta.get("source", f"trace{k}"), "window_start_s": start,
+            "trace": trace.meta.get("source", f"trace{k}"), "trace_index": k, "window_start_s": start,
             "service_scale": svc, "time_of_day_s": tod}
 
     def reset_many(self, episodes) -> None:
@@ -139,6 +176,9 @@ class BatchedAutoscalingEnv:
             t_stop[e] = cfg.decision_interval_s
             self.t[e] = cfg.decision_interval_s
             self.t_end[e] = length
+            if cfg.reward_units == "relative":
+                per_interval = len(window) * cfg.decision_interval_s / max(length, cfg.decision_interval_s)
+                self.reward_divisor[e] = max(1.0, per_interval) * self.reference[id(self.traces[info["trace_index"]])]
             self.episode_return[e] = 0.0
             self.episode_steps[e] = 0
             self.last_info[e] = {**info, "cold_start_scale": cold}
@@ -171,7 +211,7 @@ class BatchedAutoscalingEnv:
         S = self.batch.S
         violations = S[:, E.S_VIOLATIONS] + S[:, E.S_REJECTED]
         cost = cfg.reward.cost(S[:, E.S_POD_SECONDS], violations, S[:, E.S_COLD_STARTS])
-        rewards = -cost / cfg.decision_interval_s
+        rewards = -cost / self.reward_divisor
         self.episode_return += rewards
         self.episode_steps += 1
         truncated = self.t >= self.t_end - 1e-9

@@ -20,6 +20,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+# How the environment scales the interval's cost into a reward (kpilot.env.core).
+REWARD_UNITS = ("pods", "relative")
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     cost_per_pod_second: float = 1.0

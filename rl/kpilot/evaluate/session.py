@@ -27,8 +27,10 @@ class EvaluationResult:
     results: dict = field(default_factory=dict)   # spec -> {"arrivals", "replays": {policy -> ReplayResult}}
 
 
-def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None, seed: int = 0,
-                   report_dir: Path | None = None) -> EvaluationResult:
+def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
+                   warmup_s: float = 0.0, seed: int = 0, report_dir: Path | None = None) -> EvaluationResult:
+    """Replay every trace (its `window`, after up to `warmup_s` unscored seconds before it) under
+    the policy and the baselines, with the same seed; optionally write the report."""
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
@@ -37,7 +39,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     rows, results = [], {}
     for spec, trace in traces:
         if window is not None:
-            trace = time_window(trace, *window)
+            trace = time_window(trace, *window, warmup_s=warmup_s)
         r, res = evaluate_trace(spec, trace, controllers_for(baselines, artifact), sim, reward,
                                 seed=seed,
                                 keep_timelines=report_dir is not None)
@@ -45,7 +47,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
             for row in r:
                 row["window"] = list(window)
         rows.extend(r)
-        results[spec] = {"arrivals": trace.arrivals, "replays": res}
+        results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
     result = EvaluationResult(rows, artifact, results)
     if report_dir is not None:
         from kpilot.evaluate.report import write_report

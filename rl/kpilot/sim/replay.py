@@ -25,7 +25,7 @@ from kpilot.traces.model import Trace
 METRIC_KEYS = ("requests", "completed", "failed", "rejected", "latency_p50_s", "latency_p95_s",
                "latency_p99_s", "latency_mean_s", "slo_violation_rate", "slo_violations",
                "cold_starts", "cold_start_rate", "pod_seconds", "mean_pods", "max_pods",
-               "panic_seconds", "duration_s")
+               "panic_seconds", "duration_s", "warmup_s")
 
 
 class Controller(Protocol):
@@ -87,10 +87,17 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
     # every request has finished (or the drain horizon passes).
     interval = controller.interval_s if not math.isinf(controller.interval_s) else trace.span_s
     n = len(trace)
+    warmup = trace.warmup_s
+    at_warmup = None      # the cumulative counters when the warm-up ended
+    if warmup <= 0.0:
+        at_warmup = batch.T[0].copy()
     t = 0.0
     batch.start_interval()
     while t < horizon:
         t_next = min(horizon, t + interval)
+        if at_warmup is None and t_next >= warmup:
+            batch.advance(warmup)
+            at_warmup = _start_scoring(batch)
         batch.advance(t_next)
         if not math.isinf(controller.interval_s):
             raw = {k: float(v[0]) for k, v in batch.raw_observation(t_next - t).items()}
@@ -100,43 +107,64 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
         if t >= trace.span_s and batch.T[0, E.S_COMPLETED] + batch.T[0, E.S_REJECTED] >= n:
             break
     wall = time.perf_counter() - t0
-    return ReplayResult(summarise(batch, trace, t), _timeline(batch) if timeline else {},
-                        batch.latency[0, :n].copy(), wall)
+    k = trace.first_scored()
+    return ReplayResult(summarise(batch, trace, t, at_warmup),
+                        _timeline(batch, warmup) if timeline else {},
+                        batch.latency[0, k:n].copy(), wall)
 
 
-def summarise(batch: Batch, trace: Trace, horizon: float) -> dict:
-    T = batch.T[0]
-    lat = batch.latency[0, : len(trace)]
-    done = lat[~np.isnan(lat)]
-    n = len(trace)
-    completed = int(T[E.S_COMPLETED])
+def _start_scoring(batch: Batch) -> np.ndarray:
+    """End of the warm-up: remember the cumulative counters, and let the peak start afresh."""
+    batch.T[0, E.S_MAX_PODS] = float(batch.I[0, E.I_N_ALIVE])
+    return batch.T[0].copy()
+
+
+def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray) -> dict:
+    """What users saw after the warm-up: the requests that arrived after it, and the pods,
+    cold starts and panic time from its end to `horizon`."""
+    T = batch.T[0] - at_warmup
+    n, k = len(trace), trace.first_scored()
+    lat = batch.latency[0, k:n]
+    finished = ~np.isnan(lat)
+    done = lat[finished]
+    slo = batch.C[0, E.C_SLO_SLOWDOWN] * batch.service[0, k:n] + batch.C[0, E.C_SLO_OFFSET]
+    completed = int(finished.sum())
     rejected = int(T[E.S_REJECTED])
     pct = np.percentile(done, [50, 95, 99]) if len(done) else np.zeros(3)
-    unfinished = n - completed - rejected
+    unfinished = (n - k) - completed - rejected
+    # A request violates its SLO when it finished late, was rejected, or never finished.
+    violations = int((done > slo[finished]).sum()) + rejected + unfinished
+    trace_failed = int(trace.failed[k:].sum())
+    duration = max(1e-9, horizon - trace.warmup_s)
     return {
-        "requests": n,
+        "requests": n - k,
         "completed": completed,
         # Failed: rejected by a full queue, never finished, or failed in the original trace.
-        "failed": rejected + unfinished + int(trace.failed.sum()),
+        "failed": rejected + unfinished + trace_failed,
         "rejected": rejected,
-        "trace_failed": int(trace.failed.sum()),
+        "trace_failed": trace_failed,
         "latency_p50_s": float(pct[0]),
         "latency_p95_s": float(pct[1]),
         "latency_p99_s": float(pct[2]),
         "latency_mean_s": float(done.mean()) if len(done) else 0.0,
-        "slo_violations": int(T[E.S_VIOLATIONS]) + rejected + unfinished,
-        "slo_violation_rate": (int(T[E.S_VIOLATIONS]) + rejected + unfinished) / max(1, n),
+        "slo_violations": violations,
+        "slo_violation_rate": violations / max(1, n - k),
         "cold_starts": int(T[E.S_COLD_STARTS]),
-        "cold_start_rate": int(T[E.S_COLD_STARTS]) / max(1, n),
+        "cold_start_rate": int(T[E.S_COLD_STARTS]) / max(1, n - k),
         "pod_seconds": float(T[E.S_POD_SECONDS]),
-        "mean_pods": float(T[E.S_POD_SECONDS]) / horizon,
-        "max_pods": int(T[E.S_MAX_PODS]),
+        "mean_pods": float(T[E.S_POD_SECONDS]) / duration,
+        "max_pods": int(batch.T[0, E.S_MAX_PODS]),
         "panic_seconds": float(T[E.S_PANIC_SECONDS]),
-        "duration_s": float(horizon),
+        "duration_s": float(duration),
+        "warmup_s": trace.warmup_s,
     }
 
 
-def _timeline(batch: Batch) -> dict:
+def _timeline(batch: Batch, warmup_s: float) -> dict:
+    """The per-tick rows after the warm-up, with time re-based to its end."""
     k = min(int(batch.I[0, E.I_TICKS]), batch.timeline.shape[1])
     rows = batch.timeline[0, :k]
-    return {name: rows[:, i].copy() for i, name in enumerate(E.TL_COLUMNS)}
+    rows = rows[rows[:, 0] >= warmup_s]
+    out = {name: rows[:, i].copy() for i, name in enumerate(E.TL_COLUMNS)}
+    out["t"] -= warmup_s
+    return out

@@ -41,6 +41,15 @@ class Trace:
         return Trace(self.arrivals[lo:hi] - start_s, self.service[lo:hi], self.failed[lo:hi],
                      {**self.meta, "window": [float(start_s), float(end_s)]})
 
+    @property
+    def warmup_s(self) -> float:
+        """Seconds at the start that replays run through but do not score (kpilot.train.split)."""
+        return float(self.meta.get("warmup_s", 0.0))
+
+    def first_scored(self) -> int:
+        """Index of the first request after the warm-up (0 without one)."""
+        return int(np.searchsorted(self.arrivals, self.warmup_s, side="left"))
+
     def scaled(self, service_scale: float) -> "Trace":
         """The same arrivals with every service time multiplied by `service_scale`."""
         return Trace(self.arrivals, (self.service * np.float32(service_scale)).astype(np.float32),

@@ -55,6 +55,9 @@ def evaluate_command(
                                   help="Comma list of kpa, static-grid, rule, static:N."),
     window: Optional[str] = typer.Option(None, "--window", help="Replay only START:END (fractions of each "
                                          "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
+    warmup: float = typer.Option(600.0, "--warmup", help="With --window: replay up to this many seconds "
+                                 "of the trace before the window first, unscored, so that every policy "
+                                 "starts on a running revision."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write PNG plots and a Markdown summary here."),
     seed: int = typer.Option(0, "--seed", help="Simulator seed, the same for every policy."),
@@ -66,9 +69,12 @@ def evaluate_command(
 
     chosen = parse_baselines(baselines)
     win = parse_window(window)
+    if not warmup >= 0.0:
+        raise ConfigError(f"expected seconds >= 0, got {warmup}", option="--warmup")
     if policy is None and not chosen:
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
-    result = run_evaluation(list(trace), policy, chosen, window=win, seed=seed, report_dir=report)
+    result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup, seed=seed,
+                            report_dir=report)
     if json_out:
         print(json.dumps(result.rows, indent=1))
     else:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from kpilot.action import ActionSpec
-from kpilot.env.reward import RewardConfig
+from kpilot.env.reward import REWARD_UNITS, RewardConfig
 from kpilot.errors import ConfigError
 from kpilot.yaml_file import read_yaml
 
@@ -52,6 +52,8 @@ class EnvSection:
     service_scale: tuple = (0.7, 1.4)
     cold_start_scale: tuple = (0.5, 2.0)
     rate_scale: tuple = (1.0, 1.0)
+    reward_units: str = "pods"       # or "relative" (kpilot.env.core)
+    random_time_of_day: bool = False
     min_target: float = 1.0
     max_target: float = 200.0
 
@@ -85,8 +87,10 @@ class NormalizeSection:
 class EvalSection:
     every_timesteps: int = 50_000    # 0: no evaluation during training
     seed: int = 0                    # simulator seed of the validation replays
+    replays: int = 1                 # seeds seed, seed+1, ...: each window's cost is their mean
     rule_grid: dict = field(default_factory=dict)   # overrides of kpilot.evaluate.baselines.RULE_GRID
     rule_calibration_s: float = 3600.0              # rule grid search on this much of each training window
+    warmup_s: float = 600.0          # validation replays start this long before each window, unscored
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
          "must be a list of positive layer widths")
     need(0 < cfg.env.min_target < cfg.env.max_target, "env.min_target",
          "must satisfy 0 < env.min_target < env.max_target")
+    need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")
+    need(cfg.env.reward_units in REWARD_UNITS, "env.reward_units", f"must be one of {', '.join(REWARD_UNITS)}")
     need(cfg.env.decision_interval_s > 0, "env.decision_interval_s", "must be positive")
     need(cfg.env.episode_s >= cfg.env.decision_interval_s, "env.episode_s",
          "must be at least one decision interval")

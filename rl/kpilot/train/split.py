@@ -2,24 +2,41 @@
 
 A window [a, b) of fractions keeps the requests that arrived between a x span and b x span,
 re-based to start at 0, with the time of day moved along so time features stay true.
+
+A window cut from the middle of a trace starts on a revision that is idle while the recorded load
+is already running, which no controller in a cluster ever faces. With `warmup_s` the window also
+keeps up to that many seconds of the trace before it (`meta["warmup_s"]`, a whole number of
+2 s autoscaler ticks): replays run through them but score only what follows (kpilot.sim.replay).
 """
 
 from __future__ import annotations
+
+import math
 
 from kpilot.errors import ConfigError
 from kpilot.traces import Trace, load_trace
 
 
-def time_window(trace: Trace, lo: float, hi: float) -> Trace:
-    """The requests in [lo, hi) of the trace's span (fractions), re-based to 0."""
+WARMUP_TICK_S = 2.0
+
+
+def time_window(trace: Trace, lo: float, hi: float, *, warmup_s: float = 0.0) -> Trace:
+    """The requests in [lo, hi) of the trace's span (fractions), re-based to 0; with `warmup_s`,
+    preceded by up to that much of the trace (never before its start), which is not scored."""
     span = float(trace.meta.get("span_s") or trace.span_s)
     start, end = lo * span, (hi * span if hi < 1.0 else span + 1.0)
-    win = trace.window(start, end)
+    warm = WARMUP_TICK_S * math.floor(min(max(0.0, warmup_s), start) / WARMUP_TICK_S)
+    begin = start - warm
+    win = trace.window(begin, end)
     tod = trace.meta.get("start_time_of_day_s")
-    meta = {**win.meta, "span_s": max(1.0, end - start) if hi < 1.0 else max(1.0, span - start),
-            "split": [lo, hi]}
+    scored = max(1.0, end - start) if hi < 1.0 else max(1.0, span - start)
+    meta = {**win.meta, "span_s": warm + scored, "split": [lo, hi]}
+    if warm > 0.0:
+        meta["warmup_s"] = warm
+    else:
+        meta.pop("warmup_s", None)
     if tod is not None:
-        meta["start_time_of_day_s"] = (float(tod) + start) % 86400.0
+        meta["start_time_of_day_s"] = (float(tod) + begin) % 86400.0
     return Trace(win.arrivals, win.service, win.failed, meta)
 
 
@@ -43,11 +60,12 @@ def parse_window(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def load_windows(specs: list[str], lo: float, hi: float, *, seed: int = 0) -> list[Trace]:
-    """Load each spec and cut its [lo, hi) window; windows with fewer than 2 requests are dropped."""
+def load_windows(specs: list[str], lo: float, hi: float, *, seed: int = 0,
+                 warmup_s: float = 0.0) -> list[Trace]:
+    """Load each spec and cut its [lo, hi) window; windows with fewer than 2 scored requests are dropped."""
     out = []
     for spec in specs:
-        win = time_window(load_trace(spec, seed=seed), lo, hi)
-        if len(win) >= 2:
+        win = time_window(load_trace(spec, seed=seed), lo, hi, warmup_s=warmup_s)
+        if len(win) - win.first_scored() >= 2:
             out.append(win)
     return out

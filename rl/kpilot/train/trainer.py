@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from kpilot.env.core import EnvConfig
@@ -50,25 +51,32 @@ def env_config(cfg: TrainConfig, traces) -> EnvConfig:
     e = cfg.env
     return EnvConfig(traces=tuple(traces), decision_interval_s=e.decision_interval_s, episode_s=e.episode_s,
                      service_scale=e.service_scale, cold_start_scale=e.cold_start_scale,
-                     rate_scale=e.rate_scale, sim=training_sim(cfg), reward=cfg.reward,
+                     rate_scale=e.rate_scale, reward_units=e.reward_units,
+                     random_time_of_day=e.random_time_of_day, sim=training_sim(cfg), reward=cfg.reward,
                      action=cfg.action_spec)
 
 
 class Validator:
     """Request-level replays of the validation windows; the score is the geometric mean over
-    windows of the policy's cost relative to the best static target in hindsight (lower is better)."""
+    windows of the policy's cost relative to the best static target in hindsight (lower is better).
+    Each window is replayed under `eval.replays` simulator seeds (cold-start draws, load balancing)
+    and costs are averaged over them: the windows are short, and one seed's luck would otherwise
+    choose the model."""
 
     def __init__(self, windows, sim: SimConfig, cfg: TrainConfig):
         self.windows, self.sim, self.cfg = windows, sim, cfg
-        self.best_static = [min(cost(replay(w, c, sim, seed=cfg.eval.seed, timeline=False).metrics, cfg.reward)
-                                for c in static_controllers()) for w in windows]
+        self.seeds = [cfg.eval.seed + k for k in range(cfg.eval.replays)]
+        self.best_static = [min(self._cost(w, c) for c in static_controllers()) for w in windows]
+
+    def _cost(self, window, controller) -> float:
+        return float(np.mean([cost(replay(window, controller, self.sim, seed=s, timeline=False).metrics,
+                                   self.cfg.reward) for s in self.seeds]))
 
     def __call__(self, policy) -> dict:
         from kpilot.controllers import PolicyController
 
         ctrl = PolicyController(policy, interval_s=self.cfg.env.decision_interval_s, name="rl")
-        costs = [cost(replay(w, ctrl, self.sim, seed=self.cfg.eval.seed, timeline=False).metrics, self.cfg.reward)
-                 for w in self.windows]
+        costs = [self._cost(w, ctrl) for w in self.windows]
         ratios = [c / max(b, 1e-12) for c, b in zip(costs, self.best_static)]
         return {"cost_vs_best_static": geomean(ratios), "per_window": ratios}
 
@@ -136,7 +144,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     specs = cfg.trace_specs()
     s = cfg.split
     train_w = load_windows(specs, *s.train, seed=cfg.seed)
-    val_w = load_windows(specs, *s.validation, seed=cfg.seed)
+    val_w = load_windows(specs, *s.validation, seed=cfg.seed, warmup_s=cfg.eval.warmup_s)
     if not train_w:
         raise ConfigError("no training window has 2 or more requests", column="env.traces")
     full_records = [trace_record(w, traces_dir()) for w in train_w]
