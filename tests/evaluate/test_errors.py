@@ -70,3 +70,8 @@ def test_bad_window(tiny_policy):
 def test_negative_warmup(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--window", "0.5:1", "--warmup", "-5",
            expect="--warmup")
+
+
+def test_time_of_day_shift_must_be_finite(tiny_policy):
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--time-of-day-shift", "nan",
+           expect="--time-of-day-shift")

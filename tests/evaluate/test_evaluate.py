@@ -73,6 +73,21 @@ def test_warmup_runs_before_the_window_but_scores_only_the_window():
     assert head["warmup_s"] == 0.0
 
 
+def test_time_of_day_shift_moves_only_the_clock():
+    from kpilot.evaluate.session import REPO_DEFAULT_POLICY
+
+    demo = "synthetic:demo:seed=105"
+    base = {r["policy"]: r for r in run_evaluation([demo], REPO_DEFAULT_POLICY, ["static:2"], window=(0.8, 1.0)).rows}
+    half = {r["policy"]: r for r in run_evaluation([demo], REPO_DEFAULT_POLICY, ["static:2"], window=(0.8, 1.0),
+                                                   time_of_day_shift_s=43200).rows}
+    day = {r["policy"]: r for r in run_evaluation([demo], REPO_DEFAULT_POLICY, ["static:2"], window=(0.8, 1.0),
+                                                  time_of_day_shift_s=86400).rows}
+    assert half["static:2"]["score"] == base["static:2"]["score"]      # the KPA has no clock
+    assert half["rl:default"]["time_of_day_shift_s"] == 43200.0
+    assert half["rl:default"]["score"] != base["rl:default"]["score"]  # the policy sees the clock
+    assert day["rl:default"]["score"] == base["rl:default"]["score"]   # a whole day later, same hour
+
+
 def test_report_writes_plots_and_summary(tiny_policy, tmp_path):
     run_evaluation([TRACE], tiny_policy, ["kpa", "static-grid", "rule"], report_dir=tmp_path)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))

@@ -13,7 +13,7 @@ from pathlib import Path
 from kpilot.env.reward import RewardConfig
 from kpilot.evaluate.runner import Artifact, controllers_for, evaluate_trace, load_artifact
 from kpilot.sim.config import SimConfig
-from kpilot.traces import load_trace
+from kpilot.traces import Trace, load_trace
 from kpilot.train.split import time_window
 
 REPO_DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "policies" / "default"
@@ -28,9 +28,12 @@ class EvaluationResult:
 
 
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
-                   warmup_s: float = 0.0, seed: int = 0, report_dir: Path | None = None) -> EvaluationResult:
+                   warmup_s: float = 0.0, time_of_day_shift_s: float = 0.0, seed: int = 0,
+                   report_dir: Path | None = None) -> EvaluationResult:
     """Replay every trace (its `window`, after up to `warmup_s` unscored seconds before it) under
-    the policy and the baselines, with the same seed; optionally write the report."""
+    the policy and the baselines, with the same seed; optionally write the report.
+    `time_of_day_shift_s` moves every trace's clock: a policy that learned the hour at which each
+    training trace was recorded, rather than its load, falls apart when it moves."""
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
@@ -40,12 +43,18 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     for spec, trace in traces:
         if window is not None:
             trace = time_window(trace, *window, warmup_s=warmup_s)
+        if time_of_day_shift_s:
+            tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0)
+            trace = Trace(trace.arrivals, trace.service, trace.failed,
+                          {**trace.meta, "start_time_of_day_s": (tod + time_of_day_shift_s) % 86400.0})
         r, res = evaluate_trace(spec, trace, controllers_for(baselines, artifact), sim, reward,
                                 seed=seed,
                                 keep_timelines=report_dir is not None)
-        if window is not None:
-            for row in r:
+        for row in r:
+            if window is not None:
                 row["window"] = list(window)
+            if time_of_day_shift_s:
+                row["time_of_day_shift_s"] = float(time_of_day_shift_s)
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
     result = EvaluationResult(rows, artifact, results)

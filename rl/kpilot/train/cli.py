@@ -6,6 +6,7 @@ Module-level imports stay light (no torch, no SB3): `kpilot --help` must be quic
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -58,6 +59,8 @@ def evaluate_command(
     warmup: float = typer.Option(600.0, "--warmup", help="With --window: replay up to this many seconds "
                                  "of the trace before the window first, unscored, so that every policy "
                                  "starts on a running revision."),
+    time_of_day_shift: float = typer.Option(0.0, "--time-of-day-shift", help="Move every trace's clock by this "
+                                            "many seconds: checks that the policy reads the load, not the hour."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write PNG plots and a Markdown summary here."),
     seed: int = typer.Option(0, "--seed", help="Simulator seed, the same for every policy."),
@@ -71,9 +74,12 @@ def evaluate_command(
     win = parse_window(window)
     if not warmup >= 0.0:
         raise ConfigError(f"expected seconds >= 0, got {warmup}", option="--warmup")
+    if not math.isfinite(time_of_day_shift):
+        raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
     if policy is None and not chosen:
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
-    result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup, seed=seed,
+    result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
+                            time_of_day_shift_s=time_of_day_shift, seed=seed,
                             report_dir=report)
     if json_out:
         print(json.dumps(result.rows, indent=1))
