@@ -93,3 +93,20 @@ def _dummy_trace():
     from kpilot.traces import load_trace
 
     return load_trace("synthetic:poisson:rate=1,duration=600,seed=1")
+
+
+def test_select_after_keeps_only_late_checkpoints(tiny_config, tmp_path):
+    import re
+
+    from kpilot.train.trainer import train
+
+    lines = []
+    cfg = tiny_config(total_timesteps=512, eval={"every_timesteps": 128, "select_after": 0.6,
+                                                 "rule_grid": {"hi_s": [1.0], "down": [0.5], "up": [1.5]}})
+    summary = train(cfg, tmp_path / "policy", run_dir=tmp_path / "run", progress=False, log=lines.append)
+    validated = [(int(m[1]), m[2]) for m in (re.match(r"validation at (\d+): .*?( \(.*\))?$", ln) for ln in lines) if m]
+    assert [t for t, _ in validated][:4] == [128, 256, 384, 512]
+    # The first validation always beats "nothing yet", but at 128 of 512 steps it is too early.
+    assert validated[0][1] == " (too early to keep)"
+    assert all(note != " (best so far, saved)" for t, note in validated if t < 0.6 * 512)
+    assert summary["best_validation"]["timesteps"] >= 0.6 * 512

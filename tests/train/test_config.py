@@ -39,6 +39,7 @@ def _write(tmp_path, text: str) -> Path:
     ("split:\n  test: [0.9, 0.8]\n", "split.test"),
     ("env:\n  service_scale: 3\n", "env.service_scale"),
     ("env:\n  reward_units: dollars\n", "env.reward_units"),
+    ("eval:\n  select_after: 1.0\n", "eval.select_after"),
     ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
     ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),
 ])

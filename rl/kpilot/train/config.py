@@ -91,6 +91,7 @@ class EvalSection:
     rule_grid: dict = field(default_factory=dict)   # overrides of kpilot.evaluate.baselines.RULE_GRID
     rule_calibration_s: float = 3600.0              # rule grid search on this much of each training window
     warmup_s: float = 600.0          # validation replays start this long before each window, unscored
+    select_after: float = 0.0        # keep the best model only among those from this fraction of the run on
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(0 < cfg.env.min_target < cfg.env.max_target, "env.min_target",
          "must satisfy 0 < env.min_target < env.max_target")
     need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")
+    need(0.0 <= cfg.eval.select_after < 1.0, "eval.select_after", "must be in [0, 1)")
     need(cfg.env.reward_units in REWARD_UNITS, "env.reward_units", f"must be one of {', '.join(REWARD_UNITS)}")
     need(cfg.env.decision_interval_s > 0, "env.decision_interval_s", "must be positive")
     need(cfg.env.episode_s >= cfg.env.decision_interval_s, "env.episode_s",

@@ -205,12 +205,15 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     def validate_and_keep():
         result = validator(export_policy(model, vecnorm, cfg.action_spec, {}))
         model.logger.record("eval/cost_vs_best_static", result["cost_vs_best_static"])
-        improved = state["best"] is None or result["cost_vs_best_static"] < state["best"]["cost_vs_best_static"]
-        if improved:
+        better = state["best"] is None or result["cost_vs_best_static"] < state["best"]["cost_vs_best_static"]
+        # Early checkpoints, still moving fast, win on a short validation set by luck: only those
+        # from eval.select_after of the run on are kept.
+        eligible = model.num_timesteps >= cfg.eval.select_after * cfg.total_timesteps
+        if better and eligible:
             state["best"] = {**result, "timesteps": int(model.num_timesteps)}
             _write_artifact(out, model, vecnorm, cfg, manifest(state["best"]))
-        log(f"validation at {model.num_timesteps}: cost / best static = {result['cost_vs_best_static']:.3f}"
-            f"{' (best so far, saved)' if improved else ''}")
+        note = " (best so far, saved)" if better and eligible else " (too early to keep)" if better else ""
+        log(f"validation at {model.num_timesteps}: cost / best static = {result['cost_vs_best_static']:.3f}{note}")
 
     class Periodic(BaseCallback):
         """Env steps/s (CleanRL's SPS) every rollout; validation every eval.every_timesteps."""
