@@ -23,6 +23,27 @@ def poisson(rate, duration, service=1.0, seed=0):
     return make_trace(arr, np.full(len(arr), service))
 
 
+def test_every_controller_is_charged_until_the_same_moment():
+    # A static target and the same target re-decided every 30 s or 45 s are one policy: the
+    # replay must charge them the same pod-seconds (the run ends on the tick after the last
+    # request finishes, not on the controller's own grid).
+    trace = poisson(5, 400, service=0.5, seed=4)
+
+    class Every:
+        name, target = "every", 3.0
+
+        def __init__(self, interval_s):
+            self.interval_s = interval_s
+
+        def decide(self, raw):
+            return 3.0
+
+    runs = [replay(trace, c, cfg(), timeline=False).metrics
+            for c in (StaticTarget(3.0), Every(30.0), Every(45.0))]
+    assert len({(m["pod_seconds"], m["duration_s"], m["slo_violations"]) for m in runs}) == 1
+    assert runs[0]["duration_s"] < trace.span_s + 30
+
+
 def test_processor_sharing_slows_requests_beyond_the_cores():
     trace = make_trace([0.5, 0.5], [1.0, 1.0])
     one_core = replay(trace, config=cfg(min_scale=1, max_scale=1, cores=1.0))
@@ -136,4 +157,6 @@ def test_activator_in_the_path_balances_better_than_the_kubernetes_service():
     assert activator.timeline["activator_in_path"][5:].min() == 1.0
     assert service.timeline["activator_in_path"][5:].max() == 0.0
     assert activator.metrics["latency_p99_s"] < service.metrics["latency_p99_s"]
-    assert activator.metrics["pod_seconds"] == pytest.approx(service.metrics["pod_seconds"])
+    # The same 20 pods throughout; each run ends when its last request has finished.
+    assert activator.metrics["mean_pods"] == pytest.approx(20.0)
+    assert service.metrics["mean_pods"] == pytest.approx(20.0)

@@ -83,29 +83,39 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
         raw = {k: float(v[0]) for k, v in batch.raw_observation(controller.interval_s).items()}
         batch.set_target(0, float(controller.decide(raw)))
     t0 = time.perf_counter()
-    # Without a controller to consult, run the whole trace in one compiled call; then step until
-    # every request has finished (or the drain horizon passes).
-    interval = controller.interval_s if not math.isinf(controller.interval_s) else trace.span_s
+    # Without a controller to consult, run the whole trace in one compiled call. After the last
+    # arrival, step on the autoscaler's tick grid (span + k x tick) until every request has finished:
+    # the run, and the pod-seconds charged, end at the same moment whatever the controller's
+    # interval (ending on a coarser grid would charge one controller's idle pods longer than another's).
+    decides = not math.isinf(controller.interval_s)
+    tick = batch.config.kpa.tick_s
+    span = trace.span_s
     n = len(trace)
     warmup = trace.warmup_s
     at_warmup = None      # the cumulative counters when the warm-up ended
     if warmup <= 0.0:
         at_warmup = batch.T[0].copy()
-    t = 0.0
+    t, decided_at, drain_ticks = 0.0, 0.0, 0
+    next_decision = controller.interval_s if decides else math.inf
     batch.start_interval()
     while t < horizon:
-        t_next = min(horizon, t + interval)
+        next_drain = span + (drain_ticks + 1) * tick if t >= span else span
+        t_next = min(horizon, next_decision, next_drain)
         if at_warmup is None and t_next >= warmup:
             batch.advance(warmup)
             at_warmup = _start_scoring(batch)
         batch.advance(t_next)
-        if not math.isinf(controller.interval_s):
-            raw = {k: float(v[0]) for k, v in batch.raw_observation(t_next - t).items()}
+        if t_next == next_decision:
+            raw = {k: float(v[0]) for k, v in batch.raw_observation(t_next - decided_at).items()}
             batch.start_interval()
             batch.set_target(0, float(controller.decide(raw)))
+            decided_at, next_decision = t_next, t_next + controller.interval_s
         t = t_next
-        if t >= trace.span_s and batch.T[0, E.S_COMPLETED] + batch.T[0, E.S_REJECTED] >= n:
-            break
+        if t == next_drain:
+            if t > span:
+                drain_ticks += 1
+            if batch.T[0, E.S_COMPLETED] + batch.T[0, E.S_REJECTED] >= n:
+                break
     wall = time.perf_counter() - t0
     k = trace.first_scored()
     return ReplayResult(summarise(batch, trace, t, at_warmup),
