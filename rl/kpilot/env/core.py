@@ -16,8 +16,8 @@ Reward: kpilot.env.reward: minus the interval's cost (pod-seconds + weighted SLO
 Episode: a window of `episode_s` seconds from one of the configured traces, chosen at random, with
     service times scaled by a factor drawn from `service_scale` and cold starts by one drawn from
     `cold_start_scale`, at the trace's time of day or (`random_time_of_day`) a random one; the first
-    interval runs under a random target (warm-up, not part of the episode). The episode ends by truncation after `episode_s` (no terminal states: autoscaling has
-    no natural end).
+    interval runs under a random target (warm-up, not part of the episode). The episode ends by
+    truncation after `episode_s` (no terminal states: autoscaling has no natural end).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from kpilot.action import ActionSpec
-from kpilot.env.reward import REWARD_UNITS, RewardConfig
+from kpilot.env.reward import REWARD_UNITS, RewardConfig, cost_per_request
 from kpilot.observation import encode
 from kpilot.sim import engine as E
 from kpilot.sim.batch import Batch
@@ -104,12 +104,9 @@ def reference_cost_per_request(trace: Trace, sim: SimConfig, reward: RewardConfi
     from kpilot.sim.replay import StaticTarget, replay
 
     head = trace.window(0.0, REFERENCE_SPAN_S) if trace.span_s > REFERENCE_SPAN_S else trace
-    costs = []
-    for target in REFERENCE_TARGETS:
-        m = replay(head, StaticTarget(target), sim, timeline=False).metrics
-        costs.append(reward.cost(m["pod_seconds"], m["slo_violations"], m["cold_starts"])
-                     / max(1, m["requests"]))
-    return max(min(costs), 1e-3)
+    best = min(cost_per_request(replay(head, StaticTarget(t), sim, timeline=False).metrics, reward)
+               for t in REFERENCE_TARGETS)
+    return max(best, 1e-3)
 
 
 class BatchedAutoscalingEnv:

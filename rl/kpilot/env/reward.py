@@ -38,7 +38,12 @@ class RewardConfig:
         return asdict(self)
 
 
+def cost_per_request(metrics: dict, reward: RewardConfig) -> float:
+    """A replay's cost per request under `reward` (what evaluation takes ratios of)."""
+    cost = reward.cost(metrics["pod_seconds"], metrics["slo_violations"], metrics["cold_starts"])
+    return cost / max(1, metrics["requests"])
+
+
 def score(metrics: dict, reward: RewardConfig) -> float:
     """The replay's score under `reward`: minus its cost per request (higher is better)."""
-    cost = reward.cost(metrics["pod_seconds"], metrics["slo_violations"], metrics["cold_starts"])
-    return -cost / max(1, metrics["requests"])
+    return -cost_per_request(metrics, reward)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kpilot.env.reward import RewardConfig
+from kpilot.env.reward import cost_per_request as cost  # minus the score: what ratios are taken of
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import KpaDefault, StaticTarget, replay
 
@@ -55,11 +56,6 @@ class AimdRule:
         d.pop("name")
         return d
 
-
-def cost(metrics: dict, reward: RewardConfig) -> float:
-    """Cost per request (minus the score): the quantity ratios are taken of."""
-    return reward.cost(metrics["pod_seconds"], metrics["slo_violations"], metrics["cold_starts"]) \
-        / max(1, metrics["requests"])
 
 
 def geomean(values) -> float:

@@ -7,13 +7,13 @@ static grid on a bundled synthetic workload.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kpilot.env.reward import RewardConfig
 from kpilot.evaluate.runner import Artifact, controllers_for, evaluate_trace, load_artifact
 from kpilot.sim.config import SimConfig
-from kpilot.traces import Trace, load_trace
+from kpilot.traces import load_trace
 from kpilot.train.split import time_window
 
 REPO_DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "policies" / "default"
@@ -45,8 +45,8 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
             trace = time_window(trace, *window, warmup_s=warmup_s)
         if time_of_day_shift_s:
             tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0)
-            trace = Trace(trace.arrivals, trace.service, trace.failed,
-                          {**trace.meta, "start_time_of_day_s": (tod + time_of_day_shift_s) % 86400.0})
+            shifted = (tod + time_of_day_shift_s) % 86400.0
+            trace = replace(trace, meta={**trace.meta, "start_time_of_day_s": shifted})
         r, res = evaluate_trace(spec, trace, controllers_for(baselines, artifact), sim, reward,
                                 seed=seed,
                                 keep_timelines=report_dir is not None)
