@@ -190,8 +190,7 @@ def demo(
         policy_dir = out
     console = out_console()
     console.print(demo_table(policy_dir, DEMO_TRACE, seed))
-    console.print(f"policy: {policy_dir}   workload: {DEMO_TRACE}   score = minus the cost per request "
-                  "in pod-seconds (pods + 10 x SLO violations + 2 x cold starts); higher is better")
+    console.print(f"policy: {policy_dir}   workload: {DEMO_TRACE}")
 
 
 @operator_app.command("run")

@@ -12,6 +12,7 @@ from kpilot.env import ENV_ID, EnvConfig, KnativeAutoscalingEnv, RewardConfig
 from kpilot.env.core import BatchedAutoscalingEnv
 from kpilot.env.vector import KnativeAutoscalingVecEnv
 from kpilot.observation import N_FEATURES
+from kpilot.traces.model import make_trace
 from kpilot.traces.synthetic import synthetic_trace
 
 TRACE = synthetic_trace("bursty", {"rate": 10, "duration": 1200}, seed=3)
@@ -77,13 +78,30 @@ def test_same_seed_same_episodes():
 
 
 def test_reward_is_the_interval_cost_per_second():
-    reward = RewardConfig(cost_per_pod_second=1.0, cost_per_violation=0.0, cost_per_cold_start=0.0)
+    reward = RewardConfig(cost_per_pod_second=1.0, cost_per_violation=0.0, cost_per_cold_start=0.0,
+                          cost_per_late_second=0.0)
     env = KnativeAutoscalingVecEnv(2, EnvConfig(episode_s=300.0, reward=reward), seed=0, traces=[TRACE])
     env.reset()
     _, rewards, _, infos = env.step(np.zeros((2, 1)))
     for r, info in zip(rewards, infos):
         assert r == pytest.approx(-info["pod_seconds"] / 30.0, rel=1e-5)
         assert r < 0
+
+
+def test_reward_charges_each_second_a_request_finishes_past_its_deadline():
+    # One pod, target 200: a burst of 2 s requests queues behind itself, so most finish late.
+    burst = make_trace(np.linspace(0.0, 1.0, 40), np.full(40, 2.0, dtype=np.float32))
+    only_late = RewardConfig(cost_per_pod_second=0.0, cost_per_violation=0.0, cost_per_cold_start=0.0,
+                             cost_per_late_second=1.0)
+    env = BatchedAutoscalingEnv(1, EnvConfig(episode_s=120.0, reward=only_late), seed=0, traces=[burst])
+    env.reset_all()
+    total_late, total_reward = 0.0, 0.0
+    for _ in range(3):
+        _, rewards, _, infos = env.step(np.ones(1))
+        total_late += infos[0]["late_seconds"]
+        total_reward += float(rewards[0])
+    assert total_late > 30.0
+    assert total_reward == pytest.approx(-total_late / 30.0, rel=1e-5)
 
 
 def _mean_return(traces, units: str, steps: int = 10) -> float:
@@ -113,7 +131,8 @@ def test_relative_reward_is_cost_per_request_over_the_reference():
     ref = env.reference[id(TRACE)]
     requests_per_interval = len(TRACE.window(env.last_info[0]["window_start_s"],
                                              env.last_info[0]["window_start_s"] + 330.0)) * 30.0 / 330.0
-    cost = infos[0]["pod_seconds"] + 10.0 * infos[0]["violations"] + 2.0 * infos[0]["cold_starts"]
+    cost = (infos[0]["pod_seconds"] + 10.0 * infos[0]["violations"] + 2.0 * infos[0]["cold_starts"]
+            + 1.0 * infos[0]["late_seconds"])
     assert rewards[0] == pytest.approx(-cost / (requests_per_interval * ref), rel=1e-4)
 
 

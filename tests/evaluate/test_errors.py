@@ -75,3 +75,7 @@ def test_negative_warmup(tiny_policy):
 def test_time_of_day_shift_must_be_finite(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--time-of-day-shift", "nan",
            expect="--time-of-day-shift")
+
+
+def test_replays_must_be_positive(tiny_policy):
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--replays", "0", expect="--replays")

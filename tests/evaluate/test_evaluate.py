@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from eval_support import KPILOT, TRACE
 
+from kpilot.env.reward import cost_per_request
 from kpilot.evaluate import run_demo, run_evaluation
+from kpilot.evaluate.runner import load_artifact
 from kpilot.evaluate.baselines import STATIC_GRID
 from kpilot.sim.replay import METRIC_KEYS
 
@@ -25,8 +29,11 @@ def test_json_schema_and_policy_naming(tiny_policy):
     expected = ["rl:tiny", "rule:aimd", "kpa", *[f"static:{t}" for t in STATIC_GRID]]
     assert names == expected * 2
     assert {r["trace"] for r in rows} == {TRACE, "synthetic:onoff:duration=900,seed=12"}
+    reward = load_artifact(tiny_policy).reward
     for r in rows:
         assert set(METRIC_KEYS) <= set(r) and isinstance(r["score"], float) and r["score"] <= 0
+        # The row carries everything its score is made of: a user can recompute it.
+        assert r["score"] == -cost_per_request(r, reward)
     for trace in {r["trace"] for r in rows}:
         group = [r for r in rows if r["trace"] == trace]
         best = [r for r in group if r["best_static"]]
@@ -46,6 +53,21 @@ def test_evaluation_is_deterministic(tiny_policy):
     c = run_evaluation([TRACE], tiny_policy, ["kpa"], seed=2).rows
     assert json.dumps(a) == json.dumps(b)
     assert json.dumps(a) != json.dumps(c)        # the seed does reach the simulator
+
+
+def test_replays_report_the_mean_over_consecutive_seeds(tiny_policy):
+    one = [run_evaluation([TRACE], tiny_policy, ["kpa"], seed=s).rows for s in (5, 6, 7)]
+    three = run_evaluation([TRACE], tiny_policy, ["kpa"], seed=5, replays=3).rows
+    reward = load_artifact(tiny_policy).reward
+    for i, row in enumerate(three):
+        singles = [rows[i] for rows in one]
+        assert row["policy"] == singles[0]["policy"] and row["seeds"] == [5, 6, 7]
+        assert row["requests"] == singles[0]["requests"]
+        for key in ("pod_seconds", "slo_violations", "late_seconds", "cold_starts", "latency_p95_s"):
+            assert row[key] == pytest.approx(sum(r[key] for r in singles) / 3)
+        assert row["max_pods"] == max(r["max_pods"] for r in singles)
+        assert row["score"] == -cost_per_request(row, reward)
+    assert len({r[0]["pod_seconds"] for r in one}) > 1     # the seeds did differ
 
 
 def test_window_replays_only_the_held_out_part(tiny_policy):

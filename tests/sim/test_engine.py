@@ -63,6 +63,21 @@ def test_full_queue_rejects_requests_as_failed():
     trace = make_trace([0.5] * 5, [1.0] * 5)
     r = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1, queue_capacity=2))
     assert r.metrics["rejected"] == 2 and r.metrics["failed"] == 2 and r.metrics["completed"] == 3
+    # Served one at a time: 1, 2 and 3 s against a 2.5 s deadline; the rejected two got an answer
+    # at once (an error) and count as violations but never as waiting.
+    assert r.metrics["slo_violations"] == 3
+    assert r.metrics["late_seconds"] == pytest.approx(0.5)
+
+
+def test_requests_that_never_finish_are_late_until_the_run_ends():
+    # Four 250 s requests on one pod that serves one at a time: two finish (250 s, 500 s, both
+    # inside their 500.5 s deadline) and two are still waiting when the replay gives up, 600 s
+    # after the trace's span.
+    trace = make_trace([0.0] * 4, [250.0] * 4)
+    r = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1))
+    assert r.metrics["completed"] == 2 and r.metrics["slo_violations"] == 2
+    assert r.metrics["duration_s"] == pytest.approx(trace.span_s + 600.0)
+    assert r.metrics["late_seconds"] == pytest.approx(2 * (trace.span_s + 600.0 - 500.5))
 
 
 def test_cold_start_from_zero_is_waited_for_and_counted():
@@ -73,6 +88,7 @@ def test_cold_start_from_zero_is_waited_for_and_counted():
     assert r.latencies[0] == pytest.approx(2.0 + 5.0 - 0.1 + 1.0)
     assert r.metrics["cold_starts"] == 1
     assert r.metrics["slo_violations"] == 1   # 7.9 s > 2 x 1 s + 0.5 s
+    assert r.metrics["late_seconds"] == pytest.approx(7.9 - 2.5)
 
 
 def test_scale_to_zero_after_idle_then_cold_start():

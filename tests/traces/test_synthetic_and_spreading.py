@@ -88,3 +88,13 @@ def test_service_cv_and_bad_keys():
         load_trace("synthetic:nope")
     with pytest.raises(TraceError, match="must be positive"):
         load_trace("synthetic:poisson:rate=0")
+
+
+def test_clumped_arrives_in_clumps_at_the_mean_rate():
+    t = load_trace("synthetic:clumped:rate=3,duration=36000,size=40,spread=5,seed=1")
+    assert len(t) / 36000 == pytest.approx(3, rel=0.1)
+    gaps = np.diff(t.arrivals)
+    clumps = np.split(t.arrivals, np.flatnonzero(gaps > 1.0) + 1)
+    assert np.median([len(c) for c in clumps]) >= 10          # Poisson at 3 req/s: ~3
+    assert gaps.std() / gaps.mean() > 8                        # bursty (Gamma 0.25): ~2
+    assert (gaps > 60).sum() >= 20                             # idle stretches: scale-to-zero

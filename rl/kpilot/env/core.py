@@ -207,7 +207,10 @@ class BatchedAutoscalingEnv:
         self.t = t_next
         S = self.batch.S
         violations = S[:, E.S_VIOLATIONS] + S[:, E.S_REJECTED]
-        cost = cfg.reward.cost(S[:, E.S_POD_SECONDS], violations, S[:, E.S_COLD_STARTS])
+        # Lateness is charged when a late request finishes (an episode's unfinished tail is left to
+        # the value function, which SB3 bootstraps at truncation).
+        cost = cfg.reward.cost(S[:, E.S_POD_SECONDS], violations, S[:, E.S_COLD_STARTS],
+                               S[:, E.S_LATE_SECONDS])
         rewards = -cost / self.reward_divisor
         self.episode_return += rewards
         self.episode_steps += 1
@@ -215,5 +218,6 @@ class BatchedAutoscalingEnv:
         obs = self.observe()
         infos = [{"target": float(targets[e]), "pod_seconds": float(S[e, E.S_POD_SECONDS]),
                   "violations": float(violations[e]), "cold_starts": float(S[e, E.S_COLD_STARTS]),
+                  "late_seconds": float(S[e, E.S_LATE_SECONDS]),
                   "arrivals": float(S[e, E.S_ARRIVALS])} for e in range(self.n)]
         return obs, rewards.astype(np.float32), truncated, infos

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from kpilot.env.reward import describe
+
 
 def _by_trace(rows: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
@@ -58,9 +60,9 @@ def summary_table(rows: list[dict]) -> Table:
     return table
 
 
-def markdown_summary(rows: list[dict]) -> str:
+def markdown_summary(rows: list[dict], reward) -> str:
     lines = ["# kpilot evaluation", "",
-             "Score = minus the cost per request (pod-seconds + 10 x SLO violations + 2 x cold starts); "
+             f"Score = minus the cost per request ({describe(reward)}); "
              "higher is better. `vs KPA` is the cost saving against Knative defaults; `vs best static` "
              "is the cost relative to the best static target in hindsight (<= 1: no worse).", "",
              "| trace | policy | score | vs KPA | vs best static | SLO viol. | p95 s | cold starts | mean pods |",
@@ -85,7 +87,7 @@ def write_report(out: Path, result, reward) -> None:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(markdown_summary(result.rows))
+    (out / "summary.md").write_text(markdown_summary(result.rows, reward))
     for k, (trace, group) in enumerate(_by_trace(result.rows).items()):
         stem = f"{k:02d}-" + "".join(ch if ch.isalnum() else "_" for ch in Path(trace).name)[:60]
         replays = result.results.get(trace, {})

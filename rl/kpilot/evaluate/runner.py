@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from kpilot.controllers import PolicyController
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
@@ -106,17 +108,31 @@ def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STA
     return out
 
 
-def evaluate_trace(spec: str, trace, controllers, sim: SimConfig, reward: RewardConfig, *, seed: int,
-                   keep_timelines: bool = False) -> tuple[list[dict], dict]:
-    """Replay `trace` under each controller. Returns rows and (optionally) name -> ReplayResult."""
+def mean_metrics(runs: list[dict]) -> dict:
+    """Several replays of one trace as one: the mean of each metric, the largest max_pods."""
+    if len(runs) == 1:
+        return runs[0]
+    out = {k: float(np.mean([m[k] for m in runs])) for k in runs[0]}
+    out["max_pods"] = max(m["max_pods"] for m in runs)
+    out["requests"] = runs[0]["requests"]          # the same trace under every seed
+    return out
+
+
+def evaluate_trace(spec: str, trace, controllers, sim: SimConfig, reward: RewardConfig, *,
+                   seeds: list[int], keep_timelines: bool = False) -> tuple[list[dict], dict]:
+    """Replay `trace` under each controller and every seed (each row: the mean over seeds).
+    Returns rows and (optionally) name -> the first seed's ReplayResult."""
     rows, results = [], {}
     for c in controllers:
-        res = replay(trace, c, sim, seed=seed, timeline=keep_timelines)
-        row = {"trace": spec, "policy": c.name, **{k: res.metrics[k] for k in METRIC_KEYS if k in res.metrics},
-               "score": score(res.metrics, reward), "best_static": False}
+        runs = [replay(trace, c, sim, seed=s, timeline=keep_timelines and i == 0) for i, s in enumerate(seeds)]
+        metrics = mean_metrics([r.metrics for r in runs])
+        row = {"trace": spec, "policy": c.name, **{k: metrics[k] for k in METRIC_KEYS if k in metrics},
+               "score": score(metrics, reward), "best_static": False}
+        if len(seeds) > 1:
+            row["seeds"] = list(seeds)
         rows.append(row)
         if keep_timelines:
-            results[c.name] = res
+            results[c.name] = runs[0]
     statics = [r for r in rows if r["policy"].startswith("static:")]
     if statics:
         max(statics, key=lambda r: r["score"])["best_static"] = True

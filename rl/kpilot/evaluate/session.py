@@ -10,7 +10,7 @@ import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kpilot.env.reward import RewardConfig
+from kpilot.env.reward import RewardConfig, describe
 from kpilot.evaluate.runner import Artifact, controllers_for, evaluate_trace, load_artifact
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
@@ -29,11 +29,14 @@ class EvaluationResult:
 
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
                    warmup_s: float = 0.0, time_of_day_shift_s: float = 0.0, seed: int = 0,
-                   report_dir: Path | None = None) -> EvaluationResult:
+                   replays: int = 1, report_dir: Path | None = None) -> EvaluationResult:
     """Replay every trace (its `window`, after up to `warmup_s` unscored seconds before it) under
     the policy and the baselines, with the same seed; optionally write the report.
     `time_of_day_shift_s` moves every trace's clock: a policy that learned the hour at which each
-    training trace was recorded, rather than its load, falls apart when it moves."""
+    training trace was recorded, rather than its load, falls apart when it moves. With `replays`
+    > 1 every controller is replayed under simulator seeds seed, seed+1, ... and each row holds the
+    mean of its metrics (max_pods: the max): short windows are noisy, and the best of many static
+    targets on one seed is partly the luckiest."""
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
@@ -48,7 +51,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
             shifted = (tod + time_of_day_shift_s) % 86400.0
             trace = replace(trace, meta={**trace.meta, "start_time_of_day_s": shifted})
         r, res = evaluate_trace(spec, trace, controllers_for(baselines, artifact), sim, reward,
-                                seed=seed,
+                                seeds=[seed + k for k in range(replays)],
                                 keep_timelines=report_dir is not None)
         for row in r:
             if window is not None:
@@ -70,7 +73,9 @@ def demo_table(policy_dir=REPO_DEFAULT_POLICY, trace_spec: str = DEMO_TRACE, see
     from kpilot.evaluate.report import summary_table
 
     result = run_evaluation([trace_spec], policy_dir, ["kpa", "static-grid", "rule"], seed=seed)
-    return summary_table(result.rows)
+    table = summary_table(result.rows)
+    table.caption = f"cost = {describe(result.artifact.reward)} (the policy's reward settings)"
+    return table
 
 
 def run_demo(policy_dir=REPO_DEFAULT_POLICY, trace_spec: str = DEMO_TRACE, seed: int = 0,

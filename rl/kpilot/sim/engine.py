@@ -80,7 +80,11 @@ S_POD_SECONDS = 5
 S_PANIC_SECONDS = 6
 S_LATENCY_SUM = 7
 S_MAX_PODS = 8
-S_SIZE = 9
+S_LATE_SECONDS = 9   # seconds past their SLO deadline, summed over the requests that finished
+S_SIZE = 10
+
+# Recorded latency of a request turned away by a full queue (never served); NaN: not finished yet.
+REJECTED = -1.0
 
 # Latency histogram: log-spaced bins, 20 per decade from 1 ms to 10^4 s (like a Prometheus
 # histogram, so the p95 the policy sees in simulation is computed the way the operator computes it).
@@ -350,9 +354,12 @@ def _record_done(req, t, arrivals, service, latency, hist, C, F, S, T, e, record
     T[e, S_COMPLETED] += 1
     S[e, S_LATENCY_SUM] += lat
     T[e, S_LATENCY_SUM] += lat
-    if lat > C[e, C_SLO_SLOWDOWN] * service[e, req] + C[e, C_SLO_OFFSET]:
+    late = lat - (C[e, C_SLO_SLOWDOWN] * service[e, req] + C[e, C_SLO_OFFSET])
+    if late > 0.0:
         S[e, S_VIOLATIONS] += 1
         T[e, S_VIOLATIONS] += 1
+        S[e, S_LATE_SECONDS] += late
+        T[e, S_LATE_SECONDS] += late
     b = 0
     if lat > 0.0:
         b = int(math.floor((math.log10(lat) - HIST_LO) * HIST_PER_DECADE)) + 1
@@ -580,6 +587,8 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
                 F[e, F_INFLIGHT] -= 1.0
                 S[e, S_REJECTED] += 1
                 T[e, S_REJECTED] += 1
+                if record:
+                    latency[e, req] = REJECTED
         else:
             _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt,
                   rlist, rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record)

@@ -23,7 +23,7 @@ from kpilot.sim.config import SimConfig
 from kpilot.traces.model import Trace
 
 METRIC_KEYS = ("requests", "completed", "failed", "rejected", "latency_p50_s", "latency_p95_s",
-               "latency_p99_s", "latency_mean_s", "slo_violation_rate", "slo_violations",
+               "latency_p99_s", "latency_mean_s", "slo_violation_rate", "slo_violations", "late_seconds",
                "cold_starts", "cold_start_rate", "pod_seconds", "mean_pods", "max_pods",
                "panic_seconds", "duration_s", "warmup_s")
 
@@ -120,7 +120,7 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
     k = trace.first_scored()
     return ReplayResult(summarise(batch, trace, t, at_warmup),
                         _timeline(batch, warmup) if timeline else {},
-                        batch.latency[0, k:n].copy(), wall)
+                        np.where(batch.latency[0, k:n] < 0, np.nan, batch.latency[0, k:n]), wall)
 
 
 def _start_scoring(batch: Batch) -> np.ndarray:
@@ -135,15 +135,19 @@ def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray)
     T = batch.T[0] - at_warmup
     n, k = len(trace), trace.first_scored()
     lat = batch.latency[0, k:n]
-    finished = ~np.isnan(lat)
+    finished = lat >= 0.0                # NaN (never finished) and E.REJECTED compare False
     done = lat[finished]
     slo = batch.C[0, E.C_SLO_SLOWDOWN] * batch.service[0, k:n] + batch.C[0, E.C_SLO_OFFSET]
     completed = int(finished.sum())
     rejected = int(T[E.S_REJECTED])
     pct = np.percentile(done, [50, 95, 99]) if len(done) else np.zeros(3)
     unfinished = (n - k) - completed - rejected
-    # A request violates its SLO when it finished late, was rejected, or never finished.
+    # A request violates its SLO when it finished late, was rejected, or never finished. Lateness
+    # is counted to completion, or to the end of the run for a request that never finished.
     violations = int((done > slo[finished]).sum()) + rejected + unfinished
+    deadline = trace.arrivals[k:n] + slo
+    late_s = float(np.maximum(done - slo[finished], 0.0).sum()
+                   + np.maximum(horizon - deadline[np.isnan(lat)], 0.0).sum())
     trace_failed = int(trace.failed[k:].sum())
     duration = max(1e-9, horizon - trace.warmup_s)
     return {
@@ -159,6 +163,7 @@ def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray)
         "latency_mean_s": float(done.mean()) if len(done) else 0.0,
         "slo_violations": violations,
         "slo_violation_rate": violations / max(1, n - k),
+        "late_seconds": late_s,
         "cold_starts": int(T[E.S_COLD_STARTS]),
         "cold_start_rate": int(T[E.S_COLD_STARTS]) / max(1, n - k),
         "pod_seconds": float(T[E.S_POD_SECONDS]),

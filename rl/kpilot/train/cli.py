@@ -64,6 +64,8 @@ def evaluate_command(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write PNG plots and a Markdown summary here."),
     seed: int = typer.Option(0, "--seed", help="Simulator seed, the same for every policy."),
+    replays: int = typer.Option(1, "--replays", help="Replay every trace under this many simulator seeds "
+                                "(--seed, --seed+1, ...) and report each metric's mean over them."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the tuned rule; compare."""
     from kpilot.evaluate.runner import parse_baselines
@@ -76,10 +78,12 @@ def evaluate_command(
         raise ConfigError(f"expected seconds >= 0, got {warmup}", option="--warmup")
     if not math.isfinite(time_of_day_shift):
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
+    if replays < 1:
+        raise ConfigError(f"expected a count >= 1, got {replays}", option="--replays")
     if policy is None and not chosen:
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
     result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
-                            time_of_day_shift_s=time_of_day_shift, seed=seed,
+                            time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
                             report_dir=report)
     if json_out:
         print(json.dumps(result.rows, indent=1))
