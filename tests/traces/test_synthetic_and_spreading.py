@@ -98,3 +98,14 @@ def test_clumped_arrives_in_clumps_at_the_mean_rate():
     assert np.median([len(c) for c in clumps]) >= 10          # Poisson at 3 req/s: ~3
     assert gaps.std() / gaps.mean() > 8                        # bursty (Gamma 0.25): ~2
     assert (gaps > 60).sum() >= 20                             # idle stretches: scale-to-zero
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("synthetic:bursty:shape=0", "shape must be positive"),
+    ("synthetic:clumped:shape=-1", "shape must be positive"),
+    ("synthetic:clumped:spread=-2", "spread must be non-negative"),
+    ("synthetic:clumped:size=0.5", "size must be at least 1"),
+])
+def test_family_keys_out_of_range_are_one_clear_error(spec, message):
+    with pytest.raises(TraceError, match=message):
+        load_trace(spec)

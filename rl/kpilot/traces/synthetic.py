@@ -82,11 +82,14 @@ def _params(name: str, options: dict, seed: int) -> dict:
         p["period"] = p["duration"]
     if "at" in spec and p["at"] is None:
         p["at"] = p["duration"] / 2
-    for key in ("rate", "duration", "service"):
-        if p[key] <= 0:
+    for key in ("rate", "duration", "service", "shape"):
+        if key in p and p[key] <= 0:
             raise TraceError(f"synthetic:{name}: {key} must be positive")
-    if p["cv"] < 0:
-        raise TraceError(f"synthetic:{name}: cv must be non-negative")
+    for key in ("cv", "spread"):
+        if key in p and p[key] < 0:
+            raise TraceError(f"synthetic:{name}: {key} must be non-negative")
+    if "size" in p and p["size"] < 1:
+        raise TraceError(f"synthetic:{name}: size must be at least 1 (requests per clump)")
     return p
 
 
@@ -150,10 +153,10 @@ def _arr_onoff(rng, p):
 
 
 def _arr_clumped(rng, p):
-    size = max(p["size"], 1.0)
+    size = p["size"]
     starts = _gamma(rng, p["rate"] / size, p["shape"], 0.0, p["duration"])
     counts = rng.geometric(1.0 / size, len(starts))
-    spans = rng.exponential(max(p["spread"], 0.0), len(starts))
+    spans = rng.exponential(p["spread"], len(starts))
     first = np.repeat(starts, counts)
     times = first + rng.random(len(first)) * np.repeat(spans, counts)
     return np.sort(times[times < p["duration"]])
