@@ -22,7 +22,7 @@ import numpy as np
 
 from kpilot.observation import RAW_FIELDS, encode
 from kpilot_operator import guardrails
-from kpilot_operator.spec import PolicySpec
+from kpilot_operator.spec import PolicySpec, step_ratio
 
 TARGET = "autoscaling.knative.dev/target"
 ORIGINAL = "kpilot.dev/original-target"
@@ -223,7 +223,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             status.decision = guardrails.round_target(proposal_of[holder.name])
             g = guardrails.guard(previous=previous, proposed=proposal_of[holder.name],
                                  min_target=spec.min_target, max_target=spec.max_target,
-                                 max_step_ratio=spec.max_step_ratio, cooldown_s=spec.cooldown_s,
+                                 max_step_ratio=step_ratio(spec, policy.action_spec.max_step_ratio),
+                                 cooldown_s=spec.cooldown_s,
                                  last_change_at=holder.last_change_at, now=now)
             status.reason, status.applied = g.reason, g.target
             if g.changed and spec.mode == "DryRun":

@@ -16,8 +16,10 @@ KIND = "AutoscalingPolicy"
 MODES = ("Enforce", "DryRun", "Off")
 DEFAULT_MODE = "DryRun"
 DEFAULT_INTERVAL_S = 30
-DEFAULT_MAX_STEP_RATIO = 0.5
-DEFAULT_COOLDOWN_S = 60
+DEFAULT_MAX_STEP_RATIO = 0.5   # for policies that carry no step limit of their own
+# A policy is trained and evaluated changing the target at every decision, within its own step
+# limit: a cooldown longer than the decision interval runs it in a way nobody measured.
+DEFAULT_COOLDOWN_S = 0
 DEFAULT_MIN_TARGET = 1.0
 DEFAULT_MAX_TARGET = 1000.0
 DEFAULT_PROM_TIMEOUT_S = 5.0
@@ -54,7 +56,7 @@ class PolicySpec:
     interval_s: float = DEFAULT_INTERVAL_S
     min_target: float = DEFAULT_MIN_TARGET
     max_target: float = DEFAULT_MAX_TARGET
-    max_step_ratio: float = DEFAULT_MAX_STEP_RATIO
+    max_step_ratio: float | None = None          # None: the policy's own (see `step_ratio`)
     cooldown_s: float = DEFAULT_COOLDOWN_S
     fallback_target: float | None = None
     stale_after_s: float = field(default=0.0)    # 0 -> 4 decision intervals (see `staleness`)
@@ -95,7 +97,7 @@ def parse_spec(spec: dict) -> PolicySpec:
             interval_s=float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S)),
             min_target=float(bounds.get("minTarget", DEFAULT_MIN_TARGET)),
             max_target=float(bounds.get("maxTarget", DEFAULT_MAX_TARGET)),
-            max_step_ratio=float(spec.get("maxStepRatio", DEFAULT_MAX_STEP_RATIO)),
+            max_step_ratio=float(spec["maxStepRatio"]) if spec.get("maxStepRatio") is not None else None,
             cooldown_s=float(spec.get("cooldownSeconds", DEFAULT_COOLDOWN_S)),
             fallback_target=float(fallback) if fallback is not None else None,
             stale_after_s=float(spec.get("staleAfterSeconds", 0)),
@@ -108,9 +110,17 @@ def parse_spec(spec: dict) -> PolicySpec:
         raise SpecError(f"mode {parsed.mode!r} is not one of {', '.join(MODES)}")
     if not 0 < parsed.min_target <= parsed.max_target:
         raise SpecError(f"bounds need 0 < minTarget <= maxTarget, got {parsed.min_target}..{parsed.max_target}")
-    if parsed.interval_s <= 0 or parsed.max_step_ratio <= 0:
+    if parsed.interval_s <= 0 or (parsed.max_step_ratio is not None and parsed.max_step_ratio <= 0):
         raise SpecError("decisionIntervalSeconds and maxStepRatio must be positive")
     return parsed
+
+
+def step_ratio(spec: PolicySpec, policy_step_ratio: float | None) -> float:
+    """The step guardrail to apply: the spec's, else the one the policy was trained under, else
+    the default (policies trained without a limit)."""
+    if spec.max_step_ratio is not None:
+        return spec.max_step_ratio
+    return policy_step_ratio if policy_step_ratio is not None else DEFAULT_MAX_STEP_RATIO
 
 
 def selector_matches(selector: dict, labels: dict | None) -> bool:

@@ -3,7 +3,11 @@
 The policy picks the target on a log scale between `min_target` and `max_target`:
     target = exp(log(min) + (a + 1) / 2 * (log(max) - log(min)))
 A log scale gives equal resolution to "2 vs 4" and "100 vs 200", which is how targets matter.
-The bounds travel in the policy artifact; the operator's guardrails apply on top.
+
+`max_step_ratio` (optional) limits each decision to a factor of (1 + ratio) of the target that
+runs now, exactly as the operator's step guardrail does. A policy trained under the limit learns
+what the operator will let it do; one trained without it is judged on moves a cluster never makes.
+The bounds and the limit travel in the policy artifact.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 class ActionSpec:
     min_target: float = 1.0
     max_target: float = 200.0
+    max_step_ratio: float | None = None   # None: any target in [min, max] at every decision
 
     def to_target(self, action) -> np.ndarray:
         a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
@@ -27,6 +32,19 @@ class ActionSpec:
         t = np.clip(np.asarray(target, dtype=np.float64), self.min_target, self.max_target)
         lo, hi = np.log(self.min_target), np.log(self.max_target)
         return 2.0 * (np.log(t) - lo) / (hi - lo) - 1.0
+
+    def limit(self, proposed, current) -> np.ndarray:
+        """The proposal, kept within a factor of (1 + max_step_ratio) of the `current` target."""
+        proposed = np.asarray(proposed, dtype=np.float64)
+        if self.max_step_ratio is None:
+            return proposed
+        factor = 1.0 + self.max_step_ratio
+        current = np.asarray(current, dtype=np.float64)
+        return np.clip(proposed, current / factor, current * factor)
+
+    def decide(self, action, current) -> np.ndarray:
+        """Action -> the target to run, given the target that runs now."""
+        return self.limit(self.to_target(action), current)
 
     def to_dict(self) -> dict:
         return {"kind": "log-target", **asdict(self)}

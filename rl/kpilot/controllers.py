@@ -15,14 +15,15 @@ from kpilot.sim.replay import KpaDefault, StaticTarget
 
 @dataclass
 class PolicyController:
-    """Runs an exported policy every `interval_s`, as the operator does in a cluster."""
+    """Runs an exported policy every `interval_s`, within its step limit, as the operator does."""
 
     policy: ExportedPolicy
     interval_s: float = 30.0
     name: str = "rl"
 
     def decide(self, raw_obs: dict) -> float:
-        return float(self.policy.target(encode(**raw_obs)))
+        proposed = self.policy.target(encode(**raw_obs))
+        return float(self.policy.action_spec.limit(proposed, raw_obs["target"]))
 
 
 def parse_controller(option: str, *, interval_s: float = 30.0):

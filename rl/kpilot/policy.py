@@ -6,7 +6,8 @@ An exported policy is `policy.json`:
       "format": "kpilot-policy/1",
       "observation": {"version": OBS_VERSION, "features": [...]},
       "normalization": {"mean": [...], "var": [...], "clip": 10.0, "epsilon": 1e-8},
-      "action": {"kind": "log-target", "min_target": ..., "max_target": ...},
+      "action": {"kind": "log-target", "min_target": ..., "max_target": ...,
+                 "max_step_ratio": ... or null},
       "network": {"activation": "tanh", "layers": [{"weight": [[...]], "bias": [...]}, ...]},
       ... anything else (training settings, traces, kpilot version) is carried, not read here
     }
@@ -100,7 +101,12 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         act = doc["action"]
         if act.get("kind") != "log-target":
             raise PolicyError(f"unknown action kind {act.get('kind')!r}", path=source)
-        spec = ActionSpec(float(act["min_target"]), float(act["max_target"]))
+        step = act.get("max_step_ratio")       # absent in artifacts from before the step limit
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0):
+            raise PolicyError(f"action max_step_ratio must be a positive number or null (no limit), "
+                              f"got {step!r}", path=source)
+        spec = ActionSpec(float(act["min_target"]), float(act["max_target"]),
+                          None if step is None else float(step))
         net = doc["network"]
         activation = net["activation"]
         if activation not in _ACTIVATIONS:

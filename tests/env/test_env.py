@@ -151,3 +151,21 @@ def test_action_sets_the_target_and_more_capacity_costs_more():
     assert infos[0]["target"] == pytest.approx(SMALL.action.min_target)
     assert infos[1]["target"] == pytest.approx(SMALL.action.max_target)
     assert pods[0] > pods[1]
+
+
+def test_step_limit_moves_the_target_at_most_one_factor_per_decision():
+    from kpilot.action import ActionSpec
+    from kpilot.sim.engine import F_TARGET
+
+    cfg = EnvConfig(episode_s=900.0, action=ActionSpec(1.0, 200.0, max_step_ratio=1.0))
+    env = BatchedAutoscalingEnv(1, cfg, seed=0, traces=[TRACE])
+    env.reset_all()
+    targets = [float(env.batch.F[0, F_TARGET])]          # the warm-up's random target
+    for action in [1.0] * 9 + [-1.0] * 9:                # ask for the maximum, then the minimum
+        _, _, _, infos = env.step(np.array([action]))
+        targets.append(infos[0]["target"])
+    ratios = np.array(targets[1:]) / np.array(targets[:-1])
+    assert np.all(ratios <= 2.0 + 1e-9) and np.all(ratios >= 0.5 - 1e-9)
+    assert targets[9] == pytest.approx(200.0)            # 8 doublings span 1..200 from anywhere
+    assert targets[10] == pytest.approx(100.0)           # and down again one halving at a time
+    assert targets[-2:] == pytest.approx([1.0, 1.0])     # 200 / 2**8 < 1: the bound holds

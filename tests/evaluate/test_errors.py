@@ -79,3 +79,13 @@ def test_time_of_day_shift_must_be_finite(tiny_policy):
 
 def test_replays_must_be_positive(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--replays", "0", expect="--replays")
+
+
+@pytest.mark.parametrize("ratio", [0, -0.5, "fast"])
+def test_bad_step_limit_in_the_policy(tiny_policy, tmp_path, ratio):
+    bad = tmp_path / "step"
+    shutil.copytree(tiny_policy, bad)
+    doc = json.loads((bad / "policy.json").read_text())
+    doc["action"]["max_step_ratio"] = ratio
+    (bad / "policy.json").write_text(json.dumps(doc))
+    _fails("--trace", TRACE, "--policy", str(bad), expect="max_step_ratio")

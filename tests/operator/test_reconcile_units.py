@@ -95,6 +95,29 @@ def test_decide_applies_policy_target_in_one_batch():
     assert plan.services[0].observation["concurrency_stable"] == 30 and plan.decisions == 1
 
 
+def test_the_policy_step_limit_applies_unless_the_spec_sets_one():
+    from kpilot.action import ActionSpec
+    from kpilot.observation import N_FEATURES
+    from kpilot.policy import policy_to_bytes
+    import numpy as np
+
+    limited = ActionSpec(1.0, 200.0, max_step_ratio=1.0)        # trained to move x2 per decision
+    to_three = policy_from_bytes(policy_to_bytes(
+        layers=[(np.zeros((1, N_FEATURES)), np.array([float(limited.to_action(3.0))]))],
+        obs_mean=np.zeros(N_FEATURES), obs_var=np.ones(N_FEATURES), action_spec=limited))
+
+    def first_write(sp, policy):
+        plan = decide(policy_name="p", spec=sp, services=[SVC], holders={"r1": holder(**{TARGET: "100"})},
+                      readings={"r1": reading()}, policy=policy, last_fresh={}, now=NOW)
+        return plan.writes[0].target, plan.writes[0].reason
+
+    no_step = {"maxStepRatio": None}
+    assert first_write(spec(bounds={"minTarget": 1, "maxTarget": 200}, **no_step), to_three) == (50.0, "StepLimited")
+    assert first_write(spec(bounds={"minTarget": 1, "maxTarget": 200}, maxStepRatio=0.25), to_three) == (80.0, "StepLimited")
+    # A policy without a limit of its own gets the default, x1.5.
+    assert first_write(spec(bounds={"minTarget": 1, "maxTarget": 200}, **no_step), POLICY) == (66.67, "StepLimited")
+
+
 def test_decide_holds_then_falls_back_then_restores_without_fallback():
     sp = spec(fallbackTarget=25, staleAfterSeconds=30)
     h = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
@@ -129,6 +152,7 @@ def test_spec_defaults_and_errors():
                     "metrics": {"prometheus": {"url": "http://p:9090/"}}})
     assert (s.mode, s.interval_s, s.staleness_s, s.source.config_map) == ("DryRun", 30, 120, ("c", "policy.json"))
     assert s.metrics.url == "http://p:9090" and s.source.sha256 == "a" * 64
+    assert s.max_step_ratio is None and s.cooldown_s == 0    # the policy's step limit, every decision
     with pytest.raises(SpecError, match="minTarget <= maxTarget"):
         spec(bounds={"minTarget": 10, "maxTarget": 5})
     with pytest.raises(SpecError, match="mode"):

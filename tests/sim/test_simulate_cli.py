@@ -62,6 +62,25 @@ def test_simulate_with_a_policy_artifact(tmp_path):
     assert df.filter(pl.col("t") > 30)["target"].to_list() == pytest.approx([10.0] * len(df.filter(pl.col("t") > 30)))
 
 
+def test_a_policy_with_a_step_limit_moves_one_step_per_decision(tmp_path):
+    import numpy as np
+
+    from kpilot.action import ActionSpec
+    from kpilot.observation import N_FEATURES
+    from kpilot.policy import policy_to_bytes
+
+    # Always proposes 10, but may move only x1.5 per decision from Knative's default of 100.
+    data = policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.zeros(1))], obs_mean=np.zeros(N_FEATURES),
+                           obs_var=np.ones(N_FEATURES), action_spec=ActionSpec(1.0, 100.0, max_step_ratio=0.5))
+    (tmp_path / "policy.json").write_bytes(data)
+    r = kpilot("simulate", "--trace", SMALL, "--policy", str(tmp_path), "--timeline",
+               str(tmp_path / "tl.csv"), "--json")
+    assert r.returncode == 0, r.stderr
+    targets = pl.read_csv(tmp_path / "tl.csv")["target"].unique(maintain_order=True).to_list()
+    assert targets == pytest.approx([100 / 1.5, 100 / 1.5 ** 2, 100 / 1.5 ** 3, 100 / 1.5 ** 4,
+                                     100 / 1.5 ** 5, 10.0])
+
+
 @pytest.mark.parametrize("args,needle", [
     (("--trace", "/no/such/file.csv"), "/no/such/file.csv"),
     (("--trace", SMALL, "--policy", "static:-1"), "option --policy"),

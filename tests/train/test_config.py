@@ -25,6 +25,20 @@ def test_shipped_default_config_loads(monkeypatch):
     assert cfg.ppo.net_arch == (64, 64)
 
 
+def test_step_limit_reaches_the_exported_action(tmp_path):
+    from kpilot.policy import policy_from_bytes, policy_to_bytes
+    from kpilot.observation import N_FEATURES
+    import numpy as np
+
+    assert load_config().action_spec.max_step_ratio is None            # 0 in YAML: no limit
+    cfg = load_config(overrides={"env.max_step_ratio": 1.0})
+    data = policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.zeros(1))], obs_mean=np.zeros(N_FEATURES),
+                           obs_var=np.ones(N_FEATURES), action_spec=cfg.action_spec)
+    spec = policy_from_bytes(data).action_spec
+    assert spec.max_step_ratio == 1.0
+    assert spec.decide([1.0, -1.0], [10.0, 10.0]) == pytest.approx([20.0, 5.0])
+
+
 def _write(tmp_path, text: str) -> Path:
     p = tmp_path / "c.yaml"
     p.write_text(text)
@@ -40,6 +54,7 @@ def _write(tmp_path, text: str) -> Path:
     ("env:\n  service_scale: 3\n", "env.service_scale"),
     ("env:\n  reward_units: dollars\n", "env.reward_units"),
     ("eval:\n  select_after: 1.0\n", "eval.select_after"),
+    ("env:\n  max_step_ratio: -1\n", "env.max_step_ratio"),
     ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
     ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),
 ])

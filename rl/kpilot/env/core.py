@@ -1,8 +1,9 @@
 """The autoscaling environment, batched: n episodes advanced together by one engine call.
 
 Action: one float in [-1, 1] per episode, mapped to the revision's concurrency target on a log
-    scale between `action.min_target` and `action.max_target` (kpilot.action). The KPA then keeps
-    deciding every 2 s with that target until the next action.
+    scale between `action.min_target` and `action.max_target` and, with `action.max_step_ratio`,
+    kept within that step of the running target, as the operator's guardrail keeps it
+    (kpilot.action). The KPA then keeps deciding every 2 s with that target until the next action.
 Observation: kpilot.observation.encode(...) of what the operator can also read in a cluster:
     stable and panic concurrency, ready / desired / starting pods, the current target, request rate,
     mean and p95 latency over the interval, utilization, panic flag, time of day. float32, shape (13,).
@@ -199,7 +200,8 @@ class BatchedAutoscalingEnv:
         Episodes that end are NOT reset here; the adapters decide how (auto-reset for SB3).
         """
         cfg = self.config
-        targets = cfg.action.to_target(np.asarray(actions, dtype=np.float64).reshape(self.n))
+        targets = cfg.action.decide(np.asarray(actions, dtype=np.float64).reshape(self.n),
+                                    self.batch.F[:, E.F_TARGET])
         self.batch.F[:, E.F_TARGET] = targets
         self.batch.start_interval()
         t_next = self.t + cfg.decision_interval_s

@@ -56,6 +56,7 @@ class EnvSection:
     random_time_of_day: bool = False
     min_target: float = 1.0
     max_target: float = 200.0
+    max_step_ratio: float = 0.0      # > 0: each decision within x(1 + ratio) of the running target; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ class TrainConfig:
 
     @property
     def action_spec(self) -> ActionSpec:
-        return ActionSpec(self.env.min_target, self.env.max_target)
+        return ActionSpec(self.env.min_target, self.env.max_target,
+                          self.env.max_step_ratio if self.env.max_step_ratio > 0 else None)
 
     def trace_specs(self) -> list[str]:
         return [expand_spec(s) for s in (*self.env.traces, *self.env.synthetic)]
@@ -218,6 +220,7 @@ def _validate(cfg: TrainConfig, source: str) -> None:
          "must be a list of positive layer widths")
     need(0 < cfg.env.min_target < cfg.env.max_target, "env.min_target",
          "must satisfy 0 < env.min_target < env.max_target")
+    need(cfg.env.max_step_ratio >= 0, "env.max_step_ratio", "must be >= 0 (0: no step limit)")
     need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")
     need(0.0 <= cfg.eval.select_after < 1.0, "eval.select_after", "must be in [0, 1)")
     need(cfg.env.reward_units in REWARD_UNITS, "env.reward_units", f"must be one of {', '.join(REWARD_UNITS)}")
