@@ -169,3 +169,17 @@ def test_step_limit_moves_the_target_at_most_one_factor_per_decision():
     assert targets[9] == pytest.approx(200.0)            # 8 doublings span 1..200 from anywhere
     assert targets[10] == pytest.approx(100.0)           # and down again one halving at a time
     assert targets[-2:] == pytest.approx([1.0, 1.0])     # 200 / 2**8 < 1: the bound holds
+
+
+def test_idle_start_lets_the_load_arrive_on_a_resting_revision():
+    from kpilot.observation import FEATURES
+
+    rate = FEATURES.index("request_rate")
+    busy = BatchedAutoscalingEnv(8, EnvConfig(episode_s=600.0), seed=0, traces=[TRACE]).reset_all()
+    idle_env = BatchedAutoscalingEnv(8, EnvConfig(episode_s=600.0, idle_start=1.0), seed=0, traces=[TRACE])
+    idle = idle_env.reset_all()
+    assert np.all(busy[:, rate] > 0)                    # the warm-up interval already carries load
+    assert np.all(idle[:, rate] == 0)                   # at rest: nothing arrived in the first interval
+    for _ in range(4):                                  # ... and the load comes within 4 intervals
+        obs, _, _, _ = idle_env.step(np.zeros(8))
+    assert np.all(obs[:, rate] > 0)

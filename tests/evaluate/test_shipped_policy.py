@@ -62,3 +62,19 @@ def test_default_was_trained_with_the_shipped_config():
     from kpilot.train.trainer import _plain
 
     assert load_artifact(DEFAULT).manifest["config"] == _plain(load_config().to_dict())
+
+
+def test_default_leaves_knatives_target_of_100_on_a_revision_at_rest():
+    """A newly managed or scaled-to-zero Service often rests at Knative's default target: the
+    shipped policy must not keep it for the load that comes back (the `kpilot demo` start)."""
+    import numpy as np
+
+    from kpilot.observation import encode
+
+    at_rest = dict(concurrency_stable=0, concurrency_panic=0, ready_pods=0, desired_pods=0,
+                   starting_pods=0, request_rate=0, latency_mean_s=0, latency_p95_s=0, panic=0)
+    hours = np.arange(0, 86400, 3600.0)
+    chosen = load_artifact(DEFAULT).policy.target(encode(**{k: np.full(len(hours), v) for k, v in at_rest.items()},
+                                                         target=np.full(len(hours), 100.0),
+                                                         time_of_day_s=hours))
+    assert np.all(chosen < 50), chosen.round(1)

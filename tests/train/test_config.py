@@ -55,6 +55,7 @@ def _write(tmp_path, text: str) -> Path:
     ("env:\n  reward_units: dollars\n", "env.reward_units"),
     ("eval:\n  select_after: 1.0\n", "eval.select_after"),
     ("env:\n  max_step_ratio: -1\n", "env.max_step_ratio"),
+    ("env:\n  idle_start: 1.5\n", "env.idle_start"),
     ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
     ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),
 ])

@@ -17,7 +17,8 @@ Reward: kpilot.env.reward: minus the interval's cost (pod-seconds + weighted SLO
 Episode: a window of `episode_s` seconds from one of the configured traces, chosen at random, with
     service times scaled by a factor drawn from `service_scale` and cold starts by one drawn from
     `cold_start_scale`, at the trace's time of day or (`random_time_of_day`) a random one; the first
-    interval runs under a random target (warm-up, not part of the episode). The episode ends by
+    interval runs under a random target (warm-up, not part of the episode). In a share `idle_start`
+    of episodes the load arrives 1-4 intervals late, on a revision resting at that random target. The episode ends by
     truncation after `episode_s` (no terminal states: autoscaling has no natural end).
 """
 
@@ -52,6 +53,7 @@ class EnvConfig:
     rate_scale: tuple = (1.0, 1.0)         # thin or replicate arrivals (log-uniform range)
     reward_units: str = "pods"             # or "relative" (see the module docstring)
     random_time_of_day: bool = False       # start each episode at a random time of day
+    idle_start: float = 0.0                # share of episodes whose load arrives on an idle revision
     sim: SimConfig = field(default_factory=_training_sim)
     reward: RewardConfig = field(default_factory=RewardConfig)
     action: ActionSpec = field(default_factory=ActionSpec)
@@ -151,6 +153,12 @@ class BatchedAutoscalingEnv:
         window = _rescale_rate(window, _log_uniform(self.rng, cfg.rate_scale), self.rng)
         svc = _log_uniform(self.rng, cfg.service_scale)
         window = window.scaled(svc)
+        if cfg.idle_start > 0 and self.rng.random() < cfg.idle_start:
+            # The revision rests, at the warm-up's random target, for 1-4 intervals before the load
+            # arrives: what a newly managed or scaled-to-zero Service meets. Without it, an idle
+            # observation only ever precedes sparse traffic, and the policy learns to hold any target.
+            idle = float(self.rng.uniform(cfg.decision_interval_s, 4 * cfg.decision_interval_s))
+            window = Trace(window.arrivals + idle, window.service, window.failed, window.meta)
         tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0) + start
         if cfg.random_time_of_day:
             # Traces shorter than a day show each hour once: the clock would identify the trace and

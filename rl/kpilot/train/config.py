@@ -54,6 +54,7 @@ class EnvSection:
     rate_scale: tuple = (1.0, 1.0)
     reward_units: str = "pods"       # or "relative" (kpilot.env.core)
     random_time_of_day: bool = False
+    idle_start: float = 0.0          # share of episodes whose load arrives on an idle revision (kpilot.env.core)
     min_target: float = 1.0
     max_target: float = 200.0
     max_step_ratio: float = 0.0      # > 0: each decision within x(1 + ratio) of the running target; 0: no limit
@@ -220,6 +221,7 @@ def _validate(cfg: TrainConfig, source: str) -> None:
          "must be a list of positive layer widths")
     need(0 < cfg.env.min_target < cfg.env.max_target, "env.min_target",
          "must satisfy 0 < env.min_target < env.max_target")
+    need(0.0 <= cfg.env.idle_start <= 1.0, "env.idle_start", "must be a share in [0, 1]")
     need(cfg.env.max_step_ratio >= 0, "env.max_step_ratio", "must be >= 0 (0: no step limit)")
     need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")
     need(0.0 <= cfg.eval.select_after < 1.0, "eval.select_after", "must be in [0, 1)")

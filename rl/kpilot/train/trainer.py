@@ -52,7 +52,8 @@ def env_config(cfg: TrainConfig, traces) -> EnvConfig:
     return EnvConfig(traces=tuple(traces), decision_interval_s=e.decision_interval_s, episode_s=e.episode_s,
                      service_scale=e.service_scale, cold_start_scale=e.cold_start_scale,
                      rate_scale=e.rate_scale, reward_units=e.reward_units,
-                     random_time_of_day=e.random_time_of_day, sim=training_sim(cfg), reward=cfg.reward,
+                     random_time_of_day=e.random_time_of_day, idle_start=e.idle_start,
+                     sim=training_sim(cfg), reward=cfg.reward,
                      action=cfg.action_spec)
 
 
