@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kpilot import action
+
 KNATIVE_MIN_TARGET = 0.01   # the webhook rejects anything lower
 DEADBAND = 0.02             # changes under 2 % are not worth a write (and an Event)
 
@@ -17,9 +19,9 @@ def clamp_to_bounds(target: float, min_target: float, max_target: float) -> floa
 
 
 def limit_step(previous: float, proposed: float, max_step_ratio: float) -> float:
-    """Keep the change within a factor of (1 + max_step_ratio) of the previous target."""
-    factor = 1.0 + max_step_ratio
-    return max(previous / factor, min(previous * factor, proposed))
+    """Keep the change within a factor of (1 + max_step_ratio) of the previous target: the same
+    limit a policy trains and is evaluated under (kpilot.action.limit_step)."""
+    return float(action.limit_step(proposed, previous, max_step_ratio))
 
 
 def in_cooldown(last_change_at: float | None, now: float, cooldown_s: float) -> bool:

@@ -17,6 +17,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+def limit_step(proposed, current, max_step_ratio: float) -> np.ndarray:
+    """`proposed` kept within a factor of (1 + max_step_ratio) of `current`: the one step limit
+    that training, evaluation and the operator's guardrail all apply."""
+    factor = 1.0 + max_step_ratio
+    current = np.asarray(current, dtype=np.float64)
+    return np.clip(np.asarray(proposed, dtype=np.float64), current / factor, current * factor)
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     min_target: float = 1.0
@@ -35,12 +43,9 @@ class ActionSpec:
 
     def limit(self, proposed, current) -> np.ndarray:
         """The proposal, kept within a factor of (1 + max_step_ratio) of the `current` target."""
-        proposed = np.asarray(proposed, dtype=np.float64)
         if self.max_step_ratio is None:
-            return proposed
-        factor = 1.0 + self.max_step_ratio
-        current = np.asarray(current, dtype=np.float64)
-        return np.clip(proposed, current / factor, current * factor)
+            return np.asarray(proposed, dtype=np.float64)
+        return limit_step(proposed, current, self.max_step_ratio)
 
     def decide(self, action, current) -> np.ndarray:
         """Action -> the target to run, given the target that runs now."""
