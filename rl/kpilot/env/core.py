@@ -18,8 +18,9 @@ Episode: a window of `episode_s` seconds from one of the configured traces, chos
     service times scaled by a factor drawn from `service_scale` and cold starts by one drawn from
     `cold_start_scale`, at the trace's time of day or (`random_time_of_day`) a random one; the first
     interval runs under a random target (warm-up, not part of the episode). In a share `idle_start`
-    of episodes the load arrives 1-4 intervals late, on a revision resting at that random target. The episode ends by
-    truncation after `episode_s` (no terminal states: autoscaling has no natural end).
+    of episodes the load arrives 1-4 intervals late, on a revision resting at that random target.
+    The episode ends by truncation after `episode_s` (no terminal states: autoscaling has no
+    natural end).
 """
 
 from __future__ import annotations
