@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -68,6 +69,65 @@ def test_replays_report_the_mean_over_consecutive_seeds(tiny_policy):
         assert row["max_pods"] == max(r["max_pods"] for r in singles)
         assert row["score"] == -cost_per_request(row, reward)
     assert len({r[0]["pod_seconds"] for r in one}) > 1     # the seeds did differ
+    # Each replay's own score travels with the row: the mean score is their mean (the cost is
+    # linear in the metrics), and each is the single-seed run's score.
+    for i, row in enumerate(three):
+        assert row["seed_scores"] == pytest.approx([rows[i]["score"] for rows in one])
+        assert row["score"] == pytest.approx(sum(row["seed_scores"]) / 3)
+
+
+def _row(trace, policy, cost, *, best=False, seeds=None):
+    r = {"trace": trace, "policy": policy, "score": -cost, "best_static": best}
+    if seeds is not None:
+        r["seed_scores"] = [-c for c in seeds]
+    return r
+
+
+def test_overall_is_the_geometric_mean_of_per_trace_ratios():
+    from kpilot.evaluate.report import overall
+
+    rows = [_row("a", "rl:p", 2.0), _row("a", "kpa", 8.0), _row("a", "static:1", 4.0, best=True),
+            _row("b", "rl:p", 9.0), _row("b", "kpa", 9.0), _row("b", "static:3", 1.0, best=True),
+            _row("c", "rl:p", 3.0), _row("c", "kpa", 2.0), _row("c", "static:1", 3.0, best=True)]
+    o = overall(rows)
+    assert set(o) == {"rl:p", "kpa"}                       # the static grid is not a compared policy
+    # vs KPA: ratios 0.25, 1, 1.5 -> geometric mean 0.375 ** (1/3); vs best static 0.5, 9, 1.
+    assert o["rl:p"]["saving_vs_kpa"] == pytest.approx(1 - 0.375 ** (1 / 3))
+    assert o["rl:p"]["cost_vs_best_static"] == pytest.approx(4.5 ** (1 / 3))
+    assert (o["rl:p"]["no_worse_than_best_static"], o["rl:p"]["compared_to_best_static"]) == (2, 3)
+    assert (o["rl:p"]["worse_than_kpa"], o["rl:p"]["compared_to_kpa"]) == (1, 3)
+    assert o["kpa"]["compared_to_kpa"] == 0               # KPA is not compared with itself
+
+
+def test_seed_agreement_counts_seeds_where_the_policy_alone_was_no_worse():
+    from kpilot.evaluate.report import seeds_no_worse
+
+    group = [_row("a", "rl:p", 2.0, seeds=[1.0, 2.0, 3.0]),
+             _row("a", "static:1", 2.0, best=True, seeds=[1.5, 2.5, 2.0])]
+    assert seeds_no_worse(group, group[0]) == (2, 3)
+    assert seeds_no_worse([_row("a", "rl:p", 1.0), _row("a", "static:1", 1.0, best=True)],
+                          _row("a", "rl:p", 1.0)) is None     # one replay: nothing to count
+
+
+def test_table_and_summary_end_with_the_all_traces_row(tiny_policy, tmp_path):
+    from kpilot.evaluate.report import overall
+
+    rows = _cli_json("--trace", TRACE, "--trace", "synthetic:onoff:duration=900,seed=12",
+                     "--policy", str(tiny_policy), "--baselines", "kpa,static:1,static:3", "--replays", "2")
+    o = overall(rows)["rl:tiny"]
+    proc = subprocess.run([str(KPILOT), "evaluate", "--trace", TRACE, "--trace", "synthetic:onoff:duration=900,seed=12",
+                           "--policy", str(tiny_policy), "--baselines", "kpa,static:1,static:3", "--replays", "2",
+                           "--report", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout
+    assert "all 2 traces" in table
+    assert f"{o['cost_vs_best_static']:.3f}" in table.split("all 2 traces")[1]
+    assert (f"rl:tiny: no worse than the best static target on {o['no_worse_than_best_static']} of 2 traces"
+            in table)
+    md = (tmp_path / "summary.md").read_text()
+    assert f"| rl:tiny | {o['saving_vs_kpa']:+.1%} | {o['cost_vs_best_static']:.3f} |" in md
+    assert "/2)" in md                                      # per-seed agreement with 2 replays
 
 
 def test_window_replays_only_the_held_out_part(tiny_policy):

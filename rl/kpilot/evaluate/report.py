@@ -35,12 +35,83 @@ def ratios(group: list[dict]) -> dict[str, dict]:
     return out
 
 
+def overall(rows: list[dict]) -> dict[str, dict]:
+    """Across traces, for each compared policy (not the static grid): the geometric mean of its cost
+    ratios against KPA defaults and against each trace's best static target (the README's "all"
+    rows), how many traces it is no worse than the best static target on, and how many it costs
+    more than KPA defaults on. Traces without the baseline (or with a zero cost) are left out."""
+    per: dict[str, dict] = {}
+    for group in _by_trace(rows).values():
+        kpa = next((-r["score"] for r in group if r["policy"] == "kpa"), None)
+        best = next((-r["score"] for r in group if r.get("best_static")), None)
+        for r in group:
+            if r["policy"].startswith("static:"):
+                continue
+            c = -r["score"]
+            acc = per.setdefault(r["policy"], {"vs_kpa": [], "vs_best": []})
+            if kpa and kpa > 0 and c > 0 and r["policy"] != "kpa":
+                acc["vs_kpa"].append(c / kpa)
+            if best and best > 0 and c > 0:
+                acc["vs_best"].append(c / best)
+    gmean = lambda v: float(np.exp(np.mean(np.log(v)))) if v else None  # noqa: E731
+    out = {}
+    for name, acc in per.items():
+        vs_kpa, vs_best = gmean(acc["vs_kpa"]), gmean(acc["vs_best"])
+        out[name] = {
+            "traces": max(len(acc["vs_kpa"]), len(acc["vs_best"])),
+            "saving_vs_kpa": None if vs_kpa is None else 1.0 - vs_kpa,
+            "cost_vs_best_static": vs_best,
+            "compared_to_best_static": len(acc["vs_best"]),
+            "no_worse_than_best_static": sum(x <= 1.0 + 1e-9 for x in acc["vs_best"]),
+            "compared_to_kpa": len(acc["vs_kpa"]),
+            "worse_than_kpa": sum(x > 1.0 + 1e-9 for x in acc["vs_kpa"]),
+        }
+    return out
+
+
+def seeds_no_worse(group: list[dict], row: dict) -> tuple[int, int] | None:
+    """With several replays: on how many simulator seeds `row` cost no more than the trace's best
+    static target (chosen on the mean), of how many. A mean ratio near 1 is noise unless this agrees."""
+    best = next((r for r in group if r.get("best_static")), None)
+    mine, theirs = row.get("seed_scores"), (best or {}).get("seed_scores")
+    if not mine or not theirs or len(mine) != len(theirs):
+        return None
+    return sum(-m <= -t * (1 + 1e-9) for m, t in zip(mine, theirs)), len(mine)
+
+
+def _overall_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for name, o in overall(rows).items():
+        parts = []
+        if o["compared_to_best_static"]:
+            parts.append(f"no worse than the best static target on {o['no_worse_than_best_static']} "
+                         f"of {o['compared_to_best_static']} traces")
+        if o["compared_to_kpa"]:
+            parts.append(f"costs more than KPA defaults on {o['worse_than_kpa']} of {o['compared_to_kpa']}")
+        if parts:
+            lines.append(f"{name}: " + "; ".join(parts))
+    return lines
+
+
 def _fmt(x, spec):
     return "" if x is None else format(x, spec)
 
 
+def _count(x) -> str:
+    """A count, or the mean of counts over replays (one decimal)."""
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+def _vs_best(rat: dict, group: list[dict], r: dict) -> str:
+    """The cost ratio to the best static target, with "(k/n)" seeds no worse for compared policies."""
+    text = _fmt(rat[r["policy"]]["cost_vs_best_static"], ".3f")
+    agree = None if r["policy"].startswith("static:") else seeds_no_worse(group, r)
+    return text if agree is None or not text else f"{text} ({agree[0]}/{agree[1]})"
+
+
 def summary_table(rows: list[dict]) -> Table:
-    table = Table(title="kpilot evaluate: request-level replays (score = -cost per request, higher is better)")
+    table = Table(title="kpilot evaluate: request-level replays (score = -cost per request, higher is better)",
+                  caption_justify="left")
     for name, justify in (("trace", "left"), ("policy", "left"), ("score", "right"), ("vs KPA", "right"),
                           ("vs best static", "right"), ("SLO viol.", "right"), ("p95 s", "right"),
                           ("cold starts", "right"), ("mean pods", "right"), ("requests", "right")):
@@ -53,10 +124,19 @@ def summary_table(rows: list[dict]) -> Table:
             style = "bold" if r["policy"].startswith(("rl:", "rule:")) or r.get("best_static") else None
             table.add_row(label if i == 0 else "", name, f"{r['score']:.4f}",
                           _fmt(rat[r["policy"]]["saving_vs_kpa"], "+.1%"),
-                          _fmt(rat[r["policy"]]["cost_vs_best_static"], ".3f"),
+                          _vs_best(rat, group, r),
                           f"{r['slo_violation_rate']:.2%}", f"{r['latency_p95_s']:.2f}",
-                          f"{r['cold_starts']:,}", f"{r['mean_pods']:.1f}", f"{r['requests']:,}", style=style)
+                          _count(r['cold_starts']), f"{r['mean_pods']:.1f}", f"{r['requests']:,}", style=style)
         table.add_section()
+    if len(_by_trace(rows)) > 1:
+        label = f"all {len(_by_trace(rows))} traces (geometric mean)"
+        for i, (name, o) in enumerate(overall(rows).items()):
+            table.add_row(label if i == 0 else "", name, "", _fmt(o["saving_vs_kpa"], "+.1%"),
+                          _fmt(o["cost_vs_best_static"], ".3f"), "", "", "", "", "", style="bold")
+        table.caption = "\n".join(_overall_lines(rows))
+    if any(r.get("seed_scores") for r in rows):
+        note = "vs best static (k/n): no worse than the best static target on k of the n simulator seeds"
+        table.caption = f"{table.caption}\n{note}" if table.caption else note
     return table
 
 
@@ -64,7 +144,8 @@ def markdown_summary(rows: list[dict], reward) -> str:
     lines = ["# kpilot evaluation", "",
              f"Score = minus the cost per request ({describe(reward)}); "
              "higher is better. `vs KPA` is the cost saving against Knative defaults; `vs best static` "
-             "is the cost relative to the best static target in hindsight (<= 1: no worse).", "",
+             "is the cost relative to the best static target in hindsight (<= 1: no worse); with several "
+             "replays, (k/n) says on how many of the n simulator seeds the policy alone was no worse.", "",
              "| trace | policy | score | vs KPA | vs best static | SLO viol. | p95 s | cold starts | mean pods |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for trace, group in _by_trace(rows).items():
@@ -74,8 +155,14 @@ def markdown_summary(rows: list[dict], reward) -> str:
         for r in keep:
             name = r["policy"] + (" (best static)" if r.get("best_static") else "")
             lines.append(f"| {trace} | {name} | {r['score']:.4f} | {_fmt(rat[r['policy']]['saving_vs_kpa'], '+.1%')} "
-                         f"| {_fmt(rat[r['policy']]['cost_vs_best_static'], '.3f')} | {r['slo_violation_rate']:.2%} "
-                         f"| {r['latency_p95_s']:.2f} | {r['cold_starts']:,} | {r['mean_pods']:.1f} |")
+                         f"| {_vs_best(rat, group, r)} | {r['slo_violation_rate']:.2%} "
+                         f"| {r['latency_p95_s']:.2f} | {_count(r['cold_starts'])} | {r['mean_pods']:.1f} |")
+    if len(_by_trace(rows)) > 1:
+        lines += ["", f"All {len(_by_trace(rows))} traces (geometric mean of the cost ratios):", "",
+                  "| policy | vs KPA | vs best static |", "|---|---:|---:|"]
+        lines += [f"| {name} | {_fmt(o['saving_vs_kpa'], '+.1%')} | {_fmt(o['cost_vs_best_static'], '.3f')} |"
+                  for name, o in overall(rows).items()]
+        lines += [""] + [f"* {line}" for line in _overall_lines(rows)]
     lines += ["", "Full static grid and every metric: `kpilot evaluate ... --json`.", ""]
     return "\n".join(lines)
 

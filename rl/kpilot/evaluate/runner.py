@@ -130,6 +130,7 @@ def evaluate_trace(spec: str, trace, controllers, sim: SimConfig, reward: Reward
                "score": score(metrics, reward), "best_static": False}
         if len(seeds) > 1:
             row["seeds"] = list(seeds)
+            row["seed_scores"] = [score(r.metrics, reward) for r in runs]
         rows.append(row)
         if keep_timelines:
             results[c.name] = runs[0]
