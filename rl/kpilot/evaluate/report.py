@@ -35,6 +35,10 @@ def ratios(group: list[dict]) -> dict[str, dict]:
     return out
 
 
+def _geometric_mean(values: list[float]) -> float | None:
+    return float(np.exp(np.mean(np.log(values)))) if values else None
+
+
 def overall(rows: list[dict]) -> dict[str, dict]:
     """Across traces, for each compared policy (not the static grid): the geometric mean of its cost
     ratios against KPA defaults and against each trace's best static target (the README's "all"
@@ -53,10 +57,9 @@ def overall(rows: list[dict]) -> dict[str, dict]:
                 acc["vs_kpa"].append(c / kpa)
             if best and best > 0 and c > 0:
                 acc["vs_best"].append(c / best)
-    gmean = lambda v: float(np.exp(np.mean(np.log(v)))) if v else None  # noqa: E731
     out = {}
     for name, acc in per.items():
-        vs_kpa, vs_best = gmean(acc["vs_kpa"]), gmean(acc["vs_best"])
+        vs_kpa, vs_best = _geometric_mean(acc["vs_kpa"]), _geometric_mean(acc["vs_best"])
         out[name] = {
             "traces": max(len(acc["vs_kpa"]), len(acc["vs_best"])),
             "saving_vs_kpa": None if vs_kpa is None else 1.0 - vs_kpa,
@@ -142,10 +145,10 @@ def summary_table(rows: list[dict]) -> Table:
 
 def markdown_summary(rows: list[dict], reward) -> str:
     lines = ["# kpilot evaluation", "",
-             f"Score = minus the cost per request ({describe(reward)}); "
-             "higher is better. `vs KPA` is the cost saving against Knative defaults; `vs best static` "
-             "is the cost relative to the best static target in hindsight (<= 1: no worse); with several "
-             "replays, (k/n) says on how many of the n simulator seeds the policy alone was no worse.", "",
+             (f"Score = minus the cost per request ({describe(reward)}); "
+              "higher is better. `vs KPA` is the cost saving against Knative defaults; `vs best static` "
+              "is the cost relative to the best static target in hindsight (<= 1: no worse); with several "
+              "replays, (k/n) says on how many of the n simulator seeds the policy was no worse."), "",
              "| trace | policy | score | vs KPA | vs best static | SLO viol. | p95 s | cold starts | mean pods |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for trace, group in _by_trace(rows).items():
