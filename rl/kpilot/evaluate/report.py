@@ -35,6 +35,11 @@ def ratios(group: list[dict]) -> dict[str, dict]:
     return out
 
 
+def _no_worse(cost: float, reference: float) -> bool:
+    """cost <= reference, forgiving float rounding (a tie with the best static target counts)."""
+    return cost <= reference * (1.0 + 1e-9)
+
+
 def _geometric_mean(values: list[float]) -> float | None:
     return float(np.exp(np.mean(np.log(values)))) if values else None
 
@@ -61,13 +66,12 @@ def overall(rows: list[dict]) -> dict[str, dict]:
     for name, acc in per.items():
         vs_kpa, vs_best = _geometric_mean(acc["vs_kpa"]), _geometric_mean(acc["vs_best"])
         out[name] = {
-            "traces": max(len(acc["vs_kpa"]), len(acc["vs_best"])),
             "saving_vs_kpa": None if vs_kpa is None else 1.0 - vs_kpa,
             "cost_vs_best_static": vs_best,
             "compared_to_best_static": len(acc["vs_best"]),
-            "no_worse_than_best_static": sum(x <= 1.0 + 1e-9 for x in acc["vs_best"]),
+            "no_worse_than_best_static": sum(_no_worse(x, 1.0) for x in acc["vs_best"]),
             "compared_to_kpa": len(acc["vs_kpa"]),
-            "worse_than_kpa": sum(x > 1.0 + 1e-9 for x in acc["vs_kpa"]),
+            "worse_than_kpa": sum(not _no_worse(x, 1.0) for x in acc["vs_kpa"]),
         }
     return out
 
@@ -79,12 +83,12 @@ def seeds_no_worse(group: list[dict], row: dict) -> tuple[int, int] | None:
     mine, theirs = row.get("seed_scores"), (best or {}).get("seed_scores")
     if not mine or not theirs or len(mine) != len(theirs):
         return None
-    return sum(-m <= -t * (1 + 1e-9) for m, t in zip(mine, theirs)), len(mine)
+    return sum(_no_worse(-m, -t) for m, t in zip(mine, theirs)), len(mine)
 
 
-def _overall_lines(rows: list[dict]) -> list[str]:
+def _overall_lines(agg: dict[str, dict]) -> list[str]:
     lines = []
-    for name, o in overall(rows).items():
+    for name, o in agg.items():
         parts = []
         if o["compared_to_best_static"]:
             parts.append(f"no worse than the best static target on {o['no_worse_than_best_static']} "
@@ -131,12 +135,14 @@ def summary_table(rows: list[dict]) -> Table:
                           f"{r['slo_violation_rate']:.2%}", f"{r['latency_p95_s']:.2f}",
                           _count(r['cold_starts']), f"{r['mean_pods']:.1f}", f"{r['requests']:,}", style=style)
         table.add_section()
-    if len(_by_trace(rows)) > 1:
-        label = f"all {len(_by_trace(rows))} traces (geometric mean)"
-        for i, (name, o) in enumerate(overall(rows).items()):
-            table.add_row(label if i == 0 else "", name, "", _fmt(o["saving_vs_kpa"], "+.1%"),
-                          _fmt(o["cost_vs_best_static"], ".3f"), "", "", "", "", "", style="bold")
-        table.caption = "\n".join(_overall_lines(rows))
+    traces = len(_by_trace(rows))
+    if traces > 1:
+        agg = overall(rows)
+        for i, (name, o) in enumerate(agg.items()):
+            table.add_row(f"all {traces} traces (geometric mean)" if i == 0 else "", name, "",
+                          _fmt(o["saving_vs_kpa"], "+.1%"), _fmt(o["cost_vs_best_static"], ".3f"),
+                          "", "", "", "", "", style="bold")
+        table.caption = "\n".join(_overall_lines(agg))
     if any(r.get("seed_scores") for r in rows):
         note = "vs best static (k/n): no worse than the best static target on k of the n simulator seeds"
         table.caption = f"{table.caption}\n{note}" if table.caption else note
@@ -160,12 +166,14 @@ def markdown_summary(rows: list[dict], reward) -> str:
             lines.append(f"| {trace} | {name} | {r['score']:.4f} | {_fmt(rat[r['policy']]['saving_vs_kpa'], '+.1%')} "
                          f"| {_vs_best(rat, group, r)} | {r['slo_violation_rate']:.2%} "
                          f"| {r['latency_p95_s']:.2f} | {_count(r['cold_starts'])} | {r['mean_pods']:.1f} |")
-    if len(_by_trace(rows)) > 1:
-        lines += ["", f"All {len(_by_trace(rows))} traces (geometric mean of the cost ratios):", "",
+    traces = len(_by_trace(rows))
+    if traces > 1:
+        agg = overall(rows)
+        lines += ["", f"All {traces} traces (geometric mean of the cost ratios):", "",
                   "| policy | vs KPA | vs best static |", "|---|---:|---:|"]
         lines += [f"| {name} | {_fmt(o['saving_vs_kpa'], '+.1%')} | {_fmt(o['cost_vs_best_static'], '.3f')} |"
-                  for name, o in overall(rows).items()]
-        lines += [""] + [f"* {line}" for line in _overall_lines(rows)]
+                  for name, o in agg.items()]
+        lines += [""] + [f"* {line}" for line in _overall_lines(agg)]
     lines += ["", "Full static grid and every metric: `kpilot evaluate ... --json`.", ""]
     return "\n".join(lines)
 
