@@ -80,6 +80,24 @@ def test_requests_that_never_finish_are_late_until_the_run_ends():
     assert r.metrics["late_seconds"] == pytest.approx(2 * (trace.span_s + 600.0 - 500.5))
 
 
+def test_warm_up_requests_are_not_scored_but_their_waiting_in_the_window_is():
+    # One pod serving one request at a time; the first 20 s are an unscored warm-up. A 30 s request
+    # and a 1 s one arrive in it; the 1 s one waits behind the first until 31 s, past its 2.6 s
+    # deadline, which fell inside the warm-up: no violation in the window, but its 11 s of waiting
+    # after 20 s are charged. The scored request at 25 s finishes at 32 s, 4.5 s late.
+    trace = make_trace([0.0, 0.1, 25.0], [30.0, 1.0, 1.0], warmup_s=20.0)
+    r = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1))
+    assert r.metrics["requests"] == 1
+    assert r.metrics["slo_violations"] == 1 and r.metrics["carried_over_violations"] == 0
+    assert r.metrics["late_seconds"] == pytest.approx(11.0 + 4.5)
+    # Three 100 s requests in the warm-up, served one after another: the third finishes at 300 s,
+    # its deadline (200.5 s) passes inside the window: a violation, 99.5 s late, charged there.
+    trace = make_trace([0.0, 0.0, 0.0, 60.0], [100.0, 100.0, 100.0, 1.0], warmup_s=50.0)
+    r = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1))
+    assert r.metrics["slo_violations"] == 2 and r.metrics["carried_over_violations"] == 1
+    assert r.metrics["late_seconds"] == pytest.approx(99.5 + (301.0 - 62.5))
+
+
 def test_cold_start_from_zero_is_waited_for_and_counted():
     # No pods at first: the activator buffers the request, its concurrency reaches the KPA at the
     # 2 s tick, a pod is created then and is ready 5 s later.
