@@ -208,7 +208,10 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
         raw = {f: np.array([readings[h.name][f] for _, h in live], dtype=np.float64) for f in READING_FIELDS}
         raw["target"] = np.array([h.current_target for _, h in live])
         raw["time_of_day_s"] = np.full(len(live), now % 86400.0)
-        proposals = np.asarray(policy.target(encode(**raw)), dtype=np.float64).reshape(-1)
+        # The policy's smoothing (if it was trained with one) is part of its decision; the spec's
+        # guardrails then apply to the smoothed target.
+        proposals = np.asarray(policy.action_spec.smooth(policy.target(encode(**raw)), raw["target"]),
+                               dtype=np.float64).reshape(-1)
     proposal_of = {h.name: float(p) for (_, h), p in zip(live, proposals)}
 
     # 3. Guardrails, staleness and the write for each revision.

@@ -4,10 +4,16 @@ The policy picks the target on a log scale between `min_target` and `max_target`
     target = exp(log(min) + (a + 1) / 2 * (log(max) - log(min)))
 A log scale gives equal resolution to "2 vs 4" and "100 vs 200", which is how targets matter.
 
+`smoothing` (optional, in (0, 1)) moves the running target only part of the way to the policy's
+pick, on the log scale: target = current^(1 - smoothing) x proposed^smoothing. A policy deciding
+every 30 s, faster than the KPA's 60 s stable window, otherwise chases the pod counts its own last
+decision caused (targets 5, 9, 6, 12, 7, 15 and pods 6, 3, 6, 3); a static target never does. Trained
+under smoothing, the policy learns to overshoot where it must move fast.
+
 `max_step_ratio` (optional) limits each decision to a factor of (1 + ratio) of the target that
 runs now, exactly as the operator's step guardrail does. A policy trained under the limit learns
 what the operator will let it do; one trained without it is judged on moves a cluster never makes.
-The bounds and the limit travel in the policy artifact.
+The bounds, the smoothing and the limit travel in the policy artifact.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class ActionSpec:
     min_target: float = 1.0
     max_target: float = 200.0
     max_step_ratio: float | None = None   # None: any target in [min, max] at every decision
+    smoothing: float | None = None        # None: the policy's pick is the target (no smoothing)
 
     def to_target(self, action) -> np.ndarray:
         a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
@@ -41,6 +48,19 @@ class ActionSpec:
         lo, hi = np.log(self.min_target), np.log(self.max_target)
         return 2.0 * (np.log(t) - lo) / (hi - lo) - 1.0
 
+    def smooth(self, proposed, current) -> np.ndarray:
+        """The proposal, moved towards from the `current` target by `smoothing` on the log scale."""
+        proposed = np.asarray(proposed, dtype=np.float64)
+        if self.smoothing is None:
+            return proposed
+        current = np.maximum(np.asarray(current, dtype=np.float64), 1e-9)
+        return np.exp((1.0 - self.smoothing) * np.log(current) + self.smoothing * np.log(proposed))
+
+    def follow(self, proposed, current) -> np.ndarray:
+        """The target to run when the policy proposes `proposed` and `current` runs now:
+        smoothed, then within the step limit. Training, evaluation and the operator all use this."""
+        return self.limit(self.smooth(proposed, current), current)
+
     def limit(self, proposed, current) -> np.ndarray:
         """The proposal, kept within a factor of (1 + max_step_ratio) of the `current` target."""
         if self.max_step_ratio is None:
@@ -49,7 +69,7 @@ class ActionSpec:
 
     def decide(self, action, current) -> np.ndarray:
         """Action -> the target to run, given the target that runs now."""
-        return self.limit(self.to_target(action), current)
+        return self.follow(self.to_target(action), current)
 
     def to_dict(self) -> dict:
         return {"kind": "log-target", **asdict(self)}

@@ -15,7 +15,8 @@ from kpilot.sim.replay import KpaDefault, StaticTarget
 
 @dataclass
 class PolicyController:
-    """Runs an exported policy every `interval_s`, within its step limit, as the operator does."""
+    """Runs an exported policy every `interval_s`, smoothed and within its step limit, as the
+    operator does."""
 
     policy: ExportedPolicy
     interval_s: float = 30.0
@@ -23,7 +24,7 @@ class PolicyController:
 
     def decide(self, raw_obs: dict) -> float:
         proposed = self.policy.target(encode(**raw_obs))
-        return float(self.policy.action_spec.limit(proposed, raw_obs["target"]))
+        return float(self.policy.action_spec.follow(proposed, raw_obs["target"]))
 
 
 def parse_controller(option: str, *, interval_s: float = 30.0):

@@ -7,7 +7,7 @@ An exported policy is `policy.json`:
       "observation": {"version": OBS_VERSION, "features": [...]},
       "normalization": {"mean": [...], "var": [...], "clip": 10.0, "epsilon": 1e-8},
       "action": {"kind": "log-target", "min_target": ..., "max_target": ...,
-                 "max_step_ratio": ... or null},
+                 "max_step_ratio": ... or null, "smoothing": ... or null},
       "network": {"activation": "tanh", "layers": [{"weight": [[...]], "bias": [...]}, ...]},
       ... anything else (training settings, traces, kpilot version) is carried, not read here
     }
@@ -105,8 +105,13 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0):
             raise PolicyError(f"action max_step_ratio must be a positive number or null (no limit), "
                               f"got {step!r}", path=source)
+        smoothing = act.get("smoothing")       # absent in artifacts from before smoothing
+        if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
+                                      or not 0 < smoothing < 1):
+            raise PolicyError(f"action smoothing must be a number in (0, 1) or null (none), got {smoothing!r}",
+                              path=source)
         spec = ActionSpec(float(act["min_target"]), float(act["max_target"]),
-                          None if step is None else float(step))
+                          None if step is None else float(step), None if smoothing is None else float(smoothing))
         net = doc["network"]
         activation = net["activation"]
         if activation not in _ACTIVATIONS:

@@ -171,6 +171,43 @@ def test_step_limit_moves_the_target_at_most_one_factor_per_decision():
     assert targets[-2:] == pytest.approx([1.0, 1.0])     # 200 / 2**8 < 1: the bound holds
 
 
+def test_smoothing_moves_the_target_part_of_the_way_per_decision():
+    from kpilot.action import ActionSpec
+    from kpilot.sim.engine import F_TARGET
+
+    cfg = EnvConfig(episode_s=900.0, action=ActionSpec(1.0, 200.0, smoothing=0.5))
+    env = BatchedAutoscalingEnv(1, cfg, seed=0, traces=[TRACE])
+    env.reset_all()
+    start = float(env.batch.F[0, F_TARGET])
+    targets = []
+    for _ in range(6):                                   # ask for the maximum every decision
+        _, _, _, infos = env.step(np.array([1.0]))
+        targets.append(infos[0]["target"])
+    # log(200 / target) halves each decision: the target approaches 200 and never jumps there.
+    gaps = np.log(200.0 / np.array([start, *targets]))
+    assert gaps[1:] == pytest.approx(gaps[:-1] / 2)
+    assert targets[0] < 200.0 and targets[-1] > targets[0]
+
+
+def test_change_penalty_charges_each_doubling_of_the_target_in_training_only():
+    from kpilot.action import ActionSpec
+
+    spec = ActionSpec(1.0, 16.0)
+    plain = BatchedAutoscalingEnv(1, EnvConfig(episode_s=900.0, action=spec), seed=0, traces=[TRACE])
+    priced = BatchedAutoscalingEnv(1, EnvConfig(episode_s=900.0, action=spec, change_penalty=0.1),
+                                   seed=0, traces=[TRACE])
+    plain.reset_all()
+    priced.reset_all()
+    targets = [2.0, 8.0, 8.0, 1.0]                       # x4, hold, /8
+    for before, target in zip([None, *targets], targets):
+        action = np.array([float(spec.to_action(target))])
+        _, r_plain, _, i_plain = plain.step(action)
+        _, r_priced, _, i_priced = priced.step(action)
+        assert i_priced[0] == i_plain[0]                 # the same simulation: only the reward differs
+        if before is not None:
+            assert r_plain[0] - r_priced[0] == pytest.approx(0.1 * abs(np.log2(target / before)), abs=1e-4)
+
+
 def test_idle_start_lets_the_load_arrive_on_a_resting_revision():
     from kpilot.observation import FEATURES
 

@@ -81,11 +81,13 @@ def test_replays_must_be_positive(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--replays", "0", expect="--replays")
 
 
-@pytest.mark.parametrize("ratio", [0, -0.5, "fast"])
-def test_bad_step_limit_in_the_policy(tiny_policy, tmp_path, ratio):
-    bad = tmp_path / "step"
+@pytest.mark.parametrize("field, value", [("max_step_ratio", 0), ("max_step_ratio", -0.5),
+                                          ("max_step_ratio", "fast"), ("smoothing", 0), ("smoothing", 1),
+                                          ("smoothing", 1.5), ("smoothing", True), ("smoothing", "half")])
+def test_bad_action_setting_in_the_policy(tiny_policy, tmp_path, field, value):
+    bad = tmp_path / "action"
     shutil.copytree(tiny_policy, bad)
     doc = json.loads((bad / "policy.json").read_text())
-    doc["action"]["max_step_ratio"] = ratio
+    doc["action"][field] = value
     (bad / "policy.json").write_text(json.dumps(doc))
-    _fails("--trace", TRACE, "--policy", str(bad), expect="max_step_ratio")
+    _fails("--trace", TRACE, "--policy", str(bad), expect=field)

@@ -74,7 +74,8 @@ def test_default_leaves_knatives_target_of_100_on_a_revision_at_rest():
     at_rest = dict(concurrency_stable=0, concurrency_panic=0, ready_pods=0, desired_pods=0,
                    starting_pods=0, request_rate=0, latency_mean_s=0, latency_p95_s=0, panic=0)
     hours = np.arange(0, 86400, 3600.0)
-    chosen = load_artifact(DEFAULT).policy.target(encode(**{k: np.full(len(hours), v) for k, v in at_rest.items()},
-                                                         target=np.full(len(hours), 100.0),
-                                                         time_of_day_s=hours))
+    policy = load_artifact(DEFAULT).policy
+    proposed = policy.target(encode(**{k: np.full(len(hours), v) for k, v in at_rest.items()},
+                                    target=np.full(len(hours), 100.0), time_of_day_s=hours))
+    chosen = policy.action_spec.follow(proposed, 100.0)      # what the revision gets: smoothed
     assert np.all(chosen < 50), chosen.round(1)

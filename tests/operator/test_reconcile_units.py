@@ -118,6 +118,29 @@ def test_the_policy_step_limit_applies_unless_the_spec_sets_one():
     assert first_write(spec(bounds={"minTarget": 1, "maxTarget": 200}, **no_step), POLICY) == (66.67, "StepLimited")
 
 
+def test_the_policy_smoothing_applies_before_the_guardrails():
+    from kpilot.action import ActionSpec
+    from kpilot.observation import N_FEATURES
+    from kpilot.policy import policy_to_bytes
+    import numpy as np
+
+    smoothed = ActionSpec(1.0, 200.0, smoothing=0.5)           # trained to move half way (log scale)
+    to_four = policy_from_bytes(policy_to_bytes(
+        layers=[(np.zeros((1, N_FEATURES)), np.array([float(smoothed.to_action(4.0))]))],
+        obs_mean=np.zeros(N_FEATURES), obs_var=np.ones(N_FEATURES), action_spec=smoothed))
+
+    def first(sp, current):
+        plan = decide(policy_name="p", spec=sp, services=[SVC], holders={"r1": holder(**{TARGET: current})},
+                      readings={"r1": reading()}, policy=to_four, last_fresh={}, now=NOW)
+        return plan.services[0].decision, (plan.writes[0].target if plan.writes else None)
+
+    wide = spec(bounds={"minTarget": 1, "maxTarget": 200}, maxStepRatio=100)
+    assert first(wide, "100") == (20.0, 20.0)                 # sqrt(100 x 4): half way from 100 to 4
+    assert first(wide, "16") == (8.0, 8.0)
+    # The spec's step limit then applies to the smoothed target: x1.5 from 100 is 66.67.
+    assert first(spec(bounds={"minTarget": 1, "maxTarget": 200}, maxStepRatio=0.5), "100") == (20.0, 66.67)
+
+
 def test_decide_holds_then_falls_back_then_restores_without_fallback():
     sp = spec(fallbackTarget=25, staleAfterSeconds=30)
     h = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})

@@ -62,23 +62,34 @@ def test_simulate_with_a_policy_artifact(tmp_path):
     assert df.filter(pl.col("t") > 30)["target"].to_list() == pytest.approx([10.0] * len(df.filter(pl.col("t") > 30)))
 
 
-def test_a_policy_with_a_step_limit_moves_one_step_per_decision(tmp_path):
+def _targets_of_a_policy_proposing_10(tmp_path, **action) -> list[float]:
+    """The distinct targets `kpilot simulate` runs under a policy that always proposes 10 (action 0
+    on [1, 100]) from Knative's default of 100, with the given smoothing or step limit."""
     import numpy as np
 
     from kpilot.action import ActionSpec
     from kpilot.observation import N_FEATURES
     from kpilot.policy import policy_to_bytes
 
-    # Always proposes 10, but may move only x1.5 per decision from Knative's default of 100.
     data = policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.zeros(1))], obs_mean=np.zeros(N_FEATURES),
-                           obs_var=np.ones(N_FEATURES), action_spec=ActionSpec(1.0, 100.0, max_step_ratio=0.5))
+                           obs_var=np.ones(N_FEATURES), action_spec=ActionSpec(1.0, 100.0, **action))
     (tmp_path / "policy.json").write_bytes(data)
     r = kpilot("simulate", "--trace", SMALL, "--policy", str(tmp_path), "--timeline",
                str(tmp_path / "tl.csv"), "--json")
     assert r.returncode == 0, r.stderr
-    targets = pl.read_csv(tmp_path / "tl.csv")["target"].unique(maintain_order=True).to_list()
-    assert targets == pytest.approx([100 / 1.5, 100 / 1.5 ** 2, 100 / 1.5 ** 3, 100 / 1.5 ** 4,
-                                     100 / 1.5 ** 5, 10.0])
+    return pl.read_csv(tmp_path / "tl.csv")["target"].unique(maintain_order=True).to_list()
+
+
+def test_a_policy_with_a_step_limit_moves_one_step_per_decision(tmp_path):
+    # May move only x1.5 per decision.
+    assert _targets_of_a_policy_proposing_10(tmp_path, max_step_ratio=0.5) == pytest.approx(
+        [100 / 1.5, 100 / 1.5 ** 2, 100 / 1.5 ** 3, 100 / 1.5 ** 4, 100 / 1.5 ** 5, 10.0])
+
+
+def test_a_policy_with_smoothing_moves_half_way_per_decision(tmp_path):
+    # Each decision halves the gap on the log scale: 100 -> 31.6 -> 17.8 -> 13.3 -> ...
+    targets = _targets_of_a_policy_proposing_10(tmp_path, smoothing=0.5)
+    assert targets[:4] == pytest.approx([10 * 10 ** 0.5 ** k for k in range(1, 5)], rel=1e-6)
 
 
 @pytest.mark.parametrize("args,needle", [

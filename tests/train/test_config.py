@@ -39,6 +39,23 @@ def test_step_limit_reaches_the_exported_action(tmp_path):
     assert spec.decide([1.0, -1.0], [10.0, 10.0]) == pytest.approx([20.0, 5.0])
 
 
+def test_smoothing_reaches_the_exported_action():
+    from kpilot.policy import policy_from_bytes, policy_to_bytes
+    from kpilot.observation import N_FEATURES
+    import numpy as np
+
+    assert load_config().action_spec.smoothing == 0.5                  # the shipped config's
+    assert load_config(overrides={"env.smoothing": 1.0}).action_spec.smoothing is None
+    cfg = load_config(overrides={"env.smoothing": 0.5, "env.max_step_ratio": 1.0})
+    data = policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.zeros(1))], obs_mean=np.zeros(N_FEATURES),
+                           obs_var=np.ones(N_FEATURES), action_spec=cfg.action_spec)
+    spec = policy_from_bytes(data).action_spec
+    assert spec.smoothing == 0.5 and spec.max_step_ratio == 1.0
+    # Half way on the log scale, then the step limit: 10 -> 200 asks for sqrt(2000) = 44.7, capped at 20.
+    assert spec.follow([40.0, 2.5, 200.0], [10.0, 10.0, 10.0]) == pytest.approx([20.0, 5.0, 20.0])
+    assert spec.follow([16.0], [4.0]) == pytest.approx([8.0])
+
+
 def _write(tmp_path, text: str) -> Path:
     p = tmp_path / "c.yaml"
     p.write_text(text)
@@ -55,6 +72,9 @@ def _write(tmp_path, text: str) -> Path:
     ("env:\n  reward_units: dollars\n", "env.reward_units"),
     ("eval:\n  select_after: 1.0\n", "eval.select_after"),
     ("env:\n  max_step_ratio: -1\n", "env.max_step_ratio"),
+    ("env:\n  smoothing: 0\n", "env.smoothing"),
+    ("env:\n  smoothing: 1.5\n", "env.smoothing"),
+    ("env:\n  change_penalty: -0.1\n", "env.change_penalty"),
     ("env:\n  idle_start: 1.5\n", "env.idle_start"),
     ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
     ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),

@@ -58,6 +58,7 @@ class EnvConfig:
     sim: SimConfig = field(default_factory=_training_sim)
     reward: RewardConfig = field(default_factory=RewardConfig)
     action: ActionSpec = field(default_factory=ActionSpec)
+    change_penalty: float = 0.0            # reward units per doubling or halving of the target
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -209,8 +210,8 @@ class BatchedAutoscalingEnv:
         Episodes that end are NOT reset here; the adapters decide how (auto-reset for SB3).
         """
         cfg = self.config
-        targets = cfg.action.decide(np.asarray(actions, dtype=np.float64).reshape(self.n),
-                                    self.batch.F[:, E.F_TARGET])
+        previous = self.batch.F[:, E.F_TARGET].copy()
+        targets = cfg.action.decide(np.asarray(actions, dtype=np.float64).reshape(self.n), previous)
         self.batch.F[:, E.F_TARGET] = targets
         self.batch.start_interval()
         t_next = self.t + cfg.decision_interval_s
@@ -223,6 +224,10 @@ class BatchedAutoscalingEnv:
         cost = cfg.reward.cost(S[:, E.S_POD_SECONDS], violations, S[:, E.S_COLD_STARTS],
                                S[:, E.S_LATE_SECONDS])
         rewards = -cost / self.reward_divisor
+        if cfg.change_penalty > 0:
+            # Training only (evaluation never charges it): a price on moving the target, so that
+            # holding one is the default and a move must pay for itself in pods or SLOs.
+            rewards = rewards - cfg.change_penalty * np.abs(np.log2(targets / np.maximum(previous, 1e-9)))
         self.episode_return += rewards
         self.episode_steps += 1
         truncated = self.t >= self.t_end - 1e-9

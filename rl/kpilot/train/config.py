@@ -58,6 +58,8 @@ class EnvSection:
     min_target: float = 1.0
     max_target: float = 200.0
     max_step_ratio: float = 0.0      # > 0: each decision within x(1 + ratio) of the running target; 0: no limit
+    smoothing: float = 1.0           # < 1: each decision moves the target that share of the way (log scale)
+    change_penalty: float = 0.0      # training reward per doubling or halving of the target (kpilot.env.core)
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,8 @@ class TrainConfig:
     @property
     def action_spec(self) -> ActionSpec:
         return ActionSpec(self.env.min_target, self.env.max_target,
-                          self.env.max_step_ratio if self.env.max_step_ratio > 0 else None)
+                          self.env.max_step_ratio if self.env.max_step_ratio > 0 else None,
+                          self.env.smoothing if self.env.smoothing < 1 else None)
 
     def trace_specs(self) -> list[str]:
         return [expand_spec(s) for s in (*self.env.traces, *self.env.synthetic)]
@@ -223,6 +226,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
          "must satisfy 0 < env.min_target < env.max_target")
     need(0.0 <= cfg.env.idle_start <= 1.0, "env.idle_start", "must be a share in [0, 1]")
     need(cfg.env.max_step_ratio >= 0, "env.max_step_ratio", "must be >= 0 (0: no step limit)")
+    need(0 < cfg.env.smoothing <= 1, "env.smoothing", "must be in (0, 1] (1: no smoothing)")
+    need(cfg.env.change_penalty >= 0, "env.change_penalty", "must be >= 0 (0: none)")
     need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")
     need(0.0 <= cfg.eval.select_after < 1.0, "eval.select_after", "must be in [0, 1)")
     need(cfg.env.reward_units in REWARD_UNITS, "env.reward_units", f"must be one of {', '.join(REWARD_UNITS)}")

@@ -54,7 +54,7 @@ def env_config(cfg: TrainConfig, traces) -> EnvConfig:
                      rate_scale=e.rate_scale, reward_units=e.reward_units,
                      random_time_of_day=e.random_time_of_day, idle_start=e.idle_start,
                      sim=training_sim(cfg), reward=cfg.reward,
-                     action=cfg.action_spec)
+                     action=cfg.action_spec, change_penalty=e.change_penalty)
 
 
 class Validator:
