@@ -208,9 +208,10 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
         raw = {f: np.array([readings[h.name][f] for _, h in live], dtype=np.float64) for f in READING_FIELDS}
         raw["target"] = np.array([h.current_target for _, h in live])
         raw["time_of_day_s"] = np.full(len(live), now % 86400.0)
-        # The policy's smoothing (if it was trained with one) is part of its decision; the spec's
-        # guardrails then apply to the smoothed target.
-        proposals = np.asarray(policy.action_spec.smooth(policy.target(encode(**raw)), raw["target"]),
+        # The policy's smoothing (if it was trained with one) is part of its decision, except on a
+        # revision it does not manage yet; the spec's guardrails then apply to the smoothed target.
+        first = np.array([h.owner != policy_name for _, h in live])
+        proposals = np.asarray(policy.action_spec.smooth(policy.target(encode(**raw)), raw["target"], first),
                                dtype=np.float64).reshape(-1)
     proposal_of = {h.name: float(p) for (_, h), p in zip(live, proposals)}
 

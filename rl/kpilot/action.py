@@ -8,7 +8,9 @@ A log scale gives equal resolution to "2 vs 4" and "100 vs 200", which is how ta
 pick, on the log scale: target = current^(1 - smoothing) x proposed^smoothing. A policy deciding
 every 30 s, faster than the KPA's 60 s stable window, otherwise chases the pod counts its own last
 decision caused (targets 5, 9, 6, 12, 7, 15 and pods 6, 3, 6, 3); a static target never does. Trained
-under smoothing, the policy learns to overshoot where it must move fast.
+under smoothing, the policy learns to overshoot where it must move fast. The first decision on a
+revision (`first`: the running target was set by someone else, such as Knative's default of 100 on
+a revision kpilot has just taken over) is not smoothed: there is no loop of its own to damp yet.
 
 `max_step_ratio` (optional) limits each decision to a factor of (1 + ratio) of the target that
 runs now, exactly as the operator's step guardrail does. A policy trained under the limit learns
@@ -48,18 +50,21 @@ class ActionSpec:
         lo, hi = np.log(self.min_target), np.log(self.max_target)
         return 2.0 * (np.log(t) - lo) / (hi - lo) - 1.0
 
-    def smooth(self, proposed, current) -> np.ndarray:
-        """The proposal, moved towards from the `current` target by `smoothing` on the log scale."""
+    def smooth(self, proposed, current, first=False) -> np.ndarray:
+        """The proposal, moved towards from the `current` target by `smoothing` on the log scale;
+        unchanged where `first` (a bool or mask: the policy's first decision on that revision)."""
         proposed = np.asarray(proposed, dtype=np.float64)
         if self.smoothing is None:
             return proposed
         current = np.maximum(np.asarray(current, dtype=np.float64), 1e-9)
-        return np.exp((1.0 - self.smoothing) * np.log(current) + self.smoothing * np.log(proposed))
+        smoothed = np.exp((1.0 - self.smoothing) * np.log(current) + self.smoothing * np.log(proposed))
+        return np.where(first, proposed, smoothed)
 
-    def follow(self, proposed, current) -> np.ndarray:
+    def follow(self, proposed, current, first=False) -> np.ndarray:
         """The target to run when the policy proposes `proposed` and `current` runs now:
-        smoothed, then within the step limit. Training, evaluation and the operator all use this."""
-        return self.limit(self.smooth(proposed, current), current)
+        smoothed (not on a first decision), then within the step limit. Training, evaluation and
+        the operator all use this."""
+        return self.limit(self.smooth(proposed, current, first), current)
 
     def limit(self, proposed, current) -> np.ndarray:
         """The proposal, kept within a factor of (1 + max_step_ratio) of the `current` target."""
@@ -67,9 +72,9 @@ class ActionSpec:
             return np.asarray(proposed, dtype=np.float64)
         return limit_step(proposed, current, self.max_step_ratio)
 
-    def decide(self, action, current) -> np.ndarray:
+    def decide(self, action, current, first=False) -> np.ndarray:
         """Action -> the target to run, given the target that runs now."""
-        return self.follow(self.to_target(action), current)
+        return self.follow(self.to_target(action), current, first)
 
     def to_dict(self) -> dict:
         return {"kind": "log-target", **asdict(self)}

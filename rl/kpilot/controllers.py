@@ -26,6 +26,11 @@ class PolicyController:
         proposed = self.policy.target(encode(**raw_obs))
         return float(self.policy.action_spec.follow(proposed, raw_obs["target"]))
 
+    def first_decision(self, raw_obs: dict) -> float:
+        """The decision that takes over a revision's target: not smoothed (kpilot.action)."""
+        proposed = self.policy.target(encode(**raw_obs))
+        return float(self.policy.action_spec.follow(proposed, raw_obs["target"], first=True))
+
 
 def parse_controller(option: str, *, interval_s: float = 30.0):
     """`kpa`, `static:TARGET` or a policy path (directory or policy.json)."""

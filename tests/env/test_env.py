@@ -178,15 +178,16 @@ def test_smoothing_moves_the_target_part_of_the_way_per_decision():
     cfg = EnvConfig(episode_s=900.0, action=ActionSpec(1.0, 200.0, smoothing=0.5))
     env = BatchedAutoscalingEnv(1, cfg, seed=0, traces=[TRACE])
     env.reset_all()
-    start = float(env.batch.F[0, F_TARGET])
-    targets = []
-    for _ in range(6):                                   # ask for the maximum every decision
+    _, _, _, infos = env.step(np.array([-1.0]))          # the first decision takes over at once
+    targets = [infos[0]["target"]]
+    assert targets[0] == pytest.approx(1.0)
+    for _ in range(6):                                   # then ask for the maximum every decision
         _, _, _, infos = env.step(np.array([1.0]))
         targets.append(infos[0]["target"])
     # log(200 / target) halves each decision: the target approaches 200 and never jumps there.
-    gaps = np.log(200.0 / np.array([start, *targets]))
+    gaps = np.log(200.0 / np.array(targets))
     assert gaps[1:] == pytest.approx(gaps[:-1] / 2)
-    assert targets[0] < 200.0 and targets[-1] > targets[0]
+    assert targets[-1] < 200.0
 
 
 def test_change_penalty_charges_each_doubling_of_the_target_in_training_only():

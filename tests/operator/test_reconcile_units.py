@@ -129,8 +129,9 @@ def test_the_policy_smoothing_applies_before_the_guardrails():
         layers=[(np.zeros((1, N_FEATURES)), np.array([float(smoothed.to_action(4.0))]))],
         obs_mean=np.zeros(N_FEATURES), obs_var=np.ones(N_FEATURES), action_spec=smoothed))
 
-    def first(sp, current):
-        plan = decide(policy_name="p", spec=sp, services=[SVC], holders={"r1": holder(**{TARGET: current})},
+    def first(sp, current, owner="p"):
+        managed = {ORIGINAL: "100", OWNER: owner} if owner else {}
+        plan = decide(policy_name="p", spec=sp, services=[SVC], holders={"r1": holder(**{TARGET: current}, **managed)},
                       readings={"r1": reading()}, policy=to_four, last_fresh={}, now=NOW)
         return plan.services[0].decision, (plan.writes[0].target if plan.writes else None)
 
@@ -139,6 +140,9 @@ def test_the_policy_smoothing_applies_before_the_guardrails():
     assert first(wide, "16") == (8.0, 8.0)
     # The spec's step limit then applies to the smoothed target: x1.5 from 100 is 66.67.
     assert first(spec(bounds={"minTarget": 1, "maxTarget": 200}, maxStepRatio=0.5), "100") == (20.0, 66.67)
+    # A revision the policy does not manage yet (Knative's own 100, or another owner's) is taken
+    # over without smoothing: there is no loop of the policy's own to damp.
+    assert first(wide, "100", owner=None) == (4.0, 4.0)
 
 
 def test_decide_holds_then_falls_back_then_restores_without_fallback():

@@ -54,6 +54,9 @@ def test_smoothing_reaches_the_exported_action():
     # Half way on the log scale, then the step limit: 10 -> 200 asks for sqrt(2000) = 44.7, capped at 20.
     assert spec.follow([40.0, 2.5, 200.0], [10.0, 10.0, 10.0]) == pytest.approx([20.0, 5.0, 20.0])
     assert spec.follow([16.0], [4.0]) == pytest.approx([8.0])
+    # A first decision (taking over a target the policy did not set) is not smoothed; limits hold.
+    assert spec.follow([16.0, 40.0], [4.0, 10.0], first=True) == pytest.approx([8.0, 20.0])
+    assert spec.follow([16.0, 16.0], [8.0, 8.0], first=[True, False]) == pytest.approx([16.0, np.sqrt(128.0)])
 
 
 def _write(tmp_path, text: str) -> Path:

@@ -211,7 +211,9 @@ class BatchedAutoscalingEnv:
         """
         cfg = self.config
         previous = self.batch.F[:, E.F_TARGET].copy()
-        targets = cfg.action.decide(np.asarray(actions, dtype=np.float64).reshape(self.n), previous)
+        # An episode's first decision takes over a target the policy did not set (kpilot.action).
+        targets = cfg.action.decide(np.asarray(actions, dtype=np.float64).reshape(self.n), previous,
+                                    first=self.episode_steps == 0)
         self.batch.F[:, E.F_TARGET] = targets
         self.batch.start_interval()
         t_next = self.t + cfg.decision_interval_s

@@ -82,7 +82,8 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
         # A controller without a start target decides at t = 0 from the revision's idle state,
         # as the operator does on its first tick (else the first interval runs at Knative's default).
         raw = {k: float(v[0]) for k, v in batch.raw_observation(controller.interval_s).items()}
-        batch.set_target(0, float(controller.decide(raw)))
+        first = getattr(controller, "first_decision", controller.decide)   # optional (kpilot.controllers)
+        batch.set_target(0, float(first(raw)))
     t0 = time.perf_counter()
     # Without a controller to consult, run the whole trace in one compiled call. After the last
     # arrival, step on the autoscaler's tick grid (span + k x tick) until every request has finished:
