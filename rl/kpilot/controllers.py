@@ -22,14 +22,13 @@ class PolicyController:
     interval_s: float = 30.0
     name: str = "rl"
 
-    def decide(self, raw_obs: dict) -> float:
+    def decide(self, raw_obs: dict, *, first: bool = False) -> float:
         proposed = self.policy.target(encode(**raw_obs))
-        return float(self.policy.action_spec.follow(proposed, raw_obs["target"]))
+        return float(self.policy.action_spec.follow(proposed, raw_obs["target"], first))
 
     def first_decision(self, raw_obs: dict) -> float:
         """The decision that takes over a revision's target: not smoothed (kpilot.action)."""
-        proposed = self.policy.target(encode(**raw_obs))
-        return float(self.policy.action_spec.follow(proposed, raw_obs["target"], first=True))
+        return self.decide(raw_obs, first=True)
 
 
 def parse_controller(option: str, *, interval_s: float = 30.0):

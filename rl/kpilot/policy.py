@@ -74,6 +74,16 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _optional_number(section: dict, key: str, valid, meaning: str, source: str) -> float | None:
+    """`section[key]` as a float, None when absent or null; anything else invalid is a PolicyError."""
+    value = section.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+        raise PolicyError(f"action {key} must be {meaning}, got {value!r}", path=source)
+    return float(value)
+
+
 def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: str | None = None
                       ) -> ExportedPolicy:
     """Parse and validate an exported policy. Raises PolicyError with the reason."""
@@ -101,17 +111,12 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         act = doc["action"]
         if act.get("kind") != "log-target":
             raise PolicyError(f"unknown action kind {act.get('kind')!r}", path=source)
-        step = act.get("max_step_ratio")       # absent in artifacts from before the step limit
-        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0):
-            raise PolicyError(f"action max_step_ratio must be a positive number or null (no limit), "
-                              f"got {step!r}", path=source)
-        smoothing = act.get("smoothing")       # absent in artifacts from before smoothing
-        if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
-                                      or not 0 < smoothing < 1):
-            raise PolicyError(f"action smoothing must be a number in (0, 1) or null (none), got {smoothing!r}",
-                              path=source)
-        spec = ActionSpec(float(act["min_target"]), float(act["max_target"]),
-                          None if step is None else float(step), None if smoothing is None else float(smoothing))
+        # Both are absent in artifacts from before the step limit and smoothing: None.
+        step = _optional_number(act, "max_step_ratio", lambda x: x > 0,
+                                "a positive number or null (no limit)", source)
+        smoothing = _optional_number(act, "smoothing", lambda x: 0 < x < 1,
+                                     "a number in (0, 1) or null (none)", source)
+        spec = ActionSpec(float(act["min_target"]), float(act["max_target"]), step, smoothing)
         net = doc["network"]
         activation = net["activation"]
         if activation not in _ACTIVATIONS:

@@ -140,8 +140,8 @@ def test_the_policy_smoothing_applies_before_the_guardrails():
     assert first(wide, "16") == (8.0, 8.0)
     # The spec's step limit then applies to the smoothed target: x1.5 from 100 is 66.67.
     assert first(spec(bounds={"minTarget": 1, "maxTarget": 200}, maxStepRatio=0.5), "100") == (20.0, 66.67)
-    # A revision the policy does not manage yet (Knative's own 100, or another owner's) is taken
-    # over without smoothing: there is no loop of the policy's own to damp.
+    # A revision the policy does not manage yet (Knative's own 100) is taken over without
+    # smoothing: there is no loop of the policy's own to damp.
     assert first(wide, "100", owner=None) == (4.0, 4.0)
 
 

@@ -22,14 +22,16 @@ def _by_trace(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def ratios(group: list[dict]) -> dict[str, dict]:
-    """policy -> {saving_vs_kpa, cost_vs_best_static} within one trace's rows."""
+    """policy -> {cost_vs_kpa, saving_vs_kpa, cost_vs_best_static} within one trace's rows."""
     kpa = next((r for r in group if r["policy"] == "kpa"), None)
     best = next((r for r in group if r.get("best_static")), None)
     out = {}
     for r in group:
         c = -r["score"]
+        vs_kpa = (c / -kpa["score"]) if kpa and kpa["score"] != 0 else None
         out[r["policy"]] = {
-            "saving_vs_kpa": (1.0 - c / -kpa["score"]) if kpa and kpa["score"] != 0 else None,
+            "cost_vs_kpa": vs_kpa,
+            "saving_vs_kpa": None if vs_kpa is None else 1.0 - vs_kpa,
             "cost_vs_best_static": (c / -best["score"]) if best and best["score"] != 0 else None,
         }
     return out
@@ -51,17 +53,14 @@ def overall(rows: list[dict]) -> dict[str, dict]:
     more than KPA defaults on. Traces without the baseline (or with a zero cost) are left out."""
     per: dict[str, dict] = {}
     for group in _by_trace(rows).values():
-        kpa = next((-r["score"] for r in group if r["policy"] == "kpa"), None)
-        best = next((-r["score"] for r in group if r.get("best_static")), None)
-        for r in group:
-            if r["policy"].startswith("static:"):
+        for name, rat in ratios(group).items():
+            if name.startswith("static:"):
                 continue
-            c = -r["score"]
-            acc = per.setdefault(r["policy"], {"vs_kpa": [], "vs_best": []})
-            if kpa and kpa > 0 and c > 0 and r["policy"] != "kpa":
-                acc["vs_kpa"].append(c / kpa)
-            if best and best > 0 and c > 0:
-                acc["vs_best"].append(c / best)
+            acc = per.setdefault(name, {"vs_kpa": [], "vs_best": []})
+            if rat["cost_vs_kpa"] and name != "kpa":      # None or 0 (a free replay) has no log
+                acc["vs_kpa"].append(rat["cost_vs_kpa"])
+            if rat["cost_vs_best_static"]:
+                acc["vs_best"].append(rat["cost_vs_best_static"])
     out = {}
     for name, acc in per.items():
         vs_kpa, vs_best = _geometric_mean(acc["vs_kpa"]), _geometric_mean(acc["vs_best"])

@@ -131,8 +131,10 @@ def _start_scoring(batch: Batch) -> np.ndarray:
     return batch.T[0].copy()
 
 
-def _carried_over(batch: Batch, trace: Trace, horizon: float) -> tuple[int, float]:
-    """SLO violations and late seconds after the warm-up of the requests that arrived during it.
+def _carried_over(lat: np.ndarray, arrivals: np.ndarray, deadline: np.ndarray, start: float,
+                  horizon: float) -> tuple[int, float]:
+    """SLO violations and late seconds after the warm-up (ending at `start`) of the requests that
+    arrived during it (their latencies, arrivals and deadlines).
 
     The warm-up's requests are not scored, but a controller must not get them for free: starving
     long requests left over from the warm-up on one shared pod saved pod-seconds that were charged,
@@ -140,14 +142,9 @@ def _carried_over(batch: Batch, trace: Trace, horizon: float) -> tuple[int, floa
     at the window's start made that the cheapest static target). So the window is charged what
     happens in it: a carried-over request violates its SLO if its deadline passes after the
     warm-up, and its lateness counts from the later of its deadline and the warm-up's end."""
-    k, start = trace.first_scored(), trace.warmup_s
-    if k == 0:
-        return 0, 0.0
-    lat = batch.latency[0, :k]
     served = lat != E.REJECTED           # a rejection happened at arrival, inside the warm-up
-    slo = batch.C[0, E.C_SLO_SLOWDOWN] * batch.service[0, :k] + batch.C[0, E.C_SLO_OFFSET]
-    deadline = (trace.arrivals[:k] + slo)[served]
-    end = np.where(np.isnan(lat), horizon, trace.arrivals[:k] + lat)[served]
+    deadline = deadline[served]
+    end = np.where(np.isnan(lat), horizon, arrivals + lat)[served]
     violated = (deadline >= start) & (end > deadline)
     late = np.maximum(end - np.maximum(deadline, start), 0.0)
     return int(violated.sum()), float(late.sum())
@@ -158,19 +155,23 @@ def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray)
     cold starts, panic time and carried-over lateness from its end to `horizon`."""
     T = batch.T[0] - at_warmup
     n, k = len(trace), trace.first_scored()
+    # Every request's SLO and deadline, the warm-up's (before k) and the scored ones.
+    slo_all = batch.C[0, E.C_SLO_SLOWDOWN] * batch.service[0, :n] + batch.C[0, E.C_SLO_OFFSET]
+    deadline_all = trace.arrivals[:n] + slo_all
     lat = batch.latency[0, k:n]
     finished = lat >= 0.0                # NaN (never finished) and E.REJECTED compare False
     done = lat[finished]
-    slo = batch.C[0, E.C_SLO_SLOWDOWN] * batch.service[0, k:n] + batch.C[0, E.C_SLO_OFFSET]
+    slo = slo_all[k:]
     completed = int(finished.sum())
     rejected = int(T[E.S_REJECTED])
     pct = np.percentile(done, [50, 95, 99]) if len(done) else np.zeros(3)
     unfinished = (n - k) - completed - rejected
     # A request violates its SLO when it finished late, was rejected, or never finished. Lateness
     # is counted to completion, or to the end of the run for a request that never finished.
-    carried_violations, carried_late_s = _carried_over(batch, trace, horizon)
+    carried_violations, carried_late_s = _carried_over(batch.latency[0, :k], trace.arrivals[:k],
+                                                       deadline_all[:k], trace.warmup_s, horizon)
     violations = int((done > slo[finished]).sum()) + rejected + unfinished + carried_violations
-    deadline = trace.arrivals[k:n] + slo
+    deadline = deadline_all[k:]
     late_s = float(np.maximum(done - slo[finished], 0.0).sum()
                    + np.maximum(horizon - deadline[np.isnan(lat)], 0.0).sum()) + carried_late_s
     trace_failed = int(trace.failed[k:].sum())
