@@ -173,7 +173,6 @@ def test_step_limit_moves_the_target_at_most_one_factor_per_decision():
 
 def test_smoothing_moves_the_target_part_of_the_way_per_decision():
     from kpilot.action import ActionSpec
-    from kpilot.sim.engine import F_TARGET
 
     cfg = EnvConfig(episode_s=900.0, action=ActionSpec(1.0, 200.0, smoothing=0.5))
     env = BatchedAutoscalingEnv(1, cfg, seed=0, traces=[TRACE])
