@@ -190,6 +190,19 @@ def test_smoothing_moves_the_target_part_of_the_way_per_decision():
     assert targets[-1] < 200.0
 
 
+def test_immediate_cuts_lower_the_target_at_once_and_raise_it_smoothly():
+    from kpilot.action import ActionSpec
+
+    spec = ActionSpec(1.0, 200.0, smoothing=0.5, immediate_cuts=True)
+    env = BatchedAutoscalingEnv(1, EnvConfig(episode_s=900.0, action=spec), seed=0, traces=[TRACE])
+    env.reset_all()
+    env.step(np.array([1.0]))                            # first decision: 200 at once
+    _, _, _, infos = env.step(spec.to_action(np.array([50.0])))
+    assert infos[0]["target"] == pytest.approx(50.0)     # a cut (more pods) runs at once
+    _, _, _, infos = env.step(np.array([1.0]))
+    assert infos[0]["target"] == pytest.approx(100.0)    # a raise goes half way: sqrt(50 x 200)
+
+
 def test_change_penalty_charges_each_doubling_of_the_target_in_training_only():
     from kpilot.action import ActionSpec
 

@@ -57,6 +57,21 @@ def test_smoothing_reaches_the_exported_action():
     # A first decision (taking over a target the policy did not set) is not smoothed; limits hold.
     assert spec.follow([16.0, 40.0], [4.0, 10.0], first=True) == pytest.approx([8.0, 20.0])
     assert spec.follow([16.0, 16.0], [8.0, 8.0], first=[True, False]) == pytest.approx([16.0, np.sqrt(128.0)])
+    assert not spec.immediate_cuts
+
+
+def test_immediate_cuts_reach_the_exported_action():
+    from kpilot.policy import policy_from_bytes, policy_to_bytes
+    from kpilot.observation import N_FEATURES
+    import numpy as np
+
+    cfg = load_config(overrides={"env.smoothing": 0.5, "env.immediate_cuts": True})
+    data = policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.zeros(1))], obs_mean=np.zeros(N_FEATURES),
+                           obs_var=np.ones(N_FEATURES), action_spec=cfg.action_spec)
+    spec = policy_from_bytes(data).action_spec
+    assert spec.immediate_cuts and spec.smoothing == 0.5
+    # A lower target (more pods) runs at once; a higher one is still reached half way (log scale).
+    assert spec.follow([2.5, 40.0, 10.0], [10.0, 10.0, 10.0]) == pytest.approx([2.5, 20.0, 10.0])
 
 
 def _write(tmp_path, text: str) -> Path:
