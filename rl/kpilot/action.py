@@ -39,6 +39,7 @@ class ActionSpec:
     max_target: float = 200.0
     max_step_ratio: float | None = None   # None: any target in [min, max] at every decision
     smoothing: float | None = None        # None: the policy's pick is the target (no smoothing)
+    immediate_cuts: bool = False          # True: a lower target (more pods) is not smoothed
 
     def to_target(self, action) -> np.ndarray:
         a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
@@ -58,7 +59,8 @@ class ActionSpec:
             return proposed
         current = np.maximum(np.asarray(current, dtype=np.float64), 1e-9)
         smoothed = np.exp((1.0 - self.smoothing) * np.log(current) + self.smoothing * np.log(proposed))
-        return np.where(first, proposed, smoothed)
+        at_once = np.logical_or(first, proposed < current) if self.immediate_cuts else first
+        return np.where(at_once, proposed, smoothed)
 
     def follow(self, proposed, current, first=False) -> np.ndarray:
         """The target to run when the policy proposes `proposed` and `current` runs now:

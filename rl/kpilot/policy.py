@@ -116,7 +116,10 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
                                 "a positive number or null (no limit)", source)
         smoothing = _optional_number(act, "smoothing", lambda x: 0 < x < 1,
                                      "a number in (0, 1) or null (none)", source)
-        spec = ActionSpec(float(act["min_target"]), float(act["max_target"]), step, smoothing)
+        cuts = act.get("immediate_cuts", False)       # absent before immediate cuts: False
+        if not isinstance(cuts, bool):
+            raise PolicyError(f"action immediate_cuts must be true or false, got {cuts!r}", path=source)
+        spec = ActionSpec(float(act["min_target"]), float(act["max_target"]), step, smoothing, cuts)
         net = doc["network"]
         activation = net["activation"]
         if activation not in _ACTIVATIONS:

@@ -189,6 +189,19 @@ def test_smoothing_moves_the_target_part_of_the_way_per_decision():
     assert targets[-1] < 200.0
 
 
+def test_immediate_cuts_lower_the_target_at_once_and_raise_it_smoothly():
+    from kpilot.action import ActionSpec
+
+    spec = ActionSpec(1.0, 200.0, smoothing=0.5, immediate_cuts=True)
+    env = BatchedAutoscalingEnv(1, EnvConfig(episode_s=900.0, action=spec), seed=0, traces=[TRACE])
+    env.reset_all()
+    env.step(np.array([1.0]))                            # first decision: 200 at once
+    _, _, _, infos = env.step(spec.to_action(np.array([50.0])))
+    assert infos[0]["target"] == pytest.approx(50.0)     # a cut (more pods) runs at once
+    _, _, _, infos = env.step(np.array([1.0]))
+    assert infos[0]["target"] == pytest.approx(100.0)    # a raise goes half way: sqrt(50 x 200)
+
+
 def test_change_penalty_charges_each_doubling_of_the_target_in_training_only():
     from kpilot.action import ActionSpec
 
@@ -220,3 +233,47 @@ def test_idle_start_lets_the_load_arrive_on_a_resting_revision():
     for _ in range(4):                                  # ... and the load comes within 4 intervals
         obs, _, _, _ = idle_env.step(np.zeros(8))
     assert np.all(obs[:, rate] > 0)
+
+
+def _long_burst_env(shaping_gamma: float) -> BatchedAutoscalingEnv:
+    # Twelve 60 s requests, one every 4 s: at target 200 they crowd one pod, and the first of them
+    # finishes (late) minutes after the decision that crowded them; at target 1 each gets a pod.
+    # A last short request at 1,150 s keeps the episode going until every long one has finished.
+    burst = make_trace(np.append(np.arange(12) * 4.0 + 31.0, 1150.0),
+                       np.append(np.full(12, 60.0), 0.1).astype(np.float32))
+    only_late = RewardConfig(cost_per_pod_second=0.0, cost_per_violation=10.0, cost_per_cold_start=0.0,
+                             cost_per_late_second=1.0)
+    env = BatchedAutoscalingEnv(1, EnvConfig(episode_s=1200.0, reward=only_late,
+                                             shaping_gamma=shaping_gamma), seed=0, traces=[burst])
+    env.reset_all()
+    return env
+
+
+def test_lateness_shaping_charges_crowding_when_it_happens_and_telescopes():
+    plain, shaped = _long_burst_env(0.0), _long_burst_env(1.0)
+    high = np.ones(1)                                     # target 200: all twelve on one pod
+    plain_rewards, shaped_rewards = [], []
+    for _ in range(40):
+        _, r_plain, trunc, i_plain = plain.step(high)
+        _, r_shaped, _, i_shaped = shaped.step(high)
+        assert i_shaped[0] == i_plain[0]                  # the same simulation: only the reward differs
+        plain_rewards.append(float(r_plain[0]))
+        shaped_rewards.append(float(r_shaped[0]))
+        if trunc[0]:
+            break
+    # Unshaped, the first interval after the burst costs nothing (nothing has finished yet);
+    # shaped, it carries the lateness the crowded pod is heading for.
+    assert plain_rewards[0] == 0.0
+    assert shaped_rewards[0] < -1.0
+    # With gamma 1 the shaping terms telescope: once every request has finished (potential 0), the
+    # shaped and unshaped returns agree, so the best policy is the same under both.
+    assert shaped.potential[0] == 0.0
+    assert sum(shaped_rewards) == pytest.approx(sum(plain_rewards), rel=1e-6)
+    assert sum(plain_rewards) < -1.0
+
+
+def test_lateness_shaping_tells_a_crowded_pod_from_enough_pods_at_once():
+    crowded, spread = _long_burst_env(0.98), _long_burst_env(0.98)
+    _, r_crowded, _, _ = crowded.step(np.ones(1))         # target 200
+    _, r_spread, _, _ = spread.step(-np.ones(1))          # target 1: a pod per request
+    assert r_crowded[0] < r_spread[0] - 1.0

@@ -143,6 +143,14 @@ def test_the_policy_smoothing_applies_before_the_guardrails():
     # A revision the policy does not manage yet (Knative's own 100) is taken over without
     # smoothing: there is no loop of the policy's own to damp.
     assert first(wide, "100", owner=None) == (4.0, 4.0)
+    # A policy trained with immediate cuts lowers a managed revision's target at once; raises
+    # stay smoothed: from 2 to 4 is sqrt(2 x 4).
+    to_four = policy_from_bytes(policy_to_bytes(
+        layers=[(np.zeros((1, N_FEATURES)), np.array([float(smoothed.to_action(4.0))]))],
+        obs_mean=np.zeros(N_FEATURES), obs_var=np.ones(N_FEATURES),
+        action_spec=ActionSpec(1.0, 200.0, smoothing=0.5, immediate_cuts=True)))
+    assert first(wide, "100") == (4.0, 4.0)
+    assert first(wide, "2") == (2.83, 2.83)
 
 
 def test_decide_holds_then_falls_back_then_restores_without_fallback():

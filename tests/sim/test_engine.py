@@ -194,3 +194,25 @@ def test_activator_in_the_path_balances_better_than_the_kubernetes_service():
     # The same 20 pods throughout; each run ends when its last request has finished.
     assert activator.metrics["mean_pods"] == pytest.approx(20.0)
     assert service.metrics["mean_pods"] == pytest.approx(20.0)
+
+
+def test_projected_overdue_is_what_the_requests_are_charged_when_the_pace_holds():
+    from kpilot.sim.batch import Batch
+
+    # Four 10 s requests on one single-core pod: each runs at a quarter of its pace and finishes
+    # at 40 s, 19.5 s past its deadline (2 x 10 + 0.5). At 5 s the projection already says so.
+    shared = Batch(1, cfg(min_scale=1, max_scale=1), max_requests=4)
+    shared.reset(0, make_trace([0.0] * 4, [10.0] * 4), seed=0, target=100.0)
+    shared.advance(5.0)
+    late, missed = shared.projected_overdue()
+    assert late[0] == pytest.approx(78.0) and missed[0] == 4
+    shared.advance(60.0)
+    assert shared.T[0, 9] == pytest.approx(78.0)         # S_LATE_SECONDS: charged as projected
+    assert list(shared.projected_overdue()[0]) == [0.0]
+    # One request at a time: a 1 s request waiting behind a 30 s one is past its deadline
+    # (2.5 s) by 3.5 s at 5 s even if it started at once.
+    queued = Batch(1, cfg(min_scale=1, max_scale=1, container_concurrency=1), max_requests=2)
+    queued.reset(0, make_trace([0.0, 0.0], [30.0, 1.0]), seed=0, target=1.0)
+    queued.advance(5.0)
+    late, missed = queued.projected_overdue()
+    assert late[0] == pytest.approx(3.5) and missed[0] == 1

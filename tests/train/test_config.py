@@ -46,7 +46,7 @@ def test_smoothing_reaches_the_exported_action():
 
     assert load_config().action_spec.smoothing == 0.5                  # the shipped config's
     assert load_config(overrides={"env.smoothing": 1.0}).action_spec.smoothing is None
-    cfg = load_config(overrides={"env.smoothing": 0.5, "env.max_step_ratio": 1.0})
+    cfg = load_config(overrides={"env.smoothing": 0.5, "env.max_step_ratio": 1.0, "env.immediate_cuts": False})
     data = policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.zeros(1))], obs_mean=np.zeros(N_FEATURES),
                            obs_var=np.ones(N_FEATURES), action_spec=cfg.action_spec)
     spec = policy_from_bytes(data).action_spec
@@ -57,6 +57,30 @@ def test_smoothing_reaches_the_exported_action():
     # A first decision (taking over a target the policy did not set) is not smoothed; limits hold.
     assert spec.follow([16.0, 40.0], [4.0, 10.0], first=True) == pytest.approx([8.0, 20.0])
     assert spec.follow([16.0, 16.0], [8.0, 8.0], first=[True, False]) == pytest.approx([16.0, np.sqrt(128.0)])
+    assert not spec.immediate_cuts
+
+
+def test_immediate_cuts_reach_the_exported_action():
+    from kpilot.policy import policy_from_bytes, policy_to_bytes
+    from kpilot.observation import N_FEATURES
+    import numpy as np
+
+    cfg = load_config(overrides={"env.smoothing": 0.5, "env.immediate_cuts": True})
+    data = policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.zeros(1))], obs_mean=np.zeros(N_FEATURES),
+                           obs_var=np.ones(N_FEATURES), action_spec=cfg.action_spec)
+    spec = policy_from_bytes(data).action_spec
+    assert spec.immediate_cuts and spec.smoothing == 0.5
+    # A lower target (more pods) runs at once; a higher one is still reached half way (log scale).
+    assert spec.follow([2.5, 40.0, 10.0], [10.0, 10.0, 10.0]) == pytest.approx([2.5, 20.0, 10.0])
+
+
+def test_lateness_shaping_discounts_at_the_learners_gamma():
+    # Potential-based shaping leaves the best policy unchanged only at the learner's own discount.
+    from kpilot.train.trainer import env_config
+
+    shaped = load_config(overrides={"env.lateness_shaping": True, "ppo.gamma": 0.97})
+    assert env_config(shaped, []).shaping_gamma == 0.97
+    assert env_config(load_config(overrides={"env.lateness_shaping": False}), []).shaping_gamma == 0.0
 
 
 def _write(tmp_path, text: str) -> Path:
@@ -78,6 +102,7 @@ def _write(tmp_path, text: str) -> Path:
     ("env:\n  smoothing: 0\n", "env.smoothing"),
     ("env:\n  smoothing: 1.5\n", "env.smoothing"),
     ("env:\n  change_penalty: -0.1\n", "env.change_penalty"),
+    ("env:\n  lateness_shaping: 1\n", "env.lateness_shaping"),
     ("env:\n  idle_start: 1.5\n", "env.idle_start"),
     ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
     ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),

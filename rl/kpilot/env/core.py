@@ -14,6 +14,14 @@ Reward: kpilot.env.reward: minus the interval's cost (pod-seconds + weighted SLO
     trace weighs alike and the return measures what evaluation reports: cost per request relative
     to a good static target. With "pods", a busy trace's rewards are thousands of times a quiet
     one's and PPO learns the busy trace only.
+    With `shaping_gamma` > 0 the reward adds potential-based shaping (Ng, Harada and Russell 1999),
+    gamma x phi(next state) - phi(state), where phi is minus the lateness and violations that the
+    unfinished requests are heading for at their pods' current pace (kpilot.sim.engine
+    .projected_overdue), in the same units. A long request slowed by a crowded pod is otherwise
+    charged when it finishes, tens of intervals after the decision that crowded it; shaped, the
+    charge comes when the crowding does. With gamma equal to the learner's discount the shaping
+    leaves the best policy unchanged (its terms telescope), and it never changes what evaluation
+    measures.
 Episode: a window of `episode_s` seconds from one of the configured traces, chosen at random, with
     service times scaled by a factor drawn from `service_scale` and cold starts by one drawn from
     `cold_start_scale`, at the trace's time of day or (`random_time_of_day`) a random one; the first
@@ -59,6 +67,7 @@ class EnvConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     action: ActionSpec = field(default_factory=ActionSpec)
     change_penalty: float = 0.0            # reward units per doubling or halving of the target
+    shaping_gamma: float = 0.0             # > 0: lateness shaping with this discount (the learner's)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -138,6 +147,7 @@ class BatchedAutoscalingEnv:
         self.reward_divisor = np.full(n, self.config.decision_interval_s)
         self.episode_return = np.zeros(n)
         self.episode_steps = np.zeros(n, dtype=np.int64)
+        self.potential = np.zeros(n)     # phi of the lateness shaping, at the last observation
         self.last_info: list[dict] = [{} for _ in range(n)]
 
     # ------------------------------------------------------------------ episodes
@@ -173,6 +183,7 @@ class BatchedAutoscalingEnv:
     def reset_many(self, episodes) -> None:
         """Start new episodes in the given slots and run their warm-up interval in one engine call."""
         cfg = self.config
+        episodes = list(episodes)
         t_stop = self.batch.F[:, E.F_NOW].copy()     # the others stay where they are
         for e in episodes:
             window, length, info = self._sample_window()
@@ -192,6 +203,8 @@ class BatchedAutoscalingEnv:
             self.last_info[e] = {**info, "cold_start_scale": cold}
         self.batch.advance(t_stop)
         # The warm-up's statistics describe the interval the first observation reports.
+        if cfg.shaping_gamma > 0:
+            self.potential[episodes] = self._potential()[episodes]
 
     def reset_one(self, e: int) -> None:
         self.reset_many([e])
@@ -201,6 +214,12 @@ class BatchedAutoscalingEnv:
         return self.observe()
 
     # ------------------------------------------------------------------ stepping
+    def _potential(self) -> np.ndarray:
+        """phi: minus the cost of the lateness the unfinished requests are heading for, in reward units."""
+        late, missed = self.batch.projected_overdue()
+        reward = self.config.reward
+        return -(reward.cost_per_late_second * late + reward.cost_per_violation * missed) / self.reward_divisor
+
     def observe(self) -> np.ndarray:
         return encode(**self.batch.raw_observation(self.config.decision_interval_s))
 
@@ -230,6 +249,10 @@ class BatchedAutoscalingEnv:
             # Training only (evaluation never charges it): a price on moving the target, so that
             # holding one is the default and a move must pay for itself in pods or SLOs.
             rewards = rewards - cfg.change_penalty * np.abs(np.log2(targets / np.maximum(previous, 1e-9)))
+        if cfg.shaping_gamma > 0:
+            potential = self._potential()
+            rewards = rewards + cfg.shaping_gamma * potential - self.potential
+            self.potential = potential
         self.episode_return += rewards
         self.episode_steps += 1
         truncated = self.t >= self.t_end - 1e-9

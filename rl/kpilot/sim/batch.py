@@ -184,6 +184,14 @@ class Batch:
         self.hist[:] = 0.0
 
     # ------------------------------------------------------------------ reading
+    def projected_overdue(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per simulation: (seconds past their SLO deadlines, requests missing it) that the
+        unfinished requests are heading for at their pods' current pace (engine.projected_overdue)."""
+        out = np.zeros((self.n, 2))
+        E.projected_overdue(self.arrivals, self.service, self.C, self.I, self.F, self.pn, self.pv,
+                            self.pt, self.hk, self.hr, self.fifo, out)
+        return out[:, 0], out[:, 1]
+
     def interval_p95(self) -> np.ndarray:
         """p95 latency per simulation from the interval's histogram (0 when nothing completed)."""
         counts = self.hist

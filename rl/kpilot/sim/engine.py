@@ -603,3 +603,43 @@ def advance_all(t_stop, arrivals, service, C, I, F, S, T, spec, dstate, buckets,
         advance_one(e, t_stop[e], arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng,
                     cs_samples, pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist,
                     rpos, slist, freelist, fifo, hist, latency, timeline, tl_arrivals, record)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def projected_overdue(arrivals, service, C, I, F, pn, pv, pt, hk, hr, fifo, out):
+    """For every simulation, the SLO lateness its unfinished requests are heading for.
+
+    Each request in service is projected to finish at the pace its pod runs now (the pod's current
+    sharing held until it is done); a waiting request as if it started now, alone. out[e, 0] sums
+    the projected seconds past each deadline, out[e, 1] counts the requests projected to miss it.
+    The reward shaping (kpilot.env.core) charges these when they become likely, not minutes later
+    when a slowed long request finally finishes. Reads state only; the simulation is unchanged.
+    """
+    Q = fifo.shape[1]
+    for e in prange(arrivals.shape[0]):
+        t = F[e, F_NOW]
+        slowdown = C[e, C_SLO_SLOWDOWN]
+        offset = C[e, C_SLO_OFFSET]
+        late = 0.0
+        missed = 0.0
+        for pod in range(pn.shape[1]):
+            n = pn[e, pod]
+            if n == 0:
+                continue
+            rate = _rate(C, e, n)
+            v_now = pv[e, pod] + (t - pt[e, pod]) * rate
+            for j in range(n):
+                req = hr[e, pod, j]
+                finish = t + max(0.0, hk[e, pod, j] - v_now) / rate
+                over = finish - (arrivals[e, req] + slowdown * service[e, req] + offset)
+                if over > 0.0:
+                    late += over
+                    missed += 1.0
+        for k in range(I[e, I_FIFO_HEAD], I[e, I_FIFO_TAIL]):
+            req = fifo[e, k % Q]
+            over = t + service[e, req] - (arrivals[e, req] + slowdown * service[e, req] + offset)
+            if over > 0.0:
+                late += over
+                missed += 1.0
+        out[e, 0] = late
+        out[e, 1] = missed

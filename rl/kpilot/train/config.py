@@ -60,6 +60,8 @@ class EnvSection:
     max_step_ratio: float = 0.0      # > 0: each decision within x(1 + ratio) of the running target; 0: no limit
     smoothing: float = 1.0           # < 1: each decision moves the target that share of the way (log scale)
     change_penalty: float = 0.0      # training reward per doubling or halving of the target (kpilot.env.core)
+    immediate_cuts: bool = False     # with smoothing: a lower target takes effect at once (kpilot.action)
+    lateness_shaping: bool = False   # shape rewards with projected lateness at ppo.gamma (kpilot.env.core)
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ class TrainConfig:
     def action_spec(self) -> ActionSpec:
         return ActionSpec(self.env.min_target, self.env.max_target,
                           self.env.max_step_ratio if self.env.max_step_ratio > 0 else None,
-                          self.env.smoothing if self.env.smoothing < 1 else None)
+                          self.env.smoothing if self.env.smoothing < 1 else None,
+                          self.env.immediate_cuts)
 
     def trace_specs(self) -> list[str]:
         return [expand_spec(s) for s in (*self.env.traces, *self.env.synthetic)]

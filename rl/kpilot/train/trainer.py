@@ -54,7 +54,8 @@ def env_config(cfg: TrainConfig, traces) -> EnvConfig:
                      rate_scale=e.rate_scale, reward_units=e.reward_units,
                      random_time_of_day=e.random_time_of_day, idle_start=e.idle_start,
                      sim=training_sim(cfg), reward=cfg.reward,
-                     action=cfg.action_spec, change_penalty=e.change_penalty)
+                     action=cfg.action_spec, change_penalty=e.change_penalty,
+                     shaping_gamma=cfg.ppo.gamma if e.lateness_shaping else 0.0)
 
 
 class Validator:
