@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from kpilot import __version__
 from kpilot.action import ActionSpec
 from kpilot.errors import PolicyError
 from kpilot.observation import FEATURES, N_FEATURES, OBS_VERSION
@@ -111,6 +112,12 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         act = doc["action"]
         if act.get("kind") != "log-target":
             raise PolicyError(f"unknown action kind {act.get('kind')!r}", path=source)
+        # A setting this kpilot does not know changes how the policy's picks become targets:
+        # running the policy without it would differ from what was trained and evaluated.
+        unknown = sorted(set(act) - {"kind", *(f.name for f in fields(ActionSpec))})
+        if unknown:
+            raise PolicyError(f"action setting {unknown[0]!r} is unknown to this kpilot "
+                              f"({__version__}); upgrade it to run this policy", path=source)
         # Both are absent in artifacts from before the step limit and smoothing: None.
         step = _optional_number(act, "max_step_ratio", lambda x: x > 0,
                                 "a positive number or null (no limit)", source)

@@ -84,7 +84,9 @@ def test_replays_must_be_positive(tiny_policy):
 @pytest.mark.parametrize("field, value", [("max_step_ratio", 0), ("max_step_ratio", -0.5),
                                           ("max_step_ratio", "fast"), ("smoothing", 0), ("smoothing", 1),
                                           ("smoothing", 1.5), ("smoothing", True), ("smoothing", "half"),
-                                          ("immediate_cuts", "yes"), ("immediate_cuts", 1)])
+                                          ("immediate_cuts", "yes"), ("immediate_cuts", 1),
+                                          # a setting from a newer kpilot: refused, not ignored
+                                          ("cut_floor", 2.0)])
 def test_bad_action_setting_in_the_policy(tiny_policy, tmp_path, field, value):
     bad = tmp_path / "action"
     shutil.copytree(tiny_policy, bad)
