@@ -253,12 +253,24 @@ def _sync_pod(pv, pt, pn, C, e, pod, t):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def _finish_at(pv, pt, C, e, pod, key, n):
+    """When a job with virtual finish time `key` ends if the pod keeps serving n jobs."""
+    return pt[e, pod] + max(0.0, key - pv[e, pod]) / _rate(C, e, n)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _past_deadline(t, req, arrivals, service, C, e):
+    """Seconds past its SLO deadline that request `req` is if it finishes at t (<= 0: in time)."""
+    return (t - arrivals[e, req]) - (C[e, C_SLO_SLOWDOWN] * service[e, req] + C[e, C_SLO_OFFSET])
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod):
     n = pn[e, pod]
     if n == 0:
         pk[e, pod] = INF
     else:
-        pk[e, pod] = pt[e, pod] + max(0.0, hk[e, pod, 0] - pv[e, pod]) / _rate(C, e, n)
+        pk[e, pod] = _finish_at(pv, pt, C, e, pod, hk[e, pod, 0], n)
     _pheap_fix(ph, pp, pk, I, e, pod)
 
 
@@ -354,7 +366,7 @@ def _record_done(req, t, arrivals, service, latency, hist, C, F, S, T, e, record
     T[e, S_COMPLETED] += 1
     S[e, S_LATENCY_SUM] += lat
     T[e, S_LATENCY_SUM] += lat
-    late = lat - (C[e, C_SLO_SLOWDOWN] * service[e, req] + C[e, C_SLO_OFFSET])
+    late = _past_deadline(t, req, arrivals, service, C, e)
     if late > 0.0:
         S[e, S_VIOLATIONS] += 1
         T[e, S_VIOLATIONS] += 1
@@ -618,26 +630,19 @@ def projected_overdue(arrivals, service, C, I, F, pn, pv, pt, hk, hr, fifo, out)
     Q = fifo.shape[1]
     for e in prange(arrivals.shape[0]):
         t = F[e, F_NOW]
-        slowdown = C[e, C_SLO_SLOWDOWN]
-        offset = C[e, C_SLO_OFFSET]
         late = 0.0
         missed = 0.0
         for pod in range(pn.shape[1]):
-            n = pn[e, pod]
-            if n == 0:
-                continue
-            rate = _rate(C, e, n)
-            v_now = pv[e, pod] + (t - pt[e, pod]) * rate
-            for j in range(n):
+            for j in range(pn[e, pod]):
                 req = hr[e, pod, j]
-                finish = t + max(0.0, hk[e, pod, j] - v_now) / rate
-                over = finish - (arrivals[e, req] + slowdown * service[e, req] + offset)
+                over = _past_deadline(_finish_at(pv, pt, C, e, pod, hk[e, pod, j], pn[e, pod]), req,
+                                      arrivals, service, C, e)
                 if over > 0.0:
                     late += over
                     missed += 1.0
         for k in range(I[e, I_FIFO_HEAD], I[e, I_FIFO_TAIL]):
             req = fifo[e, k % Q]
-            over = t + service[e, req] - (arrivals[e, req] + slowdown * service[e, req] + offset)
+            over = _past_deadline(t + service[e, req], req, arrivals, service, C, e)
             if over > 0.0:
                 late += over
                 missed += 1.0
