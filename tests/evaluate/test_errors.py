@@ -94,3 +94,11 @@ def test_bad_action_setting_in_the_policy(tiny_policy, tmp_path, field, value):
     doc["action"][field] = value
     (bad / "policy.json").write_text(json.dumps(doc))
     _fails("--trace", TRACE, "--policy", str(bad), expect=field)
+
+
+def test_window_without_requests(tiny_policy, tmp_path):
+    # Requests at 0-5 s and at 100 s: the window 0.2:0.5 (20-50 s) holds none, even after a warm-up.
+    f = tmp_path / "gap.csv"
+    f.write_text("timestamp,duration\n" + "".join(f"{t},0.1\n" for t in (0, 1, 2, 3, 4, 5, 100)))
+    _fails("--trace", str(f), "--policy", str(tiny_policy), "--window", "0.2:0.5",
+           expect="no request arrives in the window 0.2:0.5")

@@ -98,6 +98,15 @@ def test_warm_up_requests_are_not_scored_but_their_waiting_in_the_window_is():
     assert r.metrics["late_seconds"] == pytest.approx(99.5 + (301.0 - 62.5))
 
 
+def test_a_window_whose_requests_all_came_in_the_warm_up_scores_nothing():
+    # Every request arrives and finishes inside the 50 s warm-up: the replay still runs to its
+    # end and reports an empty window (it used to stop before the warm-up ended and crash).
+    trace = make_trace([0.0, 1.0], [1.0, 1.0], warmup_s=50.0)
+    r = replay(trace, config=cfg(min_scale=1, max_scale=1))
+    assert r.metrics["requests"] == 0 and r.metrics["slo_violations"] == 0
+    assert r.metrics["late_seconds"] == 0.0 and len(r.latencies) == 0
+
+
 def test_cold_start_from_zero_is_waited_for_and_counted():
     # No pods at first: the activator buffers the request, its concurrency reaches the KPA at the
     # 2 s tick, a pod is created then and is ready 5 s later.

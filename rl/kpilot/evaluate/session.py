@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kpilot.env.reward import RewardConfig, describe
+from kpilot.errors import ConfigError
 from kpilot.evaluate.runner import Artifact, controllers_for, evaluate_trace, load_artifact
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
@@ -42,10 +43,10 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     reward = artifact.reward if artifact else RewardConfig()
     controllers_for(baselines, artifact)     # options checked before any replay
     traces = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
+    if window is not None:
+        traces = [(spec, _scored_window(spec, trace, window, warmup_s)) for spec, trace in traces]
     rows, results = [], {}
     for spec, trace in traces:
-        if window is not None:
-            trace = time_window(trace, *window, warmup_s=warmup_s)
         if time_of_day_shift_s:
             tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0)
             shifted = (tod + time_of_day_shift_s) % 86400.0
@@ -66,6 +67,17 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
 
         write_report(Path(report_dir), result, reward)
     return result
+
+
+def _scored_window(spec: str, trace, window, warmup_s: float):
+    """The trace's `window` (after its warm-up); a window no request arrives in is an error: there
+    is nothing to score, and a cost per request of nothing would be a made-up number."""
+    win = time_window(trace, *window, warmup_s=warmup_s)
+    if len(win) - win.first_scored() == 0:
+        lo, hi = window
+        raise ConfigError(f"{spec}: no request arrives in the window {lo:g}:{hi:g} "
+                          f"({len(trace)} requests in the trace); nothing to score", option="--window")
+    return win
 
 
 def demo_table(policy_dir=REPO_DEFAULT_POLICY, trace_spec: str = DEMO_TRACE, seed: int = 0):

@@ -116,8 +116,8 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
         if t == next_drain:
             if t > span:
                 drain_ticks += 1
-            if batch.T[0, E.S_COMPLETED] + batch.T[0, E.S_REJECTED] >= n:
-                break
+            if at_warmup is not None and batch.T[0, E.S_COMPLETED] + batch.T[0, E.S_REJECTED] >= n:
+                break       # (never inside the warm-up: a window without requests still ends after it)
     wall = time.perf_counter() - t0
     k = trace.first_scored()
     return ReplayResult(summarise(batch, trace, t, at_warmup),
