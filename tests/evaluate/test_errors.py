@@ -102,3 +102,17 @@ def test_window_without_requests(tiny_policy, tmp_path):
     f.write_text("timestamp,duration\n" + "".join(f"{t},0.1\n" for t in (0, 1, 2, 3, 4, 5, 100)))
     _fails("--trace", str(f), "--policy", str(tiny_policy), "--window", "0.2:0.5",
            expect="no request arrives in the window 0.2:0.5")
+
+
+@pytest.mark.parametrize("window", [None, "0:0.5"])
+def test_static_tuned_needs_a_window_after_the_start(window):
+    args = ("--window", window) if window else ()
+    _fails("--trace", TRACE, "--baselines", "static-tuned", *args, expect="--baselines")
+
+
+def test_static_tuned_needs_requests_before_the_window(tmp_path):
+    # Requests only at 90-100 s: the window 0.9:1 has them, the one before it (0.8:0.9) has none.
+    f = tmp_path / "late.csv"
+    f.write_text("timestamp,duration\n" + "".join(f"{t},0.1\n" for t in (95, 96, 97, 98, 100)))
+    _fails("--trace", str(f), "--baselines", "static-tuned", "--window", "0.9:1", "--warmup", "0",
+           expect="nothing to tune static-tuned on")

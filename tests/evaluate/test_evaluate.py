@@ -182,3 +182,20 @@ def test_report_writes_plots_and_summary(tiny_policy, tmp_path):
 def test_run_demo_renders_the_table(tiny_policy):
     text = run_demo(tiny_policy, TRACE, seed=0)
     assert "rl:tiny" in text and "kpa" in text and "static:1" in text and "best static" in text
+
+
+def test_static_tuned_is_the_best_static_target_of_the_window_before():
+    # Evaluating 0.5:1, `static-tuned` sets the grid target that cost least on 0:0.5 (the window
+    # just before, as long), under the same seeds and warm-up, and replays exactly as that static:N.
+    rows = run_evaluation([TRACE], None, ["static-grid", "static-tuned"], window=(0.5, 1.0),
+                          warmup_s=120.0, replays=2).rows
+    before = run_evaluation([TRACE], None, ["static-grid"], window=(0.0, 0.5), warmup_s=120.0,
+                            replays=2).rows
+    chosen = max(before, key=lambda r: (r["score"], -float(r["policy"][7:])))
+    tuned = next(r for r in rows if r["policy"] == "static-tuned")
+    assert tuned["target"] == float(chosen["policy"][7:]) and tuned["tuned_on"] == [0.0, 0.5]
+    same = next(r for r in rows if r["policy"] == f"static:{tuned['target']:g}")
+    assert {k: v for k, v in tuned.items() if k not in ("policy", "target", "tuned_on", "best_static")} \
+        == {k: v for k, v in same.items() if k not in ("policy", "best_static")}
+    # It is never better than hindsight's pick on the window it is judged on.
+    assert tuned["score"] <= max(r["score"] for r in rows if r["policy"].startswith("static:"))

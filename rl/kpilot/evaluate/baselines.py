@@ -3,6 +3,9 @@
 * `kpa`: Knative's defaults (no target annotation: 100 at 70 %).
 * `static:N`: the annotation fixed at N, for every N on `STATIC_GRID`; the best of them on a trace
   is "the best static target in hindsight" (an oracle: it knows the whole trace in advance).
+* `static-tuned`: the target a careful operator would set by hand from the traffic they already
+  have: the best of `STATIC_GRID` on the window just before the evaluated one (`tune_static`).
+  Not an oracle; it is what a learned policy has to beat to be worth running.
 * `rule:aimd`: a latency-feedback rule an SRE would write: every interval, shrink the target by
   `down` when the interval's p95 latency exceeds `hi_s`, grow it by `up` when p95 is below
   `lo_frac x hi_s`, else hold. It reads only the observation contract, as the policy does. Its
@@ -56,6 +59,36 @@ class AimdRule:
         d.pop("name")
         return d
 
+
+
+@dataclass(frozen=True)
+class TunedStaticTarget:
+    """A static target chosen on an earlier window of the same trace (`tuned_on`, fractions of
+    its span); replayed like `static:N`, reported as `static-tuned` with its `target`."""
+
+    target: float
+    tuned_on: tuple[float, float]
+    interval_s: float = math.inf
+    name: str = "static-tuned"
+
+    def row_fields(self) -> dict:
+        return {"target": self.target, "tuned_on": list(self.tuned_on)}
+
+
+def tuning_window(window: tuple[float, float]) -> tuple[float, float] | None:
+    """The window `static-tuned` is tuned on: as long as `window` and just before it (cut at the
+    trace's start); None when `window` starts at the start."""
+    lo, hi = window
+    return (max(0.0, lo - (hi - lo)), lo) if lo > 0.0 else None
+
+
+def tune_static(trace, sim: SimConfig, reward: RewardConfig, *, seeds: list[int],
+                grid=STATIC_GRID) -> float:
+    """The grid target with the lowest mean cost on `trace` over `seeds`; on a tie the lower
+    target (e.g. every target that keeps one pod for a light function)."""
+    costs = [(float(np.mean([cost(replay(trace, StaticTarget(float(t)), sim, seed=s, timeline=False).metrics,
+                                  reward) for s in seeds])), float(t)) for t in sorted(grid)]
+    return min(costs)[1]
 
 
 def geomean(values) -> float:

@@ -115,6 +115,12 @@ def _vs_best(rat: dict, group: list[dict], r: dict) -> str:
     return text if agree is None or not text else f"{text} ({agree[0]}/{agree[1]})"
 
 
+def _label(r: dict) -> str:
+    """The policy as shown: `static-tuned` names the target it chose."""
+    name = r["policy"] + (f" ({r['target']:g})" if "tuned_on" in r else "")
+    return name + (" (best static)" if r.get("best_static") else "")
+
+
 def summary_table(rows: list[dict]) -> Table:
     table = Table(title="kpilot evaluate: request-level replays (score = -cost per request, higher is better)",
                   caption_justify="left")
@@ -126,7 +132,7 @@ def summary_table(rows: list[dict]) -> Table:
         rat = ratios(group)
         label = Path(trace).name if not trace.startswith("synthetic:") else trace
         for i, r in enumerate(group):
-            name = r["policy"] + (" (best static)" if r.get("best_static") else "")
+            name = _label(r)
             style = "bold" if r["policy"].startswith(("rl:", "rule:")) or r.get("best_static") else None
             table.add_row(label if i == 0 else "", name, f"{r['score']:.4f}",
                           _fmt(rat[r["policy"]]["saving_vs_kpa"], "+.1%"),
@@ -161,7 +167,7 @@ def markdown_summary(rows: list[dict], reward) -> str:
         best = next((r["policy"] for r in group if r.get("best_static")), "")
         keep = [r for r in group if not r["policy"].startswith("static:") or r["policy"] == best]
         for r in keep:
-            name = r["policy"] + (" (best static)" if r.get("best_static") else "")
+            name = _label(r)
             lines.append(f"| {trace} | {name} | {r['score']:.4f} | {_fmt(rat[r['policy']]['saving_vs_kpa'], '+.1%')} "
                          f"| {_vs_best(rat, group, r)} | {r['slo_violation_rate']:.2%} "
                          f"| {r['latency_p95_s']:.2f} | {_count(r['cold_starts'])} | {r['mean_pods']:.1f} |")

@@ -2,7 +2,8 @@
 
 Every controller replays the same trace with the same simulator seed (same cold-start draws for
 the same pod creations), so differences are the controllers'. One row per policy per trace:
-`trace` (the spec given), `policy` (`rl:NAME`, `rule:aimd`, `kpa`, `static:N`), every replay metric,
+`trace` (the spec given), `policy` (`rl:NAME`, `rule:aimd`, `kpa`, `static-tuned` with its `target` and
+`tuned_on` window, `static:N`), every replay metric,
 `score` (kpilot.env.reward.score: minus the cost per request, higher is better) and
 `best_static` (true on the static target with the best score on that trace: hindsight's choice).
 """
@@ -17,13 +18,13 @@ import numpy as np
 from kpilot.controllers import PolicyController
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
-from kpilot.evaluate.baselines import STATIC_GRID, AimdRule
+from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget
 from kpilot.observation import OBS_VERSION
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
 
-BASELINES = ("kpa", "static-grid", "rule")
+BASELINES = ("kpa", "static-grid", "rule", "static-tuned")
 
 
 @dataclass
@@ -86,8 +87,10 @@ def parse_baselines(text: str | None) -> list[str]:
     return items
 
 
-def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STATIC_GRID):
-    """The controllers to replay on `trace`, in table order: policy, rule, KPA, static targets."""
+def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STATIC_GRID,
+                    tuned: TunedStaticTarget | None = None):
+    """The controllers to replay on `trace`, in table order: policy, rule, KPA, the tuned static
+    target (`tuned`, chosen by the caller on an earlier window), static targets."""
     out = []
     if artifact is not None:
         out.append(rl_controller(artifact))
@@ -100,6 +103,8 @@ def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STA
         out.append(rule)
     if "kpa" in baselines:
         out.append(KpaDefault())
+    if tuned is not None:
+        out.append(tuned)
     statics = set()
     if "static-grid" in baselines:
         statics.update(float(t) for t in grid)
@@ -128,6 +133,8 @@ def evaluate_trace(spec: str, trace, controllers, sim: SimConfig, reward: Reward
         metrics = mean_metrics([r.metrics for r in runs])
         row = {"trace": spec, "policy": c.name, **{k: metrics[k] for k in METRIC_KEYS if k in metrics},
                "score": score(metrics, reward), "best_static": False}
+        if hasattr(c, "row_fields"):
+            row.update(c.row_fields())
         if len(seeds) > 1:
             row["seeds"] = list(seeds)
             row["seed_scores"] = [score(r.metrics, reward) for r in runs]

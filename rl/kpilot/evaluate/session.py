@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kpilot.env.reward import RewardConfig, describe
 from kpilot.errors import ConfigError
+from kpilot.evaluate.baselines import TunedStaticTarget, tune_static, tuning_window
 from kpilot.evaluate.runner import Artifact, controllers_for, evaluate_trace, load_artifact
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
@@ -42,18 +43,29 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
     controllers_for(baselines, artifact)     # options checked before any replay
-    traces = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
-    if window is not None:
-        traces = [(spec, _scored_window(spec, trace, window, warmup_s)) for spec, trace in traces]
+    seeds = [seed + k for k in range(replays)]
+    tune_on = None
+    if "static-tuned" in baselines:
+        tune_on = tuning_window(window) if window is not None else None
+        if tune_on is None:
+            raise ConfigError("static-tuned is tuned on the window before the one evaluated: give a "
+                              "--window that starts after the trace's start, e.g. 0.8:1", option="--baselines")
+    loaded = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
+    traces = []
+    for spec, trace in loaded:
+        tuning = _scored_window(spec, trace, tune_on, warmup_s, "to tune static-tuned on") if tune_on else None
+        if window is not None:
+            trace = _scored_window(spec, trace, window, warmup_s, "to score")
+        traces.append((spec, trace, tuning))
     rows, results = [], {}
-    for spec, trace in traces:
-        if time_of_day_shift_s:
-            tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0)
-            shifted = (tod + time_of_day_shift_s) % 86400.0
-            trace = replace(trace, meta={**trace.meta, "start_time_of_day_s": shifted})
-        r, res = evaluate_trace(spec, trace, controllers_for(baselines, artifact), sim, reward,
-                                seeds=[seed + k for k in range(replays)],
-                                keep_timelines=report_dir is not None)
+    for spec, trace, tuning in traces:
+        tuned = None
+        if tuning is not None:
+            tuned = TunedStaticTarget(tune_static(_shifted(tuning, time_of_day_shift_s), sim, reward,
+                                                  seeds=seeds), tune_on)
+        r, res = evaluate_trace(spec, _shifted(trace, time_of_day_shift_s),
+                                controllers_for(baselines, artifact, tuned=tuned), sim, reward,
+                                seeds=seeds, keep_timelines=report_dir is not None)
         for row in r:
             if window is not None:
                 row["window"] = list(window)
@@ -69,15 +81,25 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     return result
 
 
-def _scored_window(spec: str, trace, window, warmup_s: float):
+def _scored_window(spec: str, trace, window, warmup_s: float, purpose: str):
     """The trace's `window` (after its warm-up); a window no request arrives in is an error: there
-    is nothing to score, and a cost per request of nothing would be a made-up number."""
+    is nothing in it `purpose` (to score, to tune on), and a cost per request of nothing would be
+    a made-up number."""
     win = time_window(trace, *window, warmup_s=warmup_s)
     if len(win) - win.first_scored() == 0:
         lo, hi = window
-        raise ConfigError(f"{spec}: no request arrives in the window {lo:g}:{hi:g} "
-                          f"({len(trace)} requests in the trace); nothing to score", option="--window")
+        raise ConfigError(f"{spec}: no request arrives in the window {lo:.3g}:{hi:.3g} "
+                          f"({len(trace)} requests in the trace); nothing {purpose}", option="--window")
     return win
+
+
+def _shifted(trace, time_of_day_shift_s: float):
+    """The trace with its clock moved (`--time-of-day-shift`)."""
+    if not time_of_day_shift_s:
+        return trace
+    tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0)
+    shifted = (tod + time_of_day_shift_s) % 86400.0
+    return replace(trace, meta={**trace.meta, "start_time_of_day_s": shifted})
 
 
 def demo_table(policy_dir=REPO_DEFAULT_POLICY, trace_spec: str = DEMO_TRACE, seed: int = 0):

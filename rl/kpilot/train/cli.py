@@ -53,7 +53,8 @@ def evaluate_command(
                                     "synthetic:NAME); repeatable."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy artifact directory (kpilot train)."),
     baselines: str = typer.Option("kpa,static-grid,rule", "--baselines",
-                                  help="Comma list of kpa, static-grid, rule, static:N."),
+                                  help="Comma list of kpa, static-grid, rule, static:N, static-tuned "
+                                  "(with --window: the best static target on the window just before)."),
     window: Optional[str] = typer.Option(None, "--window", help="Replay only START:END (fractions of each "
                                          "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
     warmup: float = typer.Option(600.0, "--warmup", help="With --window: replay up to this many seconds "
@@ -88,8 +89,9 @@ def evaluate_command(
     if json_out:
         print(json.dumps(result.rows, indent=1))
     else:
+        from kpilot.cli import out_console
         from kpilot.evaluate.report import summary_table
 
-        Console().print(summary_table(result.rows))
+        out_console().print(summary_table(result.rows))
         if report is not None:
             Console(stderr=True).print(f"report written to {report}", markup=False)
