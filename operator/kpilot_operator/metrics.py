@@ -7,9 +7,11 @@ pod's serving.knative.dev/revision label in the scrape config). A revision witho
 series (scaled to zero) has request rate and latencies 0; one without autoscaler series has no
 observation (it is held, then falls back).
 
-Kubernetes (no Prometheus): PA status.actualScale / desiredScale only. The autoscaler's own
-decision is inverted for concurrency (stable = panic = desiredScale x target, the most it can
-have observed); request rate and latencies read 0. A degraded mode: use Prometheus in production.
+Kubernetes (no Prometheus): PA status.actualScale / desiredScale only, through
+kpilot.observation.pod_autoscaler_readings (which `kpilot evaluate --metrics kubernetes` replays a
+policy through): the autoscaler's own decision is inverted for concurrency (stable = panic =
+desiredScale x target, the most it can have observed); request rate and latencies read 0. A
+degraded mode (operator/README.md has what it costs): use Prometheus in production.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from kpilot.observation import pod_autoscaler_readings
 from kpilot_operator.reconcile import READING_FIELDS, Holder
 
 # field -> PromQL template; {sel} is the namespace matcher, {w} the rate window.
@@ -116,11 +119,7 @@ class PodAutoscalerMetrics:
             status, name = pa.get("status") or {}, pa["metadata"]["name"]
             if "desiredScale" not in status or "actualScale" not in status:
                 continue
-            ready, desired = float(status["actualScale"]), float(status["desiredScale"])
             target = holders[name].current_target if name in holders else 100.0
-            readings[name] = {"concurrency_stable": desired * target, "concurrency_panic": desired * target,
-                              "ready_pods": ready, "desired_pods": desired,
-                              "starting_pods": max(0.0, desired - ready), "request_rate": 0.0,
-                              "latency_mean_s": 0.0, "latency_p95_s": 0.0, "panic": 0.0}
+            readings[name] = pod_autoscaler_readings(status["actualScale"], status["desiredScale"], target)
         assert all(set(READING_FIELDS) <= set(r) for r in readings.values())
         return readings

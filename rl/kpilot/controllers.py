@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kpilot.errors import ConfigError
-from kpilot.observation import encode
+from kpilot.observation import encode, pod_autoscaler_readings
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.replay import KpaDefault, StaticTarget
 
@@ -16,13 +16,18 @@ from kpilot.sim.replay import KpaDefault, StaticTarget
 @dataclass
 class PolicyController:
     """Runs an exported policy every `interval_s`, smoothed and within its step limit, as the
-    operator does."""
+    operator does. With `metrics="kubernetes"` it sees only what the operator's PodAutoscaler-only
+    metrics source reads (kpilot.observation.pod_autoscaler_readings)."""
 
     policy: ExportedPolicy
     interval_s: float = 30.0
     name: str = "rl"
+    metrics: str = "prometheus"
 
     def decide(self, raw_obs: dict, *, first: bool = False) -> float:
+        if self.metrics == "kubernetes":
+            raw_obs = {**raw_obs, **pod_autoscaler_readings(raw_obs["ready_pods"], raw_obs["desired_pods"],
+                                                            raw_obs["target"])}
         proposed = self.policy.target(encode(**raw_obs))
         return float(self.policy.action_spec.follow(proposed, raw_obs["target"], first))
 

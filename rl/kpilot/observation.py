@@ -135,6 +135,23 @@ def encode(**raw) -> np.ndarray:
     return out[0] if scalar else out
 
 
+# What each metrics source can read in a cluster (the operator's `spec.metrics`).
+METRICS_SOURCES = ("prometheus", "kubernetes")
+
+
+def pod_autoscaler_readings(ready_pods: float, desired_pods: float, target: float) -> dict:
+    """The readings a PodAutoscaler's status alone gives (no Prometheus: the operator's
+    `spec.metrics.kubernetes`): ready and desired pods; the autoscaler's own decision inverted for
+    concurrency (stable = panic = desired x target, the most it can have observed); request rate,
+    latencies and the panic flag read 0. The operator reads a cluster through this, and
+    `kpilot evaluate --metrics kubernetes` replays a policy through it."""
+    concurrency = float(desired_pods) * float(target)
+    return {"concurrency_stable": concurrency, "concurrency_panic": concurrency,
+            "ready_pods": float(ready_pods), "desired_pods": float(desired_pods),
+            "starting_pods": max(0.0, float(desired_pods) - float(ready_pods)), "request_rate": 0.0,
+            "latency_mean_s": 0.0, "latency_p95_s": 0.0, "panic": 0.0}
+
+
 def encode_one(obs: RawObservation) -> np.ndarray:
     """Encode a single RawObservation."""
     return encode(**{f: getattr(obs, f) for f in RAW_FIELDS})

@@ -199,3 +199,27 @@ def test_static_tuned_is_the_best_static_target_of_the_window_before():
         == {k: v for k, v in same.items() if k not in ("policy", "best_static")}
     # It is never better than hindsight's pick on the window it is judged on.
     assert tuned["score"] <= max(r["score"] for r in rows if r["policy"].startswith("static:"))
+
+
+def test_kubernetes_metrics_show_the_policy_only_what_a_podautoscaler_reads(tiny_policy):
+    from kpilot.evaluate.runner import rl_controller
+    from kpilot.observation import pod_autoscaler_readings
+
+    art = load_artifact(tiny_policy)
+    k8s, prom = rl_controller(art, "kubernetes"), rl_controller(art)
+    raw = dict(concurrency_stable=7.0, concurrency_panic=9.0, ready_pods=3.0, desired_pods=4.0,
+               starting_pods=1.0, target=2.5, request_rate=12.0, latency_mean_s=0.4,
+               latency_p95_s=1.5, panic=1.0, time_of_day_s=3600.0)
+    seen = pod_autoscaler_readings(3.0, 4.0, 2.5)
+    assert seen["concurrency_stable"] == seen["concurrency_panic"] == 10.0       # desired x target
+    assert seen["request_rate"] == seen["latency_p95_s"] == seen["panic"] == 0.0
+    # Rate, latency, panic and the autoscaler's concurrency do not reach the policy; pods do.
+    other = {**raw, "request_rate": 0.5, "latency_mean_s": 30.0, "latency_p95_s": 90.0, "panic": 0.0,
+             "concurrency_stable": 1.0, "concurrency_panic": 50.0}
+    assert k8s.decide(raw) == k8s.decide(other) == prom.decide({**raw, **seen})
+    assert prom.decide(raw) != prom.decide(other)           # ... which a Prometheus-fed policy reads
+    # In a replay only the policy's row changes, and says how it was observed.
+    runs = {m: run_evaluation([TRACE], tiny_policy, ["kpa", "static:2"], metrics=m).rows
+            for m in ("prometheus", "kubernetes")}
+    assert runs["kubernetes"][0]["metrics"] == "kubernetes" and "metrics" not in runs["prometheus"][0]
+    assert runs["kubernetes"][1:] == runs["prometheus"][1:]

@@ -65,8 +65,9 @@ def load_artifact(path: str | Path) -> Artifact:
     return Artifact(name, policy, sim, reward, interval, rule, doc)
 
 
-def rl_controller(artifact: Artifact) -> PolicyController:
-    return PolicyController(artifact.policy, interval_s=artifact.interval_s, name=f"rl:{artifact.name}")
+def rl_controller(artifact: Artifact, metrics: str = "prometheus") -> PolicyController:
+    return PolicyController(artifact.policy, interval_s=artifact.interval_s, name=f"rl:{artifact.name}",
+                            metrics=metrics)
 
 
 def parse_baselines(text: str | None) -> list[str]:
@@ -88,12 +89,13 @@ def parse_baselines(text: str | None) -> list[str]:
 
 
 def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STATIC_GRID,
-                    tuned: TunedStaticTarget | None = None):
-    """The controllers to replay on `trace`, in table order: policy, rule, KPA, the tuned static
-    target (`tuned`, chosen by the caller on an earlier window), static targets."""
+                    tuned: TunedStaticTarget | None = None, metrics: str = "prometheus"):
+    """The controllers to replay on `trace`, in table order: policy (seeing what `metrics`, the
+    operator's metrics source, reads), rule, KPA, the tuned static target (`tuned`, chosen by the
+    caller on an earlier window), static targets."""
     out = []
     if artifact is not None:
-        out.append(rl_controller(artifact))
+        out.append(rl_controller(artifact, metrics))
     if "rule" in baselines:
         action = artifact.policy.action_spec if artifact else None
         rule = (artifact.rule if artifact and artifact.rule else AimdRule())

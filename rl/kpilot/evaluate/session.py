@@ -31,14 +31,16 @@ class EvaluationResult:
 
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
                    warmup_s: float = 0.0, time_of_day_shift_s: float = 0.0, seed: int = 0,
-                   replays: int = 1, report_dir: Path | None = None) -> EvaluationResult:
+                   replays: int = 1, report_dir: Path | None = None,
+                   metrics: str = "prometheus") -> EvaluationResult:
     """Replay every trace (its `window`, after up to `warmup_s` unscored seconds before it) under
     the policy and the baselines, with the same seed; optionally write the report.
     `time_of_day_shift_s` moves every trace's clock: a policy that learned the hour at which each
     training trace was recorded, rather than its load, falls apart when it moves. With `replays`
     > 1 every controller is replayed under simulator seeds seed, seed+1, ... and each row holds the
     mean of its metrics (max_pods: the max): short windows are noisy, and the best of many static
-    targets on one seed is partly the luckiest."""
+    targets on one seed is partly the luckiest. `metrics` is what the policy reads, as the
+    operator's metrics source would: "prometheus" everything, "kubernetes" the PodAutoscaler only."""
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
@@ -64,13 +66,15 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
             tuned = TunedStaticTarget(tune_static(_shifted(tuning, time_of_day_shift_s), sim, reward,
                                                   seeds=seeds), tune_on)
         r, res = evaluate_trace(spec, _shifted(trace, time_of_day_shift_s),
-                                controllers_for(baselines, artifact, tuned=tuned), sim, reward,
+                                controllers_for(baselines, artifact, tuned=tuned, metrics=metrics), sim, reward,
                                 seeds=seeds, keep_timelines=report_dir is not None)
         for row in r:
             if window is not None:
                 row["window"] = list(window)
             if time_of_day_shift_s:
                 row["time_of_day_shift_s"] = float(time_of_day_shift_s)
+            if metrics != "prometheus" and row["policy"].startswith("rl:"):
+                row["metrics"] = metrics
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
     result = EvaluationResult(rows, artifact, results)

@@ -67,9 +67,13 @@ def evaluate_command(
     seed: int = typer.Option(0, "--seed", help="Simulator seed, the same for every policy."),
     replays: int = typer.Option(1, "--replays", help="Replay every trace under this many simulator seeds "
                                 "(--seed, --seed+1, ...) and report each metric's mean over them."),
+    metrics: str = typer.Option("prometheus", "--metrics", help="What the policy reads, as the operator's "
+                                "metrics source: prometheus (everything) or kubernetes (PodAutoscaler "
+                                "status only: no request rate or latency)."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the tuned rule; compare."""
     from kpilot.evaluate.runner import parse_baselines
+    from kpilot.observation import METRICS_SOURCES
     from kpilot.evaluate.session import run_evaluation
     from kpilot.train.split import parse_window
 
@@ -81,11 +85,13 @@ def evaluate_command(
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
     if replays < 1:
         raise ConfigError(f"expected a count >= 1, got {replays}", option="--replays")
+    if metrics not in METRICS_SOURCES:
+        raise ConfigError(f"expected one of {', '.join(METRICS_SOURCES)}, got {metrics!r}", option="--metrics")
     if policy is None and not chosen:
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
     result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
                             time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
-                            report_dir=report)
+                            report_dir=report, metrics=metrics)
     if json_out:
         print(json.dumps(result.rows, indent=1))
     else:
