@@ -115,8 +115,12 @@ def test_static_tuned_needs_requests_before_the_window(tmp_path):
     f = tmp_path / "late.csv"
     f.write_text("timestamp,duration\n" + "".join(f"{t},0.1\n" for t in (95, 96, 97, 98, 100)))
     _fails("--trace", str(f), "--baselines", "static-tuned", "--window", "0.9:1", "--warmup", "0",
-           expect="nothing to tune static-tuned on")
+           expect="nothing to tune on")
 
 
 def test_unknown_metrics_source(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--metrics", "statsd", expect="--metrics")
+
+
+def test_rl_or_tuned_needs_a_policy():
+    _fails("--trace", TRACE, "--baselines", "rl-or-tuned", "--window", "0.5:1", expect="give --policy")

@@ -223,3 +223,34 @@ def test_kubernetes_metrics_show_the_policy_only_what_a_podautoscaler_reads(tiny
             for m in ("prometheus", "kubernetes")}
     assert runs["kubernetes"][0]["metrics"] == "kubernetes" and "metrics" not in runs["prometheus"][0]
     assert runs["kubernetes"][1:] == runs["prometheus"][1:]
+
+
+@pytest.mark.parametrize("trace", [TRACE, "synthetic:onoff:duration=1800,seed=12,rate=5"])
+def test_rl_or_tuned_runs_the_policy_only_where_it_won_the_window_before(tiny_policy, trace):
+    rows = run_evaluation([trace], tiny_policy, ["static-grid", "rl-or-tuned"], window=(0.5, 1.0),
+                          warmup_s=120.0, replays=2).rows
+    before = run_evaluation([trace], tiny_policy, ["static-grid"], window=(0.0, 0.5), warmup_s=120.0,
+                            replays=2).rows
+    best_before = max((r for r in before if r["policy"].startswith("static:")),
+                      key=lambda r: (r["score"], -float(r["policy"][7:])))
+    policy_won = before[0]["score"] >= best_before["score"]
+    choice = next(r for r in rows if r["policy"] == "rl-or-tuned")
+    assert choice["chose"] == ("rl:tiny" if policy_won else best_before["policy"])
+    assert choice["tuned_on"] == [0.0, 0.5]
+    # It replays exactly as what it chose.
+    same = next(r for r in rows if r["policy"] == choice["chose"])
+    skip = ("policy", "chose", "tuned_on", "target", "best_static")
+    assert {k: v for k, v in choice.items() if k not in skip} == {k: v for k, v in same.items() if k not in skip}
+
+
+def test_rl_or_tuned_replays_the_policy_when_the_policy_won(tiny_policy, monkeypatch):
+    # The tiny policy never beats the grid; make every static target infinitely dear on the
+    # window before, and the choice must be the policy, replayed exactly as its own row.
+    import kpilot.evaluate.session as session
+
+    monkeypatch.setattr(session, "tune_static", lambda *a, **k: (2.0, float("inf")))
+    rows = run_evaluation([TRACE], tiny_policy, ["kpa", "rl-or-tuned"], window=(0.5, 1.0), warmup_s=120.0).rows
+    choice = next(r for r in rows if r["policy"] == "rl-or-tuned")
+    assert choice["chose"] == "rl:tiny" and "target" not in choice
+    skip = ("policy", "chose", "tuned_on")
+    assert {k: v for k, v in choice.items() if k not in skip} == {k: v for k, v in rows[0].items() if k not in skip}

@@ -6,6 +6,9 @@
 * `static-tuned`: the target a careful operator would set by hand from the traffic they already
   have: the best of `STATIC_GRID` on the window just before the evaluated one (`tune_static`).
   Not an oracle; it is what a learned policy has to beat to be worth running.
+* `rl-or-tuned`: the per-Service choice a platform team can make from the same traffic: the
+  policy where it cost no more than the best static target on that earlier window, else
+  `static-tuned`'s target (kpilot.evaluate.runner.choose_policy_or_static).
 * `rule:aimd`: a latency-feedback rule an SRE would write: every interval, shrink the target by
   `down` when the interval's p95 latency exceeds `hi_s`, grow it by `up` when p95 is below
   `lo_frac x hi_s`, else hold. It reads only the observation contract, as the policy does. Its
@@ -72,7 +75,8 @@ class TunedStaticTarget:
     name: str = "static-tuned"
 
     def row_fields(self) -> dict:
-        return {"target": self.target, "tuned_on": list(self.tuned_on)}
+        fields = {"target": self.target, "tuned_on": list(self.tuned_on)}
+        return fields if self.name == "static-tuned" else {"chose": f"static:{self.target:g}", **fields}
 
 
 def tuning_window(window: tuple[float, float]) -> tuple[float, float] | None:
@@ -82,13 +86,19 @@ def tuning_window(window: tuple[float, float]) -> tuple[float, float] | None:
     return (max(0.0, lo - (hi - lo)), lo) if lo > 0.0 else None
 
 
+def mean_cost(trace, controller, sim: SimConfig, reward: RewardConfig, seeds: list[int]) -> float:
+    """The controller's cost per request on `trace`, averaged over simulator `seeds`."""
+    return float(np.mean([cost(replay(trace, controller, sim, seed=s, timeline=False).metrics, reward)
+                          for s in seeds]))
+
+
 def tune_static(trace, sim: SimConfig, reward: RewardConfig, *, seeds: list[int],
-                grid=STATIC_GRID) -> float:
-    """The grid target with the lowest mean cost on `trace` over `seeds`; on a tie the lower
-    target (e.g. every target that keeps one pod for a light function)."""
-    costs = [(float(np.mean([cost(replay(trace, StaticTarget(float(t)), sim, seed=s, timeline=False).metrics,
-                                  reward) for s in seeds])), float(t)) for t in sorted(grid)]
-    return min(costs)[1]
+                grid=STATIC_GRID) -> tuple[float, float]:
+    """The grid target with the lowest mean cost on `trace` over `seeds`, and that cost; on a tie
+    the lower target (e.g. every target that keeps one pod for a light function)."""
+    cost_, target = min((mean_cost(trace, StaticTarget(float(t)), sim, reward, seeds), float(t))
+                        for t in sorted(grid))
+    return target, cost_
 
 
 def geomean(values) -> float:

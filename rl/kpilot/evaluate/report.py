@@ -116,8 +116,8 @@ def _vs_best(rat: dict, group: list[dict], r: dict) -> str:
 
 
 def _label(r: dict) -> str:
-    """The policy as shown: `static-tuned` names the target it chose."""
-    name = r["policy"] + (f" ({r['target']:g})" if "tuned_on" in r else "")
+    """The policy as shown: `static-tuned` names the target it chose, `rl-or-tuned` its choice."""
+    name = r["policy"] + (f" ({r['chose']})" if "chose" in r else f" ({r['target']:g})" if "tuned_on" in r else "")
     return name + (" (best static)" if r.get("best_static") else "")
 
 

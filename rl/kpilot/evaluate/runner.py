@@ -2,8 +2,8 @@
 
 Every controller replays the same trace with the same simulator seed (same cold-start draws for
 the same pod creations), so differences are the controllers'. One row per policy per trace:
-`trace` (the spec given), `policy` (`rl:NAME`, `rule:aimd`, `kpa`, `static-tuned` with its `target` and
-`tuned_on` window, `static:N`), every replay metric,
+`trace` (the spec given), `policy` (`rl:NAME`, `rule:aimd`, `kpa`, `rl-or-tuned` with what it `chose`,
+`static-tuned` with its `target`, both with their `tuned_on` window, `static:N`), every replay metric,
 `score` (kpilot.env.reward.score: minus the cost per request, higher is better) and
 `best_static` (true on the static target with the best score on that trace: hindsight's choice).
 """
@@ -18,13 +18,15 @@ import numpy as np
 from kpilot.controllers import PolicyController
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
-from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget
+from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget, mean_cost
 from kpilot.observation import OBS_VERSION
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
 
-BASELINES = ("kpa", "static-grid", "rule", "static-tuned")
+BASELINES = ("kpa", "static-grid", "rule", "static-tuned", "rl-or-tuned")
+CHOICE = "rl-or-tuned"
+TUNED_BASELINES = ("static-tuned", CHOICE)     # tuned on the window before the evaluated one
 
 
 @dataclass
@@ -88,11 +90,32 @@ def parse_baselines(text: str | None) -> list[str]:
     return items
 
 
+def choose_policy_or_static(policy: PolicyController, target: float, static_cost: float, tuning,
+                            tuned_on, sim: SimConfig, reward: RewardConfig, seeds: list[int]):
+    """`rl-or-tuned`: the policy if it cost no more than the best static target (`target`, which
+    cost `static_cost`) on the `tuning` window, else that target; named CHOICE either way."""
+    if mean_cost(tuning, policy, sim, reward, seeds) <= static_cost:
+        return ChosenPolicy(policy.policy, interval_s=policy.interval_s, name=CHOICE, metrics=policy.metrics,
+                            chose=policy.name, tuned_on=tuple(tuned_on))
+    return TunedStaticTarget(target, tuple(tuned_on), name=CHOICE)
+
+
+@dataclass
+class ChosenPolicy(PolicyController):
+    """The policy, replayed as `rl-or-tuned`'s choice."""
+
+    chose: str = "rl"
+    tuned_on: tuple = ()
+
+    def row_fields(self) -> dict:
+        return {"chose": self.chose, "tuned_on": list(self.tuned_on)}
+
+
 def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STATIC_GRID,
-                    tuned: TunedStaticTarget | None = None, metrics: str = "prometheus"):
+                    tuned: TunedStaticTarget | None = None, chosen=None, metrics: str = "prometheus"):
     """The controllers to replay on `trace`, in table order: policy (seeing what `metrics`, the
-    operator's metrics source, reads), rule, KPA, the tuned static target (`tuned`, chosen by the
-    caller on an earlier window), static targets."""
+    operator's metrics source, reads), rule, KPA, `rl-or-tuned`'s choice (`chosen`) and the tuned
+    static target (`tuned`), both made by the caller on an earlier window, static targets."""
     out = []
     if artifact is not None:
         out.append(rl_controller(artifact, metrics))
@@ -105,8 +128,7 @@ def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STA
         out.append(rule)
     if "kpa" in baselines:
         out.append(KpaDefault())
-    if tuned is not None:
-        out.append(tuned)
+    out.extend(c for c in (chosen, tuned) if c is not None)
     statics = set()
     if "static-grid" in baselines:
         statics.update(float(t) for t in grid)

@@ -13,7 +13,8 @@ from pathlib import Path
 from kpilot.env.reward import RewardConfig, describe
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import TunedStaticTarget, tune_static, tuning_window
-from kpilot.evaluate.runner import Artifact, controllers_for, evaluate_trace, load_artifact
+from kpilot.evaluate.runner import (CHOICE, TUNED_BASELINES, Artifact, choose_policy_or_static, controllers_for,
+                                   evaluate_trace, load_artifact, rl_controller)
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
 from kpilot.train.split import time_window
@@ -47,27 +48,35 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     controllers_for(baselines, artifact)     # options checked before any replay
     seeds = [seed + k for k in range(replays)]
     tune_on = None
-    if "static-tuned" in baselines:
+    for name in (n for n in TUNED_BASELINES if n in baselines):
         tune_on = tuning_window(window) if window is not None else None
         if tune_on is None:
-            raise ConfigError("static-tuned is tuned on the window before the one evaluated: give a "
+            raise ConfigError(f"{name} is tuned on the window before the one evaluated: give a "
                               "--window that starts after the trace's start, e.g. 0.8:1", option="--baselines")
+    if CHOICE in baselines and artifact is None:
+        raise ConfigError(f"{CHOICE} chooses between the policy and a static target: give --policy",
+                          option="--baselines")
     loaded = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
     traces = []
     for spec, trace in loaded:
-        tuning = _scored_window(spec, trace, tune_on, warmup_s, "to tune static-tuned on") if tune_on else None
+        tuning = _scored_window(spec, trace, tune_on, warmup_s, "to tune on") if tune_on else None
         if window is not None:
             trace = _scored_window(spec, trace, window, warmup_s, "to score")
         traces.append((spec, trace, tuning))
     rows, results = [], {}
     for spec, trace, tuning in traces:
-        tuned = None
+        tuned = chosen = None
         if tuning is not None:
-            tuned = TunedStaticTarget(tune_static(_shifted(tuning, time_of_day_shift_s), sim, reward,
-                                                  seeds=seeds), tune_on)
+            tuning = _shifted(tuning, time_of_day_shift_s)
+            target, static_cost = tune_static(tuning, sim, reward, seeds=seeds)
+            if "static-tuned" in baselines:
+                tuned = TunedStaticTarget(target, tune_on)
+            if CHOICE in baselines:
+                chosen = choose_policy_or_static(rl_controller(artifact, metrics), target, static_cost,
+                                                 tuning, tune_on, sim, reward, seeds)
         r, res = evaluate_trace(spec, _shifted(trace, time_of_day_shift_s),
-                                controllers_for(baselines, artifact, tuned=tuned, metrics=metrics), sim, reward,
-                                seeds=seeds, keep_timelines=report_dir is not None)
+                                controllers_for(baselines, artifact, tuned=tuned, chosen=chosen, metrics=metrics),
+                                sim, reward, seeds=seeds, keep_timelines=report_dir is not None)
         for row in r:
             if window is not None:
                 row["window"] = list(window)

@@ -54,7 +54,8 @@ def evaluate_command(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy artifact directory (kpilot train)."),
     baselines: str = typer.Option("kpa,static-grid,rule", "--baselines",
                                   help="Comma list of kpa, static-grid, rule, static:N, static-tuned "
-                                  "(with --window: the best static target on the window just before)."),
+                                  "(with --window: the best static target on the window just before), "
+                                  "rl-or-tuned (the policy where it beat that target there, else the target)."),
     window: Optional[str] = typer.Option(None, "--window", help="Replay only START:END (fractions of each "
                                          "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
     warmup: float = typer.Option(600.0, "--warmup", help="With --window: replay up to this many seconds "
