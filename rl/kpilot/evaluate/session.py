@@ -47,12 +47,11 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     reward = artifact.reward if artifact else RewardConfig()
     controllers_for(baselines, artifact)     # options checked before any replay
     seeds = [seed + k for k in range(replays)]
-    tune_on = None
-    for name in (n for n in TUNED_BASELINES if n in baselines):
-        tune_on = tuning_window(window) if window is not None else None
-        if tune_on is None:
-            raise ConfigError(f"{name} is tuned on the window before the one evaluated: give a "
-                              "--window that starts after the trace's start, e.g. 0.8:1", option="--baselines")
+    tuned_by = [n for n in TUNED_BASELINES if n in baselines]
+    tune_on = tuning_window(window) if tuned_by and window is not None else None
+    if tuned_by and tune_on is None:
+        raise ConfigError(f"{tuned_by[0]} is tuned on the window before the one evaluated: give a "
+                          "--window that starts after the trace's start, e.g. 0.8:1", option="--baselines")
     if CHOICE in baselines and artifact is None:
         raise ConfigError(f"{CHOICE} chooses between the policy and a static target: give --policy",
                           option="--baselines")

@@ -22,14 +22,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from kpilot.env.core import EnvConfig
 from kpilot.errors import ConfigError
-from kpilot.evaluate.baselines import calibrate_rule, cost, geomean, static_controllers
+from kpilot.evaluate.baselines import calibrate_rule, geomean, mean_cost, static_controllers
 from kpilot.sim.config import SimConfig
-from kpilot.sim.replay import replay
 from kpilot.train.config import TrainConfig, traces_dir
 from kpilot.train.export import build_manifest, export_bytes, export_policy, trace_record
 from kpilot.train.split import load_windows, time_window_s
@@ -71,8 +69,7 @@ class Validator:
         self.best_static = [min(self._cost(w, c) for c in static_controllers()) for w in windows]
 
     def _cost(self, window, controller) -> float:
-        return float(np.mean([cost(replay(window, controller, self.sim, seed=s, timeline=False).metrics,
-                                   self.cfg.reward) for s in self.seeds]))
+        return mean_cost(window, controller, self.sim, self.cfg.reward, self.seeds)
 
     def __call__(self, policy) -> dict:
         from kpilot.controllers import PolicyController
