@@ -12,10 +12,25 @@ from kpilot import action
 
 KNATIVE_MIN_TARGET = 0.01   # the webhook rejects anything lower
 DEADBAND = 0.02             # changes under 2 % are not worth a write (and an Event)
+DEFAULT_BAND = 1.5          # around a base target when neither the Service nor the spec sets one
 
 
 def clamp_to_bounds(target: float, min_target: float, max_target: float) -> float:
     return max(min_target, min(max_target, max(target, KNATIVE_MIN_TARGET)))
+
+
+def service_bounds(min_target: float, max_target: float, base_target: float | None,
+                   band: float | None) -> tuple[float, float]:
+    """The targets a Service may run: the spec's bounds, narrowed to within a factor of `band` of
+    its base target where it has one (kpilot.action.band_bounds, as `kpilot evaluate`'s
+    `rl-in-band` replays it). A band outside the spec's bounds pins the nearer bound."""
+    if base_target is None:
+        return min_target, max_target
+    lo, hi = action.band_bounds(base_target, band if band is not None else DEFAULT_BAND)
+    lo, hi = max(lo, min_target), min(hi, max_target)
+    if lo > hi:
+        lo = hi = clamp_to_bounds(base_target, min_target, max_target)
+    return lo, hi
 
 
 def limit_step(previous: float, proposed: float, max_step_ratio: float) -> float:

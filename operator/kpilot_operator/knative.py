@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import os
 import re
 import time
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 from kpilot_operator.kube import ApiError, KubeApi, Resource
-from kpilot_operator.reconcile import (KNATIVE_DEFAULT_TARGET, PAUSED, Assert, Holder, Restore,
-                                       ServiceView, annotation_delta)
+from kpilot_operator.reconcile import (BAND, BASE_TARGET, KNATIVE_DEFAULT_TARGET, PAUSED, Assert, Holder,
+                                       Restore, ServiceView, annotation_delta)
 from kpilot_operator.spec import selector_matches, selector_to_query
 
 SERVICES: Resource = ("serving.knative.dev", "v1", "services")
@@ -71,9 +72,30 @@ def traffic_revisions(service: dict) -> tuple[str, ...]:
 
 def service_view(service: dict) -> ServiceView:
     meta = service.get("metadata") or {}
-    paused = str((meta.get("annotations") or {}).get(PAUSED, "")).lower() == "true"
+    annotations = meta.get("annotations") or {}
+    paused = str(annotations.get(PAUSED, "")).lower() == "true"
     body = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", **service}
-    return ServiceView(meta["name"], meta.get("namespace", ""), paused, traffic_revisions(service), body)
+    base, band, invalid = None, None, ""
+    try:
+        base = _annotated_number(annotations, BASE_TARGET, "a target > 0", lambda v: v > 0)
+        band = _annotated_number(annotations, BAND, "a factor >= 1", lambda v: v >= 1)
+    except ValueError as exc:
+        invalid = str(exc)
+    return ServiceView(meta["name"], meta.get("namespace", ""), paused, traffic_revisions(service), body,
+                       base_target=base, band=band, invalid=invalid)
+
+
+def _annotated_number(annotations: dict, key: str, meaning: str, ok) -> float | None:
+    """A number annotation on the Service, or None; ValueError (one line) if it is not `meaning`."""
+    if key not in annotations:
+        return None
+    try:
+        value = float(annotations[key])
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"{key}={annotations[key]!r} is not {meaning}")
+    return value
 
 
 def _default_target(revision: dict | None) -> float:

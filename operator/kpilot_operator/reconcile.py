@@ -10,6 +10,14 @@ had before it first touched it, on the holder itself, so restoring never depends
     kpilot.dev/original-target   the previous annotation value, or "absent"
     kpilot.dev/policy            the AutoscalingPolicy that owns the change
     kpilot.dev/changed-at        unix time of the last applied change (for the cooldown)
+
+A platform team may give a Service a base target, the static target tuned on its own traffic
+(`kpilot evaluate --baselines rl-or-tuned` says which), on the Service:
+
+    kpilot.dev/base-target       the Service's own target; the policy moves within a band around it
+    kpilot.dev/band              the band's factor (>= 1; 1 pins the base target), else the spec's
+
+and it is also the target the Service falls back to when its observations go stale.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ ORIGINAL = "kpilot.dev/original-target"
 OWNER = "kpilot.dev/policy"
 CHANGED_AT = "kpilot.dev/changed-at"
 PAUSED = "kpilot.dev/paused"
+BASE_TARGET = "kpilot.dev/base-target"
+BAND = "kpilot.dev/band"
 ABSENT = "absent"
 KNATIVE_DEFAULT_TARGET = 100.0   # container-concurrency-target-default
 
@@ -73,6 +83,9 @@ class ServiceView:
     paused: bool
     traffic_revisions: tuple[str, ...]
     body: Mapping = field(default_factory=dict, compare=False, repr=False)   # for Events
+    base_target: float | None = None     # kpilot.dev/base-target
+    band: float | None = None            # kpilot.dev/band (None: the spec's)
+    invalid: str = ""                    # why an annotation above cannot be used (the Service is held)
 
 
 @dataclass(frozen=True)
@@ -129,9 +142,12 @@ class ServiceStatus:
     decision: float | None = None
     applied: float | None = None
     message: str = ""
+    bounds: tuple[float, float] | None = None     # the Service's band, where it has a base target
 
     def as_dict(self, now_iso: str) -> dict:
         out = {"name": self.name, "revisions": self.revisions, "reason": self.reason, "time": now_iso}
+        if self.bounds is not None:
+            out["bounds"] = {"minTarget": self.bounds[0], "maxTarget": self.bounds[1]}
         if self.observation is not None:
             out["lastObservation"] = {k: round(float(v), 4) for k, v in self.observation.items()}
         if self.decision is not None:
@@ -181,6 +197,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
 
     # 1. Which (service, holder) pairs the policy decides for this tick.
     candidates: list[tuple[ServiceStatus, Holder]] = []
+    bounds_of: dict[str, tuple[float, float]] = {}     # service -> (min, max) target
     for svc in services:
         status = ServiceStatus(svc.name, list(svc.traffic_revisions), "Pending")
         statuses.append(status)
@@ -188,6 +205,14 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             status.reason, status.message = "Paused", f"{PAUSED}=true on the Service"
             kept.update(svc.traffic_revisions)
             continue
+        if svc.invalid:
+            status.reason, status.message = "InvalidAnnotation", f"{svc.invalid}; holding the current target"
+            kept.update(svc.traffic_revisions)
+            continue
+        bounds_of[svc.name] = guardrails.service_bounds(spec.min_target, spec.max_target, svc.base_target,
+                                                        svc.band or spec.band)
+        if svc.base_target is not None:
+            status.bounds = bounds_of[svc.name]
         if not svc.traffic_revisions:
             status.reason, status.message = "NoTraffic", "status.traffic names no revision yet"
             continue
@@ -217,8 +242,10 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
 
     # 3. Guardrails, staleness and the write for each revision.
     plan = Plan(writes, statuses, fresh)
+    base_of = {svc.name: svc.base_target for svc in services}
     for status, holder in candidates:
         previous = holder.current_target
+        min_target, max_target = bounds_of[status.name]
         reading = readings.get(holder.name)
         if holder.name in proposal_of:
             plan.decisions += 1
@@ -226,7 +253,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             status.observation = {f: reading[f] for f in READING_FIELDS}
             status.decision = guardrails.round_target(proposal_of[holder.name])
             g = guardrails.guard(previous=previous, proposed=proposal_of[holder.name],
-                                 min_target=spec.min_target, max_target=spec.max_target,
+                                 min_target=min_target, max_target=max_target,
                                  max_step_ratio=step_ratio(spec, policy.action_spec.max_step_ratio),
                                  cooldown_s=spec.cooldown_s,
                                  last_change_at=holder.last_change_at, now=now)
@@ -246,9 +273,10 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
         if stale_for <= spec.staleness_s:
             status.reason, status.applied = "MetricsStaleHolding", previous
             status.message = f"no usable observation for {stale_for:.0f}s; fallback after {spec.staleness_s:.0f}s"
-        elif spec.fallback_target is not None:
-            target = guardrails.round_target(
-                guardrails.clamp_to_bounds(spec.fallback_target, spec.min_target, spec.max_target))
+        elif base_of[status.name] is not None or spec.fallback_target is not None:
+            # The Service's own base target first: it was tuned on this Service's traffic.
+            fallback = base_of[status.name] if base_of[status.name] is not None else spec.fallback_target
+            target = guardrails.round_target(guardrails.clamp_to_bounds(fallback, min_target, max_target))
             status.reason, status.applied = "Fallback", target
             status.message = f"no usable observation for {stale_for:.0f}s"
             if abs(target - previous) > 1e-9:

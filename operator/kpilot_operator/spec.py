@@ -60,6 +60,7 @@ class PolicySpec:
     cooldown_s: float = DEFAULT_COOLDOWN_S
     fallback_target: float | None = None
     stale_after_s: float = field(default=0.0)    # 0 -> 4 decision intervals (see `staleness`)
+    band: float | None = None                    # around a Service's kpilot.dev/base-target (None: 1.5)
 
     @property
     def staleness_s(self) -> float:
@@ -101,6 +102,7 @@ def parse_spec(spec: dict) -> PolicySpec:
             cooldown_s=float(spec.get("cooldownSeconds", DEFAULT_COOLDOWN_S)),
             fallback_target=float(fallback) if fallback is not None else None,
             stale_after_s=float(spec.get("staleAfterSeconds", 0)),
+            band=float(spec["band"]) if spec.get("band") is not None else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, SpecError):
@@ -112,6 +114,8 @@ def parse_spec(spec: dict) -> PolicySpec:
         raise SpecError(f"bounds need 0 < minTarget <= maxTarget, got {parsed.min_target}..{parsed.max_target}")
     if parsed.interval_s <= 0 or (parsed.max_step_ratio is not None and parsed.max_step_ratio <= 0):
         raise SpecError("decisionIntervalSeconds and maxStepRatio must be positive")
+    if parsed.band is not None and not parsed.band >= 1:
+        raise SpecError(f"band must be >= 1 (1 pins each Service's base target), got {parsed.band}")
     return parsed
 
 

@@ -16,6 +16,11 @@ a revision kpilot has just taken over) is not smoothed: there is no loop of its 
 runs now, exactly as the operator's step guardrail does. A policy trained under the limit learns
 what the operator will let it do; one trained without it is judged on moves a cluster never makes.
 The bounds, the smoothing and the limit travel in the policy artifact.
+
+`band_bounds` is the per-Service band: a platform team gives a Service a base target (the static
+target tuned on its recent traffic) and the policy moves only within a factor of `band` of it;
+a band of 1 pins the base. `kpilot evaluate` (`rl-in-band`, `rl-or-tuned`) and the operator
+(`kpilot.dev/base-target`, `kpilot.dev/band`) apply the same bounds.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ def limit_step(proposed, current, max_step_ratio: float) -> np.ndarray:
     factor = 1.0 + max_step_ratio
     current = np.asarray(current, dtype=np.float64)
     return np.clip(np.asarray(proposed, dtype=np.float64), current / factor, current * factor)
+
+
+def band_bounds(base: float, band: float) -> tuple[float, float]:
+    """The targets within a factor of `band` (>= 1) of `base`: (base / band, base x band)."""
+    return float(base) / float(band), float(base) * float(band)
 
 
 @dataclass(frozen=True)

@@ -17,19 +17,23 @@ from kpilot.sim.replay import KpaDefault, StaticTarget
 class PolicyController:
     """Runs an exported policy every `interval_s`, smoothed and within its step limit, as the
     operator does. With `metrics="kubernetes"` it sees only what the operator's PodAutoscaler-only
-    metrics source reads (kpilot.observation.pod_autoscaler_readings)."""
+    metrics source reads (kpilot.observation.pod_autoscaler_readings). With `bounds` (min, max)
+    every decision is clamped into them afterwards, as the operator clamps into a Service's band
+    (kpilot.action.band_bounds)."""
 
     policy: ExportedPolicy
     interval_s: float = 30.0
     name: str = "rl"
     metrics: str = "prometheus"
+    bounds: tuple[float, float] | None = None
 
     def decide(self, raw_obs: dict, *, first: bool = False) -> float:
         if self.metrics == "kubernetes":
             raw_obs = {**raw_obs, **pod_autoscaler_readings(raw_obs["ready_pods"], raw_obs["desired_pods"],
                                                             raw_obs["target"])}
         proposed = self.policy.target(encode(**raw_obs))
-        return float(self.policy.action_spec.follow(proposed, raw_obs["target"], first))
+        target = float(self.policy.action_spec.follow(proposed, raw_obs["target"], first))
+        return target if self.bounds is None else min(self.bounds[1], max(self.bounds[0], target))
 
     def first_decision(self, raw_obs: dict) -> float:
         """The decision that takes over a revision's target: not smoothed (kpilot.action)."""

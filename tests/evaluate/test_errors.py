@@ -122,5 +122,12 @@ def test_unknown_metrics_source(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--metrics", "statsd", expect="--metrics")
 
 
-def test_rl_or_tuned_needs_a_policy():
-    _fails("--trace", TRACE, "--baselines", "rl-or-tuned", "--window", "0.5:1", expect="give --policy")
+@pytest.mark.parametrize("baseline", ["rl-or-tuned", "rl-in-band"])
+def test_policy_around_a_tuned_target_needs_a_policy(baseline):
+    _fails("--trace", TRACE, "--baselines", baseline, "--window", "0.5:1", expect="give --policy")
+
+
+@pytest.mark.parametrize("band", ["0.5", "x", "inf", "nan"])
+def test_band_is_a_factor_of_at_least_one(tiny_policy, band):
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--baselines", "rl-in-band", "--window", "0.5:1",
+           "--band", band, expect="--band")

@@ -225,32 +225,72 @@ def test_kubernetes_metrics_show_the_policy_only_what_a_podautoscaler_reads(tiny
     assert runs["kubernetes"][1:] == runs["prometheus"][1:]
 
 
+def _cost_before(trace: str, controller, art) -> float:
+    """An independent mean cost on the window 0:0.5 (warm-up 120 s) under seeds 0 and 1."""
+    from kpilot.sim.replay import replay
+    from kpilot.traces import load_trace
+    from kpilot.train.split import time_window
+
+    win = time_window(load_trace(trace, seed=0), 0.0, 0.5, warmup_s=120.0)
+    return sum(cost_per_request(replay(win, controller, art.sim, seed=s, timeline=False).metrics, art.reward)
+               for s in (0, 1)) / 2
+
+
+def test_rl_in_band_keeps_the_policy_within_the_band_around_the_tuned_target(tiny_policy, tmp_path):
+    result = run_evaluation([TRACE], tiny_policy, ["static-tuned", "rl-in-band"], window=(0.5, 1.0),
+                            warmup_s=120.0, band=1.5, report_dir=tmp_path)
+    rows = {r["policy"]: r for r in result.rows}
+    base = rows["static-tuned"]["target"]
+    assert rows["rl-in-band"]["target"] == base and rows["rl-in-band"]["band"] == 1.5
+    assert rows["rl-in-band"]["tuned_on"] == [0.0, 0.5]
+    targets = result.results[TRACE]["replays"]["rl-in-band"].timeline["target"]
+    assert len(targets) and targets.min() >= base / 1.5 - 1e-9 and targets.max() <= base * 1.5 + 1e-9
+    unbounded = result.results[TRACE]["replays"]["rl:tiny"].timeline["target"]
+    assert unbounded.max() > base * 1.5 or unbounded.min() < base / 1.5   # the band did bind
+    assert "rl-in-band (" in (tmp_path / "summary.md").read_text()
+    # Without a band it is the policy itself.
+    free = run_evaluation([TRACE], tiny_policy, ["rl-in-band"], window=(0.5, 1.0), warmup_s=120.0, band=None).rows
+    skip = ("policy", "target", "band", "tuned_on")
+    assert free[1]["band"] is None
+    assert {k: v for k, v in free[1].items() if k not in skip} == {k: v for k, v in free[0].items() if k not in skip}
+
+
 @pytest.mark.parametrize("trace", [TRACE, "synthetic:onoff:duration=1800,seed=12,rate=5"])
-def test_rl_or_tuned_runs_the_policy_only_where_it_won_the_window_before(tiny_policy, trace):
-    rows = run_evaluation([trace], tiny_policy, ["static-grid", "rl-or-tuned"], window=(0.5, 1.0),
+def test_rl_or_tuned_runs_the_policy_in_its_band_only_where_it_won_the_window_before(tiny_policy, trace):
+    from kpilot.controllers import PolicyController
+
+    rows = run_evaluation([trace], tiny_policy, ["static-grid", "rl-in-band", "rl-or-tuned"], window=(0.5, 1.0),
                           warmup_s=120.0, replays=2).rows
     before = run_evaluation([trace], tiny_policy, ["static-grid"], window=(0.0, 0.5), warmup_s=120.0,
                             replays=2).rows
     best_before = max((r for r in before if r["policy"].startswith("static:")),
                       key=lambda r: (r["score"], -float(r["policy"][7:])))
-    policy_won = before[0]["score"] >= best_before["score"]
+    base = float(best_before["policy"][7:])
+    art = load_artifact(tiny_policy)
+    banded = PolicyController(art.policy, interval_s=art.interval_s, bounds=(base / 1.5, base * 1.5))
+    policy_won = _cost_before(trace, banded, art) <= -best_before["score"]
     choice = next(r for r in rows if r["policy"] == "rl-or-tuned")
-    assert choice["chose"] == ("rl:tiny" if policy_won else best_before["policy"])
-    assert choice["tuned_on"] == [0.0, 0.5]
+    assert choice["chose"] == ("rl-in-band" if policy_won else best_before["policy"])
+    assert (choice["target"], choice["band"], choice["tuned_on"]) == (base, 1.5 if policy_won else 1.0, [0.0, 0.5])
     # It replays exactly as what it chose.
     same = next(r for r in rows if r["policy"] == choice["chose"])
-    skip = ("policy", "chose", "tuned_on", "target", "best_static")
+    skip = ("policy", "chose", "tuned_on", "target", "band", "best_static")
     assert {k: v for k, v in choice.items() if k not in skip} == {k: v for k, v in same.items() if k not in skip}
 
 
-def test_rl_or_tuned_replays_the_policy_when_the_policy_won(tiny_policy, monkeypatch):
+@pytest.mark.parametrize("band", [1.5, None])
+def test_rl_or_tuned_replays_the_policy_when_the_policy_won(tiny_policy, monkeypatch, band):
     # The tiny policy never beats the grid; make every static target infinitely dear on the
-    # window before, and the choice must be the policy, replayed exactly as its own row.
+    # window before, and the choice must be the policy (in its band, or alone without one),
+    # replayed exactly as its own row.
     import kpilot.evaluate.session as session
 
     monkeypatch.setattr(session, "tune_static", lambda *a, **k: (2.0, float("inf")))
-    rows = run_evaluation([TRACE], tiny_policy, ["kpa", "rl-or-tuned"], window=(0.5, 1.0), warmup_s=120.0).rows
+    rows = run_evaluation([TRACE], tiny_policy, ["kpa", "rl-in-band", "rl-or-tuned"], window=(0.5, 1.0),
+                          warmup_s=120.0, band=band).rows
     choice = next(r for r in rows if r["policy"] == "rl-or-tuned")
-    assert choice["chose"] == "rl:tiny" and "target" not in choice
-    skip = ("policy", "chose", "tuned_on")
-    assert {k: v for k, v in choice.items() if k not in skip} == {k: v for k, v in rows[0].items() if k not in skip}
+    assert choice["chose"] == ("rl-in-band" if band else "rl:tiny")
+    assert (choice["target"], choice["band"]) == (2.0, band)
+    same = next(r for r in rows if r["policy"] == choice["chose"])
+    skip = ("policy", "chose", "tuned_on", "target", "band")
+    assert {k: v for k, v in choice.items() if k not in skip} == {k: v for k, v in same.items() if k not in skip}

@@ -79,6 +79,24 @@ async def test_enforce_sets_revision_target_records_original_and_off_restores(k8
                      what="the original target 70 restored")
 
 
+async def test_a_services_base_target_keeps_the_policy_in_its_band(k8s, prom, api, operator):
+    # svc-a is tuned at 10 (the policy's 40 is cut to 10 x 1.5); svc-b is pinned at 3 (band 1).
+    seed(k8s, prom, services=("svc-a", "svc-b"), target="70")
+    for name, ann in (("svc-a", {"kpilot.dev/base-target": "10"}),
+                      ("svc-b", {"kpilot.dev/base-target": "3", "kpilot.dev/band": "1"})):
+        svc = k8s.get("serving.knative.dev/v1/services", NS, name)
+        svc["metadata"]["annotations"] = ann
+        k8s.put("serving.knative.dev/v1/services", svc)
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "15"
+                     and rev_annotations(k8s, "svc-b-00001").get(TARGET) == "3", what="targets in their bands")
+    await eventually(lambda: len(policy_status(k8s).get("services", [])) == 2, what="status")
+    statuses = {s["name"]: s for s in policy_status(k8s)["services"]}
+    assert statuses["svc-a"]["bounds"]["maxTarget"] == 15 and statuses["svc-a"]["lastDecision"] == 40
+    assert statuses["svc-b"]["bounds"] == {"minTarget": 3, "maxTarget": 3}
+    assert rev_annotations(k8s)[ORIGINAL] == "70"
+
+
 async def test_podautoscaler_path_on_knative_1_20_and_delete_restores(k8s, prom, api, monkeypatch):
     monkeypatch.setenv("KPILOT_KNATIVE_VERSION", "v1.20.2")
     seed(k8s, prom, pa=True)

@@ -61,6 +61,7 @@ def test_test_policies_validate():
     {"metrics": {"prometheus": {"url": "ftp://x"}}},
     {"metrics": {}},
     {"maxStepRatio": 0},
+    {"band": 0.5},
     {"cooldownSeconds": -1},
     {"selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}},
 ], ids=lambda p: next(iter(p)))

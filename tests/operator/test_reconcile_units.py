@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kpilot_operator import guardrails
-from kpilot_operator.knative import json_patch_ops, parse_version, traffic_revisions, write_path_for
+from kpilot_operator.knative import json_patch_ops, parse_version, service_view, traffic_revisions, write_path_for
 from kpilot_operator.metrics import QUERIES, QUERIES_PER_TICK, assemble, promql
 from kpilot_operator.reconcile import (ABSENT, ORIGINAL, OWNER, TARGET, Assert, Holder, Restore, ServiceView,
                                        annotation_delta, decide)
@@ -180,6 +180,59 @@ def test_decide_paused_claimed_released_dryrun_and_off():
     assert [w.holder.name for w in off.writes] == ["r1"]
 
 
+def test_a_base_target_bounds_the_policy_to_its_band():
+    # The constant policy proposes 40; the spec allows 2..150.
+    assert guardrails.service_bounds(2, 150, None, None) == (2, 150)
+    assert guardrails.service_bounds(2, 150, 10, None) == pytest.approx((10 / 1.5, 15))     # default x1.5
+    assert guardrails.service_bounds(2, 150, 10, 1) == (10, 10)                             # pinned
+    assert guardrails.service_bounds(2, 150, 1, 1.5) == (2, 2)          # below the spec: its nearer bound
+
+    def first(svc, sp=None, current="100"):
+        plan = run(sp or spec(), [svc], [holder(**{TARGET: current})], {"r1": reading()})
+        return plan.writes[0].target if plan.writes else None, plan.services[0]
+
+    target, status = first(ServiceView("s1", "ns", False, ("r1",), base_target=10))
+    assert target == 15 and status.reason == "Bounded" and status.as_dict("t")["bounds"] == {
+        "minTarget": pytest.approx(6.67, abs=0.01), "maxTarget": 15}
+    assert first(ServiceView("s1", "ns", False, ("r1",), base_target=10, band=1))[0] == 10
+    assert first(ServiceView("s1", "ns", False, ("r1",), base_target=10), spec(band=3))[0] == 30
+    assert first(ServiceView("s1", "ns", False, ("r1",), base_target=10, band=5), spec(band=3))[0] == 40
+    # Without a base target only the spec's bounds apply, and the status carries none.
+    target, status = first(SVC)
+    assert target == 40 and "bounds" not in status.as_dict("t")
+
+
+def test_a_stale_service_falls_back_to_its_base_target():
+    sp = spec(fallbackTarget=25, staleAfterSeconds=30)
+    h = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
+    based = ServiceView("s1", "ns", False, ("r1",), base_target=3)
+    fb = run(sp, [based], [h], {}, last_fresh={"r1": NOW - 31})
+    assert fb.writes[0].target == 3 and fb.services[0].reason == "Fallback"
+    # ... also without a fallbackTarget (instead of restoring the original).
+    fb = run(spec(staleAfterSeconds=30), [based], [h], {}, last_fresh={"r1": NOW - 31})
+    assert fb.writes[0].target == 3 and isinstance(fb.writes[0].intent, Assert)
+
+
+def test_service_annotations_are_read_and_a_bad_one_holds_the_service():
+    def view(**ann):
+        return service_view({"metadata": {"name": "s1", "namespace": "ns", "annotations": ann},
+                             "status": {"traffic": [{"revisionName": "r1", "percent": 100}]}})
+
+    v = view(**{"kpilot.dev/base-target": "2.5", "kpilot.dev/band": "1"})
+    assert (v.base_target, v.band, v.invalid) == (2.5, 1.0, "")
+    assert (view().base_target, view().band) == (None, None)
+    for key, value in (("kpilot.dev/base-target", "0"), ("kpilot.dev/base-target", "fast"),
+                       ("kpilot.dev/band", "0.5"), ("kpilot.dev/band", "inf")):
+        bad = view(**{key: value})
+        assert key in bad.invalid and repr(value) in bad.invalid
+        owned = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
+        plan = run(spec(), [bad], [owned], {"r1": reading()})
+        # Held as it is: neither the policy's 40 -> nothing to write, nor a restore of 70.
+        assert plan.writes == [] and plan.services[0].reason == "InvalidAnnotation"
+        assert key in plan.services[0].message
+        assert run(spec(), [bad], [holder(**{TARGET: "70"})], {"r1": reading()}).writes == []
+
+
 # --- spec, selectors, versions, metrics ---
 
 def test_spec_defaults_and_errors():
@@ -192,6 +245,9 @@ def test_spec_defaults_and_errors():
         spec(bounds={"minTarget": 10, "maxTarget": 5})
     with pytest.raises(SpecError, match="mode"):
         spec(mode="Sometimes")
+    with pytest.raises(SpecError, match="band must be >= 1"):
+        spec(band=0.9)
+    assert spec(band=2).band == 2 and spec().band is None
 
 
 def test_selector_semantics():

@@ -6,9 +6,11 @@
 * `static-tuned`: the target a careful operator would set by hand from the traffic they already
   have: the best of `STATIC_GRID` on the window just before the evaluated one (`tune_static`).
   Not an oracle; it is what a learned policy has to beat to be worth running.
+* `rl-in-band`: the policy kept within a factor of `--band` (default 1.5) of `static-tuned`'s
+  target, as the operator runs a Service given that target as its `kpilot.dev/base-target`.
 * `rl-or-tuned`: the per-Service choice a platform team can make from the same traffic: the
-  policy where it cost no more than the best static target on that earlier window, else
-  `static-tuned`'s target (kpilot.evaluate.runner.choose_policy_or_static).
+  policy in its band where it cost no more than the best static target on that earlier window,
+  else `static-tuned`'s target alone (a band of 1) (kpilot.evaluate.runner.choose_policy_or_static).
 * `rule:aimd`: a latency-feedback rule an SRE would write: every interval, shrink the target by
   `down` when the interval's p95 latency exceeds `hi_s`, grow it by `up` when p95 is below
   `lo_frac x hi_s`, else hold. It reads only the observation contract, as the policy does. Its
@@ -76,7 +78,8 @@ class TunedStaticTarget:
 
     def row_fields(self) -> dict:
         fields = {"target": self.target, "tuned_on": list(self.tuned_on)}
-        return fields if self.name == "static-tuned" else {"chose": f"static:{self.target:g}", **fields}
+        return fields if self.name == "static-tuned" else {"chose": f"static:{self.target:g}", **fields,
+                                                           "band": 1.0}
 
 
 def tuning_window(window: tuple[float, float]) -> tuple[float, float] | None:

@@ -116,8 +116,15 @@ def _vs_best(rat: dict, group: list[dict], r: dict) -> str:
 
 
 def _label(r: dict) -> str:
-    """The policy as shown: `static-tuned` names the target it chose, `rl-or-tuned` its choice."""
-    name = r["policy"] + (f" ({r['chose']})" if "chose" in r else f" ({r['target']:g})" if "tuned_on" in r else "")
+    """The policy as shown: `static-tuned` names the target it chose, `rl-in-band` its band,
+    `rl-or-tuned` its choice."""
+    if "chose" in r:
+        extra = f" ({r['chose']})"
+    elif r.get("band"):
+        extra = f" ({r['target']:g} x/÷ {r['band']:g})"
+    else:
+        extra = f" ({r['target']:g})" if "tuned_on" in r else ""
+    name = r["policy"] + extra
     return name + (" (best static)" if r.get("best_static") else "")
 
 

@@ -3,18 +3,21 @@
 Every controller replays the same trace with the same simulator seed (same cold-start draws for
 the same pod creations), so differences are the controllers'. One row per policy per trace:
 `trace` (the spec given), `policy` (`rl:NAME`, `rule:aimd`, `kpa`, `rl-or-tuned` with what it `chose`,
-`static-tuned` with its `target`, both with their `tuned_on` window, `static:N`), every replay metric,
+`static-tuned` with its `target`, `rl-in-band` with its `target` and `band`, all three with their
+`tuned_on` window, `static:N`), every replay metric,
 `score` (kpilot.env.reward.score: minus the cost per request, higher is better) and
 `best_static` (true on the static target with the best score on that trace: hindsight's choice).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from kpilot.action import band_bounds
 from kpilot.controllers import PolicyController
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
@@ -24,9 +27,11 @@ from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
 
-BASELINES = ("kpa", "static-grid", "rule", "static-tuned", "rl-or-tuned")
+BASELINES = ("kpa", "static-grid", "rule", "static-tuned", "rl-in-band", "rl-or-tuned")
+IN_BAND = "rl-in-band"
 CHOICE = "rl-or-tuned"
-TUNED_BASELINES = ("static-tuned", CHOICE)     # tuned on the window before the evaluated one
+TUNED_BASELINES = ("static-tuned", IN_BAND, CHOICE)     # tuned on the window before the evaluated one
+DEFAULT_BAND = 1.5     # rl-in-band: the policy within x1.5 of the tuned target (the operator's default)
 
 
 @dataclass
@@ -72,6 +77,30 @@ def rl_controller(artifact: Artifact, metrics: str = "prometheus") -> PolicyCont
                             metrics=metrics)
 
 
+@dataclass
+class TunedPolicy(PolicyController):
+    """The policy deployed around a Service's base target, the static target tuned on an earlier
+    window (`tuned_on`): kept within a factor of `band` of it (None: not bounded), as the operator
+    does with `kpilot.dev/base-target` and `kpilot.dev/band`. `rl-in-band`, or `rl-or-tuned`'s
+    choice (`chose`)."""
+
+    base: float = 1.0
+    band: float | None = None
+    tuned_on: tuple = ()
+    chose: str | None = None
+
+    def row_fields(self) -> dict:
+        fields = {"target": self.base, "band": self.band, "tuned_on": list(self.tuned_on)}
+        return fields if self.chose is None else {"chose": self.chose, **fields}
+
+
+def tuned_policy(artifact: Artifact, base: float, band: float | None, tuned_on, *, name: str = IN_BAND,
+                 metrics: str = "prometheus", chose: str | None = None) -> TunedPolicy:
+    return TunedPolicy(artifact.policy, interval_s=artifact.interval_s, name=name, metrics=metrics,
+                       bounds=None if band is None else band_bounds(base, band), base=base, band=band,
+                       tuned_on=tuple(tuned_on), chose=chose)
+
+
 def parse_baselines(text: str | None) -> list[str]:
     """`kpa,static-grid,rule` and/or `static:N` items."""
     items = [x.strip() for x in (text or "").split(",") if x.strip()]
@@ -90,32 +119,39 @@ def parse_baselines(text: str | None) -> list[str]:
     return items
 
 
-def choose_policy_or_static(policy: PolicyController, target: float, static_cost: float, tuning,
-                            tuned_on, sim: SimConfig, reward: RewardConfig, seeds: list[int]):
-    """`rl-or-tuned`: the policy if it cost no more than the best static target (`target`, which
-    cost `static_cost`) on the `tuning` window, else that target; named CHOICE either way."""
+def parse_band(text: str) -> float | None:
+    """`--band`: a factor >= 1, or `none` (the policy not bounded around the tuned target)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1.0):
+        raise ConfigError(f"expected a factor >= 1 or none, got {text!r}", option="--band")
+    return value
+
+
+def choose_policy_or_static(artifact: Artifact, target: float, static_cost: float, band: float | None,
+                            tuning, tuned_on, sim: SimConfig, reward: RewardConfig, seeds: list[int],
+                            metrics: str = "prometheus"):
+    """`rl-or-tuned`: the policy within `band` of the best static target on the `tuning` window
+    (`target`, which cost `static_cost` there) if it cost no more than that target there, else the
+    target alone (band 1); named CHOICE either way."""
+    chose = IN_BAND if band is not None else f"rl:{artifact.name}"
+    policy = tuned_policy(artifact, target, band, tuned_on, name=CHOICE, metrics=metrics, chose=chose)
     if mean_cost(tuning, policy, sim, reward, seeds) <= static_cost:
-        return ChosenPolicy(policy.policy, interval_s=policy.interval_s, name=CHOICE, metrics=policy.metrics,
-                            chose=policy.name, tuned_on=tuple(tuned_on))
+        return policy
     return TunedStaticTarget(target, tuple(tuned_on), name=CHOICE)
 
 
-@dataclass
-class ChosenPolicy(PolicyController):
-    """The policy, replayed as `rl-or-tuned`'s choice."""
-
-    chose: str = "rl"
-    tuned_on: tuple = ()
-
-    def row_fields(self) -> dict:
-        return {"chose": self.chose, "tuned_on": list(self.tuned_on)}
-
-
 def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STATIC_GRID,
-                    tuned: TunedStaticTarget | None = None, chosen=None, metrics: str = "prometheus"):
+                    tuned: TunedStaticTarget | None = None, in_band: TunedPolicy | None = None, chosen=None,
+                    metrics: str = "prometheus"):
     """The controllers to replay on `trace`, in table order: policy (seeing what `metrics`, the
-    operator's metrics source, reads), rule, KPA, `rl-or-tuned`'s choice (`chosen`) and the tuned
-    static target (`tuned`), both made by the caller on an earlier window, static targets."""
+    operator's metrics source, reads), rule, KPA, the policy in its band (`in_band`),
+    `rl-or-tuned`'s choice (`chosen`) and the tuned static target (`tuned`), all three made by the
+    caller on an earlier window, static targets."""
     out = []
     if artifact is not None:
         out.append(rl_controller(artifact, metrics))
@@ -128,7 +164,7 @@ def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STA
         out.append(rule)
     if "kpa" in baselines:
         out.append(KpaDefault())
-    out.extend(c for c in (chosen, tuned) if c is not None)
+    out.extend(c for c in (in_band, chosen, tuned) if c is not None)
     statics = set()
     if "static-grid" in baselines:
         statics.update(float(t) for t in grid)

@@ -13,8 +13,9 @@ from pathlib import Path
 from kpilot.env.reward import RewardConfig, describe
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import TunedStaticTarget, tune_static, tuning_window
-from kpilot.evaluate.runner import (CHOICE, TUNED_BASELINES, Artifact, choose_policy_or_static, controllers_for,
-                                   evaluate_trace, load_artifact, rl_controller)
+from kpilot.evaluate.runner import (CHOICE, DEFAULT_BAND, IN_BAND, TUNED_BASELINES, Artifact,
+                                   choose_policy_or_static, controllers_for, evaluate_trace, load_artifact,
+                                   tuned_policy)
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
 from kpilot.train.split import time_window
@@ -33,7 +34,7 @@ class EvaluationResult:
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
                    warmup_s: float = 0.0, time_of_day_shift_s: float = 0.0, seed: int = 0,
                    replays: int = 1, report_dir: Path | None = None,
-                   metrics: str = "prometheus") -> EvaluationResult:
+                   metrics: str = "prometheus", band: float | None = DEFAULT_BAND) -> EvaluationResult:
     """Replay every trace (its `window`, after up to `warmup_s` unscored seconds before it) under
     the policy and the baselines, with the same seed; optionally write the report.
     `time_of_day_shift_s` moves every trace's clock: a policy that learned the hour at which each
@@ -41,7 +42,9 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     > 1 every controller is replayed under simulator seeds seed, seed+1, ... and each row holds the
     mean of its metrics (max_pods: the max): short windows are noisy, and the best of many static
     targets on one seed is partly the luckiest. `metrics` is what the policy reads, as the
-    operator's metrics source would: "prometheus" everything, "kubernetes" the PodAutoscaler only."""
+    operator's metrics source would: "prometheus" everything, "kubernetes" the PodAutoscaler only.
+    `band` is the factor `rl-in-band` and `rl-or-tuned` keep the policy within around the tuned
+    target (None: not bounded)."""
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
@@ -52,8 +55,9 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     if tuned_by and tune_on is None:
         raise ConfigError(f"{tuned_by[0]} is tuned on the window before the one evaluated: give a "
                           "--window that starts after the trace's start, e.g. 0.8:1", option="--baselines")
-    if CHOICE in baselines and artifact is None:
-        raise ConfigError(f"{CHOICE} chooses between the policy and a static target: give --policy",
+    needs_policy = [n for n in (IN_BAND, CHOICE) if n in baselines]
+    if needs_policy and artifact is None:
+        raise ConfigError(f"{needs_policy[0]} runs the policy around a tuned static target: give --policy",
                           option="--baselines")
     loaded = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
     traces = []
@@ -64,24 +68,27 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         traces.append((spec, trace, tuning))
     rows, results = [], {}
     for spec, trace, tuning in traces:
-        tuned = chosen = None
+        tuned = in_band = chosen = None
         if tuning is not None:
             tuning = _shifted(tuning, time_of_day_shift_s)
             target, static_cost = tune_static(tuning, sim, reward, seeds=seeds)
             if "static-tuned" in baselines:
                 tuned = TunedStaticTarget(target, tune_on)
+            if IN_BAND in baselines:
+                in_band = tuned_policy(artifact, target, band, tune_on, metrics=metrics)
             if CHOICE in baselines:
-                chosen = choose_policy_or_static(rl_controller(artifact, metrics), target, static_cost,
-                                                 tuning, tune_on, sim, reward, seeds)
-        r, res = evaluate_trace(spec, _shifted(trace, time_of_day_shift_s),
-                                controllers_for(baselines, artifact, tuned=tuned, chosen=chosen, metrics=metrics),
-                                sim, reward, seeds=seeds, keep_timelines=report_dir is not None)
+                chosen = choose_policy_or_static(artifact, target, static_cost, band, tuning, tune_on, sim,
+                                                 reward, seeds, metrics)
+        controllers = controllers_for(baselines, artifact, tuned=tuned, in_band=in_band, chosen=chosen,
+                                      metrics=metrics)
+        r, res = evaluate_trace(spec, _shifted(trace, time_of_day_shift_s), controllers, sim, reward,
+                                seeds=seeds, keep_timelines=report_dir is not None)
         for row in r:
             if window is not None:
                 row["window"] = list(window)
             if time_of_day_shift_s:
                 row["time_of_day_shift_s"] = float(time_of_day_shift_s)
-            if metrics != "prometheus" and row["policy"].startswith("rl:"):
+            if metrics != "prometheus" and row["policy"].startswith(("rl:", IN_BAND)):
                 row["metrics"] = metrics
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}

@@ -55,7 +55,8 @@ def evaluate_command(
     baselines: str = typer.Option("kpa,static-grid,rule", "--baselines",
                                   help="Comma list of kpa, static-grid, rule, static:N, static-tuned "
                                   "(with --window: the best static target on the window just before), "
-                                  "rl-or-tuned (the policy where it beat that target there, else the target)."),
+                                  "rl-in-band (the policy within --band of that target), rl-or-tuned "
+                                  "(the policy in its band where it beat that target there, else the target)."),
     window: Optional[str] = typer.Option(None, "--window", help="Replay only START:END (fractions of each "
                                          "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
     warmup: float = typer.Option(600.0, "--warmup", help="With --window: replay up to this many seconds "
@@ -71,9 +72,11 @@ def evaluate_command(
     metrics: str = typer.Option("prometheus", "--metrics", help="What the policy reads, as the operator's "
                                 "metrics source: prometheus (everything) or kubernetes (PodAutoscaler "
                                 "status only: no request rate or latency)."),
+    band: str = typer.Option("1.5", "--band", help="rl-in-band and rl-or-tuned: keep the policy within this "
+                             "factor of the tuned target (a number >= 1), or none."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the tuned rule; compare."""
-    from kpilot.evaluate.runner import parse_baselines
+    from kpilot.evaluate.runner import parse_band, parse_baselines
     from kpilot.observation import METRICS_SOURCES
     from kpilot.evaluate.session import run_evaluation
     from kpilot.train.split import parse_window
@@ -88,11 +91,12 @@ def evaluate_command(
         raise ConfigError(f"expected a count >= 1, got {replays}", option="--replays")
     if metrics not in METRICS_SOURCES:
         raise ConfigError(f"expected one of {', '.join(METRICS_SOURCES)}, got {metrics!r}", option="--metrics")
+    band_factor = parse_band(band)
     if policy is None and not chosen:
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
     result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
                             time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
-                            report_dir=report, metrics=metrics)
+                            report_dir=report, metrics=metrics, band=band_factor)
     if json_out:
         print(json.dumps(result.rows, indent=1))
     else:
