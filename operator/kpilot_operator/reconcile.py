@@ -28,6 +28,7 @@ from typing import Mapping
 
 import numpy as np
 
+from kpilot.action import BAND_ANNOTATION, BASE_TARGET_ANNOTATION
 from kpilot.observation import RAW_FIELDS, encode
 from kpilot_operator import guardrails
 from kpilot_operator.spec import PolicySpec, step_ratio
@@ -37,8 +38,8 @@ ORIGINAL = "kpilot.dev/original-target"
 OWNER = "kpilot.dev/policy"
 CHANGED_AT = "kpilot.dev/changed-at"
 PAUSED = "kpilot.dev/paused"
-BASE_TARGET = "kpilot.dev/base-target"
-BAND = "kpilot.dev/band"
+BASE_TARGET = BASE_TARGET_ANNOTATION
+BAND = BAND_ANNOTATION
 ABSENT = "absent"
 KNATIVE_DEFAULT_TARGET = 100.0   # container-concurrency-target-default
 

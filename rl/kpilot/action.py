@@ -38,6 +38,11 @@ def limit_step(proposed, current, max_step_ratio: float) -> np.ndarray:
     return np.clip(np.asarray(proposed, dtype=np.float64), current / factor, current * factor)
 
 
+# The Service annotations that carry a band to the operator (`kpilot tune` prints them).
+BASE_TARGET_ANNOTATION = "kpilot.dev/base-target"
+BAND_ANNOTATION = "kpilot.dev/band"
+
+
 def band_bounds(base: float, band: float) -> tuple[float, float]:
     """The targets within a factor of `band` (>= 1) of `base`: (base / band, base x band)."""
     return float(base) / float(band), float(base) * float(band)

@@ -205,9 +205,10 @@ def operator_run(
     run(namespaces=namespace, standalone=standalone)
 
 
-from kpilot.train.cli import evaluate_command, train_command  # noqa: E402
+from kpilot.train.cli import evaluate_command, train_command, tune_command  # noqa: E402
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
+app.command("tune")(tune_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -132,16 +132,24 @@ def parse_band(text: str) -> float | None:
     return value
 
 
+def band_pays(artifact: Artifact, target: float, static_cost: float, band: float | None, trace,
+              sim: SimConfig, reward: RewardConfig, seeds: list[int],
+              metrics: str = "prometheus") -> tuple[bool, float]:
+    """Whether the policy within `band` of `target` cost no more on `trace` than `target` alone
+    (which cost `static_cost` there), and what it cost: the per-Service choice."""
+    policy_cost = mean_cost(trace, tuned_policy(artifact, target, band, (), metrics=metrics), sim, reward, seeds)
+    return policy_cost <= static_cost, policy_cost
+
+
 def choose_policy_or_static(artifact: Artifact, target: float, static_cost: float, band: float | None,
                             tuning, tuned_on, sim: SimConfig, reward: RewardConfig, seeds: list[int],
                             metrics: str = "prometheus"):
     """`rl-or-tuned`: the policy within `band` of the best static target on the `tuning` window
     (`target`, which cost `static_cost` there) if it cost no more than that target there, else the
     target alone (band 1); named CHOICE either way."""
-    chose = IN_BAND if band is not None else f"rl:{artifact.name}"
-    policy = tuned_policy(artifact, target, band, tuned_on, name=CHOICE, metrics=metrics, chose=chose)
-    if mean_cost(tuning, policy, sim, reward, seeds) <= static_cost:
-        return policy
+    if band_pays(artifact, target, static_cost, band, tuning, sim, reward, seeds, metrics)[0]:
+        chose = IN_BAND if band is not None else f"rl:{artifact.name}"
+        return tuned_policy(artifact, target, band, tuned_on, name=CHOICE, metrics=metrics, chose=chose)
     return TunedStaticTarget(target, tuple(tuned_on), name=CHOICE)
 
 

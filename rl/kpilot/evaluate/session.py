@@ -62,9 +62,9 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     loaded = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
     traces = []
     for spec, trace in loaded:
-        tuning = _scored_window(spec, trace, tune_on, warmup_s, "to tune on") if tune_on else None
+        tuning = scored_window(spec, trace, tune_on, warmup_s, "to tune on") if tune_on else None
         if window is not None:
-            trace = _scored_window(spec, trace, window, warmup_s, "to score")
+            trace = scored_window(spec, trace, window, warmup_s, "to score")
         traces.append((spec, trace, tuning))
     rows, results = [], {}
     for spec, trace, tuning in traces:
@@ -100,7 +100,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     return result
 
 
-def _scored_window(spec: str, trace, window, warmup_s: float, purpose: str):
+def scored_window(spec: str, trace, window, warmup_s: float, purpose: str, option: str = "--window"):
     """The trace's `window` (after its warm-up); a window no request arrives in is an error: there
     is nothing in it `purpose` (to score, to tune on), and a cost per request of nothing would be
     a made-up number."""
@@ -108,7 +108,7 @@ def _scored_window(spec: str, trace, window, warmup_s: float, purpose: str):
     if len(win) - win.first_scored() == 0:
         lo, hi = window
         raise ConfigError(f"{spec}: no request arrives in the window {lo:.3g}:{hi:.3g} "
-                          f"({len(trace)} requests in the trace); nothing {purpose}", option="--window")
+                          f"({len(trace)} requests in the trace); nothing {purpose}", option=option)
     return win
 
 

@@ -1,4 +1,4 @@
-"""`kpilot train` and `kpilot evaluate`: thin commands over kpilot.train and kpilot.evaluate.
+"""`kpilot train`, `kpilot evaluate` and `kpilot tune`: thin commands over kpilot.train and kpilot.evaluate.
 
 Module-level imports stay light (no torch, no SB3): `kpilot --help` must be quick.
 """
@@ -106,3 +106,34 @@ def evaluate_command(
         out_console().print(summary_table(result.rows))
         if report is not None:
             Console(stderr=True).print(f"report written to {report}", markup=False)
+
+
+def tune_command(
+    trace: list[str] = typer.Option(..., "--trace", help="A Service's recent traffic (any supported format "
+                                    "or synthetic:NAME); repeatable, one recommendation each."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy artifact directory (default: the "
+                                          "shipped policies/default)."),
+    last: float = typer.Option(0.2, "--last", help="Choose on this last fraction of each trace."),
+    band: float = typer.Option(1.5, "--band", help="The band to try the policy in (a factor >= 1)."),
+    warmup: float = typer.Option(600.0, "--warmup", help="Replay up to this many seconds before the window "
+                                 "first, unscored."),
+    replays: int = typer.Option(3, "--replays", help="Simulator seeds per replay (--seed, --seed+1, ...)."),
+    seed: int = typer.Option(0, "--seed", help="First simulator seed."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per trace."),
+):
+    """Each Service's base target and band from its latest traffic: the annotations to set."""
+    from kpilot.evaluate.session import REPO_DEFAULT_POLICY
+    from kpilot.evaluate.tune import recommend, recommendation_table
+
+    if not warmup >= 0.0:
+        raise ConfigError(f"expected seconds >= 0, got {warmup}", option="--warmup")
+    if replays < 1:
+        raise ConfigError(f"expected a count >= 1, got {replays}", option="--replays")
+    rows = recommend(list(trace), policy or REPO_DEFAULT_POLICY, last=last, band=band, warmup_s=warmup,
+                     seed=seed, replays=replays)
+    if json_out:
+        print(json.dumps(rows, indent=1))
+    else:
+        from kpilot.cli import out_console
+
+        out_console().print(recommendation_table(rows))

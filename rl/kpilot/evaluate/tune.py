@@ -1,0 +1,60 @@
+"""`kpilot tune`: each Service's base target and band, chosen on its latest traffic, to deploy.
+
+On the last `last` fraction of each trace (after a warm-up, under `replays` simulator seeds): the
+static target of the grid that cost least there is the Service's base target
+(`kpilot.dev/base-target`); the band to run the policy in (`kpilot.dev/band`) is `band` where the
+policy within it cost no more than that target alone, else 1 (pinned at the target). This is the
+choice `kpilot evaluate --baselines rl-or-tuned` makes on the window before the one it scores (its
+figures say how well the choice carries over to the next window); `tune` makes it on the newest
+traffic.
+"""
+
+from __future__ import annotations
+
+from kpilot.action import BAND_ANNOTATION as BAND
+from kpilot.action import BASE_TARGET_ANNOTATION as BASE_TARGET
+from kpilot.errors import ConfigError
+from kpilot.evaluate.baselines import tune_static
+from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, load_artifact
+from kpilot.evaluate.session import scored_window
+from kpilot.traces import load_trace
+
+
+def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = DEFAULT_BAND,
+              warmup_s: float = 600.0, seed: int = 0, replays: int = 3) -> list[dict]:
+    """One recommendation per trace: its `base_target` and `band`, what each option cost per
+    request on the window (`target_cost`, `policy_cost`) and the Service `annotations` to set."""
+    if not 0.0 < last <= 1.0:
+        raise ConfigError(f"expected a fraction in (0, 1], got {last}", option="--last")
+    if not band >= 1.0:
+        raise ConfigError(f"expected a factor >= 1, got {band}", option="--band")
+    artifact = load_artifact(policy_dir)
+    seeds = [seed + k for k in range(replays)]
+    window = (1.0 - last, 1.0)
+    traces = [(spec, scored_window(spec, load_trace(spec, seed=seed), window, warmup_s, "to tune on",
+                                   option="--last")) for spec in specs]      # load all first: fail fast
+    out = []
+    for spec, trace in traces:
+        target, target_cost = tune_static(trace, artifact.sim, artifact.reward, seeds=seeds)
+        pays, policy_cost = band_pays(artifact, target, target_cost, band, trace, artifact.sim,
+                                      artifact.reward, seeds)
+        chosen = band if pays else 1.0
+        out.append({"trace": spec, "window": list(window), "base_target": target, "band": chosen,
+                    "target_cost": target_cost, "policy_cost": policy_cost, "policy": f"rl:{artifact.name}",
+                    "annotations": {BASE_TARGET: f"{target:g}", BAND: f"{chosen:g}"}})
+    return out
+
+
+def recommendation_table(rows: list[dict]):
+    from rich.table import Table
+
+    table = Table(title="kpilot tune: a base target and band per Service (cost per request on the window)",
+                  caption="set them on each Service: kubectl annotate ksvc NAME "
+                          "kpilot.dev/base-target=T kpilot.dev/band=B", caption_justify="left")
+    for name in ("trace", "base target", "target alone", "policy in band", "band", "annotations"):
+        table.add_column(name, justify="left" if name in ("trace", "annotations") else "right")
+    for r in rows:
+        table.add_row(r["trace"], f"{r['base_target']:g}", f"{r['target_cost']:.4f}", f"{r['policy_cost']:.4f}",
+                      f"{r['band']:g}" + ("" if r["band"] != 1 else " (pinned)"),
+                      " ".join(f"{k}={v}" for k, v in r["annotations"].items()))
+    return table

@@ -1,0 +1,82 @@
+"""`kpilot tune`: each Service's base target and band, chosen on its latest traffic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from eval_support import KPILOT, TRACE
+
+from kpilot.controllers import PolicyController
+from kpilot.env.reward import cost_per_request
+from kpilot.evaluate import run_evaluation
+from kpilot.evaluate.runner import load_artifact
+from kpilot.evaluate.tune import recommend
+from kpilot.sim.replay import replay
+from kpilot.traces import load_trace
+from kpilot.train.split import time_window
+
+
+def test_the_base_target_is_the_best_static_target_of_the_last_window_and_the_band_pays(tiny_policy):
+    (rec,) = recommend([TRACE], tiny_policy, last=0.5, warmup_s=120.0, replays=2)
+    # Independently: the grid's best on the window 0.5:1 as `kpilot evaluate` scores it ...
+    rows = run_evaluation([TRACE], tiny_policy, ["static-grid"], window=(0.5, 1.0), warmup_s=120.0, replays=2).rows
+    best = max((r for r in rows if r["policy"].startswith("static:")),
+               key=lambda r: (r["score"], -float(r["policy"][7:])))
+    assert rec["base_target"] == float(best["policy"][7:])
+    assert rec["target_cost"] == pytest.approx(-best["score"])
+    # ... and the policy clamped to x1.5 around it, replayed on the same window and seeds.
+    art = load_artifact(tiny_policy)
+    base = rec["base_target"]
+    banded = PolicyController(art.policy, interval_s=art.interval_s, bounds=(base / 1.5, base * 1.5))
+    win = time_window(load_trace(TRACE, seed=0), 0.5, 1.0, warmup_s=120.0)
+    policy_cost = sum(cost_per_request(replay(win, banded, art.sim, seed=s, timeline=False).metrics, art.reward)
+                      for s in (0, 1)) / 2
+    assert rec["policy_cost"] == pytest.approx(policy_cost)
+    assert rec["band"] == (1.5 if policy_cost <= rec["target_cost"] else 1.0)
+    assert rec["annotations"] == {"kpilot.dev/base-target": f"{base:g}", "kpilot.dev/band": f"{rec['band']:g}"}
+    assert rec["window"] == [0.5, 1.0]
+
+
+def test_the_band_is_recommended_where_the_policy_in_it_costs_no_more(tiny_policy, monkeypatch):
+    import kpilot.evaluate.tune as tune
+
+    monkeypatch.setattr(tune, "tune_static", lambda *a, **k: (3.0, float("inf")))
+    (rec,) = recommend([TRACE], tiny_policy, last=0.5, warmup_s=120.0, replays=1, band=2.0)
+    assert (rec["base_target"], rec["band"]) == (3.0, 2.0)
+    assert rec["annotations"] == {"kpilot.dev/base-target": "3", "kpilot.dev/band": "2"}
+
+
+def test_cli_json_one_object_per_trace(tiny_policy):
+    other = "synthetic:onoff:duration=900,seed=12"
+    proc = subprocess.run([str(KPILOT), "tune", "--trace", TRACE, "--trace", other, "--policy", str(tiny_policy),
+                           "--replays", "1", "--warmup", "60", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["trace"] for r in rows] == [TRACE, other]
+    assert all(r["band"] in (1.0, 1.5) and r["base_target"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("--last", "0"), "--last"),
+    (("--last", "1.5"), "--last"),
+    (("--band", "0.9"), "--band"),
+    (("--replays", "0"), "--replays"),
+    (("--warmup", "-1"), "--warmup"),
+])
+def test_bad_options_are_one_line(tiny_policy, args, expect):
+    proc = subprocess.run([str(KPILOT), "tune", "--trace", TRACE, "--policy", str(tiny_policy), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and expect in proc.stderr
+
+
+def test_a_bad_trace_is_one_line_naming_the_file(tiny_policy, tmp_path):
+    f = tmp_path / "broken.csv"
+    f.write_text("timestamp,duration\n0,0.1\n1,fast\n")
+    proc = subprocess.run([str(KPILOT), "tune", "--trace", str(f), "--policy", str(tiny_policy)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "broken.csv" in proc.stderr
