@@ -12,7 +12,6 @@ from kpilot import action
 
 KNATIVE_MIN_TARGET = 0.01   # the webhook rejects anything lower
 DEADBAND = 0.02             # changes under 2 % are not worth a write (and an Event)
-DEFAULT_BAND = 1.5          # around a base target when neither the Service nor the spec sets one
 
 
 def clamp_to_bounds(target: float, min_target: float, max_target: float) -> float:
@@ -26,7 +25,7 @@ def service_bounds(min_target: float, max_target: float, base_target: float | No
     `rl-in-band` replays it). A band outside the spec's bounds pins the nearer bound."""
     if base_target is None:
         return min_target, max_target
-    lo, hi = action.band_bounds(base_target, band if band is not None else DEFAULT_BAND)
+    lo, hi = action.band_bounds(base_target, band if band is not None else action.DEFAULT_BAND)
     lo, hi = max(lo, min_target), min(hi, max_target)
     if lo > hi:
         lo = hi = clamp_to_bounds(base_target, min_target, max_target)

@@ -12,10 +12,10 @@ had before it first touched it, on the holder itself, so restoring never depends
     kpilot.dev/changed-at        unix time of the last applied change (for the cooldown)
 
 A platform team may give a Service a base target, the static target tuned on its own traffic
-(`kpilot evaluate --baselines rl-or-tuned` says which), on the Service:
+(`kpilot tune` prints both), on the Service:
 
     kpilot.dev/base-target       the Service's own target; the policy moves within a band around it
-    kpilot.dev/band              the band's factor (>= 1; 1 pins the base target), else the spec's
+    kpilot.dev/band              the band's factor (>= 1; 1 pins the base target), else the spec's, else 1.5
 
 and it is also the target the Service falls back to when its observations go stale.
 """

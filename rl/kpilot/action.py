@@ -41,6 +41,7 @@ def limit_step(proposed, current, max_step_ratio: float) -> np.ndarray:
 # The Service annotations that carry a band to the operator (`kpilot tune` prints them).
 BASE_TARGET_ANNOTATION = "kpilot.dev/base-target"
 BAND_ANNOTATION = "kpilot.dev/band"
+DEFAULT_BAND = 1.5      # the operator's default step limit, x1.5, and the first width measured
 
 
 def band_bounds(base: float, band: float) -> tuple[float, float]:

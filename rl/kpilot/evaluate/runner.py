@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpilot.action import band_bounds
+from kpilot.action import DEFAULT_BAND, band_bounds
 from kpilot.controllers import PolicyController
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
@@ -31,7 +31,6 @@ BASELINES = ("kpa", "static-grid", "rule", "static-tuned", "rl-in-band", "rl-or-
 IN_BAND = "rl-in-band"
 CHOICE = "rl-or-tuned"
 TUNED_BASELINES = ("static-tuned", IN_BAND, CHOICE)     # tuned on the window before the evaluated one
-DEFAULT_BAND = 1.5     # rl-in-band: the policy within x1.5 of the tuned target (the operator's default)
 
 
 @dataclass
