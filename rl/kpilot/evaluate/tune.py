@@ -11,6 +11,8 @@ traffic.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kpilot.action import BAND_ANNOTATION as BAND
 from kpilot.action import BASE_TARGET_ANNOTATION as BASE_TARGET
 from kpilot.errors import ConfigError
@@ -54,7 +56,8 @@ def recommendation_table(rows: list[dict]):
     for name in ("trace", "base target", "target alone", "policy in band", "band", "annotations"):
         table.add_column(name, justify="left" if name in ("trace", "annotations") else "right")
     for r in rows:
-        table.add_row(r["trace"], f"{r['base_target']:g}", f"{r['target_cost']:.4f}", f"{r['policy_cost']:.4f}",
+        label = r["trace"] if r["trace"].startswith("synthetic:") else Path(r["trace"]).name
+        table.add_row(label, f"{r['base_target']:g}", f"{r['target_cost']:.4f}", f"{r['policy_cost']:.4f}",
                       f"{r['band']:g}" + ("" if r["band"] != 1 else " (pinned)"),
                       " ".join(f"{k}={v}" for k, v in r["annotations"].items()))
     return table
