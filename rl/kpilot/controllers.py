@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kpilot.errors import ConfigError
-from kpilot.observation import encode, pod_autoscaler_readings
+from kpilot.observation import METRICS_SOURCES, encode, pod_autoscaler_readings
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.replay import KpaDefault, StaticTarget
 
@@ -26,6 +26,10 @@ class PolicyController:
     name: str = "rl"
     metrics: str = "prometheus"
     bounds: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if self.metrics not in METRICS_SOURCES:
+            raise ValueError(f"metrics must be one of {', '.join(METRICS_SOURCES)}, got {self.metrics!r}")
 
     def decide(self, raw_obs: dict, *, first: bool = False) -> float:
         if self.metrics == "kubernetes":

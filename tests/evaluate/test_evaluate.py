@@ -223,6 +223,8 @@ def test_kubernetes_metrics_show_the_policy_only_what_a_podautoscaler_reads(tiny
             for m in ("prometheus", "kubernetes")}
     assert runs["kubernetes"][0]["metrics"] == "kubernetes" and "metrics" not in runs["prometheus"][0]
     assert runs["kubernetes"][1:] == runs["prometheus"][1:]
+    with pytest.raises(ValueError, match="metrics must be one of prometheus, kubernetes"):
+        rl_controller(art, "statsd")
 
 
 def _cost_before(trace: str, controller, art) -> float:
