@@ -13,6 +13,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from kpilot_operator import knative, kube
+from kpilot_operator.main import peering_priority
 from kpilot_operator.spec import GROUP, PLURAL, VERSION, DEFAULT_INTERVAL_S
 from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick
 
@@ -43,8 +44,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.watching.server_timeout = int(os.environ.get("KPILOT_WATCH_TIMEOUT_S", "300"))  # the API wants an integer
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
-    settings.peering.name = os.environ.get("KPILOT_PEERING_NAME", "kpilot")
-    settings.peering.mandatory = False
+    settings.peering.mandatory = False          # its name comes from `kpilot operator run` (main.run)
+    settings.peering.priority = peering_priority(settings.peering.priority)   # replicas must not tie
     if memo.get("runtime") is None:                  # tests and the benchmark bring their own
         api = kube.KubeApi(kube.load_configuration())
         memo.runtime = Runtime(cluster=knative.KnativeCluster(api), emit_event=kopf_event,

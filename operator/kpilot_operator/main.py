@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import os
+import secrets
 
 import kopf
+
+from kpilot.errors import ConfigError
+
+PRIORITY_ENV = "KPILOT_PEERING_PRIORITY"
+
+
+def peering_priority(current: int = 0) -> int:
+    """This replica's Kopf peering priority: $KPILOT_PEERING_PRIORITY, else one given to Kopf
+    (non-zero), else a random draw in [1, 2**31). Kopf pauses EVERY operator whose priority ties
+    with another live one's, so two replicas left at the default 0 would both stand still; with
+    distinct priorities the highest acts and the others stand by until it goes."""
+    text = os.environ.get(PRIORITY_ENV, "").strip()
+    if text:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"expected an integer, got {text!r}", option=PRIORITY_ENV) from None
+    return current if current else secrets.randbelow(2**31 - 1) + 1
 
 
 def run(*, namespaces: list[str] | None = None, standalone: bool = True,
         liveness_endpoint: str | None = None) -> None:
     """Run until interrupted. Liveness/readiness on KPILOT_HEALTH_ENDPOINT (default :8081/healthz)."""
     import kpilot_operator.handlers  # noqa: F401  (registers the handlers)
+
+    peering_priority()          # a bad $KPILOT_PEERING_PRIORITY is one line here, not a failed startup
 
     liveness = liveness_endpoint or os.environ.get("KPILOT_HEALTH_ENDPOINT", "http://0.0.0.0:8081/healthz")
     kopf.run(

@@ -40,7 +40,7 @@ from . import knative_crds
 REPO_ROOT = knative_crds.REPO_ROOT
 MANIFESTS = REPO_ROOT / "manifests"
 #: Project manifests installed, in order, when they exist (the Deployment is never applied: no kubelet).
-PROJECT_MANIFESTS = ("namespace.yaml", "crd.yaml", "rbac.yaml")
+PROJECT_MANIFESTS = ("namespace.yaml", "crd.yaml", "rbac.yaml", "peering.yaml")
 
 OPERATOR_NAMESPACE = "kpilot-system"
 OPERATOR_SERVICEACCOUNT = "kpilot-operator"
@@ -411,7 +411,7 @@ class Cluster:
         return names
 
     def install_project_manifests(self, directory: Path = MANIFESTS) -> list[str]:
-        """Apply manifests/{namespace,crd,rbac}.yaml, those that exist, in that order."""
+        """Apply manifests/{namespace,crd,rbac,peering}.yaml, those that exist, in that order."""
         namespace = OPERATOR_NAMESPACE
         kustomization = directory / "kustomization.yaml"
         if kustomization.exists():

@@ -40,19 +40,21 @@ def use_kubeconfig(monkeypatch, path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(**memo):
+async def running_operator(*, peering: str | None = None, identity: str | None = None, **memo):
     """Kopf's real operator (watch, timers, patches, finalizers) in its own thread and event loop.
 
     Its own loop, because at exit Kopf waits for every task of the loop it runs in, and the test's
     loop also runs the mock API server; the test loop keeps serving while the operator stops.
+    With `peering` (a peering object's name) it runs as a replica among others, as in the
+    Deployment, under `identity` (replicas in one process must not share Kopf's default one).
     """
     stop, ready = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
     def main() -> None:
         try:
-            asyncio.run(kopf.operator(standalone=True, clusterwide=True, stop_flag=stop,
-                                      ready_flag=ready, memo=kopf.Memo(**memo)))
+            asyncio.run(kopf.operator(standalone=peering is None, peering_name=peering, identity=identity,
+                                      clusterwide=True, stop_flag=stop, ready_flag=ready, memo=kopf.Memo(**memo)))
         except BaseException as exc:  # surfaced by the test, not lost in the thread
             errors.append(exc)
 

@@ -7,6 +7,7 @@ Skips with the fixture's reason when KUBEBUILDER_ASSETS is not set (see tests/en
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -138,6 +139,53 @@ async def test_podautoscaler_path_on_knative_1_20_and_delete_restores(as_operato
             assert ORIGINAL not in annotations(env, ns, "svc-00001", "podautoscalers")
     finally:
         env.set_knative_version("1.23.0")
+
+
+@pytest.mark.asyncio
+async def test_two_replicas_one_acts_and_the_other_takes_over(as_operator, envtest_namespace, prom, policy_file,
+                                                             caplog):
+    # The Deployment runs two replicas with Kopf peering. Kopf pauses every operator whose
+    # priority ties with another's, so each replica must draw its own: then the highest acts, the
+    # other stands by, and takes over when it goes.
+    env, ns = as_operator, envtest_namespace
+    caplog.set_level(logging.INFO)
+    peering = f"kpilot-{ns}"
+    env.apply_objects([{"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}}])
+    env.create_knative_app(ns, "svc", revision_annotations={TARGET: "70"}, service_labels={"kpilot": "on"})
+    prom.set(ns, "svc-00001")
+
+    def peers() -> dict[str, int]:
+        body = co(env).get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+        return {k: v["priority"] for k, v in (body.get("status") or {}).items()}
+
+    replicas = {name: running_operator(peering=peering, identity=name) for name in ("replica-a", "replica-b")}
+    for replica in replicas.values():
+        await replica.__aenter__()
+    stopped = set()
+    try:
+        await eventually(lambda: set(peers()) == set(replicas), timeout=20,
+                         what=f"both replicas in the peering {peering}")
+        priorities = peers()
+        assert len(set(priorities.values())) == 2 and 0 not in priorities.values()
+        leader = max(priorities, key=priorities.get)
+        await eventually(lambda: any("Pausing operations in favour of" in r.getMessage() for r in caplog.records),
+                         timeout=20, what="the other replica standing by")
+
+        create_policy(env, ns, path_policy(ns, policy_file, prom_url=prom.url))
+        await eventually(lambda: annotations(env, ns, "svc-00001").get(TARGET) == "40", timeout=20,
+                         what="the leader serving the policy")
+
+        await replicas[leader].__aexit__(None, None, None)       # the leader goes (a rollout, a node drain)
+        stopped.add(leader)
+        await eventually(lambda: set(peers()) == set(replicas) - {leader}, timeout=20, what="the leader gone")
+        patch_policy(env, ns, {"mode": "Off"})
+        await eventually(lambda: annotations(env, ns, "svc-00001").get(TARGET) == "70"
+                         and ORIGINAL not in annotations(env, ns, "svc-00001"), timeout=30,
+                         what="the standby taking over and restoring the original")
+    finally:
+        for name, replica in replicas.items():
+            if name not in stopped:
+                await replica.__aexit__(None, None, None)
 
 
 @pytest.mark.parametrize("patch", [

@@ -277,3 +277,34 @@ def test_prometheus_queries_are_fixed_and_namespace_scoped():
     series["latency_sum_rate"] = {"r1": 2.0}
     out = assemble(series)
     assert set(out) == {"r1"} and out["r1"]["starting_pods"] == 3 and out["r1"]["latency_mean_s"] == 0.5
+
+
+# --- peering ---
+
+def test_each_replica_draws_its_own_peering_priority(monkeypatch):
+    from kpilot.errors import ConfigError
+    from kpilot_operator.main import PRIORITY_ENV, peering_priority
+
+    monkeypatch.delenv(PRIORITY_ENV, raising=False)
+    draws = {peering_priority() for _ in range(20)}
+    assert len(draws) == 20 and min(draws) >= 1          # never Kopf's default 0, never a tie
+    assert peering_priority(666) == 666                   # one given to Kopf (e.g. --dev) is kept
+    monkeypatch.setenv(PRIORITY_ENV, "42")
+    assert peering_priority() == 42 == peering_priority(666)
+    monkeypatch.setenv(PRIORITY_ENV, "high")
+    with pytest.raises(ConfigError, match="KPILOT_PEERING_PRIORITY"):
+        peering_priority()
+
+
+def test_a_bad_peering_priority_is_one_line_before_the_operator_starts():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kpilot = Path(sys.executable).with_name("kpilot")
+    proc = subprocess.run([str(kpilot), "operator", "run", "--no-standalone"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "KPILOT_PEERING_PRIORITY": "high"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["kpilot: error: option KPILOT_PEERING_PRIORITY: expected an integer, "
+                                                "got 'high'"]
