@@ -44,7 +44,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.watching.server_timeout = int(os.environ.get("KPILOT_WATCH_TIMEOUT_S", "300"))  # the API wants an integer
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
-    settings.peering.mandatory = False          # its name comes from `kpilot operator run` (main.run)
+    # Peering (its name from `kpilot operator run --no-standalone`) is mandatory when named, as Kopf
+    # makes it: replicas without the peering CRDs would both act, uncoordinated.
     settings.peering.priority = peering_priority(settings.peering.priority)   # replicas must not tie
     if memo.get("runtime") is None:                  # tests and the benchmark bring their own
         api = kube.KubeApi(kube.load_configuration())
