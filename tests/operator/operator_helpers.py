@@ -58,7 +58,8 @@ async def running_operator(*, peering: str | None = None, identity: str | None =
         except BaseException as exc:  # surfaced by the test, not lost in the thread
             errors.append(exc)
 
-    thread = threading.Thread(target=main, name="kopf-operator", daemon=True)
+    thread = threading.Thread(target=main, name=f"kopf-operator-{identity}" if identity else "kopf-operator",
+                              daemon=True)
     thread.start()
     try:
         await eventually(ready.is_set, timeout=15, what="the operator to start")

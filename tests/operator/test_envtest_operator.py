@@ -168,16 +168,28 @@ async def test_two_replicas_one_acts_and_the_other_takes_over(as_operator, envte
         priorities = peers()
         assert len(set(priorities.values())) == 2 and 0 not in priorities.values()
         leader = max(priorities, key=priorities.get)
-        await eventually(lambda: any("Pausing operations in favour of" in r.getMessage() for r in caplog.records),
-                         timeout=20, what="the other replica standing by")
+        standby = min(priorities, key=priorities.get)
+
+        def last_peering_state(name: str) -> str | None:
+            """A replica's last pause / resume, as Kopf logs it from that replica's thread."""
+            said = [r.getMessage() for r in caplog.records if r.threadName == f"kopf-operator-{name}"]
+            said = [m for m in said if m.startswith(("Pausing", "Resuming"))]
+            return ("paused" if said[-1].startswith("Pausing") else "acting") if said else None
+
+        # Peering is mandatory, so a replica starts paused: the leader resumes, the standby stays
+        # paused (never resumed, or paused again in the leader's favour).
+        await eventually(lambda: last_peering_state(leader) == "acting", timeout=20, what="the leader acting")
+        assert last_peering_state(standby) in (None, "paused")
 
         create_policy(env, ns, path_policy(ns, policy_file, prom_url=prom.url))
         await eventually(lambda: annotations(env, ns, "svc-00001").get(TARGET) == "40", timeout=20,
                          what="the leader serving the policy")
+        assert last_peering_state(standby) in (None, "paused")
 
         await replicas[leader].__aexit__(None, None, None)       # the leader goes (a rollout, a node drain)
         stopped.add(leader)
         await eventually(lambda: set(peers()) == set(replicas) - {leader}, timeout=20, what="the leader gone")
+        await eventually(lambda: last_peering_state(standby) == "acting", timeout=20, what="the standby acting")
         patch_policy(env, ns, {"mode": "Off"})
         await eventually(lambda: annotations(env, ns, "svc-00001").get(TARGET) == "70"
                          and ORIGINAL not in annotations(env, ns, "svc-00001"), timeout=30,
