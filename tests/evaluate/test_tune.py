@@ -49,6 +49,21 @@ def test_the_band_is_recommended_where_the_policy_in_it_costs_no_more(tiny_polic
     assert rec["annotations"] == {"kpilot.dev/base-target": "3", "kpilot.dev/band": "2"}
 
 
+def test_the_choice_replays_the_policy_through_the_operators_metrics_source(tiny_policy):
+    # A band wide enough not to bind, so that what the policy reads decides what it does.
+    (prom,) = recommend([TRACE], tiny_policy, last=0.5, warmup_s=120.0, replays=1, band=100.0)
+    (k8s,) = recommend([TRACE], tiny_policy, last=0.5, warmup_s=120.0, replays=1, band=100.0,
+                       metrics="kubernetes")
+    art = load_artifact(tiny_policy)
+    base = k8s["base_target"]
+    banded = PolicyController(art.policy, interval_s=art.interval_s, bounds=(base / 100.0, base * 100.0),
+                              metrics="kubernetes")
+    win = time_window(load_trace(TRACE, seed=0), 0.5, 1.0, warmup_s=120.0)
+    cost = cost_per_request(replay(win, banded, art.sim, seed=0, timeline=False).metrics, art.reward)
+    assert k8s["policy_cost"] == pytest.approx(cost) and k8s["metrics"] == "kubernetes"
+    assert prom["target_cost"] == k8s["target_cost"] and prom["policy_cost"] != k8s["policy_cost"]
+
+
 def test_cli_json_one_object_per_trace(tiny_policy):
     other = "synthetic:onoff:duration=900,seed=12"
     proc = subprocess.run([str(KPILOT), "tune", "--trace", TRACE, "--trace", other, "--policy", str(tiny_policy),
@@ -65,6 +80,7 @@ def test_cli_json_one_object_per_trace(tiny_policy):
     (("--band", "0.9"), "--band"),
     (("--replays", "0"), "--replays"),
     (("--warmup", "-1"), "--warmup"),
+    (("--metrics", "statsd"), "--metrics"),
 ])
 def test_bad_options_are_one_line(tiny_policy, args, expect):
     proc = subprocess.run([str(KPILOT), "tune", "--trace", TRACE, "--policy", str(tiny_policy), *args],

@@ -16,6 +16,7 @@ from pathlib import Path
 from kpilot.action import BAND_ANNOTATION as BAND
 from kpilot.action import BASE_TARGET_ANNOTATION as BASE_TARGET
 from kpilot.errors import ConfigError
+from kpilot.observation import METRICS_SOURCES
 from kpilot.evaluate.baselines import tune_static
 from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, load_artifact
 from kpilot.evaluate.session import scored_window
@@ -23,13 +24,17 @@ from kpilot.traces import load_trace
 
 
 def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = DEFAULT_BAND,
-              warmup_s: float = 600.0, seed: int = 0, replays: int = 3) -> list[dict]:
+              warmup_s: float = 600.0, seed: int = 0, replays: int = 3,
+              metrics: str = "prometheus") -> list[dict]:
     """One recommendation per trace: its `base_target` and `band`, what each option cost per
-    request on the window (`target_cost`, `policy_cost`) and the Service `annotations` to set."""
+    request on the window (`target_cost`, `policy_cost`) and the Service `annotations` to set.
+    `metrics` is the operator's metrics source: what the policy will see in the cluster."""
     if not 0.0 < last <= 1.0:
         raise ConfigError(f"expected a fraction in (0, 1], got {last}", option="--last")
     if not band >= 1.0:
         raise ConfigError(f"expected a factor >= 1, got {band}", option="--band")
+    if metrics not in METRICS_SOURCES:
+        raise ConfigError(f"expected one of {', '.join(METRICS_SOURCES)}, got {metrics!r}", option="--metrics")
     artifact = load_artifact(policy_dir)
     seeds = [seed + k for k in range(replays)]
     window = (1.0 - last, 1.0)
@@ -39,10 +44,11 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
     for spec, trace in traces:
         target, target_cost = tune_static(trace, artifact.sim, artifact.reward, seeds=seeds)
         pays, policy_cost = band_pays(artifact, target, target_cost, band, trace, artifact.sim,
-                                      artifact.reward, seeds)
+                                      artifact.reward, seeds, metrics)
         chosen = band if pays else 1.0
         out.append({"trace": spec, "window": list(window), "base_target": target, "band": chosen,
                     "target_cost": target_cost, "policy_cost": policy_cost, "policy": f"rl:{artifact.name}",
+                    "metrics": metrics,
                     "annotations": {BASE_TARGET: f"{target:g}", BAND: f"{chosen:g}"}})
     return out
 

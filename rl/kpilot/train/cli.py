@@ -119,6 +119,8 @@ def tune_command(
                                  "first, unscored."),
     replays: int = typer.Option(3, "--replays", help="Simulator seeds per replay (--seed, --seed+1, ...)."),
     seed: int = typer.Option(0, "--seed", help="First simulator seed."),
+    metrics: str = typer.Option("prometheus", "--metrics", help="The operator's metrics source, what the "
+                                "policy will read: prometheus or kubernetes."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per trace."),
 ):
     """Each Service's base target and band from its latest traffic: the annotations to set."""
@@ -130,7 +132,7 @@ def tune_command(
     if replays < 1:
         raise ConfigError(f"expected a count >= 1, got {replays}", option="--replays")
     rows = recommend(list(trace), policy or REPO_DEFAULT_POLICY, last=last, band=band, warmup_s=warmup,
-                     seed=seed, replays=replays)
+                     seed=seed, replays=replays, metrics=metrics)
     if json_out:
         print(json.dumps(rows, indent=1))
     else:
