@@ -22,7 +22,7 @@ def peering_priority(current: int = 0) -> int:
         try:
             return int(text)
         except ValueError:
-            raise ConfigError(f"expected an integer, got {text!r}", option=PRIORITY_ENV) from None
+            raise ConfigError(f"environment variable {PRIORITY_ENV}: expected an integer, got {text!r}") from None
     return current if current else secrets.randbelow(2**31 - 1) + 1
 
 

@@ -306,5 +306,5 @@ def test_a_bad_peering_priority_is_one_line_before_the_operator_starts():
     proc = subprocess.run([str(kpilot), "operator", "run", "--no-standalone"], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "KPILOT_PEERING_PRIORITY": "high"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == ["kpilot: error: option KPILOT_PEERING_PRIORITY: expected an integer, "
-                                                "got 'high'"]
+    assert proc.stderr.strip().splitlines() == ["kpilot: error: environment variable KPILOT_PEERING_PRIORITY: "
+                                                "expected an integer, got 'high'"]
