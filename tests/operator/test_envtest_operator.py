@@ -204,7 +204,7 @@ async def test_two_replicas_one_acts_and_the_other_takes_over(as_operator, envte
     {"mode": "Sometimes"}, {"decisionIntervalSeconds": 0}, {"bounds": {"minTarget": 0.001, "maxTarget": 5}},
     {"bounds": {"minTarget": 0, "maxTarget": 5}},
     {"policy": {"path": "/p", "sha256": "not-hex"}}, {"metrics": {"prometheus": {"url": "ftp://x"}}},
-    {"policy": {"sha256": "a" * 64}},
+    {"policy": {"sha256": "a" * 64}}, {"band": 0.5},
 ], ids=lambda p: next(iter(p)))
 def test_api_server_rejects_bad_specs(envtest, envtest_namespace, patch):
     from kubernetes.client.exceptions import ApiException
