@@ -82,6 +82,7 @@ def test_cli_json_one_object_per_trace(tiny_policy):
     (("--last", "0"), "--last"),
     (("--last", "1.5"), "--last"),
     (("--band", "0.9"), "--band"),
+    (("--band", "inf"), "--band"),        # the operator refuses kpilot.dev/band=inf
     (("--replays", "0"), "--replays"),
     (("--warmup", "-1"), "--warmup"),
     (("--metrics", "statsd"), "--metrics"),

@@ -22,7 +22,7 @@ from kpilot.controllers import PolicyController
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
 from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget, mean_cost
-from kpilot.observation import OBS_VERSION
+from kpilot.observation import METRICS_SOURCES, OBS_VERSION
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
@@ -118,6 +118,11 @@ def parse_baselines(text: str | None) -> list[str]:
     return items
 
 
+def valid_band(value: float) -> bool:
+    """A band factor the operator accepts as `kpilot.dev/band`: finite and >= 1 (1 pins the base)."""
+    return math.isfinite(value) and value >= 1.0
+
+
 def parse_band(text: str) -> float | None:
     """`--band`: a factor >= 1, or `none` (the policy not bounded around the tuned target)."""
     if text.strip().lower() == "none":
@@ -126,9 +131,16 @@ def parse_band(text: str) -> float | None:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value >= 1.0):
+    if not valid_band(value):
         raise ConfigError(f"expected a factor >= 1 or none, got {text!r}", option="--band")
     return value
+
+
+def check_metrics(metrics: str) -> str:
+    """`--metrics`: one of the operator's metrics sources."""
+    if metrics not in METRICS_SOURCES:
+        raise ConfigError(f"expected one of {', '.join(METRICS_SOURCES)}, got {metrics!r}", option="--metrics")
+    return metrics
 
 
 def band_pays(artifact: Artifact, target: float, static_cost: float, band: float | None, trace,

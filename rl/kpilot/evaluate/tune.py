@@ -16,9 +16,8 @@ from pathlib import Path
 from kpilot.action import BAND_ANNOTATION as BAND
 from kpilot.action import BASE_TARGET_ANNOTATION as BASE_TARGET
 from kpilot.errors import ConfigError
-from kpilot.observation import METRICS_SOURCES
 from kpilot.evaluate.baselines import tune_static
-from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, load_artifact
+from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, load_artifact, valid_band
 from kpilot.evaluate.session import scored_window
 from kpilot.traces import load_trace
 
@@ -31,10 +30,9 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
     `metrics` is the operator's metrics source: what the policy will see in the cluster."""
     if not 0.0 < last <= 1.0:
         raise ConfigError(f"expected a fraction in (0, 1], got {last}", option="--last")
-    if not band >= 1.0:
+    if not valid_band(band):       # printed as kpilot.dev/band: the operator's rule, so no inf
         raise ConfigError(f"expected a factor >= 1, got {band}", option="--band")
-    if metrics not in METRICS_SOURCES:
-        raise ConfigError(f"expected one of {', '.join(METRICS_SOURCES)}, got {metrics!r}", option="--metrics")
+    check_metrics(metrics)
     artifact = load_artifact(policy_dir)
     seeds = [seed + k for k in range(replays)]
     window = (1.0 - last, 1.0)

@@ -76,21 +76,16 @@ def evaluate_command(
                              "factor of the tuned target (a number >= 1), or none."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the tuned rule; compare."""
-    from kpilot.evaluate.runner import parse_band, parse_baselines
-    from kpilot.observation import METRICS_SOURCES
+    from kpilot.evaluate.runner import check_metrics, parse_band, parse_baselines
     from kpilot.evaluate.session import run_evaluation
     from kpilot.train.split import parse_window
 
     chosen = parse_baselines(baselines)
     win = parse_window(window)
-    if not warmup >= 0.0:
-        raise ConfigError(f"expected seconds >= 0, got {warmup}", option="--warmup")
+    _check_replay_options(warmup, replays)
     if not math.isfinite(time_of_day_shift):
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
-    if replays < 1:
-        raise ConfigError(f"expected a count >= 1, got {replays}", option="--replays")
-    if metrics not in METRICS_SOURCES:
-        raise ConfigError(f"expected one of {', '.join(METRICS_SOURCES)}, got {metrics!r}", option="--metrics")
+    check_metrics(metrics)
     band_factor = parse_band(band)
     if policy is None and not chosen:
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
@@ -106,6 +101,14 @@ def evaluate_command(
         out_console().print(summary_table(result.rows))
         if report is not None:
             Console(stderr=True).print(f"report written to {report}", markup=False)
+
+
+def _check_replay_options(warmup: float, replays: int) -> None:
+    """`--warmup` and `--replays`, as evaluate and tune share them."""
+    if not warmup >= 0.0:
+        raise ConfigError(f"expected seconds >= 0, got {warmup}", option="--warmup")
+    if replays < 1:
+        raise ConfigError(f"expected a count >= 1, got {replays}", option="--replays")
 
 
 def tune_command(
@@ -127,10 +130,7 @@ def tune_command(
     from kpilot.evaluate.session import REPO_DEFAULT_POLICY
     from kpilot.evaluate.tune import recommend, recommendation_table
 
-    if not warmup >= 0.0:
-        raise ConfigError(f"expected seconds >= 0, got {warmup}", option="--warmup")
-    if replays < 1:
-        raise ConfigError(f"expected a count >= 1, got {replays}", option="--replays")
+    _check_replay_options(warmup, replays)
     rows = recommend(list(trace), policy or REPO_DEFAULT_POLICY, last=last, band=band, warmup_s=warmup,
                      seed=seed, replays=replays, metrics=metrics)
     if json_out:
