@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
+from kpilot.action import valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
 from kpilot_operator.reconcile import (BAND, BASE_TARGET, KNATIVE_DEFAULT_TARGET, PAUSED, Assert, Holder,
                                        Restore, ServiceView, annotation_delta)
@@ -78,7 +79,7 @@ def service_view(service: dict) -> ServiceView:
     base, band, invalid = None, None, ""
     try:
         base = _annotated_number(annotations, BASE_TARGET, "a target > 0", lambda v: v > 0)
-        band = _annotated_number(annotations, BAND, "a factor >= 1", lambda v: v >= 1)
+        band = _annotated_number(annotations, BAND, "a factor >= 1", valid_band)
     except ValueError as exc:
         invalid = str(exc)
     return ServiceView(meta["name"], meta.get("namespace", ""), paused, traffic_revisions(service), body,

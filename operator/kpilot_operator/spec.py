@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kpilot.action import valid_band
+
 GROUP = "kpilot.dev"
 VERSION = "v1alpha1"
 PLURAL = "autoscalingpolicies"
@@ -114,7 +116,7 @@ def parse_spec(spec: dict) -> PolicySpec:
         raise SpecError(f"bounds need 0 < minTarget <= maxTarget, got {parsed.min_target}..{parsed.max_target}")
     if parsed.interval_s <= 0 or (parsed.max_step_ratio is not None and parsed.max_step_ratio <= 0):
         raise SpecError("decisionIntervalSeconds and maxStepRatio must be positive")
-    if parsed.band is not None and not parsed.band >= 1:
+    if parsed.band is not None and not valid_band(parsed.band):
         raise SpecError(f"band must be >= 1 (1 pins each Service's base target), got {parsed.band}")
     return parsed
 

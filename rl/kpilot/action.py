@@ -25,6 +25,7 @@ a band of 1 pins the base. `kpilot evaluate` (`rl-in-band`, `rl-or-tuned`) and t
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -42,6 +43,11 @@ def limit_step(proposed, current, max_step_ratio: float) -> np.ndarray:
 BASE_TARGET_ANNOTATION = "kpilot.dev/base-target"
 BAND_ANNOTATION = "kpilot.dev/band"
 DEFAULT_BAND = 1.5      # the operator's default step limit, x1.5, and the first width measured
+
+
+def valid_band(band: float) -> bool:
+    """A band factor: finite and >= 1 (1 pins the base target). The operator, evaluate and tune agree."""
+    return math.isfinite(band) and band >= 1.0
 
 
 def band_bounds(base: float, band: float) -> tuple[float, float]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpilot.action import DEFAULT_BAND, band_bounds
+from kpilot.action import DEFAULT_BAND, band_bounds, valid_band
 from kpilot.controllers import PolicyController
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
@@ -116,11 +116,6 @@ def parse_baselines(text: str | None) -> list[str]:
         raise ConfigError(f"unknown baseline {item!r} (valid: {', '.join(BASELINES)}, static:N)",
                           option="--baselines")
     return items
-
-
-def valid_band(value: float) -> bool:
-    """A band factor the operator accepts as `kpilot.dev/band`: finite and >= 1 (1 pins the base)."""
-    return math.isfinite(value) and value >= 1.0
 
 
 def parse_band(text: str) -> float | None:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from kpilot.action import BAND_ANNOTATION as BAND
 from kpilot.action import BASE_TARGET_ANNOTATION as BASE_TARGET
+from kpilot.action import valid_band
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import tune_static
-from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, load_artifact, valid_band
+from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, load_artifact
 from kpilot.evaluate.session import scored_window
 from kpilot.traces import load_trace
 
