@@ -228,6 +228,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 kept.add(rev)
 
     # 2. One batched inference over every revision with a usable observation.
+    base_of = {svc.name: svc.base_target for svc in services}
     live = [(st, h) for st, h in candidates if usable(readings.get(h.name), now, spec.staleness_s)]
     proposals = np.zeros(0)
     if live:
@@ -237,13 +238,16 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
         # The policy's smoothing (if it was trained with one) is part of its decision, except on a
         # revision it does not manage yet; the spec's guardrails then apply to the smoothed target.
         first = np.array([h.owner != policy_name for _, h in live])
-        proposals = np.asarray(policy.action_spec.smooth(policy.target(encode(**raw)), raw["target"], first),
-                               dtype=np.float64).reshape(-1)
+        # A policy that observes a base target (observation version 2) reads the Service's, or
+        # where it has none the revision's current target.
+        base = np.array([base_of[st.name] if base_of[st.name] is not None else h.current_target
+                         for st, h in live]) if policy.observes_base else None
+        proposals = np.asarray(policy.action_spec.smooth(policy.target(encode(**raw, base_target=base)),
+                                                         raw["target"], first), dtype=np.float64).reshape(-1)
     proposal_of = {h.name: float(p) for (_, h), p in zip(live, proposals)}
 
     # 3. Guardrails, staleness and the write for each revision.
     plan = Plan(writes, statuses, fresh)
-    base_of = {svc.name: svc.base_target for svc in services}
     for status, holder in candidates:
         previous = holder.current_target
         min_target, max_target = bounds_of[status.name]

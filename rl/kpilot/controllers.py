@@ -19,13 +19,15 @@ class PolicyController:
     operator does. With `metrics="kubernetes"` it sees only what the operator's PodAutoscaler-only
     metrics source reads (kpilot.observation.pod_autoscaler_readings). With `bounds` (min, max)
     every decision is clamped into them afterwards, as the operator clamps into a Service's band
-    (kpilot.action.band_bounds)."""
+    (kpilot.action.band_bounds). A policy that observes a base target (observation version 2)
+    reads `base`, or the revision's current target where there is none."""
 
     policy: ExportedPolicy
     interval_s: float = 30.0
     name: str = "rl"
     metrics: str = "prometheus"
     bounds: tuple[float, float] | None = None
+    base: float | None = None
 
     def __post_init__(self):
         if self.metrics not in METRICS_SOURCES:
@@ -35,7 +37,10 @@ class PolicyController:
         if self.metrics == "kubernetes":
             raw_obs = {**raw_obs, **pod_autoscaler_readings(raw_obs["ready_pods"], raw_obs["desired_pods"],
                                                             raw_obs["target"])}
-        proposed = self.policy.target(encode(**raw_obs))
+        base = None
+        if self.policy.observes_base:
+            base = self.base if self.base is not None else raw_obs["target"]
+        proposed = self.policy.target(encode(**raw_obs, base_target=base))
         target = float(self.policy.action_spec.follow(proposed, raw_obs["target"], first))
         return target if self.bounds is None else min(self.bounds[1], max(self.bounds[0], target))
 

@@ -26,6 +26,13 @@ Features, in order (raw value -> encoded value):
 |10 | panic               | 0/1; kn_revision_panic_mode                                            | identity |
 |11 | time_of_day_sin     | sin(2 pi t / 86400), t = seconds since midnight UTC                    | identity |
 |12 | time_of_day_cos     | cos(2 pi t / 86400)                                                    | identity |
+
+Version 2 (`kpilot-obs/2`) adds one feature, the Service's base target:
+
+|13 | base_target         | requests per pod; the kpilot.dev/base-target annotation (the static    | log      |
+|   |                     | target tuned on the Service's recent traffic, `kpilot tune`)           |          |
+
+A version 2 policy knows the level its Service's own history asks for and chooses around it.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 
 OBS_VERSION = "kpilot-obs/1"
+OBS_VERSION_BASE = "kpilot-obs/2"
+BASE_FEATURE = "base_target"
 
 # Raw inputs the caller provides, in the order of the table above (utilization is derived).
 RAW_FIELDS = (
@@ -67,11 +76,17 @@ FEATURES = (
     "time_of_day_cos",
 )
 N_FEATURES = len(FEATURES)
+FEATURES_BY_VERSION = {OBS_VERSION: FEATURES, OBS_VERSION_BASE: FEATURES + (BASE_FEATURE,)}
 
 # Bounds of the encoded features, for gymnasium's Box. Generous: a real cluster can exceed
 # anything we trained on, and clipping at the edge is safer than raising.
-LOW = np.full(N_FEATURES, -20.0, dtype=np.float32)
-HIGH = np.full(N_FEATURES, 20.0, dtype=np.float32)
+BOUND = 20.0
+
+
+def space_bounds(version: str = OBS_VERSION) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the encoded observation of `version`, for gymnasium's Box."""
+    n = len(FEATURES_BY_VERSION[version])
+    return np.full(n, -BOUND, dtype=np.float32), np.full(n, BOUND, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -91,11 +106,12 @@ class RawObservation:
     time_of_day_s: float
 
 
-def encode(**raw) -> np.ndarray:
+def encode(*, base_target=None, **raw) -> np.ndarray:
     """Encode raw readings into observations.
 
     Every keyword in RAW_FIELDS is required; each is a scalar or an array of shape (B,).
-    Returns float32 of shape (N_FEATURES,) for scalars or (B, N_FEATURES) for arrays.
+    Returns float32 of shape (N_FEATURES,) for scalars or (B, N_FEATURES) for arrays; with
+    `base_target` (version 2) one more feature, log of it.
     Missing or non-finite readings are an error for the caller to handle (hold or fall back):
     the contract never invents a value.
     """
@@ -103,6 +119,8 @@ def encode(**raw) -> np.ndarray:
     extra = [f for f in raw if f not in RAW_FIELDS]
     if missing or extra:
         raise ValueError(f"observation fields: missing {missing}, unexpected {extra}")
+    if base_target is not None:
+        raw = {**raw, BASE_FEATURE: base_target}
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in raw.items()}
     for name, col in cols.items():
         if not np.all(np.isfinite(col)):
@@ -110,6 +128,8 @@ def encode(**raw) -> np.ndarray:
     scalar = all(c.ndim == 0 for c in cols.values())
     cols = {k: np.atleast_1d(v) for k, v in cols.items()}
     nonneg = {k: np.maximum(v, 0.0) for k, v in cols.items() if k != "time_of_day_s"}
+    if base_target is not None:
+        cols[BASE_FEATURE] = np.broadcast_to(cols[BASE_FEATURE], cols["target"].shape)
     ready = np.maximum(nonneg["ready_pods"], 1.0)
     target = np.maximum(nonneg["target"], 0.01)
     phase = 2.0 * np.pi * (cols["time_of_day_s"] % 86400.0) / 86400.0
@@ -128,10 +148,11 @@ def encode(**raw) -> np.ndarray:
             (nonneg["panic"] > 0.5).astype(np.float64),
             np.sin(phase),
             np.cos(phase),
+            *([np.log(np.maximum(cols[BASE_FEATURE], 0.01))] if base_target is not None else []),
         ],
         axis=-1,
     )
-    out = np.clip(out, LOW, HIGH).astype(np.float32)
+    out = np.clip(out, -BOUND, BOUND).astype(np.float32)
     return out[0] if scalar else out
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from kpilot import __version__
 from kpilot.action import ActionSpec
 from kpilot.errors import PolicyError
-from kpilot.observation import FEATURES, N_FEATURES, OBS_VERSION
+from kpilot.observation import FEATURES_BY_VERSION, OBS_VERSION, OBS_VERSION_BASE
 
 POLICY_FORMAT = "kpilot-policy/1"
 POLICY_FILE = "policy.json"
@@ -54,8 +54,8 @@ class ExportedPolicy:
         x = np.asarray(obs, dtype=np.float64)
         single = x.ndim == 1
         x = np.atleast_2d(x)
-        if x.shape[-1] != N_FEATURES:
-            raise ValueError(f"observation has {x.shape[-1]} features, policy expects {N_FEATURES}")
+        if x.shape[-1] != self.obs_mean.shape[0]:
+            raise ValueError(f"observation has {x.shape[-1]} features, policy expects {self.obs_mean.shape[0]}")
         x = np.clip((x - self.obs_mean) / np.sqrt(self.obs_var + self.epsilon),
                     -self.clip_obs, self.clip_obs)
         act = _ACTIVATIONS[self.activation]
@@ -65,6 +65,15 @@ class ExportedPolicy:
                 x = act(x)
         a = np.clip(x[:, 0], -1.0, 1.0)
         return a[0] if single else a
+
+    @property
+    def observation_version(self) -> str:
+        return self.manifest["observation"]["version"]
+
+    @property
+    def observes_base(self) -> bool:
+        """A version 2 policy reads its Service's base target (kpilot.observation)."""
+        return self.observation_version == OBS_VERSION_BASE
 
     def target(self, obs: np.ndarray) -> np.ndarray:
         """The concurrency target the policy picks for encoded observations."""
@@ -101,10 +110,12 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
                           path=source)
     try:
         obs = doc["observation"]
-        if obs["version"] != OBS_VERSION:
-            raise PolicyError(f"observation spec version {obs['version']!r} does not match this "
-                              f"kpilot's {OBS_VERSION!r}; retrain or upgrade", path=source)
-        if list(obs["features"]) != list(FEATURES):
+        if obs["version"] not in FEATURES_BY_VERSION:
+            raise PolicyError(f"observation spec version {obs['version']!r} is not one this kpilot "
+                              f"reads ({', '.join(map(repr, FEATURES_BY_VERSION))}); retrain or upgrade",
+                              path=source)
+        features = FEATURES_BY_VERSION[obs["version"]]
+        if list(obs["features"]) != list(features):
             raise PolicyError("observation feature list differs from this kpilot's", path=source)
         norm = doc["normalization"]
         mean = np.asarray(norm["mean"], dtype=np.float64)
@@ -137,9 +148,10 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise PolicyError(f"malformed policy ({type(exc).__name__}: {exc})", path=source) from None
-    if mean.shape != (N_FEATURES,) or var.shape != (N_FEATURES,) or np.any(var < 0):
+    n = len(features)
+    if mean.shape != (n,) or var.shape != (n,) or np.any(var < 0):
         raise PolicyError("normalization statistics have the wrong shape or negative variance", path=source)
-    fan_in = N_FEATURES
+    fan_in = n
     for i, (w, b) in enumerate(layers):
         if w.ndim != 2 or w.shape[1] != fan_in or b.shape != (w.shape[0],):
             raise PolicyError(f"layer {i} has shape {w.shape}/{b.shape}, expected (*, {fan_in})", path=source)
@@ -169,11 +181,13 @@ def load_policy(path: str | Path, *, expected_sha256: str | None = None) -> Expo
 
 
 def policy_to_bytes(*, layers, obs_mean, obs_var, action_spec: ActionSpec, activation: str = "tanh",
-                    clip_obs: float = 10.0, epsilon: float = 1e-8, extra: dict | None = None) -> bytes:
+                    clip_obs: float = 10.0, epsilon: float = 1e-8, extra: dict | None = None,
+                    observation_version: str = OBS_VERSION) -> bytes:
     """Serialise an MLP policy to the export format (deterministic bytes for the same inputs)."""
     doc = {
         "format": POLICY_FORMAT,
-        "observation": {"version": OBS_VERSION, "features": list(FEATURES)},
+        "observation": {"version": observation_version,
+                        "features": list(FEATURES_BY_VERSION[observation_version])},
         "normalization": {"mean": np.asarray(obs_mean, float).tolist(),
                           "var": np.asarray(obs_var, float).tolist(),
                           "clip": float(clip_obs), "epsilon": float(epsilon)},

@@ -82,11 +82,11 @@ def test_resume_continues_from_checkpoint(tiny_run, tiny_config, tmp_path):
     assert after > before                      # the normalisation statistics carried on too
 
 
-def _venv():
+def _venv(observe_base: bool = False):
     from kpilot.env.core import EnvConfig
     from kpilot.env.vector import KnativeAutoscalingVecEnv
 
-    return KnativeAutoscalingVecEnv(1, EnvConfig(), traces=[_dummy_trace()])
+    return KnativeAutoscalingVecEnv(1, EnvConfig(observe_base=observe_base), traces=[_dummy_trace()])
 
 
 def _dummy_trace():
@@ -110,3 +110,35 @@ def test_select_after_keeps_only_late_checkpoints(tiny_config, tmp_path):
     assert validated[0][1] == " (too early to keep)"
     assert all(note != " (best so far, saved)" for t, note in validated if t < 0.6 * 512)
     assert summary["best_validation"]["timesteps"] >= 0.6 * 512
+
+
+def test_a_policy_trained_on_base_targets_exports_version_2_and_runs_around_a_base(tiny_config, tmp_path):
+    from stable_baselines3 import PPO
+
+    from kpilot.evaluate.runner import load_artifact, tuned_policy
+    from kpilot.observation import FEATURES_BY_VERSION, OBS_VERSION_BASE
+    from kpilot.sim.replay import replay
+    from kpilot.train.trainer import train
+
+    lines = []
+    cfg = tiny_config(env={"synthetic": ["synthetic:bursty:rate=4,duration=1500,seed=1"], "episode_s": 300,
+                           "observe_base": True, "base_window_s": 300, "base_band": 2},
+                      eval={"every_timesteps": 128, "band": 2, "rule_grid": {"hi_s": [1.0], "down": [0.5], "up": [1.5]}})
+    train(cfg, tmp_path / "policy", run_dir=tmp_path / "run", progress=False, log=lines.append)
+    assert any(line.startswith("validation base targets") for line in lines)
+    artifact = load_artifact(tmp_path / "policy")
+    policy = artifact.policy
+    assert policy.observes_base and artifact.policy.manifest["manifest"]["observation_version"] == OBS_VERSION_BASE
+    assert policy.manifest["observation"]["features"] == list(FEATURES_BY_VERSION[OBS_VERSION_BASE])
+    # The export still chooses SB3's actions, on observations that carry a base target.
+    rng = np.random.default_rng(0)
+    obs = np.concatenate([_observations(500), np.log(rng.uniform(1, 50, (500, 1)))], axis=1).astype(np.float32)
+    model = PPO.load(tmp_path / "policy" / "model.zip", device="cpu")
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    vecnorm = VecNormalize.load(str(tmp_path / "policy" / "vecnormalize.pkl"), _venv(observe_base=True))
+    sb3, _ = model.predict(vecnorm.normalize_obs(obs), deterministic=True)
+    np.testing.assert_allclose(policy.action(obs), sb3[:, 0], atol=1e-5)
+    # Replayed around a base target of 4 within x2, as evaluate's rl-in-band and the operator run it.
+    result = replay(_dummy_trace(), tuned_policy(artifact, 4.0, 2.0, (0.6, 0.8)), artifact.sim, timeline=True)
+    assert np.all((result.timeline["target"] >= 2.0 - 1e-9) & (result.timeline["target"] <= 8.0 + 1e-9))

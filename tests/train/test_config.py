@@ -104,6 +104,9 @@ def _write(tmp_path, text: str) -> Path:
     ("env:\n  change_penalty: -0.1\n", "env.change_penalty"),
     ("env:\n  lateness_shaping: 1\n", "env.lateness_shaping"),
     ("env:\n  idle_start: 1.5\n", "env.idle_start"),
+    ("env:\n  base_band: 0.5\n", "env.base_band"),
+    ("env:\n  base_window_s: 0\n", "env.base_window_s"),
+    ("eval:\n  band: 0.9\n", "eval.band"),
     ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
     ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),
 ])

@@ -29,6 +29,11 @@ Episode: a window of `episode_s` seconds from one of the configured traces, chos
     of episodes the load arrives 1-4 intervals late, on a revision resting at that random target.
     The episode ends by truncation after `episode_s` (no terminal states: autoscaling has no
     natural end).
+Base target (`observe_base`): each episode also observes the static target that cost least on the
+    `base_window_s` of its trace before it (observation version 2), as the operator passes a
+    Service's `kpilot.dev/base-target` tuned on its recent traffic; it is right for the episode
+    only as far as the load has not changed. With `base_band` > 0 every decision is kept within
+    that factor of it, as the operator keeps a Service within its `kpilot.dev/band`.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import gymnasium as gym
 import numpy as np
 
 from kpilot.action import ActionSpec
 from kpilot.env.reward import REWARD_UNITS, RewardConfig, cost_per_request
-from kpilot.observation import encode
+from kpilot.observation import OBS_VERSION, OBS_VERSION_BASE, encode, space_bounds
 from kpilot.sim import engine as E
 from kpilot.sim.batch import Batch
 from kpilot.sim.config import PodConfig, SimConfig
@@ -68,6 +74,13 @@ class EnvConfig:
     action: ActionSpec = field(default_factory=ActionSpec)
     change_penalty: float = 0.0            # reward units per doubling or halving of the target
     shaping_gamma: float = 0.0             # > 0: lateness shaping with this discount (the learner's)
+    observe_base: bool = False             # observe the target tuned on the window before (obs v2)
+    base_window_s: float = 1800.0          # ... on this much of the trace before the episode
+    base_band: float = 0.0                 # > 0: decisions kept within this factor of the base
+
+    @property
+    def observation_version(self) -> str:
+        return OBS_VERSION_BASE if self.observe_base else OBS_VERSION
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -123,6 +136,28 @@ def reference_cost_per_request(trace: Trace, sim: SimConfig, reward: RewardConfi
     return max(best, 1e-3)
 
 
+BASE_EVERY_S = 600.0      # a base target is tuned for every 10 minutes of a trace
+
+
+def segment_bases(trace: Trace, sim: SimConfig, reward: RewardConfig, window_s: float,
+                  every_s: float = BASE_EVERY_S) -> tuple[np.ndarray, np.ndarray]:
+    """(times, bases): at each time, the static target (kpilot.evaluate.baselines.STATIC_GRID)
+    with the lowest cost per request on the `window_s` of the trace before it (from its start for
+    the first, which sees no earlier traffic: it is tuned on the first `window_s`)."""
+    from kpilot.evaluate.baselines import tune_static
+
+    span = trace.span_s
+    times = np.arange(min(window_s, span), max(span, window_s) + 1e-9, every_s)
+    bases = []
+    for t in times:
+        window = trace.window(max(0.0, t - window_s), max(t, min(window_s, span)))
+        if len(window) < 2:
+            bases.append(bases[-1] if bases else 1.0)
+            continue
+        bases.append(tune_static(window, sim, reward, seeds=[0])[0])
+    return times, np.asarray(bases)
+
+
 class BatchedAutoscalingEnv:
     """n independent episodes; `step(actions)` advances all of them one decision interval."""
 
@@ -149,6 +184,15 @@ class BatchedAutoscalingEnv:
         self.episode_steps = np.zeros(n, dtype=np.int64)
         self.potential = np.zeros(n)     # phi of the lateness shaping, at the last observation
         self.last_info: list[dict] = [{} for _ in range(n)]
+        self.base = np.ones(n)           # each episode's base target (observe_base)
+        self.bases = {}                  # id(trace) -> segment_bases(trace)
+        if self.config.observe_base:
+            for t in self.traces:
+                if id(t) not in self.bases:
+                    self.bases[id(t)] = segment_bases(t, self.config.sim, self.config.reward,
+                                                      self.config.base_window_s)
+        self.observation_space = gym.spaces.Box(*space_bounds(self.config.observation_version),
+                                                dtype=np.float32)
 
     # ------------------------------------------------------------------ episodes
     def seed(self, seed: int) -> None:
@@ -176,9 +220,12 @@ class BatchedAutoscalingEnv:
             # Traces shorter than a day show each hour once: the clock would identify the trace and
             # its position instead of teaching a daily pattern, and held-out windows come later.
             tod = float(self.rng.uniform(0.0, 86400.0))
-        return window, min(length, max(span - start, cfg.decision_interval_s * 2)), {
-            "trace": trace.meta.get("source", f"trace{k}"), "trace_index": k, "window_start_s": start,
-            "service_scale": svc, "time_of_day_s": tod}
+        info = {"trace": trace.meta.get("source", f"trace{k}"), "trace_index": k, "window_start_s": start,
+                "service_scale": svc, "time_of_day_s": tod}
+        if cfg.observe_base:
+            times, bases = self.bases[id(trace)]
+            info["base_target"] = float(bases[max(0, int(np.searchsorted(times, start, side="right")) - 1)])
+        return window, min(length, max(span - start, cfg.decision_interval_s * 2)), info
 
     def reset_many(self, episodes) -> None:
         """Start new episodes in the given slots and run their warm-up interval in one engine call."""
@@ -200,6 +247,7 @@ class BatchedAutoscalingEnv:
                 self.reward_divisor[e] = max(1.0, per_interval) * self.reference[id(self.traces[info["trace_index"]])]
             self.episode_return[e] = 0.0
             self.episode_steps[e] = 0
+            self.base[e] = info.get("base_target", 1.0)
             self.last_info[e] = {**info, "cold_start_scale": cold}
         self.batch.advance(t_stop)
         # The warm-up's statistics describe the interval the first observation reports.
@@ -221,7 +269,8 @@ class BatchedAutoscalingEnv:
         return -(reward.cost_per_late_second * late + reward.cost_per_violation * missed) / self.reward_divisor
 
     def observe(self) -> np.ndarray:
-        return encode(**self.batch.raw_observation(self.config.decision_interval_s))
+        return encode(**self.batch.raw_observation(self.config.decision_interval_s),
+                      base_target=self.base if self.config.observe_base else None)
 
     def step(self, actions: np.ndarray):
         """Apply actions, advance one interval. Returns obs, rewards, truncated, infos.
@@ -233,6 +282,8 @@ class BatchedAutoscalingEnv:
         # An episode's first decision takes over a target the policy did not set (kpilot.action).
         targets = cfg.action.decide(np.asarray(actions, dtype=np.float64).reshape(self.n), previous,
                                     first=self.episode_steps == 0)
+        if cfg.base_band > 0:
+            targets = np.clip(targets, self.base / cfg.base_band, self.base * cfg.base_band)
         self.batch.F[:, E.F_TARGET] = targets
         self.batch.start_interval()
         t_next = self.t + cfg.decision_interval_s

@@ -9,7 +9,6 @@ import gymnasium as gym
 import numpy as np
 
 from kpilot.env.core import BatchedAutoscalingEnv, EnvConfig
-from kpilot.observation import HIGH, LOW
 
 
 class KnativeAutoscalingEnv(gym.Env):
@@ -18,7 +17,7 @@ class KnativeAutoscalingEnv(gym.Env):
     def __init__(self, config: EnvConfig | None = None, traces=None):
         self.config = config or EnvConfig()
         self.core = BatchedAutoscalingEnv(1, self.config, traces=traces)
-        self.observation_space = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
+        self.observation_space = self.core.observation_space
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -15,9 +15,6 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from kpilot.env.core import BatchedAutoscalingEnv, EnvConfig
-from kpilot.observation import HIGH, LOW
-
-OBSERVATION_SPACE = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
 ACTION_SPACE = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
 
 
@@ -25,7 +22,7 @@ class KnativeAutoscalingVecEnv(VecEnv):
     def __init__(self, num_envs: int = 64, config: EnvConfig | None = None, *, seed: int = 0,
                  traces=None):
         self.core = BatchedAutoscalingEnv(num_envs, config, seed=seed, traces=traces)
-        super().__init__(num_envs, OBSERVATION_SPACE, ACTION_SPACE)
+        super().__init__(num_envs, self.core.observation_space, ACTION_SPACE)
         self._actions = np.zeros(num_envs)
 
     def reset(self):
@@ -74,9 +71,9 @@ class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
     def __init__(self, num_envs: int = 64, config: EnvConfig | None = None, traces=None):
         self.num_envs = num_envs
         self.core = BatchedAutoscalingEnv(num_envs, config, traces=traces)
-        self.single_observation_space = OBSERVATION_SPACE
+        self.single_observation_space = self.core.observation_space
         self.single_action_space = ACTION_SPACE
-        self.observation_space = gym.vector.utils.batch_space(OBSERVATION_SPACE, num_envs)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(ACTION_SPACE, num_envs)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
 

@@ -22,7 +22,7 @@ from kpilot.controllers import PolicyController
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
 from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget, mean_cost
-from kpilot.observation import METRICS_SOURCES, OBS_VERSION
+from kpilot.observation import METRICS_SOURCES
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
@@ -56,9 +56,9 @@ def load_artifact(path: str | Path) -> Artifact:
     if not isinstance(doc, dict):
         raise PolicyError("policy.json has no training manifest (not written by kpilot train?)", path=str(p))
     version = doc.get("observation_version")
-    if version != OBS_VERSION:
-        raise PolicyError(f"manifest observation version {version!r} does not match this kpilot's "
-                          f"{OBS_VERSION!r}; retrain the policy", path=str(p))
+    if version != policy.observation_version:
+        raise PolicyError(f"manifest observation version {version!r} does not match the policy's "
+                          f"{policy.observation_version!r}; retrain the policy", path=str(p))
     try:
         sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {})
         reward = RewardConfig(**doc["reward"])
@@ -83,7 +83,6 @@ class TunedPolicy(PolicyController):
     does with `kpilot.dev/base-target` and `kpilot.dev/band`. `rl-in-band`, or `rl-or-tuned`'s
     choice (`chose`)."""
 
-    base: float = 1.0
     band: float | None = None
     tuned_on: tuple = ()
     chose: str | None = None

@@ -62,6 +62,9 @@ class EnvSection:
     change_penalty: float = 0.0      # training reward per doubling or halving of the target (kpilot.env.core)
     immediate_cuts: bool = False     # with smoothing: a lower target takes effect at once (kpilot.action)
     lateness_shaping: bool = False   # shape rewards with projected lateness at ppo.gamma (kpilot.env.core)
+    observe_base: bool = False       # observe the target tuned on the trace before (observation version 2)
+    base_window_s: float = 1800.0    # ... on this much of it
+    base_band: float = 0.0           # > 0: training decisions kept within this factor of the base
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class EvalSection:
     rule_calibration_s: float = 3600.0              # rule grid search on this much of each training window
     warmup_s: float = 600.0          # validation replays start this long before each window, unscored
     select_after: float = 0.0        # keep the best model only among those from this fraction of the run on
+    band: float = 0.0                # > 0 (observe_base): validation keeps the policy within this factor of its base
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,9 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(cfg.env.max_step_ratio >= 0, "env.max_step_ratio", "must be >= 0 (0: no step limit)")
     need(0 < cfg.env.smoothing <= 1, "env.smoothing", "must be in (0, 1] (1: no smoothing)")
     need(cfg.env.change_penalty >= 0, "env.change_penalty", "must be >= 0 (0: none)")
+    need(cfg.env.base_band == 0 or cfg.env.base_band >= 1, "env.base_band", "must be 0 (none) or >= 1")
+    need(cfg.eval.band == 0 or cfg.eval.band >= 1, "eval.band", "must be 0 (none) or >= 1")
+    need(cfg.env.base_window_s > 0, "env.base_window_s", "must be positive")
     need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")
     need(0.0 <= cfg.eval.select_after < 1.0, "eval.select_after", "must be in [0, 1)")
     need(cfg.env.reward_units in REWARD_UNITS, "env.reward_units", f"must be one of {', '.join(REWARD_UNITS)}")

@@ -41,18 +41,21 @@ def normalization(vecnorm, n_features: int) -> tuple[np.ndarray, np.ndarray, flo
             float(vecnorm.epsilon))
 
 
-def export_bytes(model, vecnorm, action_spec, manifest: dict) -> bytes:
-    from kpilot.observation import N_FEATURES
+def export_bytes(model, vecnorm, action_spec, manifest: dict, observation_version: str | None = None) -> bytes:
+    from kpilot.observation import FEATURES_BY_VERSION, OBS_VERSION
 
-    mean, var, clip, eps = normalization(vecnorm, N_FEATURES)
+    version = observation_version or OBS_VERSION
+    mean, var, clip, eps = normalization(vecnorm, len(FEATURES_BY_VERSION[version]))
     return policy_to_bytes(layers=actor_layers(model), obs_mean=mean, obs_var=var,
                            action_spec=action_spec, activation="tanh", clip_obs=clip, epsilon=eps,
-                           extra=manifest)
+                           extra=manifest, observation_version=version)
 
 
-def export_policy(model, vecnorm, action_spec, manifest: dict) -> ExportedPolicy:
+def export_policy(model, vecnorm, action_spec, manifest: dict, observation_version: str | None = None
+                  ) -> ExportedPolicy:
     """The in-memory export (what the operator would load), for validation during training."""
-    return policy_from_bytes(export_bytes(model, vecnorm, action_spec, manifest), source="export")
+    return policy_from_bytes(export_bytes(model, vecnorm, action_spec, manifest, observation_version),
+                             source="export")
 
 
 def trace_record(trace, traces_dir: str | None = None) -> dict:
@@ -69,7 +72,7 @@ def trace_record(trace, traces_dir: str | None = None) -> dict:
 
 def build_manifest(*, name: str, config_dict: dict, env_dict: dict, sim_dict: dict, reward_dict: dict,
                    traces: list[dict], command: str, rule: dict | None, timesteps: int,
-                   best: dict | None) -> dict:
+                   best: dict | None, observation_version: str | None = None) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     from kpilot.observation import OBS_VERSION
@@ -82,7 +85,7 @@ def build_manifest(*, name: str, config_dict: dict, env_dict: dict, sim_dict: di
         "name": name,
         "manifest": {
             "kpilot_version": kv,
-            "observation_version": OBS_VERSION,
+            "observation_version": observation_version or OBS_VERSION,
             "algorithm": "PPO (stable-baselines3), Gaussian MlpPolicy, tanh, no squashing",
             "timesteps": int(timesteps),
             "simulator": sim_dict,

@@ -53,7 +53,8 @@ def env_config(cfg: TrainConfig, traces) -> EnvConfig:
                      random_time_of_day=e.random_time_of_day, idle_start=e.idle_start,
                      sim=training_sim(cfg), reward=cfg.reward,
                      action=cfg.action_spec, change_penalty=e.change_penalty,
-                     shaping_gamma=cfg.ppo.gamma if e.lateness_shaping else 0.0)
+                     shaping_gamma=cfg.ppo.gamma if e.lateness_shaping else 0.0,
+                     observe_base=e.observe_base, base_window_s=e.base_window_s, base_band=e.base_band)
 
 
 class Validator:
@@ -63,8 +64,9 @@ class Validator:
     and costs are averaged over them: the windows are short, and one seed's luck would otherwise
     choose the model."""
 
-    def __init__(self, windows, sim: SimConfig, cfg: TrainConfig):
+    def __init__(self, windows, sim: SimConfig, cfg: TrainConfig, bases=None):
         self.windows, self.sim, self.cfg = windows, sim, cfg
+        self.bases = bases or [None] * len(windows)    # per window, for a policy that observes one
         self.seeds = [cfg.eval.seed + k for k in range(cfg.eval.replays)]
         self.best_static = [min(self._cost(w, c) for c in static_controllers()) for w in windows]
 
@@ -74,10 +76,38 @@ class Validator:
     def __call__(self, policy) -> dict:
         from kpilot.controllers import PolicyController
 
-        ctrl = PolicyController(policy, interval_s=self.cfg.env.decision_interval_s, name="rl")
-        costs = [self._cost(w, ctrl) for w in self.windows]
+        from kpilot.action import band_bounds
+
+        band = self.cfg.eval.band
+        costs = [self._cost(w, PolicyController(policy, interval_s=self.cfg.env.decision_interval_s, name="rl",
+                                                base=b, bounds=band_bounds(b, band) if b and band else None))
+                 for w, b in zip(self.windows, self.bases)]
         ratios = [c / max(b, 1e-12) for c, b in zip(costs, self.best_static)]
         return {"cost_vs_best_static": geomean(ratios), "per_window": ratios}
+
+
+def validation_bases(specs, cfg: TrainConfig, sim: SimConfig) -> list[float]:
+    """For each validation window load_windows keeps, the static target tuned on the window before
+    it (kpilot.evaluate.baselines.tuning_window; the whole training window where that is empty),
+    as `kpilot tune` would give the Service's base target."""
+    from kpilot.evaluate.baselines import tune_static, tuning_window
+    from kpilot.traces import load_trace
+    from kpilot.train.split import time_window
+
+    lo, hi = cfg.split.validation
+    before = tuning_window((lo, hi)) or (0.0, lo)
+    seeds = [cfg.eval.seed + k for k in range(cfg.eval.replays)]
+    out = []
+    for spec in specs:
+        trace = load_trace(spec, seed=cfg.seed)
+        win = time_window(trace, lo, hi, warmup_s=cfg.eval.warmup_s)
+        if len(win) - win.first_scored() < 2:
+            continue
+        tuning = time_window(trace, *before, warmup_s=cfg.eval.warmup_s)
+        if len(tuning) - tuning.first_scored() < 2:
+            tuning = time_window(trace, cfg.split.train[0], lo)
+        out.append(tune_static(tuning, sim, cfg.reward, seeds=seeds)[0])
+    return out
 
 
 def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict) -> None:
@@ -85,7 +115,8 @@ def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict)
     model.save(out / MODEL_FILE)
     if vecnorm is not None:
         vecnorm.save(str(out / VECNORM_FILE))
-    (out / "policy.json").write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest))
+    version = env_config(cfg, ()).observation_version
+    (out / "policy.json").write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest, version))
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (out / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
 
@@ -195,14 +226,18 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
                               env_dict=_plain({k: v for k, v in econf.to_dict().items() if k != "traces"}),
                               sim_dict=eval_sim.to_dict(), reward_dict=cfg.reward.to_dict(),
                               traces=full_records, command=command, rule=rule_summary,
-                              timesteps=model.num_timesteps, best=best)
+                              timesteps=model.num_timesteps, best=best,
+                              observation_version=econf.observation_version)
 
-    validator = Validator(val_w, eval_sim, cfg) if (val_w and cfg.eval.every_timesteps > 0) else None
+    bases = validation_bases(specs, cfg, eval_sim) if cfg.env.observe_base else None
+    if bases is not None:
+        log(f"validation base targets (tuned on the window before each): {bases}")
+    validator = Validator(val_w, eval_sim, cfg, bases) if (val_w and cfg.eval.every_timesteps > 0) else None
     state = {"best": _previous_best(out) if resume is not None else None, "t0": time.perf_counter(),
              "steps0": model.num_timesteps}
 
     def validate_and_keep():
-        result = validator(export_policy(model, vecnorm, cfg.action_spec, {}))
+        result = validator(export_policy(model, vecnorm, cfg.action_spec, {}, econf.observation_version))
         model.logger.record("eval/cost_vs_best_static", result["cost_vs_best_static"])
         better = state["best"] is None or result["cost_vs_best_static"] < state["best"]["cost_vs_best_static"]
         # Early checkpoints, still moving fast, win on a short validation set by luck: only those
