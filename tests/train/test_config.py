@@ -117,6 +117,13 @@ def test_config_errors_name_the_key(tmp_path, text, key):
     assert key in str(err.value)
 
 
+def test_observing_a_base_needs_a_window_before_validation(tmp_path):
+    text = "env:\n  synthetic: [synthetic:poisson]\n  observe_base: true\nsplit:\n  validation: [0.0, 0.2]\n"
+    with pytest.raises(ConfigError, match="split.validation must start after"):
+        load_config(_write(tmp_path, text))
+    assert load_config(_write(tmp_path, text.replace("[0.0, 0.2]", "[0.7, 0.8]"))).env.observe_base
+
+
 def test_invalid_yaml_reports_the_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, "seed: 1\nppo: [unclosed\n"))

@@ -238,6 +238,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(cfg.env.base_band == 0 or cfg.env.base_band >= 1, "env.base_band", "must be 0 (none) or >= 1")
     need(cfg.eval.band == 0 or cfg.eval.band >= 1, "eval.band", "must be 0 (none) or >= 1")
     need(cfg.env.base_window_s > 0, "env.base_window_s", "must be positive")
+    need(not cfg.env.observe_base or cfg.split.validation[0] > 0, "split.validation",
+         "must start after the traces' start with env.observe_base (its base is tuned on the window before)")
     need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")
     need(0.0 <= cfg.eval.select_after < 1.0, "eval.select_after", "must be in [0, 1)")
     need(cfg.env.reward_units in REWARD_UNITS, "env.reward_units", f"must be one of {', '.join(REWARD_UNITS)}")

@@ -95,7 +95,7 @@ def validation_bases(specs, cfg: TrainConfig, sim: SimConfig) -> list[float]:
     from kpilot.train.split import time_window
 
     lo, hi = cfg.split.validation
-    before = tuning_window((lo, hi)) or (0.0, lo)
+    before = tuning_window((lo, hi))       # lo > 0: the config requires it with env.observe_base
     seeds = [cfg.eval.seed + k for k in range(cfg.eval.replays)]
     out = []
     for spec in specs:
