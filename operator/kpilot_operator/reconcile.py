@@ -269,6 +269,10 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             elif g.changed:
                 writes.append(Write(holder, Assert(guardrails.format_target(g.target), policy_name, now),
                                     status.name, g.reason, previous, g.target))
+            if policy.observes_base and base_of[status.name] is None:
+                # It runs, but on a base that follows its own decisions: say so where people look.
+                note = f"the policy reads a {BASE_TARGET} and this Service has none: it reads the current target"
+                status.message = f"{status.message}; {note}" if status.message else note
             continue
         # No usable observation: hold, then fall back once it has been stale for too long.
         plan.stale += 1

@@ -110,3 +110,6 @@ def test_the_operator_feeds_a_version_2_policy_each_services_base_target():
     # The annotated Service's base is what the policy read; the other reads its current target.
     assert [s.decision for s in plan.services] == [12.0, 50.0]
     assert [(w.holder.name, w.target) for w in plan.writes] == [("r1", 12.0)]
+    # The Service without one is told why its target does not move.
+    assert [s.message for s in plan.services] == [
+        "", "the policy reads a kpilot.dev/base-target and this Service has none: it reads the current target"]
