@@ -113,3 +113,20 @@ def test_the_operator_feeds_a_version_2_policy_each_services_base_target():
     # The Service without one is told why its target does not move.
     assert [s.message for s in plan.services] == [
         "", "the policy reads a kpilot.dev/base-target and this Service has none: it reads the current target"]
+
+
+def test_evaluation_replays_a_version_2_policy_once_per_base_target():
+    # evaluate_trace reuses the replays of controllers that decide alike: for a version 2 policy
+    # the base target is part of how it decides (rl alone reads the current target, rl-in-band
+    # --band none the tuned one), so two bases are two replays.
+    from kpilot.evaluate.runner import evaluate_trace
+    from kpilot.sim.config import SimConfig
+
+    trace = synthetic_trace("bursty", {"rate": 4, "duration": 600}, seed=2)
+    sim, reward = SimConfig(), EnvConfig().reward
+    reader = base_reader()
+    alone, based = PolicyController(reader, name="rl:alone"), PolicyController(reader, name="based", base=3.0)
+    rows, _ = evaluate_trace("t", trace, [alone, based], sim, reward, seeds=[0])
+    on_its_own = replay(trace, PolicyController(reader, base=3.0), sim, seed=0, timeline=False).metrics
+    assert rows[1]["pod_seconds"] == pytest.approx(on_its_own["pod_seconds"])
+    assert rows[0]["pod_seconds"] != pytest.approx(rows[1]["pod_seconds"])

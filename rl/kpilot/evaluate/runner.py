@@ -201,7 +201,9 @@ def _behaviour(controller) -> tuple:
     if isinstance(controller, (StaticTarget, TunedStaticTarget)):
         return ("static", float(controller.target))
     if isinstance(controller, PolicyController):
-        return ("policy", id(controller.policy), controller.interval_s, controller.metrics, controller.bounds)
+        # A version 2 policy also reads its base target (kpilot.observation); version 1 ignores it.
+        base = controller.base if controller.policy.observes_base else None
+        return ("policy", id(controller.policy), controller.interval_s, controller.metrics, controller.bounds, base)
     return ("other", id(controller))
 
 
