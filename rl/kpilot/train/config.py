@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from kpilot.action import ActionSpec
+from kpilot.action import ActionSpec, valid_band
 from kpilot.env.reward import REWARD_UNITS, RewardConfig
 from kpilot.errors import ConfigError
 from kpilot.yaml_file import read_yaml
@@ -235,8 +235,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(cfg.env.max_step_ratio >= 0, "env.max_step_ratio", "must be >= 0 (0: no step limit)")
     need(0 < cfg.env.smoothing <= 1, "env.smoothing", "must be in (0, 1] (1: no smoothing)")
     need(cfg.env.change_penalty >= 0, "env.change_penalty", "must be >= 0 (0: none)")
-    need(cfg.env.base_band == 0 or cfg.env.base_band >= 1, "env.base_band", "must be 0 (none) or >= 1")
-    need(cfg.eval.band == 0 or cfg.eval.band >= 1, "eval.band", "must be 0 (none) or >= 1")
+    need(cfg.env.base_band == 0 or valid_band(cfg.env.base_band), "env.base_band", "must be 0 (none) or >= 1")
+    need(cfg.eval.band == 0 or valid_band(cfg.eval.band), "eval.band", "must be 0 (none) or >= 1")
     need(cfg.env.base_window_s > 0, "env.base_window_s", "must be positive")
     need(not cfg.env.observe_base or cfg.split.validation[0] > 0, "split.validation",
          "must start after the traces' start with env.observe_base (its base is tuned on the window before)")

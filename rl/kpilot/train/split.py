@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from kpilot.errors import ConfigError
-from kpilot.traces import Trace, load_trace
+from kpilot.traces import Trace
 
 
 WARMUP_TICK_S = 2.0
@@ -60,12 +60,12 @@ def parse_window(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def load_windows(specs: list[str], lo: float, hi: float, *, seed: int = 0,
-                 warmup_s: float = 0.0) -> list[Trace]:
-    """Load each spec and cut its [lo, hi) window; windows with fewer than 2 scored requests are dropped."""
-    out = []
-    for spec in specs:
-        win = time_window(load_trace(spec, seed=seed), lo, hi, warmup_s=warmup_s)
-        if len(win) - win.first_scored() >= 2:
-            out.append(win)
-    return out
+def has_scored_requests(window: Trace) -> bool:
+    """Whether a window scores anything: 2 or more requests after its warm-up."""
+    return len(window) - window.first_scored() >= 2
+
+
+def cut_windows(traces: list[Trace], lo: float, hi: float, *, warmup_s: float = 0.0) -> list[Trace]:
+    """Each trace's [lo, hi) window; windows without scored requests are dropped."""
+    windows = [time_window(trace, lo, hi, warmup_s=warmup_s) for trace in traces]
+    return [w for w in windows if has_scored_requests(w)]

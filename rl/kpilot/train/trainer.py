@@ -28,9 +28,10 @@ from kpilot.env.core import EnvConfig
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import calibrate_rule, geomean, mean_cost, static_controllers
 from kpilot.sim.config import SimConfig
+from kpilot.traces import load_trace
 from kpilot.train.config import TrainConfig, traces_dir
 from kpilot.train.export import build_manifest, export_bytes, export_policy, trace_record
-from kpilot.train.split import load_windows, time_window_s
+from kpilot.train.split import cut_windows, has_scored_requests, time_window, time_window_s
 
 # Simulator capacity for 64 parallel training simulations (memory), not a Knative setting.
 TRAINING_CAPACITY = {"max_pods": 192, "unlimited_in_service": 256, "queue_capacity": 20_000}
@@ -86,25 +87,21 @@ class Validator:
         return {"cost_vs_best_static": geomean(ratios), "per_window": ratios}
 
 
-def validation_bases(specs, cfg: TrainConfig, sim: SimConfig) -> list[float]:
-    """For each validation window load_windows keeps, the static target tuned on the window before
+def validation_bases(traces, cfg: TrainConfig, sim: SimConfig) -> list[float]:
+    """For each validation window cut_windows keeps, the static target tuned on the window before
     it (kpilot.evaluate.baselines.tuning_window; the whole training window where that is empty),
     as `kpilot tune` would give the Service's base target."""
     from kpilot.evaluate.baselines import tune_static, tuning_window
-    from kpilot.traces import load_trace
-    from kpilot.train.split import time_window
 
     lo, hi = cfg.split.validation
     before = tuning_window((lo, hi))       # lo > 0: the config requires it with env.observe_base
     seeds = [cfg.eval.seed + k for k in range(cfg.eval.replays)]
     out = []
-    for spec in specs:
-        trace = load_trace(spec, seed=cfg.seed)
-        win = time_window(trace, lo, hi, warmup_s=cfg.eval.warmup_s)
-        if len(win) - win.first_scored() < 2:
+    for trace in traces:
+        if not has_scored_requests(time_window(trace, lo, hi, warmup_s=cfg.eval.warmup_s)):
             continue
         tuning = time_window(trace, *before, warmup_s=cfg.eval.warmup_s)
-        if len(tuning) - tuning.first_scored() < 2:
+        if not has_scored_requests(tuning):
             tuning = time_window(trace, cfg.split.train[0], lo)
         out.append(tune_static(tuning, sim, cfg.reward, seeds=seeds)[0])
     return out
@@ -115,8 +112,8 @@ def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict)
     model.save(out / MODEL_FILE)
     if vecnorm is not None:
         vecnorm.save(str(out / VECNORM_FILE))
-    version = env_config(cfg, ()).observation_version
-    (out / "policy.json").write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest, version))
+    (out / "policy.json").write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest,
+                                                   manifest["manifest"]["observation_version"]))
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (out / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
 
@@ -173,8 +170,9 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     # 1. Traces, split by time.
     specs = cfg.trace_specs()
     s = cfg.split
-    train_w = load_windows(specs, *s.train, seed=cfg.seed)
-    val_w = load_windows(specs, *s.validation, seed=cfg.seed, warmup_s=cfg.eval.warmup_s)
+    traces = [load_trace(spec, seed=cfg.seed) for spec in specs]
+    train_w = cut_windows(traces, *s.train)
+    val_w = cut_windows(traces, *s.validation, warmup_s=cfg.eval.warmup_s)
     if not train_w:
         raise ConfigError("no training window has 2 or more requests", column="env.traces")
     full_records = [trace_record(w, traces_dir()) for w in train_w]
@@ -229,7 +227,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
                               timesteps=model.num_timesteps, best=best,
                               observation_version=econf.observation_version)
 
-    bases = validation_bases(specs, cfg, eval_sim) if cfg.env.observe_base else None
+    bases = validation_bases(traces, cfg, eval_sim) if cfg.env.observe_base else None
     if bases is not None:
         log(f"validation base targets (tuned on the window before each): {bases}")
     validator = Validator(val_w, eval_sim, cfg, bases) if (val_w and cfg.eval.every_timesteps > 0) else None
