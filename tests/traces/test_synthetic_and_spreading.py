@@ -105,6 +105,11 @@ def test_clumped_arrives_in_clumps_at_the_mean_rate():
     ("synthetic:clumped:shape=-1", "shape must be positive"),
     ("synthetic:clumped:spread=-2", "spread must be non-negative"),
     ("synthetic:clumped:size=0.5", "size must be at least 1"),
+    ("synthetic:poisson:rate=inf", "rate='inf' is not a finite number"),
+    ("synthetic:poisson:duration=nan", "duration='nan' is not a finite number"),
+    # A billion requests would fill memory for minutes before failing: refused up front.
+    ("synthetic:poisson:rate=1e9,duration=1", "about 1e\\+09 requests"),
+    ("synthetic:flash:rate=1000,duration=10000,peak=10", "about 1e\\+08 requests"),
 ])
 def test_family_keys_out_of_range_are_one_clear_error(spec, message):
     with pytest.raises(TraceError, match=message):

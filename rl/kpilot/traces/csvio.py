@@ -97,21 +97,24 @@ def read_numeric(path: Path, header: list[str], columns: list[str],
     out = {}
     for name in columns:
         series = frame.get_column(name)
-        if series.dtype != pl.Float64 or series.null_count():
+        if series.dtype != pl.Float64 or series.null_count() or not series.is_finite().all():
             series = _checked_float(path, header, series)
         out[name] = series.to_numpy()
     return out
 
 
 def _checked_float(path: Path, header: list[str], raw: pl.Series) -> pl.Series:
-    """Cast a string column to Float64, or raise at the first missing or non-numeric cell."""
+    """Cast a string column to Float64, or raise at the first missing (empty or NaN, as pandas
+    writes a missing cell), non-numeric or infinite cell: a time or duration that is not a finite
+    number would hang or poison a replay."""
     text = raw.cast(pl.String).str.strip_chars()
     values = text.cast(pl.Float64, strict=False)
-    bad = values.is_null() | values.is_nan()
+    bad = values.is_null() | ~values.is_finite()
     if bad.any():
         row = int(bad.arg_max())
-        cell = text[row]
-        problem = "missing value" if cell is None or cell == "" else f"non-numeric value {cell!r}"
+        cell, value = text[row], values[row]
+        problem = ("missing value" if cell is None or cell == "" or (value is not None and value != value)
+                   else f"non-finite value {cell!r}" if value is not None else f"non-numeric value {cell!r}")
         raise TraceError(problem, path=str(path), line=row + 2,
                          column=column_label(header, raw.name))
     return values

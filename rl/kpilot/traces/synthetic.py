@@ -64,6 +64,9 @@ def synthetic_trace(name: str, options: dict | None = None, seed: int = 0) -> Tr
     return trace
 
 
+MAX_REQUESTS = 50_000_000    # ~0.7 GB of arrays; the busiest real excerpt has 3 M
+
+
 def _params(name: str, options: dict, seed: int) -> dict:
     spec = {**COMMON, **EXTRA[name]}
     unknown = sorted(set(options) - set(spec))
@@ -77,6 +80,8 @@ def _params(name: str, options: dict, seed: int) -> dict:
             p[key] = float(value) if value is not None else None
         except (TypeError, ValueError):
             raise TraceError(f"synthetic:{name}: {key}={value!r} is not a number") from None
+        if p[key] is not None and not np.isfinite(p[key]):
+            raise TraceError(f"synthetic:{name}: {key}={value!r} is not a finite number")
     p["seed"] = float(seed if p["seed"] is None else p["seed"])
     if "period" in spec and p["period"] is None:
         p["period"] = p["duration"]
@@ -90,6 +95,10 @@ def _params(name: str, options: dict, seed: int) -> dict:
             raise TraceError(f"synthetic:{name}: {key} must be non-negative")
     if "size" in p and p["size"] < 1:
         raise TraceError(f"synthetic:{name}: size must be at least 1 (requests per clump)")
+    expected = p["rate"] * p["duration"] * max(p.get("peak") or 1.0, 1.0)
+    if expected > MAX_REQUESTS:
+        raise TraceError(f"synthetic:{name}: rate x duration asks for about {expected:.3g} requests; "
+                         f"at most {MAX_REQUESTS:,} (memory)")
     return p
 
 
