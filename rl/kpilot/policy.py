@@ -144,13 +144,17 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
             raise PolicyError(f"unknown activation {activation!r}", path=source)
         layers = tuple((np.asarray(l["weight"], dtype=np.float64), np.asarray(l["bias"], dtype=np.float64))
                        for l in net["layers"])
+        clip, epsilon = float(norm.get("clip", 10.0)), float(norm.get("epsilon", 1e-8))
     except PolicyError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:   # AttributeError: a list for a dict
         raise PolicyError(f"malformed policy ({type(exc).__name__}: {exc})", path=source) from None
     n = len(features)
-    if mean.shape != (n,) or var.shape != (n,) or np.any(var < 0):
-        raise PolicyError("normalization statistics have the wrong shape or negative variance", path=source)
+    if mean.shape != (n,) or var.shape != (n,) or not np.all(np.isfinite(var)) or np.any(var < 0):
+        raise PolicyError("normalization statistics have the wrong shape or a negative or non-finite "
+                          "variance", path=source)
+    if not (clip > 0 and epsilon > 0 and np.isfinite(epsilon)):
+        raise PolicyError("normalization clip and epsilon must be positive numbers", path=source)
     fan_in = n
     for i, (w, b) in enumerate(layers):
         if w.ndim != 2 or w.shape[1] != fan_in or b.shape != (w.shape[0],):
@@ -158,12 +162,11 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         fan_in = w.shape[0]
     if not layers or fan_in != 1:
         raise PolicyError("network must end in a single action output", path=source)
-    if not (0 < spec.min_target < spec.max_target):
+    if not (0 < spec.min_target < spec.max_target < np.inf):
         raise PolicyError("action bounds must satisfy 0 < min_target < max_target", path=source)
     if not all(np.all(np.isfinite(a)) for wb in layers for a in wb) or not np.all(np.isfinite(mean)):
         raise PolicyError("non-finite weights or statistics", path=source)
-    return ExportedPolicy(doc, digest, spec, mean, var, float(norm.get("clip", 10.0)),
-                          float(norm.get("epsilon", 1e-8)), layers, activation)
+    return ExportedPolicy(doc, digest, spec, mean, var, clip, epsilon, layers, activation)
 
 
 def load_policy(path: str | Path, *, expected_sha256: str | None = None) -> ExportedPolicy:

@@ -96,6 +96,50 @@ def test_bad_action_setting_in_the_policy(tiny_policy, tmp_path, field, value):
     _fails("--trace", TRACE, "--policy", str(bad), expect=field)
 
 
+def _edited(tiny_policy, tmp_path, edit):
+    bad = tmp_path / "edited"
+    shutil.copytree(tiny_policy, bad)
+    doc = json.loads((bad / "policy.json").read_text())
+    edit(doc)
+    (bad / "policy.json").write_text(json.dumps(doc))
+    return bad
+
+
+@pytest.mark.parametrize("edit, expect", [
+    # A NaN variance made every decision NaN: the policy's rows silently equalled KPA defaults.
+    (lambda d: d["normalization"]["var"].__setitem__(0, float("nan")), "non-finite variance"),
+    (lambda d: d["normalization"].__setitem__("clip", "abc"), "malformed policy"),
+    (lambda d: d["normalization"].__setitem__("epsilon", -1), "epsilon must be positive"),
+    (lambda d: d.__setitem__("action", [1, 2]), "malformed policy"),
+    (lambda d: d["manifest"].__setitem__("config", [1]), "malformed manifest"),
+    (lambda d: d["manifest"]["reward"].__setitem__("cost_per_violation", "x"), "reward.cost_per_violation"),
+    # A zero or negative interval never advanced the replay: the command hung.
+    (lambda d: d["manifest"]["env"].__setitem__("decision_interval_s", 0), "env.decision_interval_s"),
+    (lambda d: d["manifest"]["env"].__setitem__("decision_interval_s", -30), "env.decision_interval_s"),
+    (lambda d: d["manifest"]["rule_baseline"]["params"].__setitem__("interval_s", 0),
+     "rule_baseline.params.interval_s"),
+])
+def test_corrupt_numbers_in_the_policy(tiny_policy, tmp_path, edit, expect):
+    _fails("--trace", TRACE, "--policy", str(_edited(tiny_policy, tmp_path, edit)), "--baselines", "kpa,rule",
+           expect=expect)
+
+
+@pytest.mark.parametrize("row, expect", [("1.0,nan", "column 2 (duration): missing value"),
+                                         ("1.0,inf", "column 2 (duration): non-finite value 'inf'"),
+                                         ("inf,0.1", "column 1 (timestamp): non-finite value 'inf'")])
+def test_non_finite_trace_value(tiny_policy, tmp_path, row, expect):
+    # Before: NaN scores in --json (not valid JSON) or, for an infinite time, a replay that never ended.
+    f = tmp_path / "t.csv"
+    f.write_text(f"timestamp,duration\n0.5,0.1\n{row}\n")
+    _fails("--trace", str(f), "--policy", str(tiny_policy), expect=f"line 3, {expect}")
+
+
+def test_report_folder_is_checked_before_the_replays(tiny_policy, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--report", str(tmp_path / "a-file"),
+           expect="--report")
+
+
 def test_window_without_requests(tiny_policy, tmp_path):
     # Requests at 0-5 s and at 100 s: the window 0.2:0.5 (20-50 s) holds none, even after a warm-up.
     f = tmp_path / "gap.csv"

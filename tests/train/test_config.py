@@ -95,6 +95,11 @@ def _write(tmp_path, text: str) -> Path:
     ("n_envs: 2.5\n", "n_envs"),
     ("total_timestep: 10\n", "unknown key total_timestep "),
     ("split:\n  test: [0.9, 0.8]\n", "split.test"),
+    ("split:\n  train: [0.0, 0.95]\n", "split.validation must start where split.train ends"),
+    ("split:\n  test: [0.75, 1.0]\n", "split.test must start where split.validation ends"),
+    ("eval:\n  rule_calibration_s: -1\n", "eval.rule_calibration_s"),
+    ("eval:\n  warmup_s: -600\n", "eval.warmup_s"),
+    ("checkpoint:\n  every_timesteps: 0\n", "checkpoint.every_timesteps"),
     ("env:\n  service_scale: 3\n", "env.service_scale"),
     ("env:\n  reward_units: dollars\n", "env.reward_units"),
     ("eval:\n  select_after: 1.0\n", "eval.select_after"),
@@ -122,6 +127,14 @@ def test_observing_a_base_needs_a_window_before_validation(tmp_path):
     with pytest.raises(ConfigError, match="split.validation must start after"):
         load_config(_write(tmp_path, text))
     assert load_config(_write(tmp_path, text.replace("[0.0, 0.2]", "[0.7, 0.8]"))).env.observe_base
+
+
+def test_an_empty_section_takes_command_line_overrides(tmp_path):
+    # `env:` left empty is None in YAML: `kpilot train --trace ...` used to crash writing into it.
+    cfg = load_config(_write(tmp_path, "env:\nsplit:\n"), overrides={"env.synthetic": ["synthetic:poisson"]})
+    assert cfg.env.synthetic == ("synthetic:poisson",) and cfg.split.test == (0.8, 1.0)
+    with pytest.raises(ConfigError, match="env must be a mapping"):
+        load_config(_write(tmp_path, "env: 3\n"), overrides={"env.synthetic": ["synthetic:poisson"]})
 
 
 def test_invalid_yaml_reports_the_line(tmp_path):

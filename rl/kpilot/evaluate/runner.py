@@ -61,14 +61,27 @@ def load_artifact(path: str | Path) -> Artifact:
                           f"{policy.observation_version!r}; retrain the policy", path=str(p))
     try:
         sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {})
-        reward = RewardConfig(**doc["reward"])
-        interval = float(doc["env"]["decision_interval_s"])
+        reward = RewardConfig(**{k: _number(f"reward.{k}", v, 0.0) for k, v in doc["reward"].items()})
+        interval = _number("env.decision_interval_s", doc["env"]["decision_interval_s"], 0.0, strict=True)
         rule_doc = doc.get("rule_baseline")
         rule = AimdRule(**rule_doc["params"]) if rule_doc else None
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        if rule is not None:
+            for name in ("hi_s", "lo_frac", "down", "up", "start", "min_target", "max_target", "interval_s"):
+                _number(f"rule_baseline.params.{name}", getattr(rule, name), 0.0, strict=True)
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
         raise PolicyError(f"malformed manifest ({type(exc).__name__}: {exc})", path=str(p)) from None
     name = policy.manifest.get("name") or p.resolve().name
     return Artifact(name, policy, sim, reward, interval, rule, doc)
+
+
+def _number(name: str, value, low: float, *, strict: bool = False) -> float:
+    """A finite number above `low` (at or above it unless `strict`): a zero or negative interval
+    would never advance a replay, a non-numeric weight would fail mid-run."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and (value > low if strict else value >= low)):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
+    return float(value)
 
 
 def rl_controller(artifact: Artifact, metrics: str = "prometheus") -> PolicyController:

@@ -46,6 +46,8 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     `band` is the factor `rl-in-band` and `rl-or-tuned` keep the policy within around the tuned
     target (None: not bounded)."""
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
+    if report_dir is not None:
+        prepare_report_dir(Path(report_dir))     # before minutes of replays, not after
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
     controllers_for(baselines, artifact)     # options checked before any replay
@@ -98,6 +100,15 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
 
         write_report(Path(report_dir), result, reward)
     return result
+
+
+def prepare_report_dir(path: Path) -> None:
+    """Create `--report`'s folder, or say why it cannot be one."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the report folder {str(path)!r}: "
+                          f"{exc.strerror or type(exc).__name__}", option="--report") from None
 
 
 def scored_window(spec: str, trace, window, warmup_s: float, purpose: str, option: str = "--window"):

@@ -251,6 +251,13 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     for name in ("train", "validation", "test"):
         lo, hi = getattr(cfg.split, name)
         need(0.0 <= lo < hi <= 1.0, f"split.{name}", "must be [start, end] fractions with 0 <= start < end <= 1")
+    # Model selection must not see training data, and the test window must stay unseen by both.
+    need(cfg.split.train[1] <= cfg.split.validation[0], "split.validation", "must start where split.train ends or later")
+    need(cfg.split.validation[1] <= cfg.split.test[0], "split.test", "must start where split.validation ends or later")
+    need(cfg.eval.every_timesteps >= 0, "eval.every_timesteps", "must be >= 0 (0: no validation)")
+    need(cfg.eval.rule_calibration_s > 0, "eval.rule_calibration_s", "must be positive")
+    need(cfg.eval.warmup_s >= 0, "eval.warmup_s", "must be >= 0")
+    need(cfg.checkpoint.every_timesteps >= 1, "checkpoint.every_timesteps", "must be positive")
     need(bool(cfg.env.traces or cfg.env.synthetic), "env.traces", "and env.synthetic are both empty")
     try:
         SimConfig.from_dict(cfg.sim)
@@ -269,7 +276,12 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for dotted, value in (overrides or {}).items():
         node = doc
         *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
+        for i, part in enumerate(parents):
+            if node.get(part) is None:          # `env:` left empty in the YAML: an empty section
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                key = ".".join(parents[:i + 1])
+                raise ConfigError(f"{key} must be a mapping", path=str(p), column=key)
         node[leaf] = value
     return config_from_dict(doc, str(p))
