@@ -6,6 +6,7 @@ target outside the bounds is pulled inside at once (bounds are hard, the step li
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from kpilot import action
@@ -51,6 +52,16 @@ def round_target(target: float) -> float:
     return round(float(target), 2)
 
 
+def round_within(target: float, min_target: float, max_target: float) -> float:
+    """`round_target` that stays inside the bounds (a maximum of 4.9995 must not write 5)."""
+    value = round_target(target)
+    if value > max_target:
+        value = math.floor(max_target * 100) / 100
+    if value < min_target:
+        value = math.ceil(min_target * 100) / 100
+    return value
+
+
 def format_target(target: float) -> str:
     return f"{round_target(target):g}"
 
@@ -66,10 +77,11 @@ def guard(*, previous: float, proposed: float, min_target: float, max_target: fl
           max_step_ratio: float, cooldown_s: float, last_change_at: float | None, now: float) -> Guarded:
     """Apply every guardrail to a proposal; the result says why the target is what it is."""
     stepped = limit_step(previous, proposed, max_step_ratio)
-    bounded = round_target(clamp_to_bounds(stepped, min_target, max_target))
-    if not is_meaningful_change(previous, bounded):
+    bounded = round_within(clamp_to_bounds(stepped, min_target, max_target), min_target, max_target)
+    inside = min_target <= previous <= max_target
+    if not is_meaningful_change(previous, bounded) and inside:    # outside the bounds: always move in
         return Guarded(previous, False, "WithinDeadband")
-    if in_cooldown(last_change_at, now, cooldown_s) and min_target <= previous <= max_target:
+    if in_cooldown(last_change_at, now, cooldown_s) and inside:
         return Guarded(previous, False, "Cooldown")
     reason = ("Bounded" if bounded != round_target(stepped)
               else "StepLimited" if round_target(stepped) != round_target(proposed) else "Applied")

@@ -5,6 +5,7 @@ Importing this module registers them in Kopf's default registry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -66,6 +67,11 @@ async def close_clients(memo: kopf.Memo, **_) -> None:
         await memo.runtime.http.close()
 
 
+def _lock(memo: kopf.Memo) -> asyncio.Lock:
+    """One per policy object (Kopf's memo is per object): its tick and its deletion never overlap."""
+    return memo.setdefault("lock", asyncio.Lock())
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_RESOLUTION_S, initial_delay=0.0)
 async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kopf.Body, meta: kopf.Meta,
                            memo: kopf.Memo, patch: kopf.Patch, logger: logging.Logger, **_) -> None:
@@ -73,14 +79,17 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
     state: TickState = memo.setdefault("tick", TickState())
     runtime: Runtime = memo.runtime
     now = runtime.clock()
-    if now < state.next_due:
+    if now < state.next_due or memo.get("deleting"):
         return
     interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
     policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AutoscalingPolicy", "metadata": dict(meta)}
-    try:
-        status = await run_tick(runtime, name, namespace, dict(spec), state, policy_body)
-    except ApiUnavailable as exc:
-        raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=min(interval, 5.0))
+    async with _lock(memo):
+        if memo.get("deleting"):      # the policy was deleted while this tick waited
+            return
+        try:
+            status = await run_tick(runtime, name, namespace, dict(spec), state, policy_body)
+        except ApiUnavailable as exc:
+            raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=min(interval, 5.0))
     state.next_due = now + interval
     status["observedGeneration"] = meta.get("generation")
     patch.status.update(status)
@@ -89,7 +98,14 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def restore_on_delete(name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_) -> None:
     """Deleting a policy puts back every target it changed; the finalizer holds it until then."""
-    left = await restore_all(memo.runtime, name, namespace)
+    # Kopf runs this while a timer run may still be writing: once `deleting` is set no tick starts,
+    # and the lock waits for one in flight, so no write lands after the targets are put back.
+    memo.deleting = True
+    async with _lock(memo):
+        try:
+            left = await restore_all(memo.runtime, name, namespace)
+        except ApiUnavailable as exc:
+            raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=2.0)
     if left:
         raise kopf.TemporaryError(f"{left} revisions not restored yet", delay=2.0)
     logger.info("restored the original targets of every revision this policy managed")

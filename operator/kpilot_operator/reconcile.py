@@ -42,6 +42,21 @@ BASE_TARGET = BASE_TARGET_ANNOTATION
 BAND = BAND_ANNOTATION
 ABSENT = "absent"
 KNATIVE_DEFAULT_TARGET = 100.0   # container-concurrency-target-default
+CLASS = "autoscaling.knative.dev/class"
+METRIC = "autoscaling.knative.dev/metric"
+KPA_CLASS = "kpa.autoscaling.knative.dev"
+
+
+def unsupported_autoscaling(annotations: Mapping[str, str]) -> str | None:
+    """Why the policy's target would mean something else on this revision, or None. The policy
+    sets a concurrency target for the KPA; under the HPA class the target is a CPU or memory
+    figure, under `metric: rps` requests per second."""
+    cls, metric = annotations.get(CLASS, KPA_CLASS), annotations.get(METRIC, "concurrency")
+    if cls != KPA_CLASS:
+        return f"autoscaling class {cls}: kpilot sets concurrency targets for the KPA only"
+    if metric != "concurrency":
+        return f"autoscaling metric {metric}: kpilot sets concurrency targets only"
+    return None
 
 # What the metrics adapters provide per revision: the raw fields except the two the operator knows.
 READING_FIELDS = tuple(f for f in RAW_FIELDS if f not in ("target", "time_of_day_s"))
@@ -223,6 +238,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 status.reason, status.message = "RevisionNotFound", f"{rev} not found"
             elif holder.owner not in (None, policy_name):
                 status.reason, status.message = "ClaimedByOtherPolicy", f"{rev} is managed by {holder.owner}"
+            elif (why := unsupported_autoscaling(holder.annotations)) is not None:
+                status.reason, status.message = "UnsupportedAutoscaling", f"{rev}: {why}"
             else:
                 candidates.append((status, holder))
                 kept.add(rev)
@@ -288,9 +305,16 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             target = guardrails.round_target(guardrails.clamp_to_bounds(fallback, min_target, max_target))
             status.reason, status.applied = "Fallback", target
             status.message = f"no usable observation for {stale_for:.0f}s"
-            if abs(target - previous) > 1e-9:
+            if spec.mode == "DryRun":        # it writes nothing: say what it would do
+                status.reason, status.applied = "DryRun", previous
+                status.message += f"; would fall back to {guardrails.format_target(target)}"
+            elif abs(target - previous) > 1e-9:
                 writes.append(Write(holder, Assert(guardrails.format_target(target), policy_name, now),
                                     status.name, "Fallback", previous, target))
+        elif spec.mode == "DryRun":
+            status.reason, status.applied = "DryRun", previous
+            status.message = (f"no usable observation for {stale_for:.0f}s and no fallbackTarget; "
+                              "would restore the original target")
         else:
             status.reason = "FallbackRestored"
             status.message = f"no usable observation for {stale_for:.0f}s and no fallbackTarget"

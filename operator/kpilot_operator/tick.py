@@ -24,7 +24,7 @@ from kpilot_operator.reconcile import Plan, Restore, Write, decide
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
 FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",
-                 "ClaimedByOtherPolicy", "RevisionNotFound"}
+                 "ClaimedByOtherPolicy", "RevisionNotFound", "UnsupportedAutoscaling"}
 EventSink = Callable[[dict, str, str, str], None]   # (object body, type, reason, message)
 
 
@@ -129,6 +129,9 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
         telemetry.TICK_SECONDS.observe(time.perf_counter() - started)
         return status
 
+    # Kopf merges status patches: a tick that stops early must still overwrite what an earlier
+    # tick said about the Services, or `services` would keep saying "Applied" beside the failure.
+    status.update(services=[], managedServices=0, staleRevisions=0, policySha256=None, mode=None)
     try:
         spec = parse_spec(raw_spec)
     except SpecError as exc:
@@ -224,6 +227,8 @@ async def restore_all(rt: Runtime, name: str, namespace: str) -> int:
         holders, _ = await rt.cluster.list_holders(namespace, info.write_path)
     except KnativeMissing:
         return 0
+    except ApiError as exc:
+        raise ApiUnavailable(str(exc)) from None
     owned = [h for h in holders.values() if h.owner == name]
     writes = [Write(h, Restore(), h.service, "PolicyDeleted", h.current_target, None) for h in owned]
     failures = await apply_writes(rt, writes)

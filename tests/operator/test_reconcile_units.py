@@ -166,6 +166,44 @@ def test_decide_holds_then_falls_back_then_restores_without_fallback():
     assert isinstance(restored.writes[0].intent, Restore) and restored.writes[0].target == 70
 
 
+def test_dry_run_says_what_it_would_do_when_metrics_go_stale():
+    h = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
+    fb = run(spec(mode="DryRun", fallbackTarget=25, staleAfterSeconds=30), [SVC], [h], {},
+             last_fresh={"r1": NOW - 31})
+    # Before: reason Fallback and appliedTarget 25 (an Event said so), while nothing was written.
+    assert fb.writes == [] and fb.services[0].reason == "DryRun" and fb.services[0].applied == 40
+    assert "would fall back to 25" in fb.services[0].message
+    rs = run(spec(mode="DryRun", staleAfterSeconds=30), [SVC], [h], {}, last_fresh={"r1": NOW - 31})
+    assert rs.writes == [] and rs.services[0].reason == "DryRun" and "would restore" in rs.services[0].message
+
+
+@pytest.mark.parametrize("annotations, why", [
+    ({"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev", "autoscaling.knative.dev/metric": "cpu"},
+     "class hpa"),
+    ({"autoscaling.knative.dev/metric": "rps"}, "metric rps"),
+])
+def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotations, why):
+    # The policy's number is a concurrency target: on an HPA revision it would be a CPU percentage.
+    plan = run(spec(), [SVC], [holder(**{TARGET: "70", **annotations})], {"r1": reading()})
+    assert plan.writes == [] and plan.services[0].reason == "UnsupportedAutoscaling"
+    assert why in plan.services[0].message
+    # An explicit KPA on concurrency is managed as usual.
+    kpa = {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev", "autoscaling.knative.dev/metric": "concurrency"}
+    assert run(spec(), [SVC], [holder(**{TARGET: "70", **kpa})], {"r1": reading()}).writes[0].target == 40
+
+
+def test_targets_never_end_outside_the_bounds():
+    kw = dict(max_step_ratio=10, cooldown_s=0, last_change_at=None, now=NOW)
+    # A previous target just above the maximum is pulled inside, not kept by the deadband.
+    g = guardrails.guard(previous=4.55, proposed=40, min_target=1, max_target=4.5, **kw)
+    assert g.changed and g.target == 4.5
+    # Rounding to the annotation's two decimals stays inside a band's bounds.
+    g = guardrails.guard(previous=10, proposed=40, min_target=1, max_target=4.9995, **kw)
+    assert g.target == 4.99
+    g = guardrails.guard(previous=10, proposed=0.5, min_target=1.0049, max_target=100, **kw)
+    assert g.target == 1.01
+
+
 def test_decide_paused_claimed_released_dryrun_and_off():
     paused = ServiceView("s1", "ns", True, ("r1",))
     owned = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})

@@ -1,0 +1,114 @@
+"""The handlers around the tick: a policy deleted mid-tick, a Prometheus answer of the wrong
+shape, and a failed tick's status. In-process cluster (kpilot_operator.bench), no API server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp.web
+import kopf
+import pytest
+from operator_support import constant_policy_bytes
+
+from kpilot.policy import sha256_hex
+from kpilot_operator import handlers
+from kpilot_operator.bench import InMemoryCluster
+from kpilot_operator.metrics import MetricsUnavailable, PrometheusMetrics
+from kpilot_operator.reconcile import ORIGINAL, OWNER, TARGET
+from kpilot_operator.tick import Runtime, TickState, run_tick
+
+POLICY = constant_policy_bytes(30.0)
+SPEC = {"selector": {}, "policy": {"configMap": {"name": "p"}, "sha256": sha256_hex(POLICY)},
+        "mode": "Enforce", "maxStepRatio": 5, "cooldownSeconds": 0, "metrics": {"kubernetes": {}}}
+
+
+class GatedCluster(InMemoryCluster):
+    """Holds every write until `gate` opens; PodAutoscalers report 3 pods."""
+
+    def __init__(self):
+        super().__init__(1, POLICY)
+        self.gate: asyncio.Event | None = None
+        self.writing = asyncio.Event()
+        self.pas = [{"metadata": {"name": "svc-0-00001"}, "status": {"actualScale": 3, "desiredScale": 3}}]
+
+    async def list_holders(self, namespace, write_path):
+        holders, _ = await super().list_holders(namespace, write_path)
+        return holders, self.pas
+
+    async def write(self, holder, intent):
+        self.writing.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().write(holder, intent)
+
+
+def _call(handler, memo, **kw):
+    """A Kopf handler called as Kopf would, with what it reads."""
+    return handler(name="p", namespace="bench", memo=memo, logger=handlers.logging.getLogger("test"), **kw)
+
+
+@pytest.mark.asyncio
+async def test_a_policy_deleted_mid_tick_leaves_the_original_target():
+    cluster = GatedCluster()
+    annotations = cluster.revisions["svc-0-00001"]["metadata"]["annotations"]
+    annotations.update({TARGET: "40", ORIGINAL: "70", OWNER: "p"})       # managed by p already
+    cluster.gate = asyncio.Event()
+    memo = kopf.Memo(runtime=Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e6))
+    patch = kopf.Patch()
+    tick = asyncio.create_task(_call(handlers.decide_and_apply, memo, spec=SPEC, body={}, patch=patch,
+                                     meta={"name": "p", "namespace": "bench", "generation": 1}))
+    await asyncio.wait_for(cluster.writing.wait(), 5)                 # its write is in flight
+    gate, cluster.gate = cluster.gate, None
+    delete = asyncio.create_task(_call(handlers.restore_on_delete, memo))
+    await asyncio.sleep(0.05)
+    assert not delete.done()        # the deletion waits for the tick instead of racing it
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(tick, delete), 5)
+    # Before: the tick's write landed after the restore and re-recorded an original: 30 stayed.
+    assert annotations.get(TARGET) == "70" and ORIGINAL not in annotations and OWNER not in annotations
+    # and no later tick touches it again
+    await _call(handlers.decide_and_apply, memo, spec=SPEC, body={}, patch=kopf.Patch(),
+                meta={"name": "p", "namespace": "bench", "generation": 1})
+    assert annotations.get(TARGET) == "70"
+
+
+@pytest.mark.parametrize("document", [
+    {"status": "success", "data": {"result": [{"metric": {"kn_revision_name": "r"}, "value": None}]}},
+    {"status": "success", "data": {"resultType": "scalar", "result": 3}},
+    {"status": "success", "data": None},
+    [1, 2, 3],
+])
+@pytest.mark.asyncio
+async def test_a_prometheus_answer_of_another_shape_is_metrics_unavailable(document):
+    async def query(request):
+        return aiohttp.web.Response(text=json.dumps(document), content_type="application/json")
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/api/v1/query", query)
+    runner = aiohttp.web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        source = PrometheusMetrics(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        with pytest.raises(MetricsUnavailable, match="unexpected document"):
+            await source.read("bench", 30.0, {}, [])
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_tick_clears_what_an_earlier_tick_said_about_services():
+    cluster = GatedCluster()
+    rt = Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e6)
+    good = await run_tick(rt, "p", "bench", SPEC, TickState())
+    assert good["managedServices"] == 1 and good["services"][0]["name"] == "svc-0"
+    # Kopf merges each status patch into the last: keys a failed tick leaves out would keep
+    # saying the Service is managed.
+    bad_policy = {**SPEC, "policy": {"configMap": {"name": "p"}, "sha256": "0" * 64}}
+    failed = await run_tick(rt, "p", "bench", bad_policy, TickState())
+    assert failed["services"] == [] and failed["managedServices"] == 0 and failed["policySha256"] is None
+    invalid = await run_tick(rt, "p", "bench", {**SPEC, "mode": "Sometimes"}, TickState())
+    assert invalid["services"] == [] and invalid["mode"] is None
+    assert invalid["conditions"][0]["reason"] == "InvalidSpec"
