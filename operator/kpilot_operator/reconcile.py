@@ -106,10 +106,12 @@ class ServiceView:
 
 @dataclass(frozen=True)
 class Assert:
-    """Set the target, recording the original on first touch."""
+    """Set the target, recording the original on first touch. `expected` is the target annotation
+    the decision read (ABSENT: none); None: not checked."""
     target: str
     policy: str
     now: float
+    expected: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def annotation_delta(annotations: Mapping[str, str], intent: Assert | Restore) -
 
     Computed again on the fresh object after a conflict, so a concurrent change is never lost:
     the original is recorded only if absent, and a restore only touches what the operator owns.
+    An Assert changes nothing on a holder another policy now owns, or whose target is no longer
+    the one its decision read (someone set it in between): the next tick decides from what is there.
     """
     if isinstance(intent, Restore):
         if ORIGINAL not in annotations:
@@ -129,6 +133,10 @@ def annotation_delta(annotations: Mapping[str, str], intent: Assert | Restore) -
         original = annotations[ORIGINAL]
         return {TARGET: None if original == ABSENT else original,
                 ORIGINAL: None, OWNER: None, CHANGED_AT: None}
+    if ORIGINAL in annotations and annotations.get(OWNER) != intent.policy:
+        return {}
+    if intent.expected is not None and annotations.get(TARGET, ABSENT) != intent.expected:
+        return {}
     delta: dict[str, str | None] = {}
     if ORIGINAL not in annotations:
         delta[ORIGINAL] = annotations.get(TARGET, ABSENT)
@@ -284,7 +292,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 status.reason, status.applied = "DryRun", previous
                 status.message = f"would set {guardrails.format_target(g.target)} ({g.reason})"
             elif g.changed:
-                writes.append(Write(holder, Assert(guardrails.format_target(g.target), policy_name, now),
+                writes.append(Write(holder, Assert(guardrails.format_target(g.target), policy_name, now,
+                                           holder.annotations.get(TARGET, ABSENT)),
                                     status.name, g.reason, previous, g.target))
             if policy.observes_base and base_of[status.name] is None:
                 # It runs, but on a base that follows its own decisions: say so where people look.
@@ -309,7 +318,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 status.reason, status.applied = "DryRun", previous
                 status.message += f"; would fall back to {guardrails.format_target(target)}"
             elif abs(target - previous) > 1e-9:
-                writes.append(Write(holder, Assert(guardrails.format_target(target), policy_name, now),
+                writes.append(Write(holder, Assert(guardrails.format_target(target), policy_name, now,
+                                           holder.annotations.get(TARGET, ABSENT)),
                                     status.name, "Fallback", previous, target))
         elif spec.mode == "DryRun":
             status.reason, status.applied = "DryRun", previous

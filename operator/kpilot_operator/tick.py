@@ -81,15 +81,20 @@ async def metrics_source(rt: Runtime, spec: PolicySpec, namespace: str):
     return PrometheusMetrics(spec.metrics.url, spec.metrics.timeout_s, token, rt.http)
 
 
+NOT_WRITTEN = ""    # apply_writes: nothing to write on the fresh object (gone, or changed by someone else)
+
+
 async def apply_writes(rt: Runtime, writes: list[Write]) -> dict[int, str]:
-    """Perform the writes concurrently (bounded); returns index -> error for those that failed."""
+    """Perform the writes concurrently (bounded); returns index -> error for those that failed,
+    or NOT_WRITTEN for those the fresh object no longer needed."""
     gate = asyncio.Semaphore(rt.write_concurrency)
     failures: dict[int, str] = {}
 
     async def one(i: int, w: Write) -> None:
         async with gate:
             try:
-                await rt.cluster.write(w.holder, w.intent)
+                if not await rt.cluster.write(w.holder, w.intent):
+                    failures[i] = NOT_WRITTEN
             except (WriteFailed, ApiError) as exc:
                 failures[i] = str(exc)
 
@@ -190,10 +195,18 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     telemetry.DECISIONS.labels(mode=spec.mode, **labels).inc(plan.decisions)
     telemetry.STALE.labels(**labels).set(plan.stale)
 
-    failures = await apply_writes(rt, plan.writes) if plan.writes else {}
+    results = await apply_writes(rt, plan.writes) if plan.writes else {}
+    skipped = {i for i, error in results.items() if error == NOT_WRITTEN}
+    failures = {i: error for i, error in results.items() if error != NOT_WRITTEN}
     bodies = {s.name: s.body for s in services}
     by_service = {s.name: s for s in plan.services}
     for i, w in enumerate(plan.writes):
+        if i in skipped:      # no Event, no count: nothing changed (the next tick decides again)
+            if w.service in by_service:
+                note = "not written: the revision changed or went away since it was read"
+                svc = by_service[w.service]
+                svc.message = f"{svc.message}; {note}" if svc.message else note
+            continue
         error = failures.get(i)
         _event_for_write(rt, name, bodies, w, error)
         if error:
@@ -216,7 +229,7 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     status["staleRevisions"] = plan.stale
     ready = not failures and all(c["status"] == "True" for c in conds)
     return finish(ready, "Reconciled" if ready else "Degraded",
-                  f"{len(plan.services)} services, {len(plan.writes) - len(failures)} writes"
+                  f"{len(plan.services)} services, {len(plan.writes) - len(results)} writes"
                   + (f", {len(failures)} failed" if failures else ""))
 
 
@@ -231,7 +244,7 @@ async def restore_all(rt: Runtime, name: str, namespace: str) -> int:
         raise ApiUnavailable(str(exc)) from None
     owned = [h for h in holders.values() if h.owner == name]
     writes = [Write(h, Restore(), h.service, "PolicyDeleted", h.current_target, None) for h in owned]
-    failures = await apply_writes(rt, writes)
+    failures = {i: e for i, e in (await apply_writes(rt, writes)).items() if e != NOT_WRITTEN}
     for i, error in failures.items():
         logging.getLogger(__name__).warning("restore of %s failed: %s", writes[i].holder.name, error)
     return len(failures)

@@ -112,3 +112,17 @@ async def test_a_failed_tick_clears_what_an_earlier_tick_said_about_services():
     invalid = await run_tick(rt, "p", "bench", {**SPEC, "mode": "Sometimes"}, TickState())
     assert invalid["services"] == [] and invalid["mode"] is None
     assert invalid["conditions"][0]["reason"] == "InvalidSpec"
+
+
+@pytest.mark.asyncio
+async def test_a_write_the_fresh_object_did_not_need_is_not_reported():
+    class Vanishing(GatedCluster):
+        async def write(self, holder, intent):
+            return False        # what the adapter answers for a 404 or a change made in between
+
+    events = []
+    rt = Runtime(cluster=Vanishing(), emit_event=lambda *a: events.append(a[1:3]), clock=lambda: 1e6)
+    status = await run_tick(rt, "p", "bench", SPEC, TickState())
+    # Before: a TargetApplied Event and "1 writes" for a target that was never set.
+    assert events == [] and status["conditions"][0]["message"].endswith("0 writes")
+    assert "not written" in status["services"][0]["message"]

@@ -78,6 +78,17 @@ def test_assert_records_original_once_and_restore_puts_it_back():
     assert annotation_delta({TARGET: "70"}, Restore()) == {}          # never touched: nothing to do
 
 
+def test_a_write_recomputed_after_a_conflict_respects_what_changed_in_between():
+    intent = Assert("7", "q", NOW, expected="5")
+    # Another policy took the revision in between: q does not overwrite p's target.
+    assert annotation_delta({TARGET: "5", ORIGINAL: ABSENT, OWNER: "p"}, intent) == {}
+    # Someone set the target by hand in between: not overwritten; the next tick reads 9.
+    assert annotation_delta({TARGET: "9"}, intent) == {}
+    # Nothing changed: the write goes ahead.
+    assert annotation_delta({TARGET: "5"}, intent)[TARGET] == "7"
+    assert annotation_delta({}, Assert("7", "q", NOW, expected=ABSENT))[ORIGINAL] == ABSENT
+
+
 def test_json_patch_is_guarded_by_resource_version():
     ops = json_patch_ops({"metadata": {"resourceVersion": "7", "annotations": {TARGET: "1"}}},
                          {TARGET: None, ORIGINAL: "1"})
