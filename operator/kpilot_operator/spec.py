@@ -118,6 +118,10 @@ def parse_spec(spec: dict) -> PolicySpec:
         raise SpecError("decisionIntervalSeconds and maxStepRatio must be positive")
     if parsed.band is not None and not valid_band(parsed.band):
         raise SpecError(f"band must be >= 1 (1 pins each Service's base target), got {parsed.band}")
+    for expr in parsed.selector.get("matchExpressions") or []:
+        # The API server rejects `key in ()`: the policy would report Knative unreadable forever.
+        if isinstance(expr, dict) and expr.get("operator") in ("In", "NotIn") and not expr.get("values"):
+            raise SpecError(f"selector expression on {expr.get('key')!r}: {expr['operator']} needs at least one value")
     return parsed
 
 

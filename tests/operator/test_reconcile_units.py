@@ -297,6 +297,8 @@ def test_spec_defaults_and_errors():
     with pytest.raises(SpecError, match="band must be >= 1"):
         spec(band=0.9)
     assert spec(band=2).band == 2 and spec().band is None
+    with pytest.raises(SpecError, match="In needs at least one value"):
+        spec(selector={"matchExpressions": [{"key": "tier", "operator": "In", "values": []}]})
 
 
 def test_selector_semantics():
