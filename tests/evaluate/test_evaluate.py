@@ -296,3 +296,16 @@ def test_rl_or_tuned_replays_the_policy_when_the_policy_won(tiny_policy, monkeyp
     same = next(r for r in rows if r["policy"] == choice["chose"])
     skip = ("policy", "chose", "tuned_on", "target", "band")
     assert {k: v for k, v in choice.items() if k not in skip} == {k: v for k, v in same.items() if k not in skip}
+
+
+def test_a_window_the_policy_trained_on_is_flagged(tiny_policy):
+    trained = "synthetic:bursty:rate=4,duration=1500,seed=1"           # tiny_policy's training trace
+    cmd = [str(KPILOT), "evaluate", "--policy", str(tiny_policy), "--baselines", "kpa", "--json",
+           "--trace", trained, "--trace", "synthetic:bursty:rate=4,duration=1500,seed=2"]
+    overlapping = subprocess.run([*cmd, "--window", "0.5:1"], capture_output=True, text=True, timeout=120)
+    assert overlapping.returncode == 0 and json.loads(overlapping.stdout)      # a note, not an error
+    notes = [line for line in overlapping.stderr.splitlines() if line.startswith("kpilot: note:")]
+    assert len(notes) == 1 and trained in notes[0]
+    assert "trained on 0:0.7 and validated on 0.7:0.8" in notes[0] and "not held out" in notes[0]
+    held_out = subprocess.run([*cmd, "--window", "0.8:1"], capture_output=True, text=True, timeout=120)
+    assert held_out.returncode == 0 and "note:" not in held_out.stderr

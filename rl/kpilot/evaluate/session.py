@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kpilot.env.reward import RewardConfig, describe
-from kpilot.errors import ConfigError
+from kpilot.errors import ConfigError, TraceError
 from kpilot.evaluate.baselines import TunedStaticTarget, tune_static, tuning_window
 from kpilot.evaluate.runner import (CHOICE, DEFAULT_BAND, IN_BAND, TUNED_BASELINES, Artifact,
                                    choose_policy_or_static, controllers_for, evaluate_trace, load_artifact,
@@ -29,6 +29,37 @@ class EvaluationResult:
     rows: list[dict]
     artifact: Artifact | None
     results: dict = field(default_factory=dict)   # spec -> {"arrivals", "replays": {policy -> ReplayResult}}
+    notes: list[str] = field(default_factory=list)  # one line each, for stderr
+
+
+def _trace_identity(checksum, selection) -> tuple:
+    return (checksum, selection or "all")
+
+
+def seen_in_training(artifact: Artifact, spec: str, trace, window) -> str | None:
+    """A note when `window` of `trace` overlaps what the policy trained or was validated on
+    (the manifest's training traces, by file checksum and function selection, and its split):
+    its figures there are not held out."""
+    from kpilot.traces.selection import selection_label
+    from kpilot.traces.spec import parse_spec
+
+    split = (artifact.manifest.get("config") or {}).get("split") or {}
+    seen = [(k, *split[k]) for k in ("train", "validation") if isinstance(split.get(k), (list, tuple))]
+    trained = set()
+    for t in artifact.manifest.get("training_traces") or []:
+        try:
+            options = parse_spec(str(t.get("source", ""))).options
+        except TraceError:
+            continue
+        trained.add(_trace_identity(t.get("sha256"), selection_label(options)))
+    if _trace_identity(trace.meta.get("checksum"), trace.meta.get("selection")) not in trained:
+        return None
+    lo, hi = window if window is not None else (0.0, 1.0)
+    hits = [f"{'trained' if k == 'train' else 'validated'} on {a:g}:{b:g}" for k, a, b in seen if a < hi and lo < b]
+    if not hits:
+        return None
+    return (f"{spec}: the policy was {' and '.join(hits)} of this trace, which the window {lo:g}:{hi:g} "
+            "overlaps: these figures are not held out")
 
 
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
@@ -68,6 +99,8 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         if window is not None:
             trace = scored_window(spec, trace, window, warmup_s, "to score")
         traces.append((spec, trace, tuning))
+    notes = [n for spec, trace in loaded if artifact is not None
+             for n in [seen_in_training(artifact, spec, trace, window)] if n]
     rows, results = [], {}
     for spec, trace, tuning in traces:
         tuned = in_band = chosen = None
@@ -94,7 +127,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                 row["metrics"] = metrics
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
-    result = EvaluationResult(rows, artifact, results)
+    result = EvaluationResult(rows, artifact, results, notes)
     if report_dir is not None:
         from kpilot.evaluate.report import write_report
 

@@ -92,6 +92,8 @@ def evaluate_command(
     result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
                             time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
                             report_dir=report, metrics=metrics, band=band_factor)
+    for note in result.notes:
+        Console(stderr=True).print(f"kpilot: note: {note}", markup=False, soft_wrap=True)
     if json_out:
         print(json.dumps(result.rows, indent=1))
     else:
