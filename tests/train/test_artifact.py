@@ -142,3 +142,36 @@ def test_a_policy_trained_on_base_targets_exports_version_2_and_runs_around_a_ba
     # Replayed around a base target of 4 within x2, as evaluate's rl-in-band and the operator run it.
     result = replay(_dummy_trace(), tuned_policy(artifact, 4.0, 2.0, (0.6, 0.8)), artifact.sim, timeline=True)
     assert np.all((result.timeline["target"] >= 2.0 - 1e-9) & (result.timeline["target"] <= 8.0 + 1e-9))
+
+
+def test_an_interrupted_save_leaves_the_previous_artifact_whole(tiny_run, tmp_path):
+    import shutil
+
+    import pytest
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from kpilot.train.trainer import _write_artifact
+
+    cfg, src, _, _ = tiny_run
+    out = tmp_path / "artifact"
+    shutil.copytree(src, out)
+    (out / "NOTES.md").write_text("ours")          # something the user keeps in the folder
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text())
+
+    class StoppedMidSave:
+        def save(self, path):
+            open(path, "wb").write(b"half a zip")
+            raise KeyboardInterrupt                 # Ctrl-C while a new best model is written
+
+    with pytest.raises(KeyboardInterrupt):
+        _write_artifact(out, StoppedMidSave(), None, cfg, manifest)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]        # no staging folder left
+    # A save that completes replaces the artifact and keeps what else was in the folder.
+    model = PPO.load(out / "model.zip", device="cpu")
+    vecnorm = VecNormalize.load(str(out / "vecnormalize.pkl"), _venv())
+    _write_artifact(out, model, vecnorm, cfg, manifest)
+    assert (out / "NOTES.md").read_text() == "ours" and load_policy(out).sha256 == load_policy(src).sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact"]

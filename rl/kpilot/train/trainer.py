@@ -16,8 +16,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -108,14 +111,34 @@ def validation_bases(traces, cfg: TrainConfig, sim: SimConfig) -> list[float]:
 
 
 def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / MODEL_FILE)
-    if vecnorm is not None:
-        vecnorm.save(str(out / VECNORM_FILE))
-    (out / "policy.json").write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest,
-                                                   manifest["manifest"]["observation_version"]))
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+    """Write the artifact beside `out`, then swap it in: a run stopped mid-write (Ctrl-C while a
+    new best model is saved) leaves the previous artifact whole, never a model.zip of one
+    checkpoint beside the policy.json of another."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)             # mkdtemp's 0700 would hide the policy from others
+    try:
+        model.save(staging / MODEL_FILE)
+        if vecnorm is not None:
+            vecnorm.save(str(staging / VECNORM_FILE))
+        (staging / "policy.json").write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest,
+                                                           manifest["manifest"]["observation_version"]))
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (staging / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+        if out.exists():
+            for extra in out.iterdir():            # anything else kept in the folder stays with it
+                if not (staging / extra.name).exists():
+                    os.replace(extra, staging / extra.name)
+            retired = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, retired)
+            os.replace(staging, out)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)     # gone already unless a write failed
 
 
 def _plain(x):
