@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Protocol
 
 from kpilot.action import valid_band
@@ -30,6 +30,8 @@ REVISIONS: Resource = ("serving.knative.dev", "v1", "revisions")
 PODAUTOSCALERS: Resource = ("autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers")
 REVISION_CRD = "revisions.serving.knative.dev"
 KNATIVE_NAMESPACE = "knative-serving"
+AUTOSCALER_CONFIGMAP = "config-autoscaler"
+DEFAULT_TARGET_KEY = "container-concurrency-target-default"
 VERSION_LABELS = ("serving.knative.dev/release", "app.kubernetes.io/version")
 SERVICE_LABEL = "serving.knative.dev/service"
 WRITE_ATTEMPTS = 5
@@ -49,6 +51,8 @@ class KnativeInfo:
     version: str | None          # e.g. "1.23.0"; None when the cluster does not say
     write_path: str              # "Revision" | "PodAutoscaler"
     source: str                  # where the version was read
+    default_target: float = KNATIVE_DEFAULT_TARGET   # config-autoscaler's container-concurrency-target-default
+    default_target_source: str = "assumed (Knative's default)"
 
 
 def parse_version(text: str | None) -> tuple[int, int] | None:
@@ -99,12 +103,18 @@ def _annotated_number(annotations: dict, key: str, meaning: str, ok) -> float | 
     return value
 
 
-def _default_target(revision: dict | None) -> float:
+def _container_concurrency(revision: dict | None) -> float:
+    """The revision's hard limit (0: none); Knative caps the target at it."""
     cc = ((revision or {}).get("spec") or {}).get("containerConcurrency") or 0
-    return float(cc) if cc > 0 else KNATIVE_DEFAULT_TARGET
+    try:
+        cc = float(cc)
+    except (TypeError, ValueError):
+        return 0.0
+    return cc if math.isfinite(cc) and cc > 0 else 0.0
 
 
-def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Iterable[dict]) -> dict[str, Holder]:
+def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Iterable[dict],
+                 default_target: float = KNATIVE_DEFAULT_TARGET) -> dict[str, Holder]:
     revs = {r["metadata"]["name"]: r for r in revisions}
     objs = revs.values() if write_path == "Revision" else podautoscalers
     out = {}
@@ -113,8 +123,18 @@ def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Ite
         out[meta["name"]] = Holder(write_path, meta.get("namespace", ""), meta["name"],
                                    (meta.get("labels") or {}).get(SERVICE_LABEL),
                                    meta.get("resourceVersion"), dict(meta.get("annotations") or {}),
-                                   _default_target(revs.get(meta["name"])))
+                                   default_target, _container_concurrency(revs.get(meta["name"])))
     return out
+
+
+def default_target_from(configmap: dict) -> float | None:
+    """config-autoscaler's container-concurrency-target-default, if it is a positive number."""
+    text = ((configmap or {}).get("data") or {}).get(DEFAULT_TARGET_KEY)
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _escape(key: str) -> str:
@@ -166,6 +186,21 @@ class KnativeCluster:
         return info
 
     async def _detect(self) -> KnativeInfo:
+        info = await self._detect_version()
+        # The target a revision without the annotation runs at: the cluster's, where readable
+        # (a Role in knative-serving, operator/README.md); Knative's own default otherwise.
+        try:
+            value = default_target_from(await self.api.get_configmap(KNATIVE_NAMESPACE, AUTOSCALER_CONFIGMAP))
+        except ApiError as exc:
+            if exc.status not in (403, 404):
+                raise
+            return info
+        if value is None:
+            return replace(info, default_target_source=f"{AUTOSCALER_CONFIGMAP} has no usable "
+                                                       f"{DEFAULT_TARGET_KEY}; assumed {KNATIVE_DEFAULT_TARGET:g}")
+        return replace(info, default_target=value, default_target_source=AUTOSCALER_CONFIGMAP)
+
+    async def _detect_version(self) -> KnativeInfo:
         if self.version_override:
             return KnativeInfo(self.version_override.lstrip("v"), write_path_for(self.version_override),
                                "KPILOT_KNATIVE_VERSION")
@@ -201,7 +236,8 @@ class KnativeCluster:
         revisions, pas = await asyncio.gather(
             self.api.list_objects(REVISIONS, namespace),
             self.api.list_objects(PODAUTOSCALERS, namespace))
-        return holders_from(write_path, revisions, pas), pas
+        default = self._info[1].default_target if self._info else KNATIVE_DEFAULT_TARGET
+        return holders_from(write_path, revisions, pas, default), pas
 
     @staticmethod
     def _ref(holder: Holder) -> tuple[Resource, str, str]:

@@ -71,14 +71,19 @@ class Holder:
     resource_version: str | None
     annotations: Mapping[str, str]
     default_target: float = KNATIVE_DEFAULT_TARGET   # what Knative runs without the annotation
+    container_concurrency: float = 0.0               # the revision's hard limit; 0: none
 
     @property
     def current_target(self) -> float:
+        """The target Knative runs (its target resolution): the annotation, else the cluster's
+        default, capped by containerConcurrency where the revision sets one."""
         try:
             value = float(self.annotations[TARGET])
-            return value if math.isfinite(value) and value > 0 else self.default_target
+            if not (math.isfinite(value) and value > 0):
+                value = self.default_target
         except (KeyError, ValueError):
-            return self.default_target
+            value = self.default_target
+        return min(value, self.container_concurrency) if self.container_concurrency > 0 else value
 
     @property
     def owner(self) -> str | None:
@@ -276,6 +281,9 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
     for status, holder in candidates:
         previous = holder.current_target
         min_target, max_target = bounds_of[status.name]
+        if holder.container_concurrency > 0:     # Knative would cap a higher target: do not write one
+            max_target = min(max_target, holder.container_concurrency)
+            min_target = min(min_target, max_target)
         reading = readings.get(holder.name)
         if holder.name in proposal_of:
             plan.decisions += 1

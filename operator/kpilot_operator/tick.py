@@ -150,7 +150,8 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     except ApiError as exc:
         telemetry.ERRORS.labels(kind="ApiUnavailable", **labels).inc()
         raise ApiUnavailable(str(exc)) from None
-    status.update(knativeVersion=info.version or "unknown", writePath=info.write_path)
+    status.update(knativeVersion=info.version or "unknown", writePath=info.write_path,
+                  defaultTarget=info.default_target, defaultTargetSource=info.default_target_source)
 
     policy = None
     if spec.mode != "Off":   # Off only restores: it needs no policy

@@ -223,3 +223,17 @@ async def test_missing_knative_is_a_condition_not_a_crash(k8s, prom, api, monkey
     async with running_operator() as thread:
         await eventually(lambda: condition(k8s, "Ready").get("reason") == "KnativeNotInstalled", what="condition")
         assert thread.is_alive()
+
+
+async def test_an_unannotated_revision_starts_from_the_clusters_default_target(k8s, prom, api, operator):
+    # config-autoscaler says 20, not Knative's 100: the first step is limited from what really runs.
+    k8s.put("v1/configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "config-autoscaler", "namespace": "knative-serving"},
+                              "data": {"container-concurrency-target-default": "20"}})
+    seed(k8s, prom, target=None)
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url, maxStepRatio=0.5))
+    await eventually(lambda: TARGET in rev_annotations(k8s), what="a first target on the revision")
+    # From 100 the x1.5 limit would have written 66.67; from the cluster's 20 it writes 30.
+    assert rev_annotations(k8s)[TARGET] == "30" and rev_annotations(k8s)[ORIGINAL] == "absent"
+    status = policy_status(k8s)
+    assert status["defaultTarget"] == 20 and status["defaultTargetSource"] == "config-autoscaler"

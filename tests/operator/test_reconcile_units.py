@@ -203,6 +203,17 @@ def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotatio
     assert run(spec(), [SVC], [holder(**{TARGET: "70", **kpa})], {"r1": reading()}).writes[0].target == 40
 
 
+def test_container_concurrency_caps_the_target_as_knative_does():
+    capped = Holder("Revision", "ns", "r1", "s1", "1", {TARGET: "70"}, 100.0, 10.0)
+    assert capped.current_target == 10                       # Knative runs min(annotation, cc)
+    assert Holder("Revision", "ns", "r1", "s1", "1", {}, 20.0).current_target == 20   # the cluster's default
+    # The constant policy proposes 40; above cc=10 Knative would cap it, so nothing is written.
+    plan = run(spec(), [SVC], [capped], {"r1": reading()})
+    assert plan.writes == [] and plan.services[0].reason == "WithinDeadband"
+    low = Holder("Revision", "ns", "r1", "s1", "1", {TARGET: "5"}, 100.0, 10.0)
+    assert run(spec(), [SVC], [low], {"r1": reading()}).writes[0].target == 10
+
+
 def test_targets_never_end_outside_the_bounds():
     kw = dict(max_step_ratio=10, cooldown_s=0, last_change_at=None, now=NOW)
     # A previous target just above the maximum is pulled inside, not kept by the deadband.
