@@ -221,7 +221,7 @@ def test_kubernetes_metrics_show_the_policy_only_what_a_podautoscaler_reads(tiny
     # In a replay only the policy's row changes, and says how it was observed.
     runs = {m: run_evaluation([TRACE], tiny_policy, ["kpa", "static:2"], metrics=m).rows
             for m in ("prometheus", "kubernetes")}
-    assert runs["kubernetes"][0]["metrics"] == "kubernetes" and "metrics" not in runs["prometheus"][0]
+    assert runs["kubernetes"][0]["metrics_source"] == "kubernetes" and "metrics_source" not in runs["prometheus"][0]
     assert runs["kubernetes"][1:] == runs["prometheus"][1:]
     with pytest.raises(ValueError, match="metrics must be one of prometheus, kubernetes"):
         rl_controller(art, "statsd")

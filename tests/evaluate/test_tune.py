@@ -64,7 +64,7 @@ def test_the_choice_replays_the_policy_through_the_operators_metrics_source():
                               metrics="kubernetes")
     win = time_window(load_trace(trace, seed=0), 0.5, 1.0, warmup_s=120.0)
     cost = cost_per_request(replay(win, banded, art.sim, seed=0, timeline=False).metrics, art.reward)
-    assert k8s["policy_cost"] == pytest.approx(cost) and k8s["metrics"] == "kubernetes"
+    assert k8s["policy_cost"] == pytest.approx(cost) and k8s["metrics_source"] == "kubernetes"
     assert prom["target_cost"] == k8s["target_cost"] and prom["policy_cost"] < k8s["policy_cost"]
 
 

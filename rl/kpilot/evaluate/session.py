@@ -124,7 +124,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
             if time_of_day_shift_s:
                 row["time_of_day_shift_s"] = float(time_of_day_shift_s)
             if metrics != "prometheus" and row["policy"].startswith(("rl:", IN_BAND)):
-                row["metrics"] = metrics
+                row["metrics_source"] = metrics    # the operator's source it read through
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
     result = EvaluationResult(rows, artifact, results, notes)

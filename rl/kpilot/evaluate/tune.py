@@ -47,7 +47,7 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
         chosen = band if pays else 1.0
         out.append({"trace": spec, "window": list(window), "base_target": target, "band": chosen,
                     "target_cost": target_cost, "policy_cost": policy_cost, "policy": f"rl:{artifact.name}",
-                    "metrics": metrics,
+                    "metrics_source": metrics,
                     "annotations": {BASE_TARGET: f"{target:g}", BAND: f"{chosen:g}"}})
     return out
 

@@ -22,8 +22,8 @@ from kpilot.sim.batch import Batch
 from kpilot.sim.config import SimConfig
 from kpilot.traces.model import Trace
 
-METRIC_KEYS = ("requests", "completed", "failed", "rejected", "latency_p50_s", "latency_p95_s",
-               "latency_p99_s", "latency_mean_s", "slo_violation_rate", "slo_violations",
+METRIC_KEYS = ("requests", "completed", "failed", "trace_failed", "rejected", "latency_p50_s",
+               "latency_p95_s", "latency_p99_s", "latency_mean_s", "slo_violation_rate", "slo_violations",
                "carried_over_violations", "late_seconds",
                "cold_starts", "cold_start_rate", "pod_seconds", "mean_pods", "max_pods",
                "panic_seconds", "duration_s", "warmup_s")
