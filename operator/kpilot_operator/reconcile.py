@@ -172,9 +172,21 @@ class ServiceStatus:
     applied: float | None = None
     message: str = ""
     bounds: tuple[float, float] | None = None     # the Service's band, where it has a base target
+    by_revision: dict[str, dict] = field(default_factory=dict)
+
+    def record(self, revision: str) -> None:
+        """Keep this revision's outcome: a Service splitting traffic shows each one's."""
+        entry = {"name": revision, "reason": self.reason}
+        if self.applied is not None:
+            entry["appliedTarget"] = self.applied
+        if self.message:
+            entry["message"] = self.message
+        self.by_revision[revision] = entry
 
     def as_dict(self, now_iso: str) -> dict:
         out = {"name": self.name, "revisions": self.revisions, "reason": self.reason, "time": now_iso}
+        if len(self.by_revision) > 1:
+            out["revisionStatus"] = [self.by_revision[r] for r in self.revisions if r in self.by_revision]
         if self.bounds is not None:
             out["bounds"] = {"minTarget": self.bounds[0], "maxTarget": self.bounds[1]}
         if self.observation is not None:
@@ -256,6 +268,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             else:
                 candidates.append((status, holder))
                 kept.add(rev)
+                continue
+            status.record(rev)
 
     # 2. One batched inference over every revision with a usable observation.
     base_of = {svc.name: svc.base_target for svc in services}
@@ -280,6 +294,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
     plan = Plan(writes, statuses, fresh)
     for status, holder in candidates:
         previous = holder.current_target
+        status.applied, status.message = None, ""       # this revision's outcome, recorded below
         min_target, max_target = bounds_of[status.name]
         if holder.container_concurrency > 0:     # Knative would cap a higher target: do not write one
             max_target = min(max_target, holder.container_concurrency)
@@ -307,6 +322,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 # It runs, but on a base that follows its own decisions: say so where people look.
                 note = f"the policy reads a {BASE_TARGET} and this Service has none: it reads the current target"
                 status.message = f"{status.message}; {note}" if status.message else note
+            status.record(holder.name)
             continue
         # No usable observation: hold, then fall back once it has been stale for too long.
         plan.stale += 1
@@ -339,6 +355,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             kept.discard(holder.name)
             restore(holder, status.name, "FallbackRestored")
             status.applied = writes[-1].target if writes and writes[-1].holder is holder else previous
+        status.record(holder.name)
 
     # 4. Whatever this policy owns but no longer manages (left the selector, lost traffic): restore.
     for holder in holders.values():

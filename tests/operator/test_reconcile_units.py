@@ -214,6 +214,18 @@ def test_container_concurrency_caps_the_target_as_knative_does():
     assert run(spec(), [SVC], [low], {"r1": reading()}).writes[0].target == 10
 
 
+def test_a_service_splitting_traffic_shows_each_revisions_outcome():
+    split = ServiceView("s1", "ns", False, ("r1", "r2", "r3"))
+    other = holder("r3", **{TARGET: "40", ORIGINAL: "70", OWNER: "q"})
+    plan = run(spec(), [split], [holder("r1", **{TARGET: "70"}), other], {"r1": reading()})
+    entries = {e["name"]: e for e in plan.services[0].as_dict("now")["revisionStatus"]}
+    # Before: one reason for the Service, the last revision's; r2's absence and r3's owner were hidden.
+    assert entries["r1"]["reason"] == "Applied" and entries["r1"]["appliedTarget"] == 40
+    assert entries["r2"]["reason"] == "RevisionNotFound" and entries["r3"]["reason"] == "ClaimedByOtherPolicy"
+    assert "revisionStatus" not in run(spec(), [SVC], [holder(**{TARGET: "70"})], {"r1": reading()}
+                                       ).services[0].as_dict("now")
+
+
 def test_targets_never_end_outside_the_bounds():
     kw = dict(max_step_ratio=10, cooldown_s=0, last_change_at=None, now=NOW)
     # A previous target just above the maximum is pulled inside, not kept by the deadband.
