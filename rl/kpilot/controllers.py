@@ -59,8 +59,8 @@ def parse_controller(option: str, *, interval_s: float = 30.0):
             target = float(text.split(":", 1)[1])
         except ValueError:
             target = float("nan")
-        if not (target >= 0.01):
-            raise ConfigError(f"static target must be a number >= 0.01, got {text!r}", option="--policy")
+        if not (0.01 <= target < float("inf")):
+            raise ConfigError(f"static target must be a finite number >= 0.01, got {text!r}", option="--policy")
         return StaticTarget(target)
     policy = load_policy(text)
     name = policy.manifest.get("name") or text.rstrip("/").split("/")[-1]

@@ -51,6 +51,8 @@ def test_observation_version_mismatch(tiny_policy, tmp_path, section):
 def test_unknown_baseline(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--baselines", "kpa,magic",
            expect="unknown baseline 'magic'")
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--baselines", "static:inf",
+           expect="unknown baseline 'static:inf'")
 
 
 def test_bad_trace_path(tiny_policy, tmp_path):

@@ -95,6 +95,7 @@ def test_a_policy_with_smoothing_takes_over_knatives_target_at_once(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (("--trace", "/no/such/file.csv"), "/no/such/file.csv"),
     (("--trace", SMALL, "--policy", "static:-1"), "option --policy"),
+    (("--trace", SMALL, "--policy", "static:inf"), "finite number >= 0.01"),
     (("--trace", SMALL, "--policy", "/no/such/policy"), "/no/such/policy"),
     (("--trace", SMALL, "--cold-start", "lognormal:1"), "option --cold-start"),
     (("--trace", SMALL, "--cores", "0"), "option --cores"),

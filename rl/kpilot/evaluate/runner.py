@@ -120,7 +120,7 @@ def parse_baselines(text: str | None) -> list[str]:
             continue
         if item.startswith("static:"):
             try:
-                ok = float(item[7:]) >= 0.01
+                ok = 0.01 <= float(item[7:]) < math.inf
             except ValueError:
                 ok = False
             if ok:
