@@ -75,6 +75,11 @@ async def _fake_prometheus(revisions: list[str], counter: list[int]) -> tuple[ai
                   for rev, v in zip(revisions, rng.uniform(1, 50, len(revisions)))]
         return aiohttp.web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
 
+    return await serve_prometheus(query)
+
+
+async def serve_prometheus(query) -> tuple[aiohttp.web.AppRunner, str]:
+    """Serve `query` as Prometheus's /api/v1/query on a loopback port: (runner, base URL)."""
     app = aiohttp.web.Application()
     app.router.add_get("/api/v1/query", query)
     runner = aiohttp.web.AppRunner(app, access_log=None)

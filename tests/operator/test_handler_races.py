@@ -13,7 +13,7 @@ from operator_support import constant_policy_bytes
 
 from kpilot.policy import sha256_hex
 from kpilot_operator import handlers
-from kpilot_operator.bench import InMemoryCluster
+from kpilot_operator.bench import InMemoryCluster, serve_prometheus
 from kpilot_operator.metrics import MetricsUnavailable, PrometheusMetrics
 from kpilot_operator.reconcile import ORIGINAL, OWNER, TARGET
 from kpilot_operator.tick import Runtime, TickState, run_tick
@@ -84,14 +84,9 @@ async def test_a_prometheus_answer_of_another_shape_is_metrics_unavailable(docum
     async def query(request):
         return aiohttp.web.Response(text=json.dumps(document), content_type="application/json")
 
-    app = aiohttp.web.Application()
-    app.router.add_get("/api/v1/query", query)
-    runner = aiohttp.web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, url = await serve_prometheus(query)
     try:
-        source = PrometheusMetrics(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        source = PrometheusMetrics(url)
         with pytest.raises(MetricsUnavailable, match="unexpected document"):
             await source.read("bench", 30.0, {}, [])
     finally:
