@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -39,7 +39,17 @@ QUERIES: dict[str, str] = {
                       '(rate(kn_serving_invocation_duration_seconds_bucket{{{sel}}}[{w}])))'),
 }
 AUTOSCALER_FIELDS = ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic")
+REQUEST_FIELDS = ("request_rate", "latency_sum_rate", "latency_p95_s")   # queue-proxy series
 QUERIES_PER_TICK = len(QUERIES)
+
+
+def without_request_series(series: dict[str, dict[str, float]]) -> list[str]:
+    """Revisions with ready pods for which the queue-proxy queries found no series at all: their
+    request rate and latency read as 0. Right for a revision that never served a request; on a
+    busy one it means the PromQL range holds under two scrapes, or the queue-proxy series lack the
+    kn_revision_name / k8s_namespace_name labels."""
+    seen = set().union(*(series.get(f, {}) for f in REQUEST_FIELDS))
+    return sorted(rev for rev, pods in series.get("ready_pods", {}).items() if pods > 0 and rev not in seen)
 
 
 class MetricsUnavailable(Exception):
@@ -77,6 +87,7 @@ class PrometheusMetrics:
     timeout_s: float = 5.0
     token: str | None = None
     session: aiohttp.ClientSession | None = None
+    unseen_requests: list[str] = field(default_factory=list)   # the last read's without_request_series
 
     async def _query(self, session: aiohttp.ClientSession, query: str) -> dict[str, float]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
@@ -111,7 +122,9 @@ class PrometheusMetrics:
         finally:
             if own:
                 await session.close()
-        return assemble(dict(zip(QUERIES, results)))
+        series = dict(zip(QUERIES, results))
+        self.unseen_requests = without_request_series(series)
+        return assemble(series)
 
 
 class PodAutoscalerMetrics:

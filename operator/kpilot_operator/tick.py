@@ -182,8 +182,15 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
         try:
             source = await metrics_source(rt, spec, namespace)
             readings = await source.read(namespace, spec.interval_s, holders, pas)
-            conds.append(condition(state, "MetricsAvailable", True, "Read",
-                                   f"{spec.metrics.kind}: {len(readings)} revisions observed", now))
+            unseen = getattr(source, "unseen_requests", [])
+            conds.append(condition(
+                state, "MetricsAvailable", True, "ReadWithoutRequestSeries" if unseen else "Read",
+                f"{spec.metrics.kind}: {len(readings)} revisions observed"
+                + (f"; no request rate or latency series for {len(unseen)} with ready pods "
+                   f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): they read as 0. Fine "
+                   "for a revision that has served nothing yet; otherwise check that the Prometheus "
+                   "scrape interval is under half the decision interval and that queue-proxy series "
+                   "carry kn_revision_name and k8s_namespace_name" if unseen else ""), now))
         except MetricsUnavailable as exc:
             telemetry.ERRORS.labels(kind="MetricsUnavailable", **labels).inc()
             conds.append(condition(state, "MetricsAvailable", False, "Unavailable", str(exc), now))

@@ -14,7 +14,7 @@ from operator_support import constant_policy_bytes
 from kpilot.policy import sha256_hex
 from kpilot_operator import handlers
 from kpilot_operator.bench import InMemoryCluster, serve_prometheus
-from kpilot_operator.metrics import MetricsUnavailable, PrometheusMetrics
+from kpilot_operator.metrics import MetricsUnavailable, PrometheusMetrics, without_request_series
 from kpilot_operator.reconcile import ORIGINAL, OWNER, TARGET
 from kpilot_operator.tick import Runtime, TickState, run_tick
 
@@ -121,3 +121,30 @@ async def test_a_write_the_fresh_object_did_not_need_is_not_reported():
     # Before: a TargetApplied Event and "1 writes" for a target that was never set.
     assert events == [] and status["conditions"][0]["message"].endswith("0 writes")
     assert "not written" in status["services"][0]["message"]
+
+
+@pytest.mark.asyncio
+async def test_a_busy_revision_without_request_series_is_named_in_the_metrics_condition():
+    # The autoscaler's gauges answer; the queue-proxy histogram queries find nothing (a 30 s range
+    # over a 30 s scrape holds one sample, or the series lack the labels): rate and latency read 0.
+    async def query(request):
+        q = request.query["query"]
+        value = "1e9" if "timestamp(" in q else "3"
+        result = [] if "invocation_duration" in q else [{"metric": {"kn_revision_name": "svc-0-00001"},
+                                                         "value": [1e9, value]}]
+        return aiohttp.web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    runner, url = await serve_prometheus(query)
+    try:
+        async with aiohttp.ClientSession() as http:
+            rt = Runtime(cluster=GatedCluster(), emit_event=lambda *a: None, clock=lambda: 1e9, http=http)
+            spec = {**SPEC, "metrics": {"prometheus": {"url": url}}}
+            status = await run_tick(rt, "p", "bench", spec, TickState())
+    finally:
+        await runner.cleanup()
+    metrics = next(c for c in status["conditions"] if c["type"] == "MetricsAvailable")
+    assert metrics["status"] == "True" and metrics["reason"] == "ReadWithoutRequestSeries"
+    assert "svc-0-00001" in metrics["message"] and "read as 0" in metrics["message"]
+    # With the histogram series present the condition is the plain Read.
+    assert without_request_series({"ready_pods": {"r": 2.0}, "request_rate": {"r": 0.0}}) == []
+    assert without_request_series({"ready_pods": {"r": 0.0}}) == []      # scaled to zero: nothing to say
