@@ -208,3 +208,11 @@ def test_window_average_counts_missing_seconds_as_zero_and_ramps_in():
         ring[s % 60] = 1.0 if s >= 70 else 0.0
     assert window_average(ring, 100, 0, 60) == pytest.approx(30 / 60)
     assert window_average(ring, 0, 0, 60) == 0.0
+
+
+@pytest.mark.parametrize("stable, panic", [(60, 6), (25, 3), (45, 5), (65, 7), (6, 1), (8, 1)])
+def test_panic_window_rounds_halves_away_from_zero_like_go(stable, panic):
+    # Knative's MakeMetric rounds with time.Duration.Round: 2.5 s -> 3 s (Python's round gives 2).
+    from kpilot.sim.config import KpaConfig
+
+    assert KpaConfig(stable_window_s=stable).panic_window_s == panic

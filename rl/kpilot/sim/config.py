@@ -6,6 +6,7 @@ Every KPA field mirrors a key of Knative 1.23's `config-autoscaler` ConfigMap
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from kpilot.errors import ConfigError
@@ -33,8 +34,9 @@ class KpaConfig:
 
     @property
     def panic_window_s(self) -> float:
-        # Knative: max(1 s, round(stable x pct / 100)), in whole seconds.
-        return max(1.0, round(self.stable_window_s * self.panic_window_percentage / 100.0))
+        # Knative: max(1 s, stable x pct / 100 rounded to whole seconds, halves away from zero as
+        # Go's Duration.Round does; Python's round() would take 2.5 s to 2).
+        return max(1.0, float(math.floor(self.stable_window_s * self.panic_window_percentage / 100.0 + 0.5)))
 
     def target_value(self, target: float | None, container_concurrency: int) -> float:
         """TargetValue as Knative resolves it (pkg/reconciler/autoscaling/resources/target.go)."""
