@@ -127,16 +127,18 @@ def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict)
                                                            manifest["manifest"]["observation_version"]))
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
-        if out.exists():
-            for extra in out.iterdir():            # anything else kept in the folder stays with it
-                if not (staging / extra.name).exists():
-                    os.replace(extra, staging / extra.name)
-            retired = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, retired)
+        if not out.exists():
             os.replace(staging, out)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+            return
+        retired = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, retired)
+        os.replace(staging, out)
+        # Anything else kept in the folder moves over only once the new artifact is in place, and
+        # the old folder goes only after that: a stop at any point deletes none of it.
+        for extra in retired.iterdir():
+            if not (out / extra.name).exists():
+                os.replace(extra, out / extra.name)
+        shutil.rmtree(retired, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)     # gone already unless a write failed
 
