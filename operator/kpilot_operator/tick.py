@@ -81,25 +81,23 @@ async def metrics_source(rt: Runtime, spec: PolicySpec, namespace: str):
     return PrometheusMetrics(spec.metrics.url, spec.metrics.timeout_s, token, rt.http)
 
 
-NOT_WRITTEN = ""    # apply_writes: nothing to write on the fresh object (gone, or changed by someone else)
-
-
-async def apply_writes(rt: Runtime, writes: list[Write]) -> dict[int, str]:
+async def apply_writes(rt: Runtime, writes: list[Write]) -> tuple[dict[int, str], set[int]]:
     """Perform the writes concurrently (bounded); returns index -> error for those that failed,
-    or NOT_WRITTEN for those the fresh object no longer needed."""
+    and the indices the fresh object no longer needed (gone, or changed by someone else)."""
     gate = asyncio.Semaphore(rt.write_concurrency)
     failures: dict[int, str] = {}
+    skipped: set[int] = set()
 
     async def one(i: int, w: Write) -> None:
         async with gate:
             try:
                 if not await rt.cluster.write(w.holder, w.intent):
-                    failures[i] = NOT_WRITTEN
+                    skipped.add(i)
             except (WriteFailed, ApiError) as exc:
                 failures[i] = str(exc)
 
     await asyncio.gather(*(one(i, w) for i, w in enumerate(writes)))
-    return failures
+    return failures, skipped
 
 
 def _event_for_write(rt, policy_name, bodies, w: Write, error: str | None) -> None:
@@ -203,9 +201,7 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     telemetry.DECISIONS.labels(mode=spec.mode, **labels).inc(plan.decisions)
     telemetry.STALE.labels(**labels).set(plan.stale)
 
-    results = await apply_writes(rt, plan.writes) if plan.writes else {}
-    skipped = {i for i, error in results.items() if error == NOT_WRITTEN}
-    failures = {i: error for i, error in results.items() if error != NOT_WRITTEN}
+    failures, skipped = await apply_writes(rt, plan.writes) if plan.writes else ({}, set())
     bodies = {s.name: s.body for s in services}
     by_service = {s.name: s for s in plan.services}
     for i, w in enumerate(plan.writes):
@@ -237,7 +233,7 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     status["staleRevisions"] = plan.stale
     ready = not failures and all(c["status"] == "True" for c in conds)
     return finish(ready, "Reconciled" if ready else "Degraded",
-                  f"{len(plan.services)} services, {len(plan.writes) - len(results)} writes"
+                  f"{len(plan.services)} services, {len(plan.writes) - len(failures) - len(skipped)} writes"
                   + (f", {len(failures)} failed" if failures else ""))
 
 
@@ -252,7 +248,7 @@ async def restore_all(rt: Runtime, name: str, namespace: str) -> int:
         raise ApiUnavailable(str(exc)) from None
     owned = [h for h in holders.values() if h.owner == name]
     writes = [Write(h, Restore(), h.service, "PolicyDeleted", h.current_target, None) for h in owned]
-    failures = {i: e for i, e in (await apply_writes(rt, writes)).items() if e != NOT_WRITTEN}
+    failures, _ = await apply_writes(rt, writes)
     for i, error in failures.items():
         logging.getLogger(__name__).warning("restore of %s failed: %s", writes[i].holder.name, error)
     return len(failures)
