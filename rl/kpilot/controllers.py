@@ -49,17 +49,23 @@ class PolicyController:
         return self.decide(raw_obs, first=True)
 
 
+def static_target(text: str) -> float | None:
+    """The N of `static:N` if it is a target Knative accepts (finite, >= 0.01), else None."""
+    try:
+        target = float(text.split(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+    return target if 0.01 <= target < float("inf") else None
+
+
 def parse_controller(option: str, *, interval_s: float = 30.0):
     """`kpa`, `static:TARGET` or a policy path (directory or policy.json)."""
     text = option.strip()
     if text == "kpa":
         return KpaDefault()
     if text.startswith("static:"):
-        try:
-            target = float(text.split(":", 1)[1])
-        except ValueError:
-            target = float("nan")
-        if not (0.01 <= target < float("inf")):
+        target = static_target(text)
+        if target is None:
             raise ConfigError(f"static target must be a finite number >= 0.01, got {text!r}", option="--policy")
         return StaticTarget(target)
     policy = load_policy(text)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kpilot.action import DEFAULT_BAND, band_bounds, valid_band
-from kpilot.controllers import PolicyController
+from kpilot.controllers import PolicyController, static_target
 from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
 from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget, mean_cost
@@ -118,13 +118,8 @@ def parse_baselines(text: str | None) -> list[str]:
     for item in items:
         if item in BASELINES:
             continue
-        if item.startswith("static:"):
-            try:
-                ok = 0.01 <= float(item[7:]) < math.inf
-            except ValueError:
-                ok = False
-            if ok:
-                continue
+        if item.startswith("static:") and static_target(item) is not None:
+            continue
         raise ConfigError(f"unknown baseline {item!r} (valid: {', '.join(BASELINES)}, static:N)",
                           option="--baselines")
     return items
