@@ -36,15 +36,11 @@ def _trace_identity(checksum, selection) -> tuple:
     return (checksum, selection or "all")
 
 
-def seen_in_training(artifact: Artifact, spec: str, trace, window) -> str | None:
-    """A note when `window` of `trace` overlaps what the policy trained or was validated on
-    (the manifest's training traces, by file checksum and function selection, and its split):
-    its figures there are not held out."""
+def training_identities(artifact: Artifact) -> set[tuple]:
+    """The manifest's training traces, by file checksum and function selection."""
     from kpilot.traces.selection import selection_label
     from kpilot.traces.spec import parse_spec
 
-    split = (artifact.manifest.get("config") or {}).get("split") or {}
-    seen = [(k, *split[k]) for k in ("train", "validation") if isinstance(split.get(k), (list, tuple))]
     trained = set()
     for t in artifact.manifest.get("training_traces") or []:
         try:
@@ -52,8 +48,17 @@ def seen_in_training(artifact: Artifact, spec: str, trace, window) -> str | None
         except TraceError:
             continue
         trained.add(_trace_identity(t.get("sha256"), selection_label(options)))
+    return trained
+
+
+def seen_in_training(artifact: Artifact, trained: set[tuple], spec: str, trace, window) -> str | None:
+    """A note when `window` of `trace` overlaps what the policy trained or was validated on
+    (`trained`: training_identities(artifact), within the manifest's split): its figures there are
+    not held out."""
     if _trace_identity(trace.meta.get("checksum"), trace.meta.get("selection")) not in trained:
         return None
+    split = (artifact.manifest.get("config") or {}).get("split") or {}
+    seen = [(k, *split[k]) for k in ("train", "validation") if isinstance(split.get(k), (list, tuple))]
     lo, hi = window if window is not None else (0.0, 1.0)
     hits = [f"{'trained' if k == 'train' else 'validated'} on {a:g}:{b:g}" for k, a, b in seen if a < hi and lo < b]
     if not hits:
@@ -99,8 +104,8 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         if window is not None:
             trace = scored_window(spec, trace, window, warmup_s, "to score")
         traces.append((spec, trace, tuning))
-    notes = [n for spec, trace in loaded if artifact is not None
-             for n in [seen_in_training(artifact, spec, trace, window)] if n]
+    trained = training_identities(artifact) if artifact is not None else set()
+    notes = [n for spec, trace in loaded if (n := seen_in_training(artifact, trained, spec, trace, window))]
     rows, results = [], {}
     for spec, trace, tuning in traces:
         tuned = in_band = chosen = None

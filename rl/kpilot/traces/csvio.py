@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,8 +114,12 @@ def _checked_float(path: Path, header: list[str], raw: pl.Series) -> pl.Series:
     if bad.any():
         row = int(bad.arg_max())
         cell, value = text[row], values[row]
-        problem = ("missing value" if cell is None or cell == "" or (value is not None and value != value)
-                   else f"non-finite value {cell!r}" if value is not None else f"non-numeric value {cell!r}")
+        if cell is None or cell == "" or (value is not None and math.isnan(value)):
+            problem = "missing value"
+        elif value is None:
+            problem = f"non-numeric value {cell!r}"
+        else:
+            problem = f"non-finite value {cell!r}"
         raise TraceError(problem, path=str(path), line=row + 2,
                          column=column_label(header, raw.name))
     return values
