@@ -235,5 +235,7 @@ async def test_an_unannotated_revision_starts_from_the_clusters_default_target(k
     await eventually(lambda: TARGET in rev_annotations(k8s), what="a first target on the revision")
     # From 100 the x1.5 limit would have written 66.67; from the cluster's 20 it writes 30.
     assert rev_annotations(k8s)[TARGET] == "30" and rev_annotations(k8s)[ORIGINAL] == "absent"
+    # The status patch lands after the tick's writes: wait for it rather than race it.
+    await eventually(lambda: "defaultTarget" in policy_status(k8s), what="the tick's status")
     status = policy_status(k8s)
     assert status["defaultTarget"] == 20 and status["defaultTargetSource"] == "config-autoscaler"
