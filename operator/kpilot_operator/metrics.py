@@ -10,7 +10,8 @@ observation (it is held, then falls back).
 Kubernetes (no Prometheus): PA status.actualScale / desiredScale only, through
 kpilot.observation.pod_autoscaler_readings (which `kpilot evaluate --metrics kubernetes` replays a
 policy through): the autoscaler's own decision is inverted for concurrency (stable = panic =
-desiredScale x target, the most it can have observed); request rate and latencies read 0. A
+desiredScale x target x 70 %, the most it can have observed when it asked for that many pods at
+Knative's default utilization); request rate and latencies read 0. A
 degraded mode (operator/README.md has what it costs): use Prometheus in production.
 """
 

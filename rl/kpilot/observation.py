@@ -15,13 +15,19 @@ Features, in order (raw value -> encoded value):
 | 0 | concurrency_stable  | requests, revision total; kn_revision_concurrency_stable               | log1p    |
 | 1 | concurrency_panic   | requests, revision total; kn_revision_concurrency_panic                | log1p    |
 | 2 | ready_pods          | pods; PA status.actualScale / kn_revision_pods_count                   | log1p    |
-| 3 | desired_pods        | pods; PA status.desiredScale / kn_revision_pods_desired                | log1p    |
-| 4 | starting_pods       | pods requested, not yet ready (cold starts in progress);               | log1p    |
-|   |                     | max(0, desired - ready) / kn_revision_pods_{pending,not_ready}_count   |          |
-| 5 | target              | requests per pod; the revision's autoscaling.knative.dev/target        | log      |
-| 6 | request_rate        | req/s over the last decision interval; queue-proxy request count rate  | log1p    |
-| 7 | latency_mean_s      | s, mean request latency over the interval; invocation_duration sum/cnt | log1p    |
-| 8 | latency_p95_s       | s, p95 over the interval; histogram_quantile(0.95, invocation_duration)| log1p    |
+| 3 | desired_pods        | pods the decider wants (before min/max scale and scale-to-zero         | log1p    |
+|   |                     | handling); kn_revision_pods_desired (PA status.desiredScale without    |          |
+|   |                     | Prometheus)                                                            |          |
+| 4 | starting_pods       | pods wanted, not yet ready: max(0, desired - ready)                    | log1p    |
+| 5 | target              | requests per pod; the revision's autoscaling.knative.dev/target as     | log      |
+|   |                     | Knative resolves it (`resolved_target`: default, containerConcurrency) |          |
+| 6 | request_rate        | req/s completed over the last decision interval; queue-proxy's         | log1p    |
+|   |                     | rate(kn_serving_invocation_duration_seconds_count)                     |          |
+| 7 | latency_mean_s      | s, mean over the interval of what queue-proxy times: from the request  | log1p    |
+|   |                     | reaching its pod (past the activator and queue-proxy's own queue) to   |          |
+|   |                     | its response; invocation_duration sum / count                          |          |
+| 8 | latency_p95_s       | s, histogram_quantile(0.95, ...) over queue-proxy's buckets            | log1p    |
+|   |                     | (LATENCY_BUCKETS_S: at most 10 s, the highest finite bound)            |          |
 | 9 | utilization         | stable / (max(ready,1) x target): derived, no extra source             | clip 0..10 |
 |10 | panic               | 0/1; kn_revision_panic_mode                                            | identity |
 |11 | time_of_day_sin     | sin(2 pi t / 86400), t = seconds since midnight UTC                    | identity |
@@ -32,7 +38,11 @@ Version 2 (`kpilot-obs/2`) adds one feature, the Service's base target:
 |13 | base_target         | requests per pod; the kpilot.dev/base-target annotation (the static    | log      |
 |   |                     | target tuned on the Service's recent traffic, `kpilot tune`)           |          |
 
-A version 2 policy knows the level its Service's own history asks for and chooses around it.
+A version 4 policy knows the level its Service's own history asks for and chooses around it.
+
+Versions 1 and 2 had the same features, but the simulator that trained them reported some of
+them otherwise than a cluster does (latency including the wait for a cold start, an exact p95,
+arrivals for the rate, the pods wanted after bounds): their policies are refused.
 """
 
 from __future__ import annotations
@@ -41,8 +51,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OBS_VERSION = "kpilot-obs/1"
-OBS_VERSION_BASE = "kpilot-obs/2"
+OBS_VERSION = "kpilot-obs/3"
+OBS_VERSION_BASE = "kpilot-obs/4"
 BASE_FEATURE = "base_target"
 
 # Raw inputs the caller provides, in the order of the table above (utilization is derived).
@@ -77,6 +87,41 @@ FEATURES = (
 )
 N_FEATURES = len(FEATURES)
 FEATURES_BY_VERSION = {OBS_VERSION: FEATURES, OBS_VERSION_BASE: FEATURES + (BASE_FEATURE,)}
+
+# queue-proxy's kn.serving.invocation.duration bucket bounds, seconds (knative/serving
+# pkg/queue/request_metric.go, unchanged up to 1.23). The +Inf bucket follows.
+LATENCY_BUCKETS_S = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                              7.5, 10.0])
+
+
+def histogram_quantile(q: float, counts: np.ndarray, bounds: np.ndarray = LATENCY_BUCKETS_S) -> np.ndarray:
+    """Prometheus's histogram_quantile over per-bucket counts (last axis: one count per bound, then
+    +Inf): linear within the bucket holding the rank, the first bucket starting at 0, and the
+    highest finite bound when the rank falls in +Inf. 0 where nothing was counted."""
+    counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    cum = np.cumsum(counts, axis=-1)
+    total = cum[:, -1]
+    rank = q * total
+    b = np.minimum(np.argmax(cum >= rank[:, None], axis=-1), len(bounds))
+    upper = np.append(bounds, bounds[-1])
+    lower = np.concatenate([[0.0], bounds])
+    below = np.where(b > 0, np.take_along_axis(cum, np.maximum(b - 1, 0)[:, None], -1)[:, 0], 0.0)
+    inside = np.take_along_axis(counts, b[:, None], -1)[:, 0]
+    frac = np.where(inside > 0, (rank - below) / np.maximum(inside, 1e-300), 1.0)
+    value = np.where(b == len(bounds), bounds[-1], lower[b] + (upper[b] - lower[b]) * frac)
+    return np.where(total > 0, value, 0.0)
+
+
+def resolved_target(annotation, container_concurrency: float, default: float = 100.0):
+    """The target Knative scales on (pkg/reconciler/autoscaling/resources/target.go): the
+    annotation (NaN: none), else the cluster default; capped by containerConcurrency when set
+    (0 = unlimited), which is also the target when no annotation is set."""
+    annotation = np.asarray(annotation, dtype=np.float64)
+    if container_concurrency > 0:
+        return np.where(np.isnan(annotation), container_concurrency,
+                        np.minimum(annotation, container_concurrency))
+    return np.where(np.isnan(annotation), default, annotation)
+
 
 # Bounds of the encoded features, for gymnasium's Box. Generous: a real cluster can exceed
 # anything we trained on, and clipping at the edge is safer than raising.
@@ -160,13 +205,15 @@ def encode(*, base_target=None, **raw) -> np.ndarray:
 METRICS_SOURCES = ("prometheus", "kubernetes")
 
 
-def pod_autoscaler_readings(ready_pods: float, desired_pods: float, target: float) -> dict:
+def pod_autoscaler_readings(ready_pods: float, desired_pods: float, target: float,
+                            utilization: float = 0.7) -> dict:
     """The readings a PodAutoscaler's status alone gives (no Prometheus: the operator's
     `spec.metrics.kubernetes`): ready and desired pods; the autoscaler's own decision inverted for
-    concurrency (stable = panic = desired x target, the most it can have observed); request rate,
+    concurrency (stable = panic = desired x target x utilization, the most it can have observed
+    when it asked for that many pods; Knative's default utilization 70 %); request rate,
     latencies and the panic flag read 0. The operator reads a cluster through this, and
     `kpilot evaluate --metrics kubernetes` replays a policy through it."""
-    concurrency = float(desired_pods) * float(target)
+    concurrency = float(desired_pods) * float(target) * float(utilization)
     return {"concurrency_stable": concurrency, "concurrency_panic": concurrency,
             "ready_pods": float(ready_pods), "desired_pods": float(desired_pods),
             "starting_pods": max(0.0, float(desired_pods) - float(ready_pods)), "request_rate": 0.0,

@@ -211,7 +211,7 @@ def test_kubernetes_metrics_show_the_policy_only_what_a_podautoscaler_reads(tiny
                starting_pods=1.0, target=2.5, request_rate=12.0, latency_mean_s=0.4,
                latency_p95_s=1.5, panic=1.0, time_of_day_s=3600.0)
     seen = pod_autoscaler_readings(3.0, 4.0, 2.5)
-    assert seen["concurrency_stable"] == seen["concurrency_panic"] == 10.0       # desired x target
+    assert seen["concurrency_stable"] == seen["concurrency_panic"] == 7.0   # desired x target x 70 %
     assert seen["request_rate"] == seen["latency_p95_s"] == seen["panic"] == 0.0
     # Rate, latency, panic and the autoscaler's concurrency do not reach the policy; pods do.
     other = {**raw, "request_rate": 0.5, "latency_mean_s": 30.0, "latency_p95_s": 90.0, "panic": 0.0,

@@ -107,6 +107,51 @@ def test_a_window_whose_requests_all_came_in_the_warm_up_scores_nothing():
     assert r.metrics["late_seconds"] == 0.0 and len(r.latencies) == 0
 
 
+def _pods_gone_after(t0, tl):
+    return tl["t"][(tl["t"] > t0) & (tl["ready_pods"] == 0)][0]
+
+
+def test_scale_to_zero_comes_a_stable_window_after_the_last_request_with_the_activator_in_the_path():
+    # Requests every second until 99 s (0.5 s each), then one at 400 s. The stable window is empty
+    # at 160 s and the decider wants zero. With the default target-burst-capacity the activator
+    # has long been in the path, so Knative's scaler skips the grace period (kpa/scaler.go
+    # handleScaleToZero: ProxyFor >= grace); with TBC 0 it waits the 30 s grace period.
+    arr = np.r_[np.arange(0.0, 100.0), 400.0]
+    trace = make_trace(arr, np.full(len(arr), 0.5))
+    in_path = replay(trace, StaticTarget(1.0), config=cfg(target_burst_capacity=211.0)).timeline
+    out_of_path = replay(trace, StaticTarget(1.0), config=cfg(target_burst_capacity=0.0)).timeline
+    assert in_path["desired_pods"][in_path["t"] == 158.0] == 1
+    assert _pods_gone_after(100, in_path) == 160.0
+    assert _pods_gone_after(100, out_of_path) == 190.0
+
+
+def test_a_young_revision_keeps_its_pod_for_a_stable_window():
+    # No traffic at first: Knative keeps the new revision's pod until it has been active for a
+    # stable window (ActiveFor < stable window -> scale 1), then drops it.
+    tl = replay(make_trace([300.0], [1.0]), StaticTarget(1.0), config=cfg()).timeline
+    assert np.all(tl["ready_pods"][tl["t"] < 60.0] == 1)
+    assert _pods_gone_after(0, tl) == 60.0
+
+
+def test_a_request_to_a_revision_at_zero_starts_a_pod_at_once():
+    # The activator reports the first request at once and the autoscaler decides then (the
+    # poke), not at its next 2 s tick: the request waits for exactly one cold start.
+    r = replay(make_trace([10.0, 300.5], [1.0, 1.0]), StaticTarget(1.0), config=cfg(cold_start="fixed:3"))
+    assert r.latencies[1] == pytest.approx(3.0 + 1.0)
+
+
+def test_a_burst_after_an_idle_spell_is_averaged_over_the_seconds_since_it_began():
+    # 40 requests of 2 s at 300-301 s, the revision at zero since 70 s. Knative's windows start
+    # afresh after a window without records, so at the 302 s tick the stable average is over
+    # the 2 s since the burst (about 30), not over 60 s (about 1): 9 pods at once at target 5.
+    arr = np.r_[10.0, 300.0 + np.linspace(0.0, 1.0, 40)]
+    tl = replay(make_trace(arr, np.r_[1.0, np.full(40, 2.0)]), StaticTarget(5.0),
+                config=cfg(cold_start="fixed:3")).timeline
+    at = tl["t"] == 302.0
+    assert tl["observed_concurrency_stable"][at] == pytest.approx(30.0, abs=1.0)
+    assert tl["desired_pods"][at] == 9
+
+
 def test_cold_start_from_zero_is_waited_for_and_counted():
     # No pods at first: the activator buffers the request, its concurrency reaches the KPA at the
     # 2 s tick, a pod is created then and is ready 5 s later.
@@ -225,3 +270,38 @@ def test_projected_overdue_is_what_the_requests_are_charged_when_the_pace_holds(
     queued.advance(5.0)
     late, missed = queued.projected_overdue()
     assert late[0] == pytest.approx(3.5) and missed[0] == 1
+
+
+def test_the_observation_reads_requests_as_queue_proxy_reports_them():
+    from kpilot.sim.batch import Batch
+
+    # One 1 s request at a revision at zero waits 3 s for a cold start: the user waits 4 s, but
+    # queue-proxy times only the second it spent at the pod (kn_serving_invocation_duration),
+    # and counts the request when it completes, not when it arrives.
+    b = Batch(1, cfg(initial_scale=0, cold_start="fixed:3"), max_requests=2)
+    b.reset(0, make_trace([1.0, 20.0], [1.0, 30.0]), seed=0, target=1.0)
+    b.advance(2.5)
+    arrived = b.raw_observation(30.0)
+    assert arrived["request_rate"][0] == 0.0 and arrived["latency_mean_s"][0] == 0.0
+    assert arrived["desired_pods"][0] == 2 and arrived["starting_pods"][0] == 2
+    b.advance(30.0)
+    done = b.raw_observation(30.0)
+    assert done["request_rate"][0] == pytest.approx(1 / 30.0)
+    assert done["latency_mean_s"][0] == pytest.approx(1.0)
+    assert 0.75 < done["latency_p95_s"][0] <= 1.0         # through Knative's (0.75, 1] bucket
+    b.start_interval()
+    b.advance(60.0)
+    # The 30 s request: Prometheus's histogram_quantile cannot read past the last bound, 10 s.
+    assert b.raw_observation(30.0)["latency_p95_s"][0] == 10.0
+
+
+def test_the_observed_target_is_the_one_knative_scales_on():
+    from kpilot.sim.batch import Batch
+
+    # containerConcurrency caps the annotation; without one, the cluster default applies.
+    capped = Batch(1, cfg(container_concurrency=4), max_requests=1)
+    capped.reset(0, make_trace([1.0], [1.0]), seed=0, target=10.0)
+    assert capped.raw_observation(30.0)["target"][0] == 4.0
+    default = Batch(1, cfg(), max_requests=1)
+    default.reset(0, make_trace([1.0], [1.0]), seed=0, target=None)
+    assert default.raw_observation(30.0)["target"][0] == 100.0

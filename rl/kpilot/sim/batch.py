@@ -10,13 +10,12 @@ import math
 
 import numpy as np
 
+from kpilot.observation import LATENCY_BUCKETS_S, histogram_quantile, resolved_target
 from kpilot.sim import engine as E
 from kpilot.sim.coldstart import MAX_COLD_START_S, ColdStartModel, lognormal_params, parse_cold_start
 from kpilot.sim.config import SimConfig
 from kpilot.sim.kpa import SPEC_SIZE, decider_spec, decider_state_size, new_decider_state
 from kpilot.traces.model import Trace
-
-HIST_EDGES = 10.0 ** (E.HIST_LO + np.arange(E.HIST_BINS - 1) / E.HIST_PER_DECADE)
 
 
 def _seed_state(seed: int) -> np.uint64:
@@ -76,6 +75,7 @@ class Batch:
     def _alloc_requests(self, m: int) -> None:
         self.arrivals = np.full((self.n, m), np.inf)
         self.service = np.zeros((self.n, m), dtype=np.float32)
+        self.reached = np.full((self.n, m), np.nan)   # when each request reached its pod
         self.latency = np.full((self.n, m if self.record else 1), np.nan, dtype=np.float32)
 
     def _spec(self) -> np.ndarray:
@@ -94,13 +94,15 @@ class Batch:
         """Start simulation e afresh on `trace` (already windowed and re-based to 0)."""
         m = len(trace)
         if m > self.arrivals.shape[1]:
-            old_a, old_s = self.arrivals, self.service
+            old_a, old_s, old_r = self.arrivals, self.service, self.reached
             self._alloc_requests(max(m, 2 * old_a.shape[1]))
             self.arrivals[:, : old_a.shape[1]] = old_a
             self.service[:, : old_s.shape[1]] = old_s
+            self.reached[:, : old_r.shape[1]] = old_r
         self.arrivals[e, :m] = trace.arrivals
         self.arrivals[e, m:] = np.inf
         self.service[e, :m] = trace.service
+        self.reached[e, :] = np.nan
         if self.record:
             self.latency[e, :] = np.nan
         cfg, k, pod = self.config, self.config.kpa, self.config.pod
@@ -116,7 +118,8 @@ class Batch:
         C[E.C_TICK] = k.tick_s
         C[E.C_MIN_SCALE] = k.min_scale
         C[E.C_MAX_SCALE] = min(k.max_scale, pod.max_pods) if k.max_scale > 0 else pod.max_pods
-        C[E.C_STZ_GRACE] = max(k.scale_to_zero_grace_period_s, k.scale_to_zero_pod_retention_period_s)
+        C[E.C_STZ_GRACE] = k.scale_to_zero_grace_period_s
+        C[E.C_STZ_RETENTION] = k.scale_to_zero_pod_retention_period_s
         C[E.C_STZ_ENABLED] = 1.0 if k.enable_scale_to_zero else 0.0
         C[E.C_SLO_SLOWDOWN] = cfg.slo.slowdown
         C[E.C_SLO_OFFSET] = cfg.slo.offset_s
@@ -130,12 +133,13 @@ class Batch:
         self.I[e, E.I_N_REQ] = m
         self.F[e] = 0.0
         self.F[e, E.F_TARGET] = np.nan if target is None else target
-        self.F[e, E.F_ZERO_SINCE] = np.nan
         self.F[e, E.F_COLD_SCALE] = cold_start_scale
         self.F[e, E.F_NEXT_READY] = np.inf
         self.F[e, E.F_TOD0] = time_of_day_s
         # Until the first decision, the activator is in the path unless TBC = 0 says never.
         self.F[e, E.F_EBC] = 0.0 if k.target_burst_capacity == 0 else -1.0
+        self.F[e, E.F_PROXY_SINCE] = np.nan if k.target_burst_capacity == 0 else 0.0
+        self.F[e, E.F_DESIRED] = -1.0   # no decision yet (Knative's scaleUnknown): nothing to poke
         self.S[e] = 0.0
         self.T[e] = 0.0
         self.spec[e] = self._spec()
@@ -163,6 +167,11 @@ class Batch:
         self.I[e, E.I_REPLICAS] = initial
         self.I[e, E.I_FREE_SLOTS] = initial * self.H
         self.T[e, E.S_MAX_PODS] = initial
+        # A revision with pods is active (and its pods have been scraped: a young revision's
+        # windows divide by the seconds seen); one without is inactive since the start.
+        self.F[e, E.F_ACTIVE_SINCE] = 0.0 if initial > 0 else np.nan
+        self.F[e, E.F_INACTIVE_SINCE] = np.nan if initial > 0 else 0.0
+        self.I[e, E.I_LAST_WRITE_SEC] = -1 if initial > 0 else -(1 << 40)
         new_decider_state(self.dstate[e], float(initial), 0.0)
 
     # ------------------------------------------------------------------ running
@@ -172,7 +181,7 @@ class Batch:
     def advance(self, t_stop) -> None:
         """Advance every simulation to its own t_stop (array) or a common one (scalar)."""
         t_stop = np.broadcast_to(np.asarray(t_stop, dtype=np.float64), (self.n,)).copy()
-        E.advance_all(t_stop, self.arrivals, self.service, self.C, self.I, self.F, self.S, self.T,
+        E.advance_all(t_stop, self.arrivals, self.service, self.reached, self.C, self.I, self.F, self.S, self.T,
                       self.spec, self.dstate, self.buckets, self.rng, self.cs_samples, self.pstate,
                       self.pready, self.pcreated, self.pn, self.pv, self.pt, self.hk, self.hr,
                       self.pk, self.ph, self.pp, self.rlist, self.rpos, self.slist, self.freelist,
@@ -192,33 +201,28 @@ class Batch:
                             self.pt, self.hk, self.hr, self.fifo, out)
         return out[:, 0], out[:, 1]
 
-    def interval_p95(self) -> np.ndarray:
-        """p95 latency per simulation from the interval's histogram (0 when nothing completed)."""
-        counts = self.hist
-        total = counts.sum(axis=1)
-        cum = np.cumsum(counts, axis=1)
-        idx = np.argmax(cum >= 0.95 * np.maximum(total, 1e-9)[:, None], axis=1)
-        upper = np.concatenate([HIST_EDGES, [HIST_EDGES[-1] * 10]])
-        return np.where(total > 0, upper[np.minimum(idx, len(upper) - 1)], 0.0)
-
     def raw_observation(self, interval_s: float) -> dict:
-        """The observation contract's raw fields for every simulation (see kpilot.observation)."""
+        """The observation contract's raw fields for every simulation, each as the cluster reports
+        it (kpilot.observation): the autoscaler's window averages and its decider's pod count;
+        starting pods as the operator derives them; requests counted and timed as queue-proxy
+        counts and times them (on completion, from reaching the pod), the p95 through its buckets."""
         F, I, S = self.F, self.I, self.S
         completed = np.maximum(S[:, E.S_COMPLETED], 1.0)
         ready = I[:, E.I_N_READY].astype(np.float64)
-        desired = I[:, E.I_REPLICAS].astype(np.float64)
-        target = np.where(np.isnan(F[:, E.F_TARGET]), self.config.kpa.container_concurrency_target_default,
-                          F[:, E.F_TARGET])
+        desired = np.maximum(F[:, E.F_DESIRED], 0.0)
+        pod = self.config.pod
+        target = resolved_target(F[:, E.F_TARGET], pod.container_concurrency,
+                                 self.config.kpa.container_concurrency_target_default)
         return {
             "concurrency_stable": F[:, E.F_STABLE].copy(),
             "concurrency_panic": F[:, E.F_PANIC].copy(),
             "ready_pods": ready,
             "desired_pods": desired,
-            "starting_pods": I[:, E.I_N_STARTING].astype(np.float64),
+            "starting_pods": np.maximum(desired - ready, 0.0),
             "target": target,
-            "request_rate": S[:, E.S_ARRIVALS] / interval_s,
-            "latency_mean_s": np.where(S[:, E.S_COMPLETED] > 0, S[:, E.S_LATENCY_SUM] / completed, 0.0),
-            "latency_p95_s": self.interval_p95(),
+            "request_rate": S[:, E.S_COMPLETED] / interval_s,
+            "latency_mean_s": np.where(S[:, E.S_COMPLETED] > 0, S[:, E.S_QP_LATENCY_SUM] / completed, 0.0),
+            "latency_p95_s": histogram_quantile(0.95, self.hist),
             "panic": F[:, E.F_PANICKING].copy(),
             "time_of_day_s": (F[:, E.F_TOD0] + F[:, E.F_NOW]) % 86400.0,
         }

@@ -5,8 +5,11 @@ Each simulation replays one trace window through one Knative revision:
     arrival -> [wait: activator / queue-proxy FIFO] -> pod (processor sharing) -> done
 
 * Pods are created and removed on the KPA's 2 s decision ticks (kpilot.sim.kpa.kpa_decide, the same
-  compiled function the unit tests pin against Knative). A new pod becomes ready after a cold start
-  drawn from the cold-start model, scaled per simulation.
+  compiled function the unit tests pin against Knative), and at once when a request reaches a
+  revision the decider had scaled to zero (the activator's poke). Scale to zero follows Knative's
+  scaler (active for a stable window, then inactive; the grace period counts the time the
+  activator has been in the path). A new pod becomes ready after a cold start drawn from the
+  cold-start model, scaled per simulation.
 * A pod serves at most `cap` requests at once (containerConcurrency, or `unlimited_in_service`
   when it is 0). The n requests in service share `cores` processors: each progresses at
   min(1, cores / n) seconds of work per second. Exact processor sharing uses a per-pod virtual
@@ -15,7 +18,8 @@ Each simulation replays one trace window through one Knative revision:
   the queue-proxy breaker otherwise); a full FIFO rejects the request (a 503, counted as failed).
   New requests pick the less loaded of two random ready pods (the activator's choice-of-two).
 * Revision concurrency (in service + waiting) is integrated exactly into 1 s buckets, as the
-  queue-proxy and activator report it; the stable and panic windows average those buckets.
+  queue-proxy and activator report it; the stable and panic windows average those buckets, each
+  starting afresh after a whole window without a record (no ready pod, no request).
 
 All state lives in numpy arrays with a leading simulation axis, so a batch is one call; the layout
 is owned by `Batch` (kpilot.sim.batch). Times are float64 seconds from each window's start.
@@ -28,6 +32,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from kpilot.observation import LATENCY_BUCKETS_S
 from kpilot.sim.kpa import kpa_decide, window_average, SPEC_TARGET_VALUE, SPEC_TOTAL_VALUE
 
 INF = np.inf
@@ -48,7 +53,10 @@ I_FREE_SLOTS = 10    # free in-service slots summed over ready pods
 I_N_FREE_PODS = 11
 I_REPLICAS = 12      # pods the autoscaler wants (ready + starting)
 I_TICKS = 13
-I_SIZE = 16
+I_LAST_WRITE_SEC = 14  # last second the autoscaler recorded a value (a ready pod, or the activator busy)
+I_STABLE_FIRST = 15    # first second of the stable window's current run of records
+I_PANIC_FIRST = 16     # the same for the panic window
+I_SIZE = 18
 
 # Float scalars per simulation (array F[e, :]).
 F_NOW = 0
@@ -57,7 +65,7 @@ F_LAST_T = 2
 F_INFLIGHT = 3       # in service + waiting
 F_NEXT_TICK = 4
 F_TARGET = 5         # autoscaling.knative.dev/target annotation; NaN = not set (Knative default)
-F_ZERO_SINCE = 6     # first tick the KPA wanted zero; NaN when not
+F_INACTIVE_SINCE = 6 # when the PodAutoscaler was marked inactive; NaN while active or activating
 F_PANICKING = 7
 F_COLD_SCALE = 8
 F_STABLE = 9         # last decision's window averages, desired pods and burst capacity
@@ -67,7 +75,9 @@ F_EBC = 12
 F_NEXT_READY = 13    # earliest ready time among starting pods
 F_TOD0 = 14          # time of day (s since midnight UTC) at window start, for observations
 F_ACCT_T = 15        # pod-seconds and panic time are charged up to here
-F_SIZE = 16
+F_ACTIVE_SINCE = 16  # when the PodAutoscaler last became active (a pod ready); NaN when not active
+F_PROXY_SINCE = 17   # since when the activator has been in the path without a break; NaN when out
+F_SIZE = 18
 
 # Per-interval statistics (array S[e, :]), reset by the caller at each decision interval, and
 # run totals (array T[e, :]) with the same layout.
@@ -81,16 +91,15 @@ S_PANIC_SECONDS = 6
 S_LATENCY_SUM = 7
 S_MAX_PODS = 8
 S_LATE_SECONDS = 9   # seconds past their SLO deadline, summed over the requests that finished
-S_SIZE = 10
+S_QP_LATENCY_SUM = 10  # latency as queue-proxy measures it (from reaching the pod), for observations
+S_SIZE = 11
 
 # Recorded latency of a request turned away by a full queue (never served); NaN: not finished yet.
 REJECTED = -1.0
 
-# Latency histogram: log-spaced bins, 20 per decade from 1 ms to 10^4 s (like a Prometheus
-# histogram, so the p95 the policy sees in simulation is computed the way the operator computes it).
-HIST_LO = -3.0
-HIST_PER_DECADE = 20
-HIST_BINS = 7 * HIST_PER_DECADE + 2   # + underflow and overflow
+# Latency histogram of the interval in queue-proxy's buckets (kpilot.observation), plus +Inf: the
+# policy's p95 is computed from it as Prometheus computes it in a cluster.
+HIST_BINS = len(LATENCY_BUCKETS_S) + 1
 
 # Timeline columns, one row per 2 s tick.
 TL_COLUMNS = ("t", "arrivals", "observed_concurrency_stable", "observed_concurrency_panic",
@@ -109,7 +118,7 @@ C_PANIC_WINDOW = 6
 C_TICK = 7
 C_MIN_SCALE = 8
 C_MAX_SCALE = 9      # 0 = unbounded
-C_STZ_GRACE = 10     # max(grace period, pod retention)
+C_STZ_GRACE = 10     # scale-to-zero-grace-period
 C_STZ_ENABLED = 11
 C_SLO_SLOWDOWN = 12
 C_SLO_OFFSET = 13
@@ -117,7 +126,8 @@ C_CS_KIND = 14
 C_CS_P1 = 15         # fixed: seconds; lognormal: mu
 C_CS_P2 = 16         # lognormal: sigma
 C_CS_MAX = 17
-C_SIZE = 18
+C_STZ_RETENTION = 18 # scale-to-zero-pod-retention-period
+C_SIZE = 19
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -276,14 +286,32 @@ def _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod):
 
 # ---------------------------------------------------------------- the simulation
 @njit(cache=True, error_model="numpy", inline="always")
-def _advance_clock(I, F, buckets, e, t):
-    """Integrate revision concurrency up to t, closing whole-second buckets on the way."""
+def _record_write(C, I, e, s):
+    """Second s holds a recorded value. Knative's buckets (aggregation/bucketing.go Record) start
+    a window afresh when nothing was recorded for a whole window: after an idle spell at zero
+    scale a burst is averaged over the seconds since it began, not over the whole window."""
+    gap = s - I[e, I_LAST_WRITE_SEC]
+    if gap >= C[e, C_STABLE_WINDOW]:
+        I[e, I_STABLE_FIRST] = s
+    if gap >= C[e, C_PANIC_WINDOW]:
+        I[e, I_PANIC_FIRST] = s
+    I[e, I_LAST_WRITE_SEC] = s
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _advance_clock(C, I, F, buckets, e, t):
+    """Integrate revision concurrency up to t, closing whole-second buckets on the way. A second
+    is recorded when a ready pod was there to scrape or the activator had requests to report."""
     W = buckets.shape[1]
     inflight = F[e, F_INFLIGHT]
     last = F[e, F_LAST_T]
     while t >= I[e, I_BUCKET_SEC] + 1:
-        edge = float(I[e, I_BUCKET_SEC] + 1)
-        buckets[e, I[e, I_BUCKET_SEC] % W] = F[e, F_AREA] + inflight * (edge - last)
+        s = I[e, I_BUCKET_SEC]
+        edge = float(s + 1)
+        area = F[e, F_AREA] + inflight * (edge - last)
+        buckets[e, s % W] = area
+        if area > 0.0 or I[e, I_N_READY] > 0:
+            _record_write(C, I, e, s)
         F[e, F_AREA] = 0.0
         I[e, I_BUCKET_SEC] += 1
         last = edge
@@ -308,12 +336,13 @@ def _account(I, F, S, T, e, t):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk, ph, pp,
+def _dispatch(req, pod, t, arrivals, service, reached, pstate, pready, pn, pv, pt, hk, hr, pk, ph, pp,
               C, I, S, T, e):
     _sync_pod(pv, pt, pn, C, e, pod, t)
     _job_push(hk, hr, pn, e, pod, pv[e, pod] + service[e, req], req)
     _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod)
     I[e, I_FREE_SLOTS] -= 1
+    reached[e, req] = t   # queue-proxy times a request from here: no wait at the activator or its breaker
     if pready[e, pod] > arrivals[e, req]:
         # The request arrived before this pod was ready: it waited for a cold start.
         S[e, S_COLD_STARTS] += 1
@@ -347,36 +376,35 @@ def _pick_pod(rng, pstate, pn, rlist, C, I, F, e):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _drain_fifo_to(pod, t, fifo, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk, ph,
+def _drain_fifo_to(pod, t, fifo, arrivals, service, reached, pstate, pready, pn, pv, pt, hk, hr, pk, ph,
                    pp, C, I, S, T, e):
     Q = fifo.shape[1]
     cap = C[e, C_CAP]
     while I[e, I_FIFO_HEAD] < I[e, I_FIFO_TAIL] and pn[e, pod] < cap:
         req = fifo[e, I[e, I_FIFO_HEAD] % Q]
         I[e, I_FIFO_HEAD] += 1
-        _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk, ph, pp,
+        _dispatch(req, pod, t, arrivals, service, reached, pstate, pready, pn, pv, pt, hk, hr, pk, ph, pp,
                   C, I, S, T, e)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _record_done(req, t, arrivals, service, latency, hist, C, F, S, T, e, record):
+def _record_done(req, t, arrivals, service, reached, latency, hist, C, F, S, T, e, record):
     lat = t - arrivals[e, req]
+    qp_lat = t - reached[e, req]
     F[e, F_INFLIGHT] -= 1.0
     S[e, S_COMPLETED] += 1
     T[e, S_COMPLETED] += 1
     S[e, S_LATENCY_SUM] += lat
     T[e, S_LATENCY_SUM] += lat
+    S[e, S_QP_LATENCY_SUM] += qp_lat
+    T[e, S_QP_LATENCY_SUM] += qp_lat
     late = _past_deadline(t, req, arrivals, service, C, e)
     if late > 0.0:
         S[e, S_VIOLATIONS] += 1
         T[e, S_VIOLATIONS] += 1
         S[e, S_LATE_SECONDS] += late
         T[e, S_LATE_SECONDS] += late
-    b = 0
-    if lat > 0.0:
-        b = int(math.floor((math.log10(lat) - HIST_LO) * HIST_PER_DECADE)) + 1
-        b = min(max(b, 0), HIST_BINS - 1)
-    hist[e, b] += 1
+    hist[e, np.searchsorted(LATENCY_BUCKETS_S, qp_lat)] += 1   # Prometheus buckets are le
     if record:
         latency[e, req] = lat
 
@@ -464,15 +492,40 @@ def _scale_to(want, t, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rl
     S[e, S_MAX_PODS] = max(S[e, S_MAX_PODS], float(I[e, I_N_ALIVE]))
 
 
-@njit(cache=True, error_model="numpy")
-def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist,
-          rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record):
-    """One KPA decision at time t, then apply it to the pods."""
-    completed = I[e, I_BUCKET_SEC]
-    first = I[e, I_FIRST_SEC]
-    stable = window_average(buckets[e], completed, first, C[e, C_STABLE_WINDOW])
-    panic = window_average(buckets[e], completed, first, C[e, C_PANIC_WINDOW])
-    # Target resolution (pkg/reconciler/autoscaling/resources/target.go).
+@njit(cache=True, error_model="numpy", inline="always")
+def _hold_or_zero(t, C, I, F, e):
+    """The scale to apply when the decider wants zero pods (pkg/reconciler/autoscaling/kpa/
+    scaler.go handleScaleToZero). An active revision keeps at most one pod until it has been
+    active for a stable window, then it is marked inactive. An inactive one goes to zero once it
+    has been inactive for the grace period (and the pod retention period), or at once if the
+    activator has already been in the path for the grace period: with the default
+    target-burst-capacity it usually has, and the last pod goes about a stable window after the
+    last request."""
+    current = I[e, I_REPLICAS]
+    if np.isnan(F[e, F_INACTIVE_SINCE]):
+        if np.isnan(F[e, F_ACTIVE_SINCE]):
+            return current                  # activating: no pod has been ready yet
+        if t - F[e, F_ACTIVE_SINCE] < C[e, C_STABLE_WINDOW]:
+            return min(current, 1)
+        F[e, F_INACTIVE_SINCE] = t          # mark inactive; the activator takes the path
+        F[e, F_ACTIVE_SINCE] = np.nan
+        if np.isnan(F[e, F_PROXY_SINCE]):
+            F[e, F_PROXY_SINCE] = t
+    inactive_for = t - F[e, F_INACTIVE_SINCE]
+    grace = C[e, C_STZ_GRACE]
+    retention = C[e, C_STZ_RETENTION]
+    if inactive_for >= max(grace, retention):
+        return 0
+    if retention > 0.0 and inactive_for < retention:
+        return current
+    if t - F[e, F_PROXY_SINCE] >= grace:
+        return 0
+    return current
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _resolve_target(spec, C, F, e):
+    """The decider's target from the annotation (pkg/reconciler/autoscaling/resources/target.go)."""
     cc = C[e, C_CC]
     total = cc if cc > 0 else C[e, C_TARGET_DEFAULT]
     tgt = F[e, F_TARGET]
@@ -480,35 +533,62 @@ def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, p
         total = min(tgt, cc) if cc > 0 else tgt
     spec[e, SPEC_TOTAL_VALUE] = total
     spec[e, SPEC_TARGET_VALUE] = max(0.01, total * C[e, C_UTILIZATION])
+
+
+@njit(cache=True, error_model="numpy")
+def _decide(t, stable, panic, spec, dstate, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt,
+            rlist, rpos, slist, freelist, C, I, F, S, T, e):
+    """One KPA decision at time t on the given window averages, then apply it to the pods."""
+    _resolve_target(spec, C, F, e)
     ready = I[e, I_N_READY]
     _account(I, F, S, T, e, t)
-    if completed - first > 0:
-        desired, ebc, panicking = kpa_decide(stable, panic, float(ready), t, spec[e], dstate[e])
-        F[e, F_STABLE] = stable
-        F[e, F_PANIC] = panic
-        F[e, F_DESIRED] = desired
-        F[e, F_EBC] = ebc
-        F[e, F_PANICKING] = 1.0 if panicking else 0.0
-        want = desired
-        if want < C[e, C_MIN_SCALE]:
-            want = int(C[e, C_MIN_SCALE])
-        if C[e, C_MAX_SCALE] > 0 and want > C[e, C_MAX_SCALE]:
-            want = int(C[e, C_MAX_SCALE])
-        if want == 0:
-            if C[e, C_STZ_ENABLED] < 0.5:
-                want = 1
-            else:
-                # Scale to zero only after the grace period with the activator in the path
-                # (pkg/reconciler/autoscaling/kpa/scaler.go); until then hold the current scale.
-                if np.isnan(F[e, F_ZERO_SINCE]):
-                    F[e, F_ZERO_SINCE] = t
-                if t - F[e, F_ZERO_SINCE] < C[e, C_STZ_GRACE]:
-                    want = I[e, I_REPLICAS]
-        else:
-            F[e, F_ZERO_SINCE] = np.nan
-        I[e, I_REPLICAS] = want
-        _scale_to(want, t, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist, rpos,
-                  slist, freelist, C, I, F, S, T, e)
+    desired, ebc, panicking = kpa_decide(stable, panic, float(ready), t, spec[e], dstate[e])
+    F[e, F_STABLE] = stable
+    F[e, F_PANIC] = panic
+    F[e, F_DESIRED] = desired
+    F[e, F_EBC] = ebc
+    F[e, F_PANICKING] = 1.0 if panicking else 0.0
+    # The activator is in the path when the burst capacity is short or no pod is ready (the
+    # ServerlessService in proxy mode); scale to zero counts how long it has been there.
+    if ebc < 0.0 or ready == 0 or not np.isnan(F[e, F_INACTIVE_SINCE]):
+        if np.isnan(F[e, F_PROXY_SINCE]):
+            F[e, F_PROXY_SINCE] = t
+    else:
+        F[e, F_PROXY_SINCE] = np.nan
+    want = desired
+    if want < C[e, C_MIN_SCALE]:
+        want = int(C[e, C_MIN_SCALE])
+    if C[e, C_MAX_SCALE] > 0 and want > C[e, C_MAX_SCALE]:
+        want = int(C[e, C_MAX_SCALE])
+    if want == 0:
+        want = _hold_or_zero(t, C, I, F, e) if C[e, C_STZ_ENABLED] > 0.5 else 1
+    else:
+        F[e, F_INACTIVE_SINCE] = np.nan     # wanted again: active once a pod is ready
+    if want > 0 and ready > 0 and np.isnan(F[e, F_ACTIVE_SINCE]) and np.isnan(F[e, F_INACTIVE_SINCE]):
+        F[e, F_ACTIVE_SINCE] = t
+    I[e, I_REPLICAS] = want
+    _scale_to(want, t, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist, rpos,
+              slist, freelist, C, I, F, S, T, e)
+
+
+@njit(cache=True, error_model="numpy")
+def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist,
+          rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record):
+    """The autoscaler's regular decision at time t (every C_TICK seconds)."""
+    completed = I[e, I_BUCKET_SEC]
+    first = I[e, I_FIRST_SEC]
+    stable = window_average(buckets[e], completed, max(first, I[e, I_STABLE_FIRST]),
+                            C[e, C_STABLE_WINDOW])
+    panic = window_average(buckets[e], completed, max(first, I[e, I_PANIC_FIRST]),
+                           C[e, C_PANIC_WINDOW])
+    _resolve_target(spec, C, F, e)
+    # No decision before the first whole second, nor when nothing was recorded for a stable
+    # window (Knative's ErrNoData: a revision at zero with no traffic keeps its last decision).
+    if completed - first > 0 and completed - I[e, I_LAST_WRITE_SEC] <= C[e, C_STABLE_WINDOW]:
+        _decide(t, stable, panic, spec, dstate, rng, cs_samples, pstate, pready, pcreated, pn, pv,
+                pt, rlist, rpos, slist, freelist, C, I, F, S, T, e)
+    else:
+        _account(I, F, S, T, e, t)
     if record:
         k = I[e, I_TICKS]
         if k < timeline.shape[1]:
@@ -518,7 +598,7 @@ def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, p
             row[2] = stable
             row[3] = panic
             row[4] = spec[e, SPEC_TOTAL_VALUE]
-            row[5] = F[e, F_DESIRED]
+            row[5] = max(F[e, F_DESIRED], 0.0)
             row[6] = I[e, I_N_READY]
             row[7] = F[e, F_PANICKING]
             row[8] = I[e, I_N_STARTING]
@@ -529,8 +609,37 @@ def _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, p
     F[e, F_NEXT_TICK] = t + C[e, C_TICK]
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _poke_average(buckets, cur, first, last_write, window):
+    """A window's average as the autoscaler computes it right after the activator's poke: one
+    request recorded in the current second `cur`, the window restarted if it had been empty."""
+    n = len(buckets)
+    w = int(window)
+    if cur - last_write >= window:
+        first = cur
+    total = 1.0
+    for s in range(max(first, cur - w + 1), cur):
+        total += buckets[s % n]
+    return total / min(w, cur - first + 1)
+
+
 @njit(cache=True, error_model="numpy")
-def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
+def _poke(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rlist,
+          rpos, slist, freelist, C, I, F, S, T, e):
+    """A request reached a revision the autoscaler had scaled to zero: the activator reports it
+    at once and the autoscaler decides then, not at its next tick (activator
+    concurrency_reporter.go, autoscaler scaling/multiscaler.go Poke)."""
+    cur = I[e, I_BUCKET_SEC]
+    first = I[e, I_FIRST_SEC]
+    last = I[e, I_LAST_WRITE_SEC]
+    stable = _poke_average(buckets[e], cur, max(first, I[e, I_STABLE_FIRST]), last, C[e, C_STABLE_WINDOW])
+    panic = _poke_average(buckets[e], cur, max(first, I[e, I_PANIC_FIRST]), last, C[e, C_PANIC_WINDOW])
+    _decide(t, stable, panic, spec, dstate, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt,
+            rlist, rpos, slist, freelist, C, I, F, S, T, e)
+
+
+@njit(cache=True, error_model="numpy")
+def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
                 pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
                 freelist, fifo, hist, latency, timeline, tl_arrivals, record):
     """Run simulation e until t_stop (events at t_stop itself are left for the next call)."""
@@ -545,10 +654,10 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
         t_tick = F[e, F_NEXT_TICK]
         t = min(min(t_arr, t_done), min(t_ready, t_tick))
         if t >= t_stop:
-            _advance_clock(I, F, buckets, e, t_stop)
+            _advance_clock(C, I, F, buckets, e, t_stop)
             _account(I, F, S, T, e, t_stop)
             return
-        _advance_clock(I, F, buckets, e, t)
+        _advance_clock(C, I, F, buckets, e, t)
         if t_ready == t:
             # The earliest starting pod is ready: it takes waiting requests first.
             best = 0
@@ -562,7 +671,7 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
             pt[e, pod] = t
             _set_ready_list(rlist, rpos, I, e, pod, True)
             I[e, I_FREE_SLOTS] += int(cap)
-            _drain_fifo_to(pod, t, fifo, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk,
+            _drain_fifo_to(pod, t, fifo, arrivals, service, reached, pstate, pready, pn, pv, pt, hk, hr, pk,
                            ph, pp, C, I, S, T, e)
             _next_ready_time(pstate, pready, slist, I, F, e)
         elif t_done == t:
@@ -570,10 +679,10 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
             pv[e, pod] = hk[e, pod, 0]   # exact, no drift
             pt[e, pod] = t
             req = _job_pop(hk, hr, pn, e, pod)
-            _record_done(req, t, arrivals, service, latency, hist, C, F, S, T, e, record)
+            _record_done(req, t, arrivals, service, reached, latency, hist, C, F, S, T, e, record)
             if pstate[e, pod] == POD_READY:
                 I[e, I_FREE_SLOTS] += 1
-                _drain_fifo_to(pod, t, fifo, arrivals, service, pstate, pready, pn, pv, pt, hk,
+                _drain_fifo_to(pod, t, fifo, arrivals, service, reached, pstate, pready, pn, pv, pt, hk,
                                hr, pk, ph, pp, C, I, S, T, e)
             _rekey_pod(pv, pt, pn, hk, pk, ph, pp, C, I, e, pod)
             if pstate[e, pod] == POD_DRAINING and pn[e, pod] == 0:
@@ -590,7 +699,7 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
             if I[e, I_FIFO_HEAD] == I[e, I_FIFO_TAIL]:
                 pod = _pick_pod(rng, pstate, pn, rlist, C, I, F, e)
             if pod >= 0:
-                _dispatch(req, pod, t, arrivals, service, pstate, pready, pn, pv, pt, hk, hr, pk,
+                _dispatch(req, pod, t, arrivals, service, reached, pstate, pready, pn, pv, pt, hk, hr, pk,
                           ph, pp, C, I, S, T, e)
             elif I[e, I_FIFO_TAIL] - I[e, I_FIFO_HEAD] < Q:
                 fifo[e, I[e, I_FIFO_TAIL] % Q] = req
@@ -601,18 +710,21 @@ def advance_one(e, t_stop, arrivals, service, C, I, F, S, T, spec, dstate, bucke
                 T[e, S_REJECTED] += 1
                 if record:
                     latency[e, req] = REJECTED
+            if F[e, F_DESIRED] == 0.0:
+                _poke(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv,
+                      pt, rlist, rpos, slist, freelist, C, I, F, S, T, e)
         else:
             _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt,
                   rlist, rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def advance_all(t_stop, arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
+def advance_all(t_stop, arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
                 pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
                 freelist, fifo, hist, latency, timeline, tl_arrivals, record):
     """Advance every simulation e to t_stop[e], in parallel across simulations."""
     for e in prange(arrivals.shape[0]):
-        advance_one(e, t_stop[e], arrivals, service, C, I, F, S, T, spec, dstate, buckets, rng,
+        advance_one(e, t_stop[e], arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng,
                     cs_samples, pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist,
                     rpos, slist, freelist, fifo, hist, latency, timeline, tl_arrivals, record)
 
