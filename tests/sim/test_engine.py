@@ -125,6 +125,16 @@ def test_scale_to_zero_comes_a_stable_window_after_the_last_request_with_the_act
     assert _pods_gone_after(100, out_of_path) == 190.0
 
 
+def test_pod_retention_keeps_the_last_pod_after_the_revision_goes_inactive():
+    # scale-to-zero-pod-retention-period is a hard floor from the moment the revision is marked
+    # inactive (160 s here), whatever the activator's time in the path.
+    arr = np.r_[np.arange(0.0, 100.0), 400.0]
+    trace = make_trace(arr, np.full(len(arr), 0.5))
+    gone = {r: _pods_gone_after(100, replay(trace, StaticTarget(1.0), config=cfg(
+        scale_to_zero_pod_retention_period_s=r)).timeline) for r in (20.0, 45.0, 90.0)}
+    assert gone == {20.0: 180.0, 45.0: 206.0, 90.0: 250.0}
+
+
 def test_a_young_revision_keeps_its_pod_for_a_stable_window():
     # No traffic at first: Knative keeps the new revision's pod until it has been active for a
     # stable window (ActiveFor < stable window -> scale 1), then drops it.
