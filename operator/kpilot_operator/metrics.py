@@ -10,8 +10,8 @@ observation (it is held, then falls back).
 Kubernetes (no Prometheus): PA status.actualScale / desiredScale only, through
 kpilot.observation.pod_autoscaler_readings (which `kpilot evaluate --metrics kubernetes` replays a
 policy through): the autoscaler's own decision is inverted for concurrency (stable = panic =
-desiredScale x target x 70 %, the most it can have observed when it asked for that many pods at
-Knative's default utilization); request rate and latencies read 0. A
+desiredScale x target x utilization, the most it can have observed when it asked for that many
+pods; the revision's target-utilization-percentage, else Knative's default 70 %); request rate and latencies read 0. A
 degraded mode (operator/README.md has what it costs): use Prometheus in production.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from kpilot.observation import pod_autoscaler_readings
-from kpilot_operator.reconcile import Holder
+from kpilot_operator.reconcile import KNATIVE_DEFAULT_TARGET, KNATIVE_DEFAULT_UTILIZATION, Holder
 
 # field -> PromQL template; {sel} is the namespace matcher, {w} the rate window.
 QUERIES: dict[str, str] = {
@@ -138,6 +138,9 @@ class PodAutoscalerMetrics:
             status, name = pa.get("status") or {}, pa["metadata"]["name"]
             if "desiredScale" not in status or "actualScale" not in status:
                 continue
-            target = holders[name].current_target if name in holders else 100.0
-            readings[name] = pod_autoscaler_readings(status["actualScale"], status["desiredScale"], target)
+            holder = holders.get(name)
+            target = holder.current_target if holder else KNATIVE_DEFAULT_TARGET
+            utilization = holder.utilization if holder else KNATIVE_DEFAULT_UTILIZATION
+            readings[name] = pod_autoscaler_readings(status["actualScale"], status["desiredScale"], target,
+                                                     utilization)
         return readings

@@ -42,6 +42,8 @@ BASE_TARGET = BASE_TARGET_ANNOTATION
 BAND = BAND_ANNOTATION
 ABSENT = "absent"
 KNATIVE_DEFAULT_TARGET = 100.0   # container-concurrency-target-default
+UTILIZATION = "autoscaling.knative.dev/target-utilization-percentage"
+KNATIVE_DEFAULT_UTILIZATION = 0.7   # container-concurrency-target-percentage: 70
 CLASS = "autoscaling.knative.dev/class"
 METRIC = "autoscaling.knative.dev/metric"
 KPA_CLASS = "kpa.autoscaling.knative.dev"
@@ -84,6 +86,16 @@ class Holder:
         except (KeyError, ValueError):
             value = self.default_target
         return min(value, self.container_concurrency) if self.container_concurrency > 0 else value
+
+    @property
+    def utilization(self) -> float:
+        """The share of the target Knative aims for per pod: the revision's
+        target-utilization-percentage annotation (1-100), else Knative's default 70 %."""
+        try:
+            value = float(self.annotations[UTILIZATION])
+        except (KeyError, ValueError):
+            return KNATIVE_DEFAULT_UTILIZATION
+        return value / 100.0 if math.isfinite(value) and 1.0 <= value <= 100.0 else KNATIVE_DEFAULT_UTILIZATION
 
     @property
     def owner(self) -> str | None:
@@ -282,7 +294,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
         # The policy's smoothing (if it was trained with one) is part of its decision, except on a
         # revision it does not manage yet; the spec's guardrails then apply to the smoothed target.
         first = np.array([h.owner != policy_name for _, h in live])
-        # A policy that observes a base target (observation version 2) reads the Service's, or
+        # A policy that observes a base target (observation version 4) reads the Service's, or
         # where it has none the revision's current target.
         base = np.array([base_of[st.name] if base_of[st.name] is not None else h.current_target
                          for st, h in live]) if policy.observes_base else None

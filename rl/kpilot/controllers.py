@@ -19,7 +19,7 @@ class PolicyController:
     operator does. With `metrics="kubernetes"` it sees only what the operator's PodAutoscaler-only
     metrics source reads (kpilot.observation.pod_autoscaler_readings). With `bounds` (min, max)
     every decision is clamped into them afterwards, as the operator clamps into a Service's band
-    (kpilot.action.band_bounds). A policy that observes a base target (observation version 2)
+    (kpilot.action.band_bounds). A policy that observes a base target (observation version 4)
     reads `base`, or the revision's current target where there is none."""
 
     policy: ExportedPolicy

@@ -16,8 +16,10 @@ Features, in order (raw value -> encoded value):
 | 1 | concurrency_panic   | requests, revision total; kn_revision_concurrency_panic                | log1p    |
 | 2 | ready_pods          | pods; PA status.actualScale / kn_revision_pods_count                   | log1p    |
 | 3 | desired_pods        | pods the decider wants (before min/max scale and scale-to-zero         | log1p    |
-|   |                     | handling); kn_revision_pods_desired (PA status.desiredScale without    |          |
-|   |                     | Prometheus)                                                            |          |
+|   |                     | handling); kn_revision_pods_desired. Without Prometheus the operator   |          |
+|   |                     | reads PA status.desiredScale, which is after them (and the simulator's |          |
+|   |                     | `--metrics kubernetes` replays keep the decider's count: they differ   |          |
+|   |                     | while a last pod is held before scale to zero, and under min-scale)    |          |
 | 4 | starting_pods       | pods wanted, not yet ready: max(0, desired - ready)                    | log1p    |
 | 5 | target              | requests per pod; the revision's autoscaling.knative.dev/target as     | log      |
 |   |                     | Knative resolves it (`resolved_target`: default, containerConcurrency) |          |
@@ -33,7 +35,7 @@ Features, in order (raw value -> encoded value):
 |11 | time_of_day_sin     | sin(2 pi t / 86400), t = seconds since midnight UTC                    | identity |
 |12 | time_of_day_cos     | cos(2 pi t / 86400)                                                    | identity |
 
-Version 2 (`kpilot-obs/2`) adds one feature, the Service's base target:
+Version 4 (`kpilot-obs/4`) adds one feature, the Service's base target:
 
 |13 | base_target         | requests per pod; the kpilot.dev/base-target annotation (the static    | log      |
 |   |                     | target tuned on the Service's recent traffic, `kpilot tune`)           |          |
@@ -156,7 +158,7 @@ def encode(*, base_target=None, **raw) -> np.ndarray:
 
     Every keyword in RAW_FIELDS is required; each is a scalar or an array of shape (B,).
     Returns float32 of shape (N_FEATURES,) for scalars or (B, N_FEATURES) for arrays; with
-    `base_target` (version 2) one more feature, log of it.
+    `base_target` (version 4) one more feature, log of it.
     Missing or non-finite readings are an error for the caller to handle (hold or fall back):
     the contract never invents a value.
     """

@@ -382,3 +382,19 @@ def test_a_bad_peering_priority_is_one_line_before_the_operator_starts():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["kpilot: error: environment variable KPILOT_PEERING_PRIORITY: "
                                                 "expected an integer, got 'high'"]
+
+
+def test_without_prometheus_concurrency_is_inverted_at_the_revisions_utilization():
+    import asyncio
+
+    from kpilot_operator.metrics import PodAutoscalerMetrics
+    from kpilot_operator.reconcile import UTILIZATION
+
+    # desiredScale = ceil(concurrency / (target x utilization)): 4 pods at target 10 mean at most
+    # 28 requests at Knative's default 70 %, 40 at a revision's own 100 %.
+    pas = [{"metadata": {"name": n}, "status": {"desiredScale": 4, "actualScale": 3}} for n in ("r1", "r2", "r3")]
+    holders = {"r1": Holder("Revision", "ns", "r1", "s1", "1", {TARGET: "10"}),
+               "r2": Holder("Revision", "ns", "r2", "s1", "1", {TARGET: "10", UTILIZATION: "100"}),
+               "r3": Holder("Revision", "ns", "r3", "s1", "1", {TARGET: "10", UTILIZATION: "nope"})}
+    seen = asyncio.run(PodAutoscalerMetrics().read("ns", 30.0, holders, pas))
+    assert {n: r["concurrency_stable"] for n, r in seen.items()} == pytest.approx({"r1": 28.0, "r2": 40.0, "r3": 28.0})

@@ -315,3 +315,20 @@ def test_the_observed_target_is_the_one_knative_scales_on():
     default = Batch(1, cfg(), max_requests=1)
     default.reset(0, make_trace([1.0], [1.0]), seed=0, target=None)
     assert default.raw_observation(30.0)["target"][0] == 100.0
+
+
+def test_only_the_activator_pokes_the_autoscaler():
+    from kpilot.sim.batch import Batch
+
+    # A revision held at one idle pod (min-scale 1) whose decider wants zero. With the activator
+    # in the path (TBC 211) a request is reported at once and decided on; with TBC 0 it goes
+    # straight to the pod, and nothing is decided before the next 2 s tick.
+    desired = {}
+    for tbc in (211.0, 0.0):
+        b = Batch(1, cfg(min_scale=1, target_burst_capacity=tbc), max_requests=1)
+        b.reset(0, make_trace([100.3], [5.0]), seed=0, target=1.0)
+        b.advance(100.0)
+        assert b.raw_observation(30.0)["desired_pods"][0] == 0
+        b.advance(100.5)
+        desired[tbc] = b.raw_observation(30.0)["desired_pods"][0]
+    assert desired == {211.0: 1, 0.0: 0}

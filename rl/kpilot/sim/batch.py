@@ -67,6 +67,7 @@ class Batch:
         self.freelist = np.zeros((n, P), dtype=i4)
         self.fifo = np.zeros((n, pod.queue_capacity), dtype=i4)
         self.hist = np.zeros((n, E.HIST_BINS))
+        self.bounds = np.ascontiguousarray(LATENCY_BUCKETS_S, dtype=np.float64)
         self.tl_arrivals = np.zeros(n)
         self.timeline = np.zeros((n, max(1, max_ticks), E.TL_SIZE))
         self._alloc_requests(max_requests)
@@ -136,10 +137,13 @@ class Batch:
         self.F[e, E.F_COLD_SCALE] = cold_start_scale
         self.F[e, E.F_NEXT_READY] = np.inf
         self.F[e, E.F_TOD0] = time_of_day_s
-        # Until the first decision, the activator is in the path unless TBC = 0 says never.
+        # Until the first decision, the activator is in the path unless TBC = 0 keeps it out
+        # (it still is while no pod is ready).
         self.F[e, E.F_EBC] = 0.0 if k.target_burst_capacity == 0 else -1.0
         self.F[e, E.F_PROXY_SINCE] = np.nan if k.target_burst_capacity == 0 else 0.0
-        self.F[e, E.F_DESIRED] = -1.0   # no decision yet (Knative's scaleUnknown): nothing to poke
+        # No decision yet (Knative's scaleUnknown): nothing to poke. A revision starting at zero is
+        # a new one, whose first request waits for the next tick, not one the KPA scaled to zero.
+        self.F[e, E.F_DESIRED] = -1.0
         self.S[e] = 0.0
         self.T[e] = 0.0
         self.spec[e] = self._spec()
@@ -185,7 +189,7 @@ class Batch:
                       self.spec, self.dstate, self.buckets, self.rng, self.cs_samples, self.pstate,
                       self.pready, self.pcreated, self.pn, self.pv, self.pt, self.hk, self.hr,
                       self.pk, self.ph, self.pp, self.rlist, self.rpos, self.slist, self.freelist,
-                      self.fifo, self.hist, self.latency, self.timeline, self.tl_arrivals,
+                      self.fifo, self.hist, self.bounds, self.latency, self.timeline, self.tl_arrivals,
                       self.record)
 
     def start_interval(self) -> None:

@@ -98,7 +98,8 @@ S_SIZE = 11
 REJECTED = -1.0
 
 # Latency histogram of the interval in queue-proxy's buckets (kpilot.observation), plus +Inf: the
-# policy's p95 is computed from it as Prometheus computes it in a cluster.
+# policy's p95 is computed from it as Prometheus computes it in a cluster. The bounds are passed
+# in (`bounds`), not read as a global: numba's cache would keep a global's old value.
 HIST_BINS = len(LATENCY_BUCKETS_S) + 1
 
 # Timeline columns, one row per 2 s tick.
@@ -388,7 +389,7 @@ def _drain_fifo_to(pod, t, fifo, arrivals, service, reached, pstate, pready, pn,
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _record_done(req, t, arrivals, service, reached, latency, hist, C, F, S, T, e, record):
+def _record_done(req, t, arrivals, service, reached, latency, hist, bounds, C, F, S, T, e, record):
     lat = t - arrivals[e, req]
     qp_lat = t - reached[e, req]
     F[e, F_INFLIGHT] -= 1.0
@@ -404,7 +405,7 @@ def _record_done(req, t, arrivals, service, reached, latency, hist, C, F, S, T, 
         T[e, S_VIOLATIONS] += 1
         S[e, S_LATE_SECONDS] += late
         T[e, S_LATE_SECONDS] += late
-    hist[e, np.searchsorted(LATENCY_BUCKETS_S, qp_lat)] += 1   # Prometheus buckets are le
+    hist[e, np.searchsorted(bounds, qp_lat)] += 1   # Prometheus buckets are le
     if record:
         latency[e, req] = lat
 
@@ -497,10 +498,12 @@ def _hold_or_zero(t, C, I, F, e):
     """The scale to apply when the decider wants zero pods (pkg/reconciler/autoscaling/kpa/
     scaler.go handleScaleToZero). An active revision keeps at most one pod until it has been
     active for a stable window, then it is marked inactive. An inactive one goes to zero once it
-    has been inactive for the grace period (and the pod retention period), or at once if the
-    activator has already been in the path for the grace period: with the default
-    target-burst-capacity it usually has, and the last pod goes about a stable window after the
-    last request."""
+    has been inactive for the grace period (and the pod retention period), or, once the pod
+    retention period (0 by default) has passed, as soon as the activator has been in the path for
+    the grace period: with the default target-burst-capacity it usually has, and the last pod goes
+    about a stable window after the revision's concurrency fell to zero. Knative re-reconciles
+    about 3 s after marking the revision inactive before it scales to zero; here both happen in
+    the same decision."""
     current = I[e, I_REPLICAS]
     if np.isnan(F[e, F_INACTIVE_SINCE]):
         if np.isnan(F[e, F_ACTIVE_SINCE]):
@@ -641,7 +644,7 @@ def _poke(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, p
 @njit(cache=True, error_model="numpy")
 def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
                 pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
-                freelist, fifo, hist, latency, timeline, tl_arrivals, record):
+                freelist, fifo, hist, bounds, latency, timeline, tl_arrivals, record):
     """Run simulation e until t_stop (events at t_stop itself are left for the next call)."""
     Q = fifo.shape[1]
     cap = C[e, C_CAP]
@@ -679,7 +682,8 @@ def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dsta
             pv[e, pod] = hk[e, pod, 0]   # exact, no drift
             pt[e, pod] = t
             req = _job_pop(hk, hr, pn, e, pod)
-            _record_done(req, t, arrivals, service, reached, latency, hist, C, F, S, T, e, record)
+            _record_done(req, t, arrivals, service, reached, latency, hist, bounds, C, F, S, T, e,
+                         record)
             if pstate[e, pod] == POD_READY:
                 I[e, I_FREE_SLOTS] += 1
                 _drain_fifo_to(pod, t, fifo, arrivals, service, reached, pstate, pready, pn, pv, pt, hk,
@@ -710,7 +714,8 @@ def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dsta
                 T[e, S_REJECTED] += 1
                 if record:
                     latency[e, req] = REJECTED
-            if F[e, F_DESIRED] == 0.0:
+            if F[e, F_DESIRED] == 0.0 and (F[e, F_EBC] < 0.0 or I[e, I_N_READY] == 0
+                                           or not np.isnan(F[e, F_INACTIVE_SINCE])):
                 _poke(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv,
                       pt, rlist, rpos, slist, freelist, C, I, F, S, T, e)
         else:
@@ -721,12 +726,12 @@ def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dsta
 @njit(cache=True, error_model="numpy", parallel=True)
 def advance_all(t_stop, arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
                 pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
-                freelist, fifo, hist, latency, timeline, tl_arrivals, record):
+                freelist, fifo, hist, bounds, latency, timeline, tl_arrivals, record):
     """Advance every simulation e to t_stop[e], in parallel across simulations."""
     for e in prange(arrivals.shape[0]):
         advance_one(e, t_stop[e], arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng,
                     cs_samples, pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist,
-                    rpos, slist, freelist, fifo, hist, latency, timeline, tl_arrivals, record)
+                    rpos, slist, freelist, fifo, hist, bounds, latency, timeline, tl_arrivals, record)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
