@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from kpilot.observation import pod_autoscaler_readings
-from kpilot_operator.reconcile import KNATIVE_DEFAULT_TARGET, KNATIVE_DEFAULT_UTILIZATION, Holder
+from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, pod_autoscaler_readings
+from kpilot_operator.reconcile import KNATIVE_DEFAULT_TARGET, Holder
 
 # field -> PromQL template; {sel} is the namespace matcher, {w} the rate window.
 QUERIES: dict[str, str] = {

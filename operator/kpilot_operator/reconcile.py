@@ -29,7 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from kpilot.action import BAND_ANNOTATION, BASE_TARGET_ANNOTATION
-from kpilot.observation import RAW_FIELDS, encode
+from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, RAW_FIELDS, encode
 from kpilot_operator import guardrails
 from kpilot_operator.spec import PolicySpec, step_ratio
 
@@ -43,7 +43,6 @@ BAND = BAND_ANNOTATION
 ABSENT = "absent"
 KNATIVE_DEFAULT_TARGET = 100.0   # container-concurrency-target-default
 UTILIZATION = "autoscaling.knative.dev/target-utilization-percentage"
-KNATIVE_DEFAULT_UTILIZATION = 0.7   # container-concurrency-target-percentage: 70
 CLASS = "autoscaling.knative.dev/class"
 METRIC = "autoscaling.knative.dev/metric"
 KPA_CLASS = "kpa.autoscaling.knative.dev"
@@ -243,6 +242,12 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             writes.append(Write(holder, Restore(), service, reason, holder.current_target,
                                 None if original == ABSENT else float(original)))
 
+    def assert_target(holder: Holder, service: str, reason: str, previous: float, target: float) -> None:
+        # `expected`: the annotation this decision read, so a change made in between is not overwritten.
+        writes.append(Write(holder, Assert(guardrails.format_target(target), policy_name, now,
+                                           holder.annotations.get(TARGET, ABSENT)),
+                            service, reason, previous, target))
+
     if spec.mode == "Off":
         for holder in holders.values():
             restore(holder, holder.service, "Off")
@@ -327,9 +332,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 status.reason, status.applied = "DryRun", previous
                 status.message = f"would set {guardrails.format_target(g.target)} ({g.reason})"
             elif g.changed:
-                writes.append(Write(holder, Assert(guardrails.format_target(g.target), policy_name, now,
-                                           holder.annotations.get(TARGET, ABSENT)),
-                                    status.name, g.reason, previous, g.target))
+                assert_target(holder, status.name, g.reason, previous, g.target)
             if policy.observes_base and base_of[status.name] is None:
                 # It runs, but on a base that follows its own decisions: say so where people look.
                 note = f"the policy reads a {BASE_TARGET} and this Service has none: it reads the current target"
@@ -354,9 +357,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 status.reason, status.applied = "DryRun", previous
                 status.message += f"; would fall back to {guardrails.format_target(target)}"
             elif abs(target - previous) > 1e-9:
-                writes.append(Write(holder, Assert(guardrails.format_target(target), policy_name, now,
-                                           holder.annotations.get(TARGET, ABSENT)),
-                                    status.name, "Fallback", previous, target))
+                assert_target(holder, status.name, "Fallback", previous, target)
         elif spec.mode == "DryRun":
             status.reason, status.applied = "DryRun", previous
             status.message = (f"no usable observation for {stale_for:.0f}s and no fallbackTarget; "

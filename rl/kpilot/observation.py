@@ -22,7 +22,7 @@ Features, in order (raw value -> encoded value):
 |   |                     | while a last pod is held before scale to zero, and under min-scale)    |          |
 | 4 | starting_pods       | pods wanted, not yet ready: max(0, desired - ready)                    | log1p    |
 | 5 | target              | requests per pod; the revision's autoscaling.knative.dev/target as     | log      |
-|   |                     | Knative resolves it (`resolved_target`: default, containerConcurrency) |          |
+|   |                     | Knative resolves it (cluster default, capped by containerConcurrency)  |          |
 | 6 | request_rate        | req/s completed over the last decision interval; queue-proxy's         | log1p    |
 |   |                     | rate(kn_serving_invocation_duration_seconds_count)                     |          |
 | 7 | latency_mean_s      | s, mean over the interval of what queue-proxy times: from the request  | log1p    |
@@ -114,17 +114,6 @@ def histogram_quantile(q: float, counts: np.ndarray, bounds: np.ndarray = LATENC
     return np.where(total > 0, value, 0.0)
 
 
-def resolved_target(annotation, container_concurrency: float, default: float = 100.0):
-    """The target Knative scales on (pkg/reconciler/autoscaling/resources/target.go): the
-    annotation (NaN: none), else the cluster default; capped by containerConcurrency when set
-    (0 = unlimited), which is also the target when no annotation is set."""
-    annotation = np.asarray(annotation, dtype=np.float64)
-    if container_concurrency > 0:
-        return np.where(np.isnan(annotation), container_concurrency,
-                        np.minimum(annotation, container_concurrency))
-    return np.where(np.isnan(annotation), default, annotation)
-
-
 # Bounds of the encoded features, for gymnasium's Box. Generous: a real cluster can exceed
 # anything we trained on, and clipping at the edge is safer than raising.
 BOUND = 20.0
@@ -207,8 +196,11 @@ def encode(*, base_target=None, **raw) -> np.ndarray:
 METRICS_SOURCES = ("prometheus", "kubernetes")
 
 
+KNATIVE_DEFAULT_UTILIZATION = 0.7   # config-autoscaler container-concurrency-target-percentage: 70
+
+
 def pod_autoscaler_readings(ready_pods: float, desired_pods: float, target: float,
-                            utilization: float = 0.7) -> dict:
+                            utilization: float = KNATIVE_DEFAULT_UTILIZATION) -> dict:
     """The readings a PodAutoscaler's status alone gives (no Prometheus: the operator's
     `spec.metrics.kubernetes`): ready and desired pods; the autoscaler's own decision inverted for
     concurrency (stable = panic = desired x target x utilization, the most it can have observed

@@ -66,8 +66,8 @@ def load_artifact(path: str | Path) -> Artifact:
         rule_doc = doc.get("rule_baseline")
         rule = AimdRule(**rule_doc["params"]) if rule_doc else None
         if rule is not None:
-            for name in ("hi_s", "lo_frac", "down", "up", "start", "min_target", "max_target", "interval_s"):
-                _number(f"rule_baseline.params.{name}", getattr(rule, name), 0.0, strict=True)
+            for name, value in rule.params().items():
+                _number(f"rule_baseline.params.{name}", value, 0.0, strict=True)
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
         raise PolicyError(f"malformed manifest ({type(exc).__name__}: {exc})", path=str(p)) from None
     name = policy.manifest.get("name") or p.resolve().name

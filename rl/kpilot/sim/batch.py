@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from kpilot.observation import LATENCY_BUCKETS_S, histogram_quantile, resolved_target
+from kpilot.observation import LATENCY_BUCKETS_S, histogram_quantile
 from kpilot.sim import engine as E
 from kpilot.sim.coldstart import MAX_COLD_START_S, ColdStartModel, lognormal_params, parse_cold_start
 from kpilot.sim.config import SimConfig
@@ -103,7 +103,6 @@ class Batch:
         self.arrivals[e, :m] = trace.arrivals
         self.arrivals[e, m:] = np.inf
         self.service[e, :m] = trace.service
-        self.reached[e, :] = np.nan
         if self.record:
             self.latency[e, :] = np.nan
         cfg, k, pod = self.config, self.config.kpa, self.config.pod
@@ -214,9 +213,9 @@ class Batch:
         completed = np.maximum(S[:, E.S_COMPLETED], 1.0)
         ready = I[:, E.I_N_READY].astype(np.float64)
         desired = np.maximum(F[:, E.F_DESIRED], 0.0)
-        pod = self.config.pod
-        target = resolved_target(F[:, E.F_TARGET], pod.container_concurrency,
-                                 self.config.kpa.container_concurrency_target_default)
+        cc = self.config.pod.container_concurrency
+        target = np.array([self.config.kpa.total_value(None if np.isnan(a) else float(a), cc)
+                           for a in F[:, E.F_TARGET]])
         return {
             "concurrency_stable": F[:, E.F_STABLE].copy(),
             "concurrency_panic": F[:, E.F_PANIC].copy(),

@@ -538,11 +538,18 @@ def _resolve_target(spec, C, F, e):
     spec[e, SPEC_TARGET_VALUE] = max(0.01, total * C[e, C_UTILIZATION])
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _activator_in_path(I, F, e):
+    """The ServerlessService is in proxy mode: burst capacity short (the last decision's), no pod
+    ready, or the revision marked inactive."""
+    return F[e, F_EBC] < 0.0 or I[e, I_N_READY] == 0 or not np.isnan(F[e, F_INACTIVE_SINCE])
+
+
 @njit(cache=True, error_model="numpy")
 def _decide(t, stable, panic, spec, dstate, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt,
             rlist, rpos, slist, freelist, C, I, F, S, T, e):
-    """One KPA decision at time t on the given window averages, then apply it to the pods."""
-    _resolve_target(spec, C, F, e)
+    """One KPA decision at time t on the given window averages (the caller has resolved the
+    target), then apply it to the pods."""
     ready = I[e, I_N_READY]
     _account(I, F, S, T, e, t)
     desired, ebc, panicking = kpa_decide(stable, panic, float(ready), t, spec[e], dstate[e])
@@ -551,9 +558,8 @@ def _decide(t, stable, panic, spec, dstate, rng, cs_samples, pstate, pready, pcr
     F[e, F_DESIRED] = desired
     F[e, F_EBC] = ebc
     F[e, F_PANICKING] = 1.0 if panicking else 0.0
-    # The activator is in the path when the burst capacity is short or no pod is ready (the
-    # ServerlessService in proxy mode); scale to zero counts how long it has been there.
-    if ebc < 0.0 or ready == 0 or not np.isnan(F[e, F_INACTIVE_SINCE]):
+    # Scale to zero counts how long the activator has been in the path.
+    if _activator_in_path(I, F, e):
         if np.isnan(F[e, F_PROXY_SINCE]):
             F[e, F_PROXY_SINCE] = t
     else:
@@ -637,6 +643,7 @@ def _poke(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, p
     last = I[e, I_LAST_WRITE_SEC]
     stable = _poke_average(buckets[e], cur, max(first, I[e, I_STABLE_FIRST]), last, C[e, C_STABLE_WINDOW])
     panic = _poke_average(buckets[e], cur, max(first, I[e, I_PANIC_FIRST]), last, C[e, C_PANIC_WINDOW])
+    _resolve_target(spec, C, F, e)
     _decide(t, stable, panic, spec, dstate, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt,
             rlist, rpos, slist, freelist, C, I, F, S, T, e)
 
@@ -714,8 +721,7 @@ def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dsta
                 T[e, S_REJECTED] += 1
                 if record:
                     latency[e, req] = REJECTED
-            if F[e, F_DESIRED] == 0.0 and (F[e, F_EBC] < 0.0 or I[e, I_N_READY] == 0
-                                           or not np.isnan(F[e, F_INACTIVE_SINCE])):
+            if F[e, F_DESIRED] == 0.0 and _activator_in_path(I, F, e):
                 _poke(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv,
                       pt, rlist, rpos, slist, freelist, C, I, F, S, T, e)
         else:
