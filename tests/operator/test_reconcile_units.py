@@ -398,3 +398,27 @@ def test_without_prometheus_concurrency_is_inverted_at_the_revisions_utilization
                "r3": Holder("Revision", "ns", "r3", "s1", "1", {TARGET: "10", UTILIZATION: "nope"})}
     seen = asyncio.run(PodAutoscalerMetrics().read("ns", 30.0, holders, pas))
     assert {n: r["concurrency_stable"] for n, r in seen.items()} == pytest.approx({"r1": 28.0, "r2": 40.0, "r3": 28.0})
+
+
+def test_the_fallback_is_written_in_one_step_past_the_step_limit_and_cooldown():
+    # Owned at 100, changed a moment ago, a x1.5 step limit and a 10-minute cooldown: a blind
+    # revision still goes straight to its fallback, within the bounds.
+    h = holder(**{TARGET: "100", ORIGINAL: "70", OWNER: "p", "kpilot.dev/changed-at": f"{NOW - 5:.0f}"})
+    sp = spec(fallbackTarget=5, staleAfterSeconds=30, maxStepRatio=0.5, cooldownSeconds=600)
+    fb = run(sp, [SVC], [h], {}, last_fresh={"r1": NOW - 31})
+    assert fb.services[0].reason == "Fallback" and [w.target for w in fb.writes] == [5]
+    # A live decision under the same guardrails is held by the cooldown.
+    assert run(sp, [SVC], [h], {"r1": reading()}).services[0].reason == "Cooldown"
+    # Below the spec's minimum, the fallback is the minimum.
+    low = run(spec(fallbackTarget=1, staleAfterSeconds=30), [SVC], [h], {}, last_fresh={"r1": NOW - 31})
+    assert [w.target for w in low.writes] == [2]
+
+
+def test_switching_to_dry_run_leaves_applied_targets_in_place():
+    # Enforce applied 40 (original 70); in DryRun nothing is written, not even the restore of a
+    # Service that left the selector: Off restores.
+    owned = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
+    assert run(spec(mode="DryRun"), [SVC], [owned], {"r1": reading()}).writes == []
+    assert run(spec(mode="DryRun"), [], [owned], {}).writes == []
+    off = run(spec(mode="Off"), [SVC], [owned], {})
+    assert isinstance(off.writes[0].intent, Restore) and off.writes[0].target == 70

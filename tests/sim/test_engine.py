@@ -332,3 +332,20 @@ def test_only_the_activator_pokes_the_autoscaler():
         b.advance(100.5)
         desired[tbc] = b.raw_observation(30.0)["desired_pods"][0]
     assert desired == {211.0: 1, 0.0: 0}
+
+
+def test_a_longer_window_in_one_simulation_keeps_what_the_others_recorded():
+    from kpilot.sim.batch import Batch
+
+    # Two simulations recording latencies; the second is reset on a window longer than the
+    # request arrays, which grow: the first one's requests and latencies must survive.
+    b = Batch(2, cfg(min_scale=1), max_requests=2, record=True)
+    b.reset(0, make_trace([0.0, 1.0], [1.0, 1.0]), seed=0, target=10.0)
+    b.reset(1, make_trace([0.0], [1.0]), seed=1, target=10.0)
+    b.advance(10.0)
+    recorded = b.latency[0, :2].copy()
+    assert np.isfinite(recorded).all()
+    b.reset(1, make_trace([0.0] * 5, [1.0] * 5), seed=1, target=10.0)
+    assert b.latency.shape[1] >= 5
+    assert list(b.latency[0, :2]) == list(recorded)
+    assert list(b.arrivals[0, :2]) == [0.0, 1.0]

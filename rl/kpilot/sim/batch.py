@@ -95,11 +95,12 @@ class Batch:
         """Start simulation e afresh on `trace` (already windowed and re-based to 0)."""
         m = len(trace)
         if m > self.arrivals.shape[1]:
-            old_a, old_s, old_r = self.arrivals, self.service, self.reached
-            self._alloc_requests(max(m, 2 * old_a.shape[1]))
-            self.arrivals[:, : old_a.shape[1]] = old_a
-            self.service[:, : old_s.shape[1]] = old_s
-            self.reached[:, : old_r.shape[1]] = old_r
+            # Grow every per-request array, keeping the other simulations' requests and what
+            # has been recorded of them.
+            old = (self.arrivals, self.service, self.reached, self.latency)
+            self._alloc_requests(max(m, 2 * old[0].shape[1]))
+            for new, prev in zip((self.arrivals, self.service, self.reached, self.latency), old):
+                new[:, : prev.shape[1]] = prev
         self.arrivals[e, :m] = trace.arrivals
         self.arrivals[e, m:] = np.inf
         self.service[e, :m] = trace.service
