@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench e2e-kind kind-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/kpilot bench
+
+# The kind tier (needs docker, kind, kubectl and internet): a kind cluster with Knative Serving
+# 1.23 and the operator built from this checkout, then tests/e2e/test_kind.py against it.
+e2e-kind: $(STAMP)
+	bash tests/e2e/kind-up.sh
+	KPILOT_KIND_E2E=1 $(BIN)/python -m pytest -q tests/e2e
+
+kind-down:
+	kind delete cluster --name $$(sed -n 's/^name: *//p' kind-config.yaml)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

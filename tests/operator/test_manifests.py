@@ -10,12 +10,13 @@ import jsonschema
 import pytest
 import yaml
 
+from envtest.knative_crds import knative_dir
 from kpilot.policy import load_policy, sha256_hex
 from operator_support import autoscaling_policy, knative_pa, knative_revision, knative_service
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-KNATIVE = Path("/work/shared/reference/knative")
+KNATIVE = knative_dir()    # $KPILOT_KNATIVE_CRDS, else ../shared/reference/knative
 
 
 def docs(name):
@@ -87,6 +88,8 @@ def test_crd_has_status_subresource_printer_columns_and_required_fields():
     ("podautoscaler.yaml", "v1alpha1", knative_pa("svc-00001", "ns", "svc", target="70")),
 ], ids=["service", "revision", "podautoscaler"])
 def test_knative_test_objects_match_the_knative_1_23_crds(crd_file, version, obj):
+    if not (KNATIVE / crd_file).is_file():
+        pytest.skip(f"Knative 1.23 CRDs not found in {KNATIVE} (set KPILOT_KNATIVE_CRDS)")
     crd = yaml.safe_load((KNATIVE / crd_file).read_text())
     assert obj["kind"] == crd["spec"]["names"]["kind"]
     jsonschema.Draft7Validator(crd_schema(crd, version)).validate(obj)

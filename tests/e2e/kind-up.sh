@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Bring up the cluster of kpilot's kind tier (tests/e2e/test_kind.py) and install what it tests:
+# Knative Serving with Kourier (reference notes, section 9), then the operator image built from
+# this checkout with the shipped manifests. Idempotent: run it again to rebuild and redeploy the
+# operator. Needs docker, kind and kubectl, and internet access for the node image, Knative's
+# release manifests and their images.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CLUSTER=$(sed -n 's/^name: *//p' kind-config.yaml)
+KNATIVE_VERSION=${KNATIVE_VERSION:-1.23.0}
+IMAGE=kpilot-operator:e2e          # the tag tests/e2e/overlay puts on the Deployment
+NODE_PORT=31080                    # kind-config.yaml's containerPort
+
+for tool in docker kind kubectl; do
+  command -v "$tool" >/dev/null || { echo "kind-up: $tool is not on PATH" >&2; exit 2; }
+done
+k() { kubectl --context "kind-$CLUSTER" "$@"; }
+
+if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  kind create cluster --config kind-config.yaml --wait 180s
+fi
+
+serving=https://github.com/knative/serving/releases/download/knative-v$KNATIVE_VERSION
+kourier=https://github.com/knative/net-kourier/releases/download/knative-v$KNATIVE_VERSION
+k apply -f "$serving/serving-crds.yaml"
+k wait --for=condition=Established --timeout=120s \
+  crd/services.serving.knative.dev crd/revisions.serving.knative.dev \
+  crd/podautoscalers.autoscaling.internal.knative.dev
+k apply -f "$serving/serving-core.yaml"
+k apply -f "$kourier/kourier.yaml"
+k -n knative-serving patch configmap/config-network --type merge \
+  -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
+k -n knative-serving patch configmap/config-domain --type merge -p '{"data":{"127.0.0.1.sslip.io":""}}'
+# Kourier's gateway as a NodePort that kind-config.yaml publishes on the host.
+k -n kourier-system patch service/kourier --type json -p "[
+  {\"op\":\"replace\",\"path\":\"/spec/type\",\"value\":\"NodePort\"},
+  {\"op\":\"add\",\"path\":\"/spec/ports/0/nodePort\",\"value\":$NODE_PORT}]"
+k -n knative-serving wait --for=condition=Available --timeout=300s deployment --all
+k -n kourier-system wait --for=condition=Available --timeout=300s deployment --all
+
+docker build -f operator/Dockerfile -t "$IMAGE" .
+kind load docker-image "$IMAGE" --name "$CLUSTER"
+k apply -k tests/e2e/overlay
+k -n kpilot-system rollout restart deployment/kpilot-operator   # pick up a rebuilt image
+k -n kpilot-system rollout status deployment/kpilot-operator --timeout=180s
+echo "kind-up: cluster $CLUSTER ready (context kind-$CLUSTER)"
