@@ -17,9 +17,9 @@ Features, in order (raw value -> encoded value):
 | 2 | ready_pods          | pods; PA status.actualScale / kn_revision_pods_count                   | log1p    |
 | 3 | desired_pods        | pods the decider wants (before min/max scale and scale-to-zero         | log1p    |
 |   |                     | handling); kn_revision_pods_desired. Without Prometheus the operator   |          |
-|   |                     | reads PA status.desiredScale, which is after them (and the simulator's |          |
-|   |                     | `--metrics kubernetes` replays keep the decider's count: they differ   |          |
-|   |                     | while a last pod is held before scale to zero, and under min-scale)    |          |
+|   |                     | reads PA status.desiredScale, the scale applied after them, and so do  |          |
+|   |                     | `--metrics kubernetes` replays (they differ while a last pod is held   |          |
+|   |                     | before scale to zero, and under min-scale)                             |          |
 | 4 | starting_pods       | pods wanted, not yet ready: max(0, desired - ready)                    | log1p    |
 | 5 | target              | requests per pod; the revision's autoscaling.knative.dev/target as     | log      |
 |   |                     | Knative resolves it (cluster default, capped by containerConcurrency)  |          |

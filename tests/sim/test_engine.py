@@ -349,3 +349,18 @@ def test_a_longer_window_in_one_simulation_keeps_what_the_others_recorded():
     assert b.latency.shape[1] >= 5
     assert list(b.latency[0, :2]) == list(recorded)
     assert list(b.arrivals[0, :2]) == [0.0, 1.0]
+
+
+def test_without_prometheus_the_desired_pods_are_the_scale_the_podautoscaler_applied():
+    from kpilot.sim.batch import Batch
+
+    # min-scale 1 and no traffic yet: the decider wants 0 pods (kn_revision_pods_desired), the
+    # PodAutoscaler's status.desiredScale says 1, the scale applied; the operator without
+    # Prometheus reads the latter.
+    b = Batch(1, cfg(min_scale=1), max_requests=1)
+    b.reset(0, make_trace([500.0], [0.5]), seed=0, target=10.0)
+    b.advance(30.0)
+    prometheus, kubernetes = b.raw_observation(30.0), b.raw_observation(30.0, metrics="kubernetes")
+    assert prometheus["ready_pods"][0] == kubernetes["ready_pods"][0] == 1
+    assert prometheus["desired_pods"][0] == 0 and kubernetes["desired_pods"][0] == 1
+    assert kubernetes["starting_pods"][0] == 0

@@ -205,15 +205,21 @@ class Batch:
                             self.pt, self.hk, self.hr, self.fifo, out)
         return out[:, 0], out[:, 1]
 
-    def raw_observation(self, interval_s: float) -> dict:
+    def raw_observation(self, interval_s: float, *, metrics: str = "prometheus") -> dict:
         """The observation contract's raw fields for every simulation, each as the cluster reports
         it (kpilot.observation): the autoscaler's window averages and its decider's pod count;
         starting pods as the operator derives them; requests counted and timed as queue-proxy
-        counts and times them (on completion, from reaching the pod), the p95 through its buckets."""
+        counts and times them (on completion, from reaching the pod), the p95 through its buckets.
+        With metrics="kubernetes" the desired pods are the PodAutoscaler's status.desiredScale,
+        the scale applied after min/max scale and the scale-to-zero hold, which is what the
+        operator reads without Prometheus (kpilot.observation.pod_autoscaler_readings)."""
         F, I, S = self.F, self.I, self.S
         completed = np.maximum(S[:, E.S_COMPLETED], 1.0)
         ready = I[:, E.I_N_READY].astype(np.float64)
-        desired = np.maximum(F[:, E.F_DESIRED], 0.0)
+        if metrics == "kubernetes":
+            desired = I[:, E.I_REPLICAS].astype(np.float64)
+        else:
+            desired = np.maximum(F[:, E.F_DESIRED], 0.0)
         cc = self.config.pod.container_concurrency
         target = np.array([self.config.kpa.total_value(None if np.isnan(a) else float(a), cc)
                            for a in F[:, E.F_TARGET]])
