@@ -58,14 +58,59 @@ def trace_formats():
     out_console().print(table)
 
 
-def _write_atomically(path: Path, write) -> None:
+@trace_app.command("from-prometheus")
+def trace_from_prometheus(
+    url: str = typer.Option(..., "--url", help="Prometheus base URL, e.g. http://prometheus-operated.monitoring:9090."),
+    namespace: str = typer.Option(..., "--namespace", help="The Services' namespace."),
+    out: Path = typer.Option(..., "--out", help="Folder for one NAME.csv per Service (created if absent)."),
+    since: str = typer.Option("24h", "--since", help="How far back: 90m, 24h, 7d, ..."),
+    end: Optional[float] = typer.Option(None, "--end", help="End of the range, unix seconds (default: now)."),
+    step: float = typer.Option(60.0, "--step", help="Bin width in seconds (at least two scrape intervals)."),
+    by: str = typer.Option("service", "--by", help="service (kn_service_name) or revision (kn_revision_name)."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding a bearer token."),
+):
+    """Each Service's requests per bin and their mean duration, from queue-proxy's histogram in
+    Prometheus: request-counts traces for `kpilot tune` and `kpilot evaluate`."""
+    import time as _time
+
+    from rich.table import Table
+
+    from kpilot.traces.prometheus_export import parse_duration, read_traffic
+
+    span = parse_duration(since, "--since")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{str(out)!r} is a file, not a folder", option="--out")
+    if not out.parent.exists():
+        raise ConfigError(f"folder {str(out.parent)!r} does not exist", option="--out")
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {str(token_file)!r}: {exc.strerror}", option="--token-file") from None
+    stop = _time.time() if end is None else end
+    traffic = read_traffic(url, namespace, start=stop - span, end=stop, step_s=step, by=by, token=token)
+    out.mkdir(exist_ok=True)
+    table = Table(title=f"{namespace}: requests per {step:g} s bin, last {since}")
+    for column in ("name", "requests", "bins with requests", "mean duration (s)", "trace"):
+        table.add_column(column, justify="left" if column in ("name", "trace") else "right")
+    for entry in traffic:
+        path = out / f"{entry.name}.csv"
+        _write_atomically(path, lambda tmp, e=entry: Path(tmp).write_text(e.csv()), option="--out")
+        timed = [(n, m) for _, n, m in entry.rows if m is not None]
+        mean = sum(n * m for n, m in timed) / sum(n for n, _ in timed) if timed else float("nan")
+        table.add_row(entry.name, f"{entry.requests:,}", str(len(entry.rows)), f"{mean:.3g}", str(path))
+    out_console().print(table)
+
+
+def _write_atomically(path: Path, write, option: str = "--timeline") -> None:
     """Write via a temp file in the same folder, so a failure never leaves a half-written file."""
     import os
     import tempfile
 
     path = Path(path)
     if path.parent and not path.parent.exists():
-        raise ConfigError(f"folder {str(path.parent)!r} does not exist", option="--timeline")
+        raise ConfigError(f"folder {str(path.parent)!r} does not exist", option=option)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -59,7 +59,7 @@ from kpilot.traces.csvio import (ELIDED, column_label, read_numeric_rows,
 from kpilot.traces.model import Trace, make_trace
 from kpilot.traces.selection import select_functions, selection_label
 from kpilot.traces.spec import float_option
-from kpilot.traces.spreading import uniform_in_bins
+from kpilot.traces.spreading import bin_width, uniform_in_bins
 from kpilot.traces.synthetic import lognormal_service
 
 WIDE_SIGNATURE = {"day", "time"}
@@ -102,7 +102,7 @@ def read_huawei_requests(path: Path, header: list[str], options: dict, *, seed: 
         funcs, counts = [f for f, k in zip(funcs, keep) if k], counts[:, keep]
     if counts.sum() == 0:
         raise TraceError("the selected functions have no requests", path=src)
-    width = _bin_width(path, header, t, rows, options)
+    width = bin_width(str(path), t, options)
 
     rng = np.random.default_rng(seed)
     per_cell = counts.T.ravel()  # function-major, like the Azure 2019 reader
@@ -169,18 +169,6 @@ def _counts(path: Path, header: list[str], frame: pl.DataFrame, funcs: list[str]
             raise TraceError(f"non-numeric value {frame.get_column(funcs[col])[int(row)]!r}", **where)
         raise TraceError(f"request count {counts[row, col]:g} is not a non-negative integer", **where)
     return counts.astype(np.int64)
-
-
-def _bin_width(path: Path, header: list[str], t: np.ndarray, rows: np.ndarray, options: dict) -> float:
-    if "bin" in options:
-        width = float_option(options, "bin", None, str(path))
-        if not width > 0:
-            raise TraceError(f"bin={options['bin']} must be positive", path=str(path))
-        return width
-    if len(t) < 2:
-        raise TraceError("one row: cannot tell the bin width from the time step; pass bin=60 "
-                         "(per-minute) or bin=1 (per-second)", path=str(path))
-    return float(np.diff(t).min())
 
 
 def read_huawei_per_request(path: Path, header: list[str], options: dict, **_) -> Trace:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kpilot.errors import TraceError
 from kpilot.traces import azure_functions_2019 as az19, azure_functions_2021 as az21
-from kpilot.traces import azure_llm, burstgpt, coldstart, generic, huawei_requests as hw
+from kpilot.traces import azure_llm, burstgpt, coldstart, generic, huawei_requests as hw, request_counts
 from kpilot.traces.csvio import checksum_in_background, read_header
 from kpilot.traces.model import Trace
 from kpilot.traces.service_model import LlmServiceModel
@@ -27,6 +27,8 @@ FORMATS: dict[str, str] = {
     "huawei-coldstart": "Huawei 2025 cold-start table (a cold-start distribution, not a request trace)",
     "huawei-per-request": "Huawei 2025 per-request table (time_worker, totalCost_worker seconds)",
     "generic": "CSV with timestamp and duration, or input_tokens and output_tokens; optional failed",
+    "request-counts": ("requests per time bin with their mean duration (time, requests, mean_duration_s); "
+                       "`kpilot trace from-prometheus` writes it"),
     "huawei-requests": ("Huawei 2023/2025 wide request counts per minute or second "
                         "(day, time, one column per function)"),
     "synthetic": "generated workload: synthetic:NAME[:key=value,...], NAME in " + "/".join(WORKLOADS),
@@ -40,6 +42,7 @@ SIGNATURES = {
     "huawei-coldstart": coldstart.SIGNATURE,
     "huawei-per-request": hw.PER_REQUEST_SIGNATURE,
     "generic": generic.SIGNATURE,
+    "request-counts": request_counts.SIGNATURE,
     "huawei-requests": hw.WIDE_SIGNATURE,
 }
 
@@ -50,6 +53,7 @@ READERS = {
     "azure-functions-2019": (az19.read_azure_functions_2019, az19.OPTIONS),
     "huawei-per-request": (hw.read_huawei_per_request, hw.PER_REQUEST_OPTIONS),
     "generic": (generic.read_generic, generic.OPTIONS),
+    "request-counts": (request_counts.read_request_counts, request_counts.OPTIONS),
     "huawei-requests": (hw.read_huawei_requests, hw.WIDE_OPTIONS),
 }
 LLM_OPTIONS = {"overhead", "prefill", "decode"}  # override the service model from the spec

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from kpilot.errors import TraceError
+from kpilot.traces.spec import float_option
+
 
 def is_whole_seconds(timestamps: np.ndarray) -> bool:
     """True when every timestamp is an integer number of seconds."""
@@ -52,3 +55,17 @@ def uniform_in_bins(starts: np.ndarray, counts: np.ndarray, width: float,
     """
     counts = np.asarray(counts, dtype=np.int64)
     return np.repeat(np.asarray(starts, dtype=np.float64), counts) + rng.random(int(counts.sum())) * width
+
+
+def bin_width(source: str, starts: np.ndarray, options: dict) -> float:
+    """The width of a count table's bins: option bin=SECONDS, else the smallest step between
+    consecutive bin starts (a table may skip empty bins, never split one)."""
+    if "bin" in options:
+        width = float_option(options, "bin", None, source)
+        if not width > 0:
+            raise TraceError(f"bin={options['bin']} must be positive", path=source)
+        return width
+    if len(starts) < 2:
+        raise TraceError("one row: cannot tell the bin width from the time step; pass bin=60 "
+                         "(per-minute) or bin=1 (per-second)", path=source)
+    return float(np.diff(starts).min())

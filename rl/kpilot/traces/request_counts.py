@@ -1,0 +1,105 @@
+"""Request counts per time bin with their mean duration: what a cluster's Prometheus keeps.
+
+A Knative Service's queue-proxy histogram (kn_serving_invocation_duration_seconds) gives, per bin,
+how many requests it served and their total duration; `kpilot trace from-prometheus` writes one
+such file per Service, and any other per-bin export in this shape reads the same way.
+
+Columns (by name, any order, extra columns ignored):
+    time              start of the bin, seconds (unix time in an export; any origin works, the
+                      time of day is read from it as unix seconds mod 86400); strictly increasing
+    requests          requests in the bin: a non-negative integer
+    mean_duration_s   (optional) their mean duration in seconds, empty where the bin has none
+    bin width         the smallest step between consecutive rows (bins without requests may be
+                      left out); option bin=SECONDS overrides it, and is needed for a one-row file
+    arrivals          a bin with n requests gets n arrivals uniform within it
+                      (`kpilot.traces.spreading.uniform_in_bins`), as the Azure Functions 2019
+                      reader does; t = 0 is the first row's time (meta origin_s)
+    service           lognormal around its bin's mean duration with coefficient of variation cv=
+                      (default 1.0: a bin keeps its mean, not its spread); bins without a mean, or a
+                      file without the column, use service= (seconds; default the file's
+                      request-weighted mean duration, else 0.1)
+Queue-proxy's duration is the time a request spent at its pod, so on a pod shared by more requests
+than it has cores it includes their slowdown: on such Services the replayed service times err long.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from kpilot.errors import TraceError
+from kpilot.traces.csvio import column_label, read_frame, read_numeric, require_columns
+from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.spec import float_option
+from kpilot.traces.spreading import bin_width, uniform_in_bins
+from kpilot.traces.synthetic import lognormal_service
+
+SIGNATURE = {"time", "requests"}
+OPTIONS = {"service", "cv", "bin"}
+MEAN = "mean_duration_s"
+DAY_S = 86400.0
+DEFAULT_SERVICE_S = 0.1
+
+
+def read_request_counts(path: Path, header: list[str], options: dict, *, seed: int, **_) -> Trace:
+    """Synthesise a Trace from per-bin request counts and mean durations (see module doc)."""
+    src = str(path)
+    require_columns(path, header, ["time", "requests"], "request-counts")
+    cols = read_numeric(path, header, ["time", "requests"])
+    t, counts = cols["time"], cols["requests"]
+    bad = (counts < 0) | (counts != np.floor(counts))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TraceError(f"request count {counts[i]:g} is not a non-negative integer", path=src,
+                         line=i + 2, column=column_label(header, "requests"))
+    back = np.diff(t) <= 0
+    if back.any():
+        i = int(np.argmax(back)) + 1
+        raise TraceError(f"time {t[i]:g} does not come after the previous row's {t[i - 1]:g} "
+                         "(rows must be in increasing time)", path=src, line=i + 2,
+                         column=column_label(header, "time"))
+    counts = counts.astype(np.int64)
+    if counts.sum() == 0:
+        raise TraceError("no requests in any bin", path=src)
+    means = _bin_means(path, header, counts) if MEAN in header else np.full(len(t), np.nan)
+    given = np.isfinite(means)
+    weighted = float((means[given] * counts[given]).sum() / counts[given].sum()) if counts[given].sum() else None
+    fallback = float_option(options, "service", weighted or DEFAULT_SERVICE_S, src)
+    cv = float_option(options, "cv", 1.0, src)
+    if not fallback > 0:
+        raise TraceError(f"service={options['service']} must be positive", path=src)
+    if not cv >= 0:
+        raise TraceError(f"cv={options['cv']} must be non-negative", path=src)
+    width = bin_width(src, t, options)
+
+    rng = np.random.default_rng(seed)
+    arrivals = uniform_in_bins(t - t[0], counts, width, rng)
+    per_request_mean = np.repeat(np.where(given, means, fallback), counts)
+    service = (lognormal_service(rng, len(arrivals), 1.0, cv) * per_request_mean).astype(np.float32)
+    trace = make_trace(arrivals, service, None, bin_s=width, bins=len(t), origin_s=float(t[0]),
+                       start_time_of_day_s=float(t[0] % DAY_S),
+                       service_model={"kind": "lognormal per bin", "fallback_mean_s": fallback, "cv": cv})
+    trace.meta["span_s"] = float(max(trace.span_s, t[-1] - t[0] + width))
+    return trace
+
+
+def _bin_means(path: Path, header: list[str], counts: np.ndarray) -> np.ndarray:
+    """The mean duration column: NaN where empty; an error where a bin with requests has a
+    negative, zero or non-numeric mean."""
+    text = read_frame(path, [MEAN]).get_column(MEAN).cast(pl.String).str.strip_chars()
+    empty = (text.is_null() | text.str.to_lowercase().is_in(["", "nan"])).to_numpy()
+    values = text.cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
+    column = column_label(header, MEAN)
+    non_numeric = np.isnan(values) & ~empty
+    if non_numeric.any():
+        i = int(np.argmax(non_numeric))
+        raise TraceError(f"non-numeric value {text[i]!r}", path=str(path), line=i + 2, column=column)
+    bad = ~empty & ~(np.isfinite(values) & (values > 0)) & (counts > 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TraceError(f"mean duration {values[i]:g} is not a positive number of seconds",
+                         path=str(path), line=i + 2, column=column)
+    values[empty | (counts == 0)] = np.nan
+    return values

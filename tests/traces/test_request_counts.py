@@ -1,0 +1,199 @@
+"""Request counts per bin (the request-counts format) and `kpilot trace from-prometheus`, against a
+fake Prometheus on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kpilot.errors import TraceError
+from kpilot.traces import load_trace
+
+KPILOT = Path(sys.executable).with_name("kpilot")
+T0 = 1_700_000_000.0          # unix seconds: 22:13:20 UTC
+
+
+def write(tmp_path, text, name="counts.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# --- the format ---
+
+def test_each_bins_requests_arrive_within_it_at_its_mean_duration(tmp_path):
+    # Three per-minute bins, the empty one left out; cv=0 keeps every request at its bin's mean.
+    path = write(tmp_path, f"time,requests,mean_duration_s\n{T0:.0f},3,0.2\n{T0 + 120:.0f},2,1.5\n"
+                           f"{T0 + 180:.0f},0,\n")
+    trace = load_trace(f"{path}?cv=0", seed=4)
+    assert trace.meta["format"] == "request-counts" and len(trace) == 5
+    assert trace.meta["bin_s"] == 60 and trace.meta["start_time_of_day_s"] == T0 % 86400
+    first, second = trace.arrivals < 60, (trace.arrivals >= 120) & (trace.arrivals < 180)
+    assert first.sum() == 3 and second.sum() == 2
+    assert np.allclose(trace.service[first], 0.2) and np.allclose(trace.service[second], 1.5)
+    assert trace.meta["span_s"] == 240
+    # Same file and seed, same trace; another seed, other arrivals.
+    assert np.array_equal(load_trace(f"{path}?cv=0", seed=4).arrivals, trace.arrivals)
+    assert not np.array_equal(load_trace(f"{path}?cv=0", seed=5).arrivals, trace.arrivals)
+
+
+def test_bins_without_a_mean_take_the_files_weighted_mean_or_service(tmp_path):
+    path = write(tmp_path, "time,requests,mean_duration_s\n0,1,1.0\n60,3,3.0\n120,4,\n")
+    trace = load_trace(f"{path}?cv=0")
+    assert np.allclose(trace.service[trace.arrivals >= 120], (1 * 1.0 + 3 * 3.0) / 4)
+    no_column = write(tmp_path, "time,requests\n0,2\n60,2\n", "plain.csv")
+    assert np.allclose(load_trace(f"{no_column}?cv=0").service, 0.1)
+    assert np.allclose(load_trace(f"{no_column}?cv=0&service=0.5").service, 0.5)
+    # With the default cv=1 the durations vary around the bin's mean.
+    many = write(tmp_path, "time,requests,mean_duration_s\n0,4000,2.0\n", "many.csv")
+    service = load_trace(f"{many}?bin=60").service
+    assert service.std() > 1.0 and service.mean() == pytest.approx(2.0, rel=0.1)
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("time,requests\n0,1.5\n60,1\n", "line 2, column 2 (requests): request count 1.5 is not a non-negative integer"),
+    ("time,requests\n0,1\n60,-1\n", "line 3, column 2 (requests): request count -1"),
+    ("time,requests\n60,1\n0,1\n", "line 3, column 1 (time): time 0 does not come after"),
+    ("time,requests\n0,x\n", "line 2, column 2 (requests): non-numeric value 'x'"),
+    ("time,requests,mean_duration_s\n0,1,0\n60,1,1\n", "line 2, column 3 (mean_duration_s): mean duration 0"),
+    ("time,requests,mean_duration_s\n0,1,slow\n60,1,1\n", "line 2, column 3 (mean_duration_s): non-numeric"),
+    ("time,requests\n0,0\n60,0\n", "no requests in any bin"),
+    ("time,requests\n0,3\n", "one row: cannot tell the bin width"),
+])
+def test_bad_rows_are_one_error_naming_line_and_column(tmp_path, text, expect):
+    with pytest.raises(TraceError) as err:
+        load_trace(write(tmp_path, text))
+    assert expect in str(err.value) and "counts.csv" in str(err.value)
+
+
+# --- from Prometheus ---
+
+class FakePrometheus:
+    """Answers /api/v1/query_range from a table: (metric part, label value) -> [(t, value)]."""
+
+    def __init__(self, series: dict, label="kn_service_name", status=200, body=None):
+        self.series, self.label, self.status, self.body = series, label, status, body
+        self.queries: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                args = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+                fake.queries.append({"path": url.path, "auth": self.headers.get("Authorization"), **args})
+                if fake.body is not None:
+                    payload = fake.body
+                else:
+                    part = "count" if "_count{" in args["query"] else "sum"
+                    payload = {"status": "success", "data": {"resultType": "matrix", "result": [
+                        {"metric": {fake.label: name}, "values": [[t, str(v)] for t, v in values]}
+                        for (p, name), values in fake.series.items() if p == part]}}
+                data = json.dumps(payload).encode()
+                self.send_response(fake.status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def prometheus():
+    servers = []
+
+    def start(*args, **kw):
+        servers.append(FakePrometheus(*args, **kw))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.close()
+
+
+def export(url, out, *extra):
+    return subprocess.run([str(KPILOT), "trace", "from-prometheus", "--url", url, "--namespace", "shop",
+                           "--out", str(out), "--since", "10m", "--end", f"{T0 + 600:.0f}", *map(str, extra)],
+                          capture_output=True, text=True, timeout=120)
+
+
+SHOP = {
+    # increase() over 60 s bins ending at T0 + 60 ... : fractional, as Prometheus extrapolates.
+    ("count", "cart"): [(T0 + 60, 2.9), (T0 + 120, 0.2), (T0 + 180, 40.1)],
+    ("sum", "cart"): [(T0 + 60, 0.58), (T0 + 120, 0.01), (T0 + 180, 4.01)],
+    ("count", "search"): [(T0 + 60, 10.0)],
+    ("sum", "search"): [(T0 + 60, 25.0)],
+}
+
+
+def test_each_services_traffic_becomes_a_trace_kpilot_tune_reads(prometheus, tmp_path):
+    prom = prometheus(SHOP)
+    out = tmp_path / "traces"
+    token = write(tmp_path, "s3cret\n", "token")
+    proc = export(prom.url, out, "--token-file", token)
+    assert proc.returncode == 0, proc.stderr
+    # Two range queries for the namespace, grouped by Service, stepped by the bin width.
+    assert len(prom.queries) == 2 and all(q["path"] == "/api/v1/query_range" for q in prom.queries)
+    assert all('k8s_namespace_name="shop"' in q["query"] and "by (kn_service_name)" in q["query"]
+               and "[60s]" in q["query"] and q["step"] == "60" for q in prom.queries)
+    assert float(prom.queries[0]["end"]) - float(prom.queries[0]["start"]) == 600
+    assert all(q["auth"] == "Bearer s3cret" for q in prom.queries)
+    # A sample at t covers (t - 60, t]; counts rounded, the bin of 0.2 requests dropped, the mean
+    # taken before rounding.
+    assert (out / "cart.csv").read_text() == (f"time,requests,mean_duration_s\n{T0:.0f},3,0.2\n"
+                                              f"{T0 + 120:.0f},40,0.1\n")
+    assert "cart" in proc.stdout and "search" in proc.stdout
+    trace = load_trace(f"{out / 'search.csv'}?bin=60&cv=0")
+    assert len(trace) == 10 and np.allclose(trace.service, 2.5)
+    tuned = subprocess.run([str(KPILOT), "tune", "--trace", str(out / "cart.csv"), "--replays", "1",
+                            "--warmup", "0", "--json"], capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0, tuned.stderr
+    (row,) = json.loads(tuned.stdout)
+    assert row["base_target"] > 0 and row["band"] in (1.0, 1.5)
+
+
+def test_by_revision_groups_by_the_revision_label(prometheus, tmp_path):
+    prom = prometheus({("count", "cart-00002"): [(T0 + 60, 5)], ("sum", "cart-00002"): [(T0 + 60, 1)]},
+                      label="kn_revision_name")
+    proc = export(prom.url, tmp_path / "out", "--by", "revision")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out/cart-00002.csv").read_text().splitlines()[1] == f"{T0:.0f},5,0.2"
+
+
+@pytest.mark.parametrize("setup, args, expect", [
+    ({"status": 500, "body": {"status": "error", "error": "query timed out"}}, (),
+     "option --url: Prometheus answered HTTP 500: query timed out"),
+    ({"body": {"status": "error", "error": "parse error"}}, (), "Prometheus query failed: parse error"),
+    ({"body": {"status": "success", "data": {"resultType": "matrix", "result": []}}}, (),
+     "option --namespace: no requests in namespace 'shop'"),
+    ({}, ("--since", "ten minutes"), "option --since: expected a positive duration"),
+    ({}, ("--since", "30d", "--step", "60"), "option --since: 43,200 bins"),
+    ({}, ("--by", "pod"), "option --by: expected one of service, revision"),
+    ({}, ("--token-file", "/nonexistent/token"), "option --token-file: cannot read"),
+])
+def test_failures_are_one_line_and_write_nothing(prometheus, tmp_path, setup, args, expect):
+    prom = prometheus(SHOP, **setup)
+    proc = export(prom.url, tmp_path / "out", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and expect in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_prometheus_is_one_line(tmp_path):
+    proc = export("http://127.0.0.1:9", tmp_path / "out")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "option --url: cannot reach Prometheus at http://127.0.0.1:9" in proc.stderr
