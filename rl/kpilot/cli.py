@@ -64,8 +64,9 @@ def trace_from_prometheus(
     namespace: str = typer.Option(..., "--namespace", help="The Services' namespace."),
     out: Path = typer.Option(..., "--out", help="Folder for one NAME.csv per Service (created if absent)."),
     since: str = typer.Option("24h", "--since", help="How far back: 90m, 24h, 7d, ..."),
-    end: Optional[float] = typer.Option(None, "--end", help="End of the range, unix seconds (default: now)."),
-    step: float = typer.Option(60.0, "--step", help="Bin width in seconds (at least two scrape intervals)."),
+    end: Optional[float] = typer.Option(None, "--end", help="End of the range, unix seconds (default: a "
+                                        "step before now, so that the last bin has been scraped)."),
+    step: float = typer.Option(60.0, "--step", help="Bin width, whole seconds (at least two scrape intervals)."),
     by: str = typer.Option("service", "--by", help="service (kn_service_name) or revision (kn_revision_name)."),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding a bearer token."),
 ):
@@ -88,8 +89,8 @@ def trace_from_prometheus(
             token = token_file.read_text().strip()
         except OSError as exc:
             raise ConfigError(f"cannot read {str(token_file)!r}: {exc.strerror}", option="--token-file") from None
-    stop = _time.time() if end is None else end
-    traffic = read_traffic(url, namespace, start=stop - span, end=stop, step_s=step, by=by, token=token)
+    stop = _time.time() - step if end is None else end
+    traffic = read_traffic(url, namespace, since_s=span, end=stop, step_s=step, by=by, token=token)
     out.mkdir(exist_ok=True)
     table = Table(title=f"{namespace}: requests per {step:g} s bin, last {since}")
     for column in ("name", "requests", "bins with requests", "mean duration (s)", "trace"):
@@ -99,7 +100,8 @@ def trace_from_prometheus(
         _write_atomically(path, lambda tmp, e=entry: Path(tmp).write_text(e.csv()), option="--out")
         timed = [(n, m) for _, n, m in entry.rows if m is not None]
         mean = sum(n * m for n, m in timed) / sum(n for n, _ in timed) if timed else float("nan")
-        table.add_row(entry.name, f"{entry.requests:,}", str(len(entry.rows)), f"{mean:.3g}", str(path))
+        table.add_row(entry.name, f"{entry.requests:,}", f"{entry.busy_bins} of {len(entry.rows)}",
+                      f"{mean:.3g}", str(path))
     out_console().print(table)
 
 

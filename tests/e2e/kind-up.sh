@@ -16,7 +16,7 @@ for tool in docker kind kubectl; do
 done
 k() { kubectl --context "kind-$CLUSTER" "$@"; }
 
-if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+if ! kind get clusters 2>/dev/null | grep -x "$CLUSTER" >/dev/null; then
   kind create cluster --config kind-config.yaml --wait 180s
 fi
 

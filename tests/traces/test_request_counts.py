@@ -18,7 +18,7 @@ from kpilot.errors import TraceError
 from kpilot.traces import load_trace
 
 KPILOT = Path(sys.executable).with_name("kpilot")
-T0 = 1_700_000_000.0          # unix seconds: 22:13:20 UTC
+T0 = 1_699_999_980.0          # unix seconds, a whole minute: 22:13:00 UTC
 
 
 def write(tmp_path, text, name="counts.csv"):
@@ -67,6 +67,7 @@ def test_bins_without_a_mean_take_the_files_weighted_mean_or_service(tmp_path):
     ("time,requests,mean_duration_s\n0,1,slow\n60,1,1\n", "line 2, column 3 (mean_duration_s): non-numeric"),
     ("time,requests\n0,0\n60,0\n", "no requests in any bin"),
     ("time,requests\n0,3\n", "one row: cannot tell the bin width"),
+    ("time,requests\n0,1e12\n60,1\n", "1,000,000,000,001 requests in all: at most"),
 ])
 def test_bad_rows_are_one_error_naming_line_and_column(tmp_path, text, expect):
     with pytest.raises(TraceError) as err:
@@ -133,8 +134,8 @@ def export(url, out, *extra):
 
 SHOP = {
     # increase() over 60 s bins ending at T0 + 60 ... : fractional, as Prometheus extrapolates.
-    ("count", "cart"): [(T0 + 60, 2.9), (T0 + 120, 0.2), (T0 + 180, 40.1)],
-    ("sum", "cart"): [(T0 + 60, 0.58), (T0 + 120, 0.01), (T0 + 180, 4.01)],
+    ("count", "cart"): [(T0 + 60, 2.9), (T0 + 120, 0.2), (T0 + 180, 40.1), (T0 + 540, 5.0)],
+    ("sum", "cart"): [(T0 + 60, 0.58), (T0 + 120, 0.01), (T0 + 180, 4.01), (T0 + 540, 1.0)],
     ("count", "search"): [(T0 + 60, 10.0)],
     ("sum", "search"): [(T0 + 60, 25.0)],
 }
@@ -146,24 +147,43 @@ def test_each_services_traffic_becomes_a_trace_kpilot_tune_reads(prometheus, tmp
     token = write(tmp_path, "s3cret\n", "token")
     proc = export(prom.url, out, "--token-file", token)
     assert proc.returncode == 0, proc.stderr
-    # Two range queries for the namespace, grouped by Service, stepped by the bin width.
+    # Two range queries for the namespace, grouped by Service, stepped by the bin width, over the
+    # ten whole minutes before --end.
     assert len(prom.queries) == 2 and all(q["path"] == "/api/v1/query_range" for q in prom.queries)
     assert all('k8s_namespace_name="shop"' in q["query"] and "by (kn_service_name)" in q["query"]
                and "[60s]" in q["query"] and q["step"] == "60" for q in prom.queries)
-    assert float(prom.queries[0]["end"]) - float(prom.queries[0]["start"]) == 600
+    assert {(q["start"], q["end"]) for q in prom.queries} == {(f"{T0 + 60:.0f}", f"{T0 + 600:.0f}")}
     assert all(q["auth"] == "Bearer s3cret" for q in prom.queries)
-    # A sample at t covers (t - 60, t]; counts rounded, the bin of 0.2 requests dropped, the mean
-    # taken before rounding.
-    assert (out / "cart.csv").read_text() == (f"time,requests,mean_duration_s\n{T0:.0f},3,0.2\n"
-                                              f"{T0 + 120:.0f},40,0.1\n")
+    # A sample at t covers (t - 60, t]; every bin is a row, counts rounded (0.2 requests: none),
+    # the mean taken before rounding.
+    rows = (out / "cart.csv").read_text().splitlines()
+    assert rows[0] == "time,requests,mean_duration_s" and len(rows) == 11
+    assert rows[1:4] == [f"{T0:.0f},3,0.2", f"{T0 + 60:.0f},0,", f"{T0 + 120:.0f},40,0.1"]
+    assert rows[9] == f"{T0 + 480:.0f},5,0.2"
+    assert set(rows[4:9] + rows[10:]) == {f"{T0 + 60 * k:.0f},0," for k in (3, 4, 5, 6, 7, 9)}
     assert "cart" in proc.stdout and "search" in proc.stdout
-    trace = load_trace(f"{out / 'search.csv'}?bin=60&cv=0")
-    assert len(trace) == 10 and np.allclose(trace.service, 2.5)
+    # What it wrote reads back with its own bins and the Services' idle time.
+    cart = load_trace(f"{out / 'cart.csv'}?cv=0")
+    assert cart.meta["bin_s"] == 60 and cart.meta["span_s"] == 600 and len(cart) == 48
+    assert np.allclose(cart.service[cart.arrivals < 60], 0.2)
+    search = load_trace(f"{out / 'search.csv'}?cv=0")
+    assert len(search) == 10 and np.allclose(search.service, 2.5) and search.meta["bin_s"] == 60
     tuned = subprocess.run([str(KPILOT), "tune", "--trace", str(out / "cart.csv"), "--replays", "1",
                             "--warmup", "0", "--json"], capture_output=True, text=True, timeout=300)
     assert tuned.returncode == 0, tuned.stderr
     (row,) = json.loads(tuned.stdout)
     assert row["base_target"] > 0 and row["band"] in (1.0, 1.5)
+
+
+def test_bins_are_whole_steps_on_the_steps_grid(prometheus, tmp_path):
+    # An --end inside a minute ends at the minute before it; the same bins as an aligned --end.
+    prom = prometheus(SHOP)
+    proc = subprocess.run([str(KPILOT), "trace", "from-prometheus", "--url", prom.url, "--namespace", "shop",
+                           "--out", str(tmp_path / "out"), "--since", "10m", "--end", f"{T0 + 637.5}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert {(q["start"], q["end"]) for q in prom.queries} == {(f"{T0 + 60:.0f}", f"{T0 + 600:.0f}")}
+    assert (tmp_path / "out/cart.csv").read_text().splitlines()[1] == f"{T0:.0f},3,0.2"
 
 
 def test_by_revision_groups_by_the_revision_label(prometheus, tmp_path):
@@ -183,17 +203,25 @@ def test_by_revision_groups_by_the_revision_label(prometheus, tmp_path):
     ({}, ("--since", "ten minutes"), "option --since: expected a positive duration"),
     ({}, ("--since", "30d", "--step", "60"), "option --since: 43,200 bins"),
     ({}, ("--by", "pod"), "option --by: expected one of service, revision"),
+    ({}, ("--step", "45.5"), "option --step: must be a whole number of seconds"),
+    ({"series": {("count", "../escaped"): [(T0 + 60, 3)]}}, (), "kn_service_name='../escaped', which is not"),
     ({}, ("--token-file", "/nonexistent/token"), "option --token-file: cannot read"),
 ])
 def test_failures_are_one_line_and_write_nothing(prometheus, tmp_path, setup, args, expect):
-    prom = prometheus(SHOP, **setup)
+    prom = prometheus(**{"series": SHOP, **setup})
     proc = export(prom.url, tmp_path / "out", *args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and expect in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_an_unreachable_prometheus_is_one_line(tmp_path):
-    proc = export("http://127.0.0.1:9", tmp_path / "out")
+@pytest.mark.parametrize("url, expect", [
+    ("http://127.0.0.1:9", "option --url: cannot reach Prometheus at http://127.0.0.1:9"),
+    ("http://127.0.0.1:abc", "option --url: cannot reach Prometheus"),
+    ("http://[::1", "option --url: not a URL"),
+    ("prometheus:9090", "option --url: expected an http:// or https:// URL"),
+])
+def test_a_bad_or_unreachable_url_is_one_line(tmp_path, url, expect):
+    proc = export(url, tmp_path / "out")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "option --url: cannot reach Prometheus at http://127.0.0.1:9" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and expect in proc.stderr, proc.stderr

@@ -218,8 +218,10 @@ class Batch:
         ready = I[:, E.I_N_READY].astype(np.float64)
         if metrics == "kubernetes":
             desired = I[:, E.I_REPLICAS].astype(np.float64)
-        else:
+        elif metrics == "prometheus":
             desired = np.maximum(F[:, E.F_DESIRED], 0.0)
+        else:
+            raise ValueError(f"metrics must be prometheus or kubernetes, got {metrics!r}")
         cc = self.config.pod.container_concurrency
         target = np.array([self.config.kpa.total_value(None if np.isnan(a) else float(a), cc)
                            for a in F[:, E.F_TARGET]])

@@ -7,9 +7,13 @@ Two range queries, whatever the number of Services, with the bin width as their 
     sum by (LABEL) (increase(kn_serving_invocation_duration_seconds_count{k8s_namespace_name="NS"}[STEP]))
     sum by (LABEL) (increase(kn_serving_invocation_duration_seconds_sum{k8s_namespace_name="NS"}[STEP]))
 
-A sample at time t covers (t - STEP, t], so its row's bin starts at t - STEP. increase()
+Bins are whole steps on the step's grid (unix time a multiple of STEP), the last one ending at or
+before --end (default now); a sample at time t covers (t - STEP, t], so its row's bin starts at
+t - STEP, and every bin of the range is a row, 0 where nothing was served. increase()
 extrapolates to the range's edges, so counts come back fractional: a bin's count is rounded, its
-mean duration is sum / count before rounding. LABEL is kn_service_name (all of a Service's
+mean duration is sum / count before rounding. It also counts only the growth between a series' own
+samples: requests a pod served before its first scrape are partly missed, so bursts from zero on
+short-lived pods read low; scrape at least twice per bin. LABEL is kn_service_name (all of a Service's
 revisions together) or kn_revision_name (`--by revision`); as for the operator, queue-proxy's
 series must carry it and k8s_namespace_name (Knative exports them as resource attributes: relabel
 them from the pods' serving.knative.dev labels and namespace; operator/README.md).
@@ -17,6 +21,7 @@ them from the pods' serving.knative.dev labels and namespace; operator/README.md
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import re
@@ -30,6 +35,7 @@ from kpilot.errors import ConfigError
 LABELS = {"service": "kn_service_name", "revision": "kn_revision_name"}
 HISTOGRAM = "kn_serving_invocation_duration_seconds"
 MAX_POINTS = 11_000          # Prometheus refuses a range query of more points per series
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")     # a DNS-1123 label: Service, revision
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -45,79 +51,108 @@ def parse_duration(text: str, option: str) -> float:
 
 @dataclass
 class ServiceTraffic:
-    """One Service's (or revision's) bins: start times, request counts, mean durations."""
+    """One Service's (or revision's) bins over the whole range, empty ones included: start times
+    (unix s, multiples of the step), request counts, mean durations (None without requests)."""
     name: str
-    rows: list[tuple[float, int, float | None]] = field(default_factory=list)
+    rows: list[tuple[int, int, float | None]] = field(default_factory=list)
 
     def csv(self) -> str:
         lines = ["time,requests,mean_duration_s"]
         for start, count, mean in self.rows:
-            lines.append(f"{start:.0f},{count},{'' if mean is None else f'{mean:.6g}'}")
+            lines.append(f"{start},{count},{'' if mean is None else f'{mean:.6g}'}")
         return "\n".join(lines) + "\n"
 
     @property
     def requests(self) -> int:
         return sum(count for _, count, _ in self.rows)
 
+    @property
+    def busy_bins(self) -> int:
+        return sum(1 for _, count, _ in self.rows if count > 0)
 
-def queries(namespace: str, label: str, step_s: float) -> tuple[str, str]:
+
+def queries(namespace: str, label: str, step_s: int) -> tuple[str, str]:
     sel = f'k8s_namespace_name="{namespace}"'
-    return tuple(f"sum by ({label}) (increase({HISTOGRAM}_{part}{{{sel}}}[{step_s:.0f}s]))"
+    return tuple(f"sum by ({label}) (increase({HISTOGRAM}_{part}{{{sel}}}[{step_s}s]))"
                  for part in ("count", "sum"))
 
 
-def read_traffic(url: str, namespace: str, *, start: float, end: float, step_s: float, by: str = "service",
+def bins(since_s: float, end: float, step_s: int) -> tuple[int, int]:
+    """(first bin start, end of the last bin): whole bins of `step_s` on the step's grid, the last
+    one ending at or before `end`, covering at least `since_s`."""
+    stop = int(math.floor(end / step_s)) * step_s
+    return stop - int(math.ceil(since_s / step_s)) * step_s, stop
+
+
+def read_traffic(url: str, namespace: str, *, since_s: float, end: float, step_s: float, by: str = "service",
                  token: str | None = None, timeout_s: float = 30.0) -> list[ServiceTraffic]:
-    """Every Service's (or revision's) traffic in the namespace between start and end (unix s)."""
+    """Every Service's (or revision's) traffic in the namespace over the `since_s` before `end`
+    (unix s), in whole bins of `step_s` seconds aligned to the step (so runs on different days
+    bin alike); a bin without requests is a row of 0."""
     if by not in LABELS:
         raise ConfigError(f"expected one of {', '.join(LABELS)}, got {by!r}", option="--by")
-    if not step_s >= 1:
-        raise ConfigError(f"must be at least 1 second, got {step_s:g}", option="--step")
-    if (end - start) / step_s > MAX_POINTS:
-        raise ConfigError(f"{(end - start) / step_s:,.0f} bins: Prometheus answers at most {MAX_POINTS:,} "
-                          "per query; a longer --step or a shorter --since", option="--since")
+    if not (step_s >= 1 and step_s == int(step_s)):
+        raise ConfigError(f"must be a whole number of seconds >= 1, got {step_s:g}", option="--step")
+    step = int(step_s)
+    try:
+        parsed = urllib.parse.urlparse(url)
+    except ValueError as exc:
+        raise ConfigError(f"not a URL ({exc}): {url!r}", option="--url") from None
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"expected an http:// or https:// URL, got {url!r}", option="--url")
+    first, stop = bins(since_s, end, step)
+    n = (stop - first) // step
+    if n > MAX_POINTS:
+        raise ConfigError(f"{n:,} bins: Prometheus answers at most {MAX_POINTS:,} per query; a longer "
+                          "--step or a shorter --since", option="--since")
     label = LABELS[by]
-    count_q, sum_q = queries(namespace, label, step_s)
-    counts = _query_range(url, count_q, label, start, end, step_s, token, timeout_s)
-    sums = _query_range(url, sum_q, label, start, end, step_s, token, timeout_s)
+    count_q, sum_q = queries(namespace, label, step)
+    # A sample at t is the increase over (t - step, t]: the bin starting at t - step.
+    counts = _query_range(url, count_q, label, first + step, stop, step, token, timeout_s)
+    sums = _query_range(url, sum_q, label, first + step, stop, step, token, timeout_s)
+    for name in counts:
+        if not _K8S_NAME.fullmatch(name) or len(name) > 63:
+            raise ConfigError(f"a series has {label}={name!r}, which is not a Kubernetes name; check "
+                              "the relabeling of queue-proxy's series", option="--url")
     traffic = []
     for name in sorted(counts):
-        per_bin = sums.get(name, {})
         rows = []
-        for t, n in sorted(counts[name].items()):
-            count = int(round(n))
-            if count <= 0:
-                continue          # an empty bin is left out (the reader's bins need not be contiguous)
-            total = per_bin.get(t)
-            mean = total / n if total is not None and math.isfinite(total) and total > 0 else None
-            rows.append((t - step_s, count, mean))
-        if rows:
-            traffic.append(ServiceTraffic(name, rows))
+        for start in range(first, stop, step):
+            raw = counts[name].get(float(start + step), 0.0)
+            count = int(round(raw))
+            total = sums.get(name, {}).get(float(start + step))
+            mean = total / raw if count > 0 and total is not None and total > 0 else None
+            rows.append((start, count, mean))
+        entry = ServiceTraffic(name, rows)
+        if entry.requests:
+            traffic.append(entry)
     if not traffic:
-        raise ConfigError(f"no requests in namespace {namespace!r} between {start:.0f} and {end:.0f}: "
+        raise ConfigError(f"no requests in namespace {namespace!r} between {first} and {stop}: "
                           f"the query found {'no series' if not counts else 'series without requests'}; "
                           f"queue-proxy's {HISTOGRAM}_count must carry {label} and k8s_namespace_name",
                           option="--namespace")
     return traffic
 
 
-def _query_range(url: str, query: str, label: str, start: float, end: float, step_s: float,
+def _query_range(url: str, query: str, label: str, start: int, end: int, step_s: int,
                  token: str | None, timeout_s: float) -> dict[str, dict[float, float]]:
     """`label`'s value -> {sample time: value} for a range query; one clear error when it fails."""
-    params = urllib.parse.urlencode({"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}",
-                                     "step": f"{step_s:g}"})
+    params = urllib.parse.urlencode({"query": query, "start": str(start), "end": str(end),
+                                     "step": str(step_s)})
     request = urllib.request.Request(f"{url.rstrip('/')}/api/v1/query_range?{params}")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            doc = json.load(response)
+            body = response.read()
     except urllib.error.HTTPError as exc:
         detail = _error_detail(exc)
         raise ConfigError(f"Prometheus answered HTTP {exc.code}{detail}", option="--url") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
         raise ConfigError(f"cannot reach Prometheus at {url}: {reason}", option="--url") from None
+    try:
+        doc = json.loads(body)
     except ValueError:
         raise ConfigError(f"{url} did not answer with Prometheus's JSON (is it the Prometheus URL?)",
                           option="--url") from None

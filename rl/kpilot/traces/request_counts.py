@@ -34,7 +34,7 @@ from kpilot.traces.csvio import column_label, read_frame, read_numeric, require_
 from kpilot.traces.model import Trace, make_trace
 from kpilot.traces.spec import float_option
 from kpilot.traces.spreading import bin_width, uniform_in_bins
-from kpilot.traces.synthetic import lognormal_service
+from kpilot.traces.synthetic import MAX_REQUESTS, lognormal_service
 
 SIGNATURE = {"time", "requests"}
 OPTIONS = {"service", "cv", "bin"}
@@ -60,6 +60,8 @@ def read_request_counts(path: Path, header: list[str], options: dict, *, seed: i
         raise TraceError(f"time {t[i]:g} does not come after the previous row's {t[i - 1]:g} "
                          "(rows must be in increasing time)", path=src, line=i + 2,
                          column=column_label(header, "time"))
+    if counts.sum() > MAX_REQUESTS:
+        raise TraceError(f"{counts.sum():,.0f} requests in all: at most {MAX_REQUESTS:,} (memory)", path=src)
     counts = counts.astype(np.int64)
     if counts.sum() == 0:
         raise TraceError("no requests in any bin", path=src)
