@@ -172,7 +172,11 @@ def test_each_services_traffic_becomes_a_trace_kpilot_tune_reads(prometheus, tmp
                             "--warmup", "0", "--json"], capture_output=True, text=True, timeout=300)
     assert tuned.returncode == 0, tuned.stderr
     (row,) = json.loads(tuned.stdout)
-    assert row["base_target"] > 0 and row["band"] in (1.0, 1.5)
+    assert row["base_target"] > 0 and row["band"] in (1.0, 1.5) and row["service"] == "cart"
+    table = subprocess.run([str(KPILOT), "tune", "--trace", str(out / "cart.csv"), "--replays", "1",
+                            "--warmup", "0"], capture_output=True, text=True, timeout=300)
+    assert (f"kubectl annotate ksvc cart --overwrite kpilot.dev/base-target={row['base_target']:g} "
+            f"kpilot.dev/band={row['band']:g}") in table.stdout
 
 
 def test_bins_are_whole_steps_on_the_steps_grid(prometheus, tmp_path):

@@ -21,6 +21,7 @@ from kpilot.evaluate.baselines import tune_static
 from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, load_artifact
 from kpilot.evaluate.session import scored_window
 from kpilot.traces import load_trace
+from kpilot.traces.spec import parse_spec
 
 
 def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = DEFAULT_BAND,
@@ -41,15 +42,23 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
                                    option="--last")) for spec in specs]      # load all first: fail fast
     out = []
     for spec, trace in traces:
+        # `kpilot trace from-prometheus` names each file after its Service.
+        service = parse_spec(spec).path.stem if trace.meta.get("format") == "request-counts" else None
         target, target_cost = tune_static(trace, artifact.sim, artifact.reward, seeds=seeds)
         pays, policy_cost = band_pays(artifact, target, target_cost, band, trace, artifact.sim,
                                       artifact.reward, seeds, metrics)
         chosen = band if pays else 1.0
         out.append({"trace": spec, "window": list(window), "base_target": target, "band": chosen,
                     "target_cost": target_cost, "policy_cost": policy_cost, "policy": f"rl:{artifact.name}",
-                    "metrics_source": metrics,
+                    "metrics_source": metrics, "service": service,
                     "annotations": {BASE_TARGET: f"{target:g}", BAND: f"{chosen:g}"}})
     return out
+
+
+def annotate_commands(rows: list[dict]) -> list[str]:
+    """`kubectl annotate` for each row that names its Service (add -n NAMESPACE)."""
+    return [f"kubectl annotate ksvc {r['service']} --overwrite "
+            + " ".join(f"{k}={v}" for k, v in r["annotations"].items()) for r in rows if r.get("service")]
 
 
 def recommendation_table(rows: list[dict]):

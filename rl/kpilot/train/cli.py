@@ -130,7 +130,7 @@ def tune_command(
 ):
     """Each Service's base target and band from its latest traffic: the annotations to set."""
     from kpilot.evaluate.session import REPO_DEFAULT_POLICY
-    from kpilot.evaluate.tune import recommend, recommendation_table
+    from kpilot.evaluate.tune import annotate_commands, recommend, recommendation_table
 
     _check_replay_options(warmup, replays)
     rows = recommend(list(trace), policy or REPO_DEFAULT_POLICY, last=last, band=band, warmup_s=warmup,
@@ -140,4 +140,7 @@ def tune_command(
     else:
         from kpilot.cli import out_console
 
-        out_console().print(recommendation_table(rows))
+        console = out_console()
+        console.print(recommendation_table(rows))
+        for command in annotate_commands(rows):
+            console.print(command, highlight=False, soft_wrap=True)
