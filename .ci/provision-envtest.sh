@@ -94,8 +94,7 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-APT_UPDATED=0
-apt_update() { log "apt-get update"; $SUDO apt-get update -q; APT_UPDATED=1; }
+apt_update() { log "apt-get update"; $SUDO apt-get update -q; }
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]}"
   if ! $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"; then
@@ -156,7 +155,9 @@ for f in vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go vendor/githu
     log "patching $f: null check 'data == nil' (Go >= 1.19 zero-value aliasing)"
     sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil { \/\/ kpilot envtest: Go >= 1.19 aliases reflect.Zero and "" (runtime.zeroVal)/' "$SRC/$f"
   fi
-  ! grep -q 'reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data))' "$SRC/$f"
+  if grep -q 'reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data))' "$SRC/$f"; then
+    echo "provision-envtest: patching $f did not take" >&2; exit 1
+  fi
 done
 
 cat >"$WORK/version.env" <<EOF
