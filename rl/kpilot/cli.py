@@ -98,10 +98,8 @@ def trace_from_prometheus(
     for entry in traffic:
         path = out / f"{entry.name}.csv"
         _write_atomically(path, lambda tmp, e=entry: Path(tmp).write_text(e.csv()), option="--out")
-        timed = [(n, m) for _, n, m in entry.rows if m is not None]
-        mean = sum(n * m for n, m in timed) / sum(n for n, _ in timed) if timed else float("nan")
         table.add_row(entry.name, f"{entry.requests:,}", f"{entry.busy_bins} of {len(entry.rows)}",
-                      f"{mean:.3g}", str(path))
+                      f"{entry.mean_duration_s:.3g}", str(path))
     out_console().print(table)
 
 

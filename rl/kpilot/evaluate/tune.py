@@ -55,10 +55,14 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
     return out
 
 
+def annotation_args(row: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in row["annotations"].items())
+
+
 def annotate_commands(rows: list[dict]) -> list[str]:
     """`kubectl annotate` for each row that names its Service (add -n NAMESPACE)."""
-    return [f"kubectl annotate ksvc {r['service']} --overwrite "
-            + " ".join(f"{k}={v}" for k, v in r["annotations"].items()) for r in rows if r.get("service")]
+    return [f"kubectl annotate ksvc {r['service']} --overwrite {annotation_args(r)}"
+            for r in rows if r.get("service")]
 
 
 def recommendation_table(rows: list[dict]):
@@ -73,5 +77,5 @@ def recommendation_table(rows: list[dict]):
         label = r["trace"] if r["trace"].startswith("synthetic:") else Path(r["trace"]).name
         table.add_row(label, f"{r['base_target']:g}", f"{r['target_cost']:.4f}", f"{r['policy_cost']:.4f}",
                       f"{r['band']:g}" + ("" if r["band"] != 1 else " (pinned)"),
-                      " ".join(f"{k}={v}" for k, v in r["annotations"].items()))
+                      annotation_args(r))
     return table

@@ -77,14 +77,17 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
     start_tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0)
     static = getattr(controller, "target", None)
     source = getattr(controller, "metrics", "prometheus")   # what a policy reads (kpilot.controllers)
+
+    def observe(interval_s: float) -> dict:
+        return {k: float(v[0]) for k, v in batch.raw_observation(interval_s, metrics=source).items()}
+
     batch.reset(0, trace, seed=seed, target=static, cold_start_scale=cold_start_scale,
                 time_of_day_s=start_tod)
     if static is None and not math.isinf(controller.interval_s):
         # A controller without a start target decides at t = 0 from the revision's idle state,
         # as the operator does on its first tick (else the first interval runs at Knative's default).
-        raw = {k: float(v[0]) for k, v in batch.raw_observation(controller.interval_s, metrics=source).items()}
         first = getattr(controller, "first_decision", controller.decide)   # optional (kpilot.controllers)
-        batch.set_target(0, float(first(raw)))
+        batch.set_target(0, float(first(observe(controller.interval_s))))
     t0 = time.perf_counter()
     # Without a controller to consult, run the whole trace in one compiled call. After the last
     # arrival, step on the autoscaler's tick grid (span + k x tick) until every request has finished:
@@ -109,8 +112,7 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
             at_warmup = _start_scoring(batch)
         batch.advance(t_next)
         if t_next == next_decision:
-            raw = {k: float(v[0])
-                   for k, v in batch.raw_observation(t_next - decided_at, metrics=source).items()}
+            raw = observe(t_next - decided_at)
             batch.start_interval()
             batch.set_target(0, float(controller.decide(raw)))
             decided_at, next_decision = t_next, t_next + controller.interval_s

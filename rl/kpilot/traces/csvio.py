@@ -135,6 +135,18 @@ def check_non_negative(path: Path, header: list[str], name: str, values: np.ndar
                          column=column_label(header, name))
 
 
+def check_increasing(path: Path, header: list[str], name: str, shown: np.ndarray, rows: np.ndarray | None = None,
+                     order: np.ndarray | None = None) -> None:
+    """TraceError at the first row whose `order` (default: the `shown` values of column `name`) does
+    not exceed the previous row's; `rows` maps to original data-row numbers where rows were dropped."""
+    back = np.diff(shown if order is None else order) <= 0
+    if back.any():
+        i = int(np.argmax(back)) + 1
+        raise TraceError(f"{name} {shown[i]:g} does not come after the previous row's {shown[i - 1]:g} "
+                         f"(rows must be in increasing {name})", path=str(path),
+                         line=(i if rows is None else int(rows[i])) + 2, column=column_label(header, name))
+
+
 def drop_elided(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, np.ndarray]:
     """Drop pandas '...' display rows; returns the frame and the original row numbers kept."""
     keep = (frame.get_column(column) != ELIDED).fill_null(True).to_numpy()

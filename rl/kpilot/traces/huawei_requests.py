@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from kpilot.errors import TraceError
-from kpilot.traces.csvio import (ELIDED, column_label, read_numeric_rows,
+from kpilot.traces.csvio import (ELIDED, check_increasing, column_label, read_numeric_rows,
                                  read_rows_skipping_elided, require_columns)
 from kpilot.traces.model import Trace, make_trace
 from kpilot.traces.selection import select_functions, selection_label
@@ -135,12 +135,7 @@ def _absolute_times(path: Path, header: list[str], day: np.ndarray, time: np.nda
         raise TraceError(f"time {time[i]:g} is not in day {day[i]:g} (expected seconds since day 0, "
                          f"{day[i] * DAY_S:g} <= time < {(day[i] + 1) * DAY_S:g})", path=str(path),
                          line=int(rows[i]) + 2, column=column_label(header, "time"))
-    back = np.diff(t) <= 0
-    if back.any():
-        i = int(np.argmax(back)) + 1
-        raise TraceError(f"time {time[i]:g} does not come after the previous row's {time[i - 1]:g} "
-                         "(rows must be in increasing time)", path=str(path), line=int(rows[i]) + 2,
-                         column=column_label(header, "time"))
+    check_increasing(path, header, "time", time, rows, order=t)
     return t, of_day
 
 

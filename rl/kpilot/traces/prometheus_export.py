@@ -70,6 +70,13 @@ class ServiceTraffic:
     def busy_bins(self) -> int:
         return sum(1 for _, count, _ in self.rows if count > 0)
 
+    @property
+    def mean_duration_s(self) -> float:
+        """Request-weighted mean duration over the bins that have one (NaN: none)."""
+        timed = [(count, mean) for _, count, mean in self.rows if mean is not None]
+        served = sum(count for count, _ in timed)
+        return sum(count * mean for count, mean in timed) / served if served else float("nan")
+
 
 def queries(namespace: str, label: str, step_s: int) -> tuple[str, str]:
     sel = f'k8s_namespace_name="{namespace}"'

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from kpilot.errors import TraceError
-from kpilot.traces.csvio import column_label, read_frame, read_numeric, require_columns
+from kpilot.traces.csvio import check_increasing, column_label, read_frame, read_numeric, require_columns
 from kpilot.traces.model import Trace, make_trace
 from kpilot.traces.spec import float_option
 from kpilot.traces.spreading import bin_width, uniform_in_bins
@@ -47,25 +47,21 @@ def read_request_counts(path: Path, header: list[str], options: dict, *, seed: i
     """Synthesise a Trace from per-bin request counts and mean durations (see module doc)."""
     src = str(path)
     require_columns(path, header, ["time", "requests"], "request-counts")
-    cols = read_numeric(path, header, ["time", "requests"])
+    frame = read_frame(path, ["time", "requests"] + ([MEAN] if MEAN in header else []))   # one read
+    cols = read_numeric(path, header, ["time", "requests"], frame)
     t, counts = cols["time"], cols["requests"]
     bad = (counts < 0) | (counts != np.floor(counts))
     if bad.any():
         i = int(np.argmax(bad))
         raise TraceError(f"request count {counts[i]:g} is not a non-negative integer", path=src,
                          line=i + 2, column=column_label(header, "requests"))
-    back = np.diff(t) <= 0
-    if back.any():
-        i = int(np.argmax(back)) + 1
-        raise TraceError(f"time {t[i]:g} does not come after the previous row's {t[i - 1]:g} "
-                         "(rows must be in increasing time)", path=src, line=i + 2,
-                         column=column_label(header, "time"))
+    check_increasing(path, header, "time", t)
     if counts.sum() > MAX_REQUESTS:
         raise TraceError(f"{counts.sum():,.0f} requests in all: at most {MAX_REQUESTS:,} (memory)", path=src)
     counts = counts.astype(np.int64)
     if counts.sum() == 0:
         raise TraceError("no requests in any bin", path=src)
-    means = _bin_means(path, header, counts) if MEAN in header else np.full(len(t), np.nan)
+    means = _bin_means(path, header, frame, counts) if MEAN in header else np.full(len(t), np.nan)
     given = np.isfinite(means)
     weighted = float((means[given] * counts[given]).sum() / counts[given].sum()) if counts[given].sum() else None
     fallback = float_option(options, "service", weighted or DEFAULT_SERVICE_S, src)
@@ -87,10 +83,10 @@ def read_request_counts(path: Path, header: list[str], options: dict, *, seed: i
     return trace
 
 
-def _bin_means(path: Path, header: list[str], counts: np.ndarray) -> np.ndarray:
+def _bin_means(path: Path, header: list[str], frame: pl.DataFrame, counts: np.ndarray) -> np.ndarray:
     """The mean duration column: NaN where empty; an error where a bin with requests has a
     negative, zero or non-numeric mean."""
-    text = read_frame(path, [MEAN]).get_column(MEAN).cast(pl.String).str.strip_chars()
+    text = frame.get_column(MEAN).cast(pl.String).str.strip_chars()
     empty = (text.is_null() | text.str.to_lowercase().is_in(["", "nan"])).to_numpy()
     values = text.cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
     column = column_label(header, MEAN)
