@@ -83,12 +83,7 @@ def trace_from_prometheus(
         raise ConfigError(f"{str(out)!r} is a file, not a folder", option="--out")
     if not out.parent.exists():
         raise ConfigError(f"folder {str(out.parent)!r} does not exist", option="--out")
-    token = None
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {str(token_file)!r}: {exc.strerror}", option="--token-file") from None
+    token = _read_token(token_file)
     stop = _time.time() - step if end is None else end
     traffic = read_traffic(url, namespace, since_s=span, end=stop, step_s=step, by=by, token=token)
     out.mkdir(exist_ok=True)
@@ -100,6 +95,69 @@ def trace_from_prometheus(
         _write_atomically(path, lambda tmp, e=entry: Path(tmp).write_text(e.csv()), option="--out")
         table.add_row(entry.name, f"{entry.requests:,}", f"{entry.busy_bins} of {len(entry.rows)}",
                       f"{entry.mean_duration_s:.3g}", str(path))
+    out_console().print(table)
+
+
+def _read_token(token_file: Optional[Path]) -> str | None:
+    if token_file is None:
+        return None
+    try:
+        return token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(token_file)!r}: {exc.strerror}", option="--token-file") from None
+
+
+@app.command()
+def retune(
+    url: str = typer.Option(..., "--url", help="Prometheus base URL, e.g. http://prometheus-operated.monitoring:9090."),
+    namespace: str = typer.Option(..., "--namespace", help="The Services' namespace."),
+    over: str = typer.Option("96m", "--over", help="Tune on this much of each Service's latest traffic."),
+    step: float = typer.Option(60.0, "--step", help="Bin width, whole seconds (at least two scrape intervals)."),
+    end: Optional[float] = typer.Option(None, "--end", help="End of the traffic read, unix seconds (default: "
+                                        "a step before now, so that the last bin has been scraped)."),
+    selector: str = typer.Option("kpilot.dev/autoscale=enabled", "--selector",
+                                 help="With --apply: annotate only the Services matching this label selector."),
+    apply: bool = typer.Option(False, "--apply", help="Annotate the Services (default: print what would be set)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy artifact whose simulator and reward "
+                                          "settings to tune under (default: the shipped policies/default)."),
+    replays: int = typer.Option(3, "--replays", min=1, help="Simulator seeds per target."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding a bearer token for Prometheus."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per Service."),
+):
+    """Re-tune each Service's target on its latest traffic in Prometheus and set it as its
+    kpilot.dev/base-target (band 1): run it from a CronJob (manifests/retune)."""
+    import dataclasses
+    import json
+    import time as _time
+
+    from kpilot.evaluate.runner import load_artifact
+    from kpilot.evaluate.session import REPO_DEFAULT_POLICY
+    from kpilot.retune import WARMUP_S, apply as apply_targets, kube_client, retune as retune_services
+    from kpilot.traces.prometheus_export import parse_duration, read_traffic
+
+    span = parse_duration(over, "--over")
+    artifact = load_artifact(policy or REPO_DEFAULT_POLICY)
+    token = _read_token(token_file)
+    api = kube_client() if apply else None           # credentials checked before minutes of replays
+    traffic = read_traffic(url, namespace, since_s=span + WARMUP_S, end=_time.time() - step if end is None else end,
+                           step_s=step, token=token)
+    results = retune_services(traffic, step, artifact.sim, artifact.reward, seeds=list(range(replays)))
+    done = dict(apply_targets(results, namespace, selector, api)) if apply else {}
+    if json_out:
+        print(json.dumps([{**dataclasses.asdict(r), "annotations": r.annotations,
+                           **({"applied": done[r.service]} if apply else {})} for r in results], indent=1))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"kpilot retune: {namespace}, the last {over} of traffic (cost per request)")
+    for column in ("service", "requests", "target", "cost", "applied" if apply else "to set"):
+        table.add_column(column, justify="left" if column in ("service", "applied", "to set") else "right")
+    for r in results:
+        last = done.get(r.service, "") if apply else (
+            f"kubectl annotate ksvc {r.service} -n {namespace} --overwrite "
+            + " ".join(f"{k}={v}" for k, v in r.annotations.items()) if r.annotations else "too little traffic")
+        table.add_row(r.service, f"{r.requests:,}", "" if r.target is None else f"{r.target:g}",
+                      "" if r.cost is None else f"{r.cost:.4f}", last)
     out_console().print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -138,3 +139,33 @@ def test_deployment_is_hardened():
 def test_dockerfile_installs_the_operator_extra_without_torch():
     text = (ROOT / "operator/Dockerfile").read_text()
     assert ".[operator]" in text and "torch" not in text.replace("no torch", "") and "USER" in text
+
+
+def test_the_retune_component_builds_into_an_overlay_and_is_hardened(tmp_path):
+    retune = MANIFESTS / "retune"
+    component = yaml.safe_load((retune / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component" and all((retune / r).is_file() for r in component["resources"])
+    cron = yaml.safe_load((retune / "cronjob.yaml").read_text())
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["serviceAccountName"] == "kpilot-retune" and pod["securityContext"]["runAsNonRoot"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["image"] == docs("deployment.yaml")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+    # The simulator compiles into the writable /tmp: the root filesystem is read-only.
+    assert {"name": "NUMBA_CACHE_DIR", "value": "/tmp/numba"} in container["env"]
+    assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
+    objs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((retune / "rbac.yaml").read_text()) if d}
+    assert objs["ClusterRole", "kpilot-retune"]["rules"] == [
+        {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["list", "patch"]}]
+    assert ("ClusterRoleBinding", "kpilot-retune") not in objs       # bound per namespace only
+    if shutil.which("kubectl"):
+        rel = os.path.relpath(MANIFESTS, tmp_path)           # kustomize refuses absolute roots
+        (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(
+            {"resources": [rel], "components": [f"{rel}/retune"]}))
+        out = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        built = [d for d in yaml.safe_load_all(out.stdout) if d]
+        config_map = next(d["metadata"]["name"] for d in built if d["kind"] == "ConfigMap")
+        job = next(d for d in built if d["kind"] == "CronJob")
+        volumes = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "default-policy", "configMap": {"name": config_map}} in volumes   # the generated name

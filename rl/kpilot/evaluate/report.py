@@ -117,8 +117,13 @@ def _vs_best(rat: dict, group: list[dict], r: dict) -> str:
 
 def _label(r: dict) -> str:
     """The policy as shown: `static-tuned` names the target it chose, `rl-in-band` its band,
-    `rl-or-tuned` its choice."""
-    if "chose" in r:
+    `rl-or-tuned` its choice, `static-rolling` the targets it moved through."""
+    if "targets" in r:
+        tuned = [t for t in r["targets"] if t is not None]
+        moves = [t for i, t in enumerate(tuned) if i == 0 or t != tuned[i - 1]]
+        shown = moves if len(moves) <= 4 else moves[:2] + ["…"] + moves[-1:]
+        extra = f" ({'→'.join(t if isinstance(t, str) else f'{t:g}' for t in shown)})" if moves else ""
+    elif "chose" in r:
         extra = f" ({r['chose']})"
     elif r.get("band"):
         extra = f" ({r['target']:g} x/÷ {r['band']:g})"

@@ -27,7 +27,7 @@ from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
 
-BASELINES = ("kpa", "static-grid", "rule", "static-tuned", "rl-in-band", "rl-or-tuned")
+BASELINES = ("kpa", "static-grid", "rule", "static-tuned", "rl-in-band", "rl-or-tuned", "static-rolling")
 IN_BAND = "rl-in-band"
 CHOICE = "rl-or-tuned"
 TUNED_BASELINES = ("static-tuned", IN_BAND, CHOICE)     # tuned on the window before the evaluated one
@@ -168,11 +168,11 @@ def choose_policy_or_static(artifact: Artifact, target: float, static_cost: floa
 
 def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STATIC_GRID,
                     tuned: TunedStaticTarget | None = None, in_band: TunedPolicy | None = None, chosen=None,
-                    metrics: str = "prometheus"):
+                    rolling=None, metrics: str = "prometheus"):
     """The controllers to replay on `trace`, in table order: policy (seeing what `metrics`, the
     operator's metrics source, reads), rule, KPA, the policy in its band (`in_band`),
     `rl-or-tuned`'s choice (`chosen`) and the tuned static target (`tuned`), all three made by the
-    caller on an earlier window, static targets."""
+    caller on an earlier window, the re-tuned target (`rolling`), static targets."""
     out = []
     if artifact is not None:
         out.append(rl_controller(artifact, metrics))
@@ -185,7 +185,7 @@ def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STA
         out.append(rule)
     if "kpa" in baselines:
         out.append(KpaDefault())
-    out.extend(c for c in (in_band, chosen, tuned) if c is not None)
+    out.extend(c for c in (in_band, chosen, tuned, rolling) if c is not None)
     statics = set()
     if "static-grid" in baselines:
         statics.update(float(t) for t in grid)

@@ -13,6 +13,9 @@ from pathlib import Path
 from kpilot.env.reward import RewardConfig, describe
 from kpilot.errors import ConfigError, TraceError
 from kpilot.evaluate.baselines import TunedStaticTarget, tune_static, tuning_window
+from kpilot.evaluate.rolling import (DEFAULT_BIN_S, DEFAULT_EVERY_S, DEFAULT_OVER_S, RollingStaticTarget,
+                                    check_schedule)
+from kpilot.evaluate.rolling import NAME as ROLLING
 from kpilot.evaluate.runner import (CHOICE, DEFAULT_BAND, IN_BAND, TUNED_BASELINES, Artifact,
                                    choose_policy_or_static, controllers_for, evaluate_trace, load_artifact,
                                    tuned_policy)
@@ -70,7 +73,9 @@ def seen_in_training(artifact: Artifact, trained: set[tuple], spec: str, trace, 
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
                    warmup_s: float = 0.0, time_of_day_shift_s: float = 0.0, seed: int = 0,
                    replays: int = 1, report_dir: Path | None = None,
-                   metrics: str = "prometheus", band: float | None = DEFAULT_BAND) -> EvaluationResult:
+                   metrics: str = "prometheus", band: float | None = DEFAULT_BAND,
+                   retune_every_s: float = DEFAULT_EVERY_S, retune_over_s: float = DEFAULT_OVER_S,
+                   retune_bin_s: float = DEFAULT_BIN_S) -> EvaluationResult:
     """Replay every trace (its `window`, after up to `warmup_s` unscored seconds before it) under
     the policy and the baselines, with the same seed; optionally write the report.
     `time_of_day_shift_s` moves every trace's clock: a policy that learned the hour at which each
@@ -80,13 +85,17 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     targets on one seed is partly the luckiest. `metrics` is what the policy reads, as the
     operator's metrics source would: "prometheus" everything, "kubernetes" the PodAutoscaler only.
     `band` is the factor `rl-in-band` and `rl-or-tuned` keep the policy within around the tuned
-    target (None: not bounded)."""
+    target (None: not bounded). `static-rolling` re-tunes every `retune_every_s` on the last
+    `retune_over_s` of the traffic seen, in Prometheus bins of `retune_bin_s` (0: every request)
+    (kpilot.evaluate.rolling)."""
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     if report_dir is not None:
         prepare_report_dir(Path(report_dir))     # before minutes of replays, not after
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
     controllers_for(baselines, artifact)     # options checked before any replay
+    if ROLLING in baselines:
+        check_schedule(retune_every_s, retune_over_s, retune_bin_s)
     seeds = [seed + k for k in range(replays)]
     tuned_by = [n for n in TUNED_BASELINES if n in baselines]
     tune_on = tuning_window(window) if tuned_by and window is not None else None
@@ -99,16 +108,15 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                           option="--baselines")
     loaded = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
     traces = []
-    for spec, trace in loaded:
-        tuning = scored_window(spec, trace, tune_on, warmup_s, "to tune on") if tune_on else None
-        if window is not None:
-            trace = scored_window(spec, trace, window, warmup_s, "to score")
-        traces.append((spec, trace, tuning))
+    for spec, full in loaded:
+        tuning = scored_window(spec, full, tune_on, warmup_s, "to tune on") if tune_on else None
+        trace = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
+        traces.append((spec, trace, tuning, full))
     trained = training_identities(artifact) if artifact is not None else set()
     notes = [n for spec, trace in loaded if (n := seen_in_training(artifact, trained, spec, trace, window))]
     rows, results = [], {}
-    for spec, trace, tuning in traces:
-        tuned = in_band = chosen = None
+    for spec, trace, tuning, full in traces:
+        tuned = in_band = chosen = rolling = None
         if tuning is not None:
             tuning = _shifted(tuning, time_of_day_shift_s)
             target, static_cost = tune_static(tuning, sim, reward, seeds=seeds)
@@ -119,8 +127,12 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
             if CHOICE in baselines:
                 chosen = choose_policy_or_static(artifact, target, static_cost, band, tuning, tune_on, sim,
                                                  reward, seeds, metrics)
+        if ROLLING in baselines:
+            begin = float(trace.meta.get("window", [0.0])[0])     # where the replay starts in `full`
+            rolling = RollingStaticTarget(_shifted(full, time_of_day_shift_s), begin, sim, reward, seeds,
+                                          every_s=retune_every_s, over_s=retune_over_s, bin_s=retune_bin_s)
         controllers = controllers_for(baselines, artifact, tuned=tuned, in_band=in_band, chosen=chosen,
-                                      metrics=metrics)
+                                      rolling=rolling, metrics=metrics)
         r, res = evaluate_trace(spec, _shifted(trace, time_of_day_shift_s), controllers, sim, reward,
                                 seeds=seeds, keep_timelines=report_dir is not None)
         for row in r:

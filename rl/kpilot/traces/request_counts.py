@@ -72,15 +72,24 @@ def read_request_counts(path: Path, header: list[str], options: dict, *, seed: i
         raise TraceError(f"cv={options['cv']} must be non-negative", path=src)
     width = bin_width(src, t, options)
 
-    rng = np.random.default_rng(seed)
-    arrivals = uniform_in_bins(t - t[0], counts, width, rng)
-    per_request_mean = np.repeat(np.where(given, means, fallback), counts)
-    service = (lognormal_service(rng, len(arrivals), 1.0, cv) * per_request_mean).astype(np.float32)
+    arrivals, service = synthesise(t - t[0], counts, means, width, np.random.default_rng(seed), cv=cv,
+                                   fallback_s=fallback)
     trace = make_trace(arrivals, service, None, bin_s=width, bins=len(t), origin_s=float(t[0]),
                        start_time_of_day_s=float(t[0] % DAY_S),
                        service_model={"kind": "lognormal per bin", "fallback_mean_s": fallback, "cv": cv})
     trace.meta["span_s"] = float(max(trace.span_s, t[-1] - t[0] + width))
     return trace
+
+
+def synthesise(starts: np.ndarray, counts: np.ndarray, means: np.ndarray, width: float,
+               rng: np.random.Generator, *, cv: float, fallback_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Requests from a count table: arrivals uniform in each bin, service lognormal with
+    coefficient of variation `cv` around its bin's mean duration (`fallback_s` where the mean is
+    NaN). Shared with `kpilot evaluate`'s static-rolling, which replays what Prometheus shows."""
+    arrivals = uniform_in_bins(starts, counts, width, rng)
+    per_request_mean = np.repeat(np.where(np.isfinite(means), means, fallback_s), counts)
+    service = (lognormal_service(rng, len(arrivals), 1.0, cv) * per_request_mean).astype(np.float32)
+    return arrivals, service
 
 
 def _bin_means(path: Path, header: list[str], frame: pl.DataFrame, counts: np.ndarray) -> np.ndarray:

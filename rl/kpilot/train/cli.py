@@ -56,7 +56,9 @@ def evaluate_command(
                                   help="Comma list of kpa, static-grid, rule, static:N, static-tuned "
                                   "(with --window: the best static target on the window just before), "
                                   "rl-in-band (the policy within --band of that target), rl-or-tuned "
-                                  "(the policy in its band where it beat that target there, else the target)."),
+                                  "(the policy in its band where it beat that target there, else the target), "
+                                  "static-rolling (the best static target re-tuned every --retune-every on the "
+                                  "last --retune-over of the traffic seen)."),
     window: Optional[str] = typer.Option(None, "--window", help="Replay only START:END (fractions of each "
                                          "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
     warmup: float = typer.Option(600.0, "--warmup", help="With --window: replay up to this many seconds "
@@ -74,8 +76,16 @@ def evaluate_command(
                                 "status only: no request rate or latency)."),
     band: str = typer.Option("1.5", "--band", help="rl-in-band and rl-or-tuned: keep the policy within this "
                              "factor of the tuned target (a number >= 1), or none."),
+    retune_every: str = typer.Option("20m", "--retune-every", help="static-rolling: re-tune this often "
+                                     "(a duration: 90s, 20m, 1h)."),
+    retune_over: str = typer.Option("96m", "--retune-over", help="static-rolling: on this much of the "
+                                    "latest traffic (a duration)."),
+    retune_bin: float = typer.Option(60.0, "--retune-bin", help="static-rolling: the traffic as Prometheus "
+                                     "keeps it, in bins of this many seconds (as `kpilot retune` reads it), or "
+                                     "0: every request with its own timing (an access log)."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the tuned rule; compare."""
+    from kpilot.traces.prometheus_export import parse_duration
     from kpilot.evaluate.runner import check_metrics, parse_band, parse_baselines
     from kpilot.evaluate.session import run_evaluation
     from kpilot.train.split import parse_window
@@ -91,7 +101,9 @@ def evaluate_command(
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
     result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
                             time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
-                            report_dir=report, metrics=metrics, band=band_factor)
+                            report_dir=report, metrics=metrics, band=band_factor,
+                            retune_every_s=parse_duration(retune_every, "--retune-every"),
+                            retune_over_s=parse_duration(retune_over, "--retune-over"), retune_bin_s=retune_bin)
     for note in result.notes:
         Console(stderr=True).print(f"kpilot: note: {note}", markup=False, soft_wrap=True)
     if json_out:

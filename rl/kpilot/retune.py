@@ -1,0 +1,134 @@
+"""`kpilot retune`: each Service's target re-tuned on its latest traffic, on a schedule.
+
+What `kpilot evaluate --baselines static-rolling` replays, run against a cluster: from a CronJob
+(manifests/retune/), read the last `over_s` of every Service's requests in a namespace from
+Prometheus (queue-proxy's histogram, as `kpilot trace from-prometheus` does), replay each
+Service's traffic under every target of `STATIC_GRID` in the simulator, and set the cheapest as
+the Service's `kpilot.dev/base-target` with `kpilot.dev/band: "1"`. The operator, in Enforce,
+then writes that target to the Service's revisions (its write path, guardrails and restore);
+`retune` itself only annotates Services, which creates no revision.
+
+Only Services matching the selector (default: the label the operator's policies select) are
+annotated, and only when the target changed; a Service without enough traffic in the window
+keeps what it has.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kpilot.action import BAND_ANNOTATION, BASE_TARGET_ANNOTATION
+from kpilot.env.reward import RewardConfig
+from kpilot.errors import ConfigError
+from kpilot.evaluate.baselines import STATIC_GRID, tune_static
+from kpilot.evaluate.rolling import WARMUP_S
+from kpilot.sim.config import SimConfig
+from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.prometheus_export import ServiceTraffic
+from kpilot.traces.request_counts import synthesise
+
+DEFAULT_SELECTOR = "kpilot.dev/autoscale=enabled"
+KNATIVE = ("serving.knative.dev", "v1", "services")
+
+
+@dataclass
+class Retuned:
+    service: str
+    requests: int
+    target: float | None          # None: too little traffic to tune on
+    cost: float | None            # the target's cost per request on the traffic
+
+    @property
+    def annotations(self) -> dict[str, str] | None:
+        return None if self.target is None else {BASE_TARGET_ANNOTATION: f"{self.target:g}", BAND_ANNOTATION: "1"}
+
+
+def traffic_trace(entry: ServiceTraffic, step_s: float, *, warmup_s: float, seed: int = 0, cv: float = 1.0) -> Trace:
+    """A Service's bins as requests (the request-counts reader's synthesis), the first
+    `warmup_s` replayed unscored."""
+    counts = np.array([count for _, count, _ in entry.rows], dtype=np.int64)
+    means = np.array([math.nan if mean is None else mean for _, _, mean in entry.rows], dtype=np.float64)
+    starts = np.arange(len(counts)) * float(step_s)
+    fallback = entry.mean_duration_s if math.isfinite(entry.mean_duration_s) else 0.1
+    arrivals, service = synthesise(starts, counts, means, float(step_s), np.random.default_rng(seed), cv=cv,
+                                   fallback_s=fallback)
+    trace = make_trace(arrivals, service, None, span_s=len(counts) * float(step_s), warmup_s=warmup_s)
+    return trace
+
+
+def retune(traffic: list[ServiceTraffic], step_s: float, sim: SimConfig, reward: RewardConfig, *,
+           seeds: list[int], warmup_s: float = WARMUP_S, grid=STATIC_GRID) -> list[Retuned]:
+    """The cheapest grid target on each Service's traffic (after `warmup_s` unscored)."""
+    out = []
+    for entry in traffic:
+        trace = traffic_trace(entry, step_s, warmup_s=warmup_s)
+        scored = len(trace) - trace.first_scored()
+        if scored < 2:
+            out.append(Retuned(entry.name, scored, None, None))
+            continue
+        target, cost = tune_static(trace, sim, reward, seeds=seeds, grid=grid)
+        out.append(Retuned(entry.name, scored, target, cost))
+    return out
+
+
+def kube_client():
+    """A kubernetes ApiClient: in a Pod its ServiceAccount, elsewhere the usual kubeconfig."""
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        raise ConfigError("--apply needs the kubernetes client: pip install 'kpilot[operator]'",
+                          option="--apply") from None
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(client_configuration=configuration)
+        except (config.ConfigException, OSError) as exc:
+            raise ConfigError(f"no Kubernetes credentials: neither a ServiceAccount nor a kubeconfig ({exc})",
+                              option="--apply") from None
+    return client.ApiClient(configuration)
+
+
+def apply(results: list[Retuned], namespace: str, selector: str, api_client) -> list[tuple[str, str]]:
+    """Annotate the Services that match `selector` and whose target changed. Returns
+    (service, what happened) for every result."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    try:
+        listed = api.list_namespaced_custom_object(*KNATIVE[:2], namespace, KNATIVE[2], label_selector=selector)
+    except ApiException as exc:
+        raise ConfigError(_api_error(exc, f"list Knative Services in {namespace!r}"), option="--apply") from None
+    current = {item["metadata"]["name"]: item["metadata"].get("annotations") or {} for item in listed["items"]}
+    report = []
+    for r in results:
+        if r.service not in current:
+            report.append((r.service, f"not selected ({selector})"))
+        elif r.target is None:
+            report.append((r.service, "kept: too little traffic to tune on"))
+        elif all(current[r.service].get(k) == v for k, v in r.annotations.items()):
+            report.append((r.service, f"unchanged ({r.target:g})"))
+        else:
+            try:
+                api.patch_namespaced_custom_object(*KNATIVE[:2], namespace, KNATIVE[2], r.service,
+                                                   {"metadata": {"annotations": r.annotations}})
+            except ApiException as exc:
+                if exc.status == 404:          # deleted since it was listed
+                    report.append((r.service, "gone"))
+                    continue
+                raise ConfigError(_api_error(exc, f"annotate Service {namespace}/{r.service}"),
+                                  option="--apply") from None
+            before = current[r.service].get(BASE_TARGET_ANNOTATION)
+            report.append((r.service, f"set {r.target:g}" + (f" (was {before})" if before else "")))
+    return report
+
+
+def _api_error(exc, what: str) -> str:
+    if exc.status == 403:
+        return f"forbidden to {what}: the ServiceAccount needs the kpilot-retune Role (manifests/retune)"
+    return f"cannot {what}: HTTP {exc.status} {exc.reason}"
