@@ -76,15 +76,17 @@ class Holder:
 
     @property
     def current_target(self) -> float:
-        """The target Knative runs (its target resolution): the annotation, else the cluster's
-        default, capped by containerConcurrency where the revision sets one."""
+        """The target Knative runs (its target resolution, pkg/reconciler/autoscaling/resources/
+        target.go): the revision's containerConcurrency where it sets one, else the cluster's
+        default; an annotation replaces it, capped by containerConcurrency."""
+        cc = self.container_concurrency
         try:
             value = float(self.annotations[TARGET])
-            if not (math.isfinite(value) and value > 0):
-                value = self.default_target
         except (KeyError, ValueError):
-            value = self.default_target
-        return min(value, self.container_concurrency) if self.container_concurrency > 0 else value
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            return cc if cc > 0 else self.default_target
+        return min(value, cc) if cc > 0 else value
 
     @property
     def utilization(self) -> float:

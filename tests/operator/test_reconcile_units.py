@@ -422,3 +422,34 @@ def test_switching_to_dry_run_leaves_applied_targets_in_place():
     assert run(spec(mode="DryRun"), [], [owned], {}).writes == []
     off = run(spec(mode="Off"), [SVC], [owned], {})
     assert isinstance(off.writes[0].intent, Restore) and off.writes[0].target == 70
+
+
+@pytest.mark.parametrize("annotation", [None, 0.5, 5.0, 70.0, 250.0])
+@pytest.mark.parametrize("container_concurrency", [0, 10])
+@pytest.mark.parametrize("default", [100.0, 20.0, 5.0])
+def test_the_operator_and_the_simulator_resolve_a_target_alike(annotation, container_concurrency, default):
+    # Three places resolve Knative's target: the operator (what a revision runs), the simulator's
+    # configuration (what the policy observes) and its compiled engine (what the KPA scales on).
+    import numpy as np
+
+    from kpilot.sim.batch import Batch
+    from kpilot.sim.config import KpaConfig, PodConfig, SimConfig
+    from kpilot.traces.model import make_trace
+
+    annotations = {} if annotation is None else {TARGET: f"{annotation:g}"}
+    operator = Holder("Revision", "ns", "r1", "s1", "1", annotations, default, float(container_concurrency)).current_target
+    kpa = KpaConfig(container_concurrency_target_default=default)
+    config = kpa.total_value(annotation, container_concurrency)
+    sim = SimConfig(kpa=kpa, pod=PodConfig(container_concurrency=container_concurrency, cold_start="instant"))
+    batch = Batch(1, sim, max_requests=1, record=True, max_ticks=8)
+    batch.reset(0, make_trace([1.0], [1.0]), seed=0, target=annotation)
+    batch.advance(5.0)
+    engine = batch.timeline[0, 1, 4]             # the target of the decider's tick at 2 s
+    observed = batch.raw_observation(30.0)["target"][0]
+    assert operator == config == engine == observed
+    # Knative (pkg/reconciler/autoscaling/resources/target.go): containerConcurrency, else the
+    # cluster's default; an annotation replaces it, capped by containerConcurrency.
+    base = container_concurrency or default
+    expected = base if annotation is None else (min(annotation, container_concurrency) if container_concurrency
+                                                else annotation)
+    assert np.isclose(operator, expected)
