@@ -107,6 +107,9 @@ def _read_token(token_file: Optional[Path]) -> str | None:
         raise ConfigError(f"cannot read {str(token_file)!r}: {exc.strerror}", option="--token-file") from None
 
 
+RETUNE_SELECTOR = "kpilot.dev/autoscale=enabled"     # the label manifests/sample-policy.yaml selects
+
+
 @app.command()
 def retune(
     url: str = typer.Option(..., "--url", help="Prometheus base URL, e.g. http://prometheus-operated.monitoring:9090."),
@@ -115,7 +118,7 @@ def retune(
     step: float = typer.Option(60.0, "--step", help="Bin width, whole seconds (at least two scrape intervals)."),
     end: Optional[float] = typer.Option(None, "--end", help="End of the traffic read, unix seconds (default: "
                                         "a step before now, so that the last bin has been scraped)."),
-    selector: str = typer.Option("kpilot.dev/autoscale=enabled", "--selector",
+    selector: str = typer.Option(RETUNE_SELECTOR, "--selector",
                                  help="With --apply: annotate only the Services matching this label selector."),
     apply: bool = typer.Option(False, "--apply", help="Annotate the Services (default: print what would be set)."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy artifact whose simulator and reward "
@@ -132,33 +135,47 @@ def retune(
 
     from kpilot.evaluate.runner import load_artifact
     from kpilot.evaluate.session import REPO_DEFAULT_POLICY
-    from kpilot.retune import WARMUP_S, apply as apply_targets, kube_client, retune as retune_services
+    from kpilot.retune import WARMUP_S, Retuned, annotate, kube_client, retune as retune_services, selected_services
     from kpilot.traces.prometheus_export import parse_duration, read_traffic
 
     span = parse_duration(over, "--over")
+    if not span >= 2 * step:
+        raise ConfigError(f"expected at least two --step bins ({2 * step:g} s), got {over}", option="--over")
     artifact = load_artifact(policy or REPO_DEFAULT_POLICY)
     token = _read_token(token_file)
-    api = kube_client() if apply else None           # credentials checked before minutes of replays
-    traffic = read_traffic(url, namespace, since_s=span + WARMUP_S, end=_time.time() - step if end is None else end,
-                           step_s=step, token=token)
-    results = retune_services(traffic, step, artifact.sim, artifact.reward, seeds=list(range(replays)))
-    done = dict(apply_targets(results, namespace, selector, api)) if apply else {}
+    # With --apply, credentials, reachability and permissions are checked before minutes of replays.
+    api = kube_client() if apply else None
+    selected = selected_services(namespace, selector, api) if apply else None
+    stop = _time.time() - step if end is None else end
+    traffic = read_traffic(url, namespace, since_s=span + WARMUP_S, end=stop, step_s=step, token=token,
+                           allow_empty=True, since_option="--over")
+    if not traffic:
+        err_console.print(f"kpilot: note: no requests in namespace {namespace!r} in the last {over}: nothing to "
+                          "re-tune (if its Services did serve requests, check that queue-proxy's series carry "
+                          "kn_service_name and k8s_namespace_name)", markup=False)
+    chosen = [e for e in traffic if selected is None or e.name in selected]
+    results = retune_services(chosen, step, artifact.sim, artifact.reward, seeds=list(range(replays)))
+    results += [Retuned(e.name, e.requests, None, None, "not selected") for e in traffic if e not in chosen]
+    done = dict(annotate(results, selected, namespace, api)) if apply else {}
     if json_out:
         print(json.dumps([{**dataclasses.asdict(r), "annotations": r.annotations,
                            **({"applied": done[r.service]} if apply else {})} for r in results], indent=1))
-        return
-    from rich.table import Table
+    else:
+        from rich.table import Table
 
-    table = Table(title=f"kpilot retune: {namespace}, the last {over} of traffic (cost per request)")
-    for column in ("service", "requests", "target", "cost", "applied" if apply else "to set"):
-        table.add_column(column, justify="left" if column in ("service", "applied", "to set") else "right")
-    for r in results:
-        last = done.get(r.service, "") if apply else (
-            f"kubectl annotate ksvc {r.service} -n {namespace} --overwrite "
-            + " ".join(f"{k}={v}" for k, v in r.annotations.items()) if r.annotations else "too little traffic")
-        table.add_row(r.service, f"{r.requests:,}", "" if r.target is None else f"{r.target:g}",
-                      "" if r.cost is None else f"{r.cost:.4f}", last)
-    out_console().print(table)
+        table = Table(title=f"kpilot retune: {namespace}, the last {over} of traffic (cost per request)")
+        for column in ("service", "requests", "target", "cost", "applied" if apply else "to set"):
+            table.add_column(column, justify="left" if column in ("service", "applied", "to set") else "right")
+        for r in results:
+            last = done.get(r.service, "") if apply else (
+                f"kubectl annotate ksvc {r.service} -n {namespace} --overwrite "
+                + " ".join(f"{k}={v}" for k, v in r.annotations.items()) if r.annotations else r.why)
+            table.add_row(r.service, f"{r.requests:,}", "" if r.target is None else f"{r.target:g}",
+                          "" if r.cost is None else f"{r.cost:.4f}", last)
+        out_console().print(table)
+    failed = [f"{name}: {what[len('failed: '):]}" for name, what in done.items() if what.startswith("failed")]
+    if failed:
+        raise ConfigError(f"{len(failed)} of {len(done)} Services not annotated; {failed[0]}", option="--apply")
 
 
 def _write_atomically(path: Path, write, option: str = "--timeline") -> None:

@@ -30,7 +30,6 @@ from kpilot.traces.model import Trace, make_trace
 from kpilot.traces.prometheus_export import ServiceTraffic
 from kpilot.traces.request_counts import synthesise
 
-DEFAULT_SELECTOR = "kpilot.dev/autoscale=enabled"
 KNATIVE = ("serving.knative.dev", "v1", "services")
 
 
@@ -38,8 +37,9 @@ KNATIVE = ("serving.knative.dev", "v1", "services")
 class Retuned:
     service: str
     requests: int
-    target: float | None          # None: too little traffic to tune on
+    target: float | None          # None: nothing to tune on (`why`)
     cost: float | None            # the target's cost per request on the traffic
+    why: str = ""
 
     @property
     def annotations(self) -> dict[str, str] | None:
@@ -67,7 +67,11 @@ def retune(traffic: list[ServiceTraffic], step_s: float, sim: SimConfig, reward:
         trace = traffic_trace(entry, step_s, warmup_s=warmup_s)
         scored = len(trace) - trace.first_scored()
         if scored < 2:
-            out.append(Retuned(entry.name, scored, None, None))
+            out.append(Retuned(entry.name, scored, None, None, "too little traffic to tune on"))
+            continue
+        if not math.isfinite(entry.mean_duration_s):
+            # Counts without the histogram's _sum: any target tuned on a made-up duration is a guess.
+            out.append(Retuned(entry.name, scored, None, None, "no request durations (no _sum series)"))
             continue
         target, cost = tune_static(trace, sim, reward, seeds=seeds, grid=grid)
         out.append(Retuned(entry.name, scored, target, cost))
@@ -93,42 +97,59 @@ def kube_client():
     return client.ApiClient(configuration)
 
 
-def apply(results: list[Retuned], namespace: str, selector: str, api_client) -> list[tuple[str, str]]:
-    """Annotate the Services that match `selector` and whose target changed. Returns
-    (service, what happened) for every result."""
-    from kubernetes import client
+def _call(what: str, fn, *args, **kwargs):
+    """One API call; its failure as one line (ConfigError), a vanished object as None."""
+    import urllib3
     from kubernetes.client.exceptions import ApiException
 
-    api = client.CustomObjectsApi(api_client)
     try:
-        listed = api.list_namespaced_custom_object(*KNATIVE[:2], namespace, KNATIVE[2], label_selector=selector)
+        return fn(*args, **kwargs)
     except ApiException as exc:
-        raise ConfigError(_api_error(exc, f"list Knative Services in {namespace!r}"), option="--apply") from None
-    current = {item["metadata"]["name"]: item["metadata"].get("annotations") or {} for item in listed["items"]}
+        if exc.status == 404:
+            return None
+        if exc.status == 403:
+            raise ConfigError(f"forbidden to {what}: the ServiceAccount needs the kpilot-retune Role "
+                              "(manifests/retune)", option="--apply") from None
+        raise ConfigError(f"cannot {what}: HTTP {exc.status} {exc.reason}", option="--apply") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ConfigError(f"cannot {what}: the API server is unreachable ({type(exc).__name__})",
+                          option="--apply") from None
+
+
+def selected_services(namespace: str, selector: str, api_client) -> dict[str, dict]:
+    """The Knative Services of `namespace` matching `selector`: name -> annotations. Called before
+    any traffic is read, so that credentials, reachability and permissions fail first."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(api_client)
+    listed = _call(f"list Knative Services in {namespace!r}", api.list_namespaced_custom_object, *KNATIVE[:2],
+                   namespace, KNATIVE[2], label_selector=selector) or {"items": []}
+    return {item["metadata"]["name"]: item["metadata"].get("annotations") or {} for item in listed["items"]}
+
+
+def annotate(results: list[Retuned], current: dict[str, dict], namespace: str, api_client) -> list[tuple[str, str]]:
+    """Set the annotations of each selected Service (`current`: selected_services) whose target
+    changed; one failure does not stop the others. Returns (service, what happened) per result,
+    failures starting with "failed"."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(api_client)
     report = []
     for r in results:
         if r.service not in current:
-            report.append((r.service, f"not selected ({selector})"))
+            report.append((r.service, "not selected"))
         elif r.target is None:
-            report.append((r.service, "kept: too little traffic to tune on"))
+            report.append((r.service, f"kept: {r.why}"))
         elif all(current[r.service].get(k) == v for k, v in r.annotations.items()):
             report.append((r.service, f"unchanged ({r.target:g})"))
         else:
             try:
-                api.patch_namespaced_custom_object(*KNATIVE[:2], namespace, KNATIVE[2], r.service,
-                                                   {"metadata": {"annotations": r.annotations}})
-            except ApiException as exc:
-                if exc.status == 404:          # deleted since it was listed
-                    report.append((r.service, "gone"))
-                    continue
-                raise ConfigError(_api_error(exc, f"annotate Service {namespace}/{r.service}"),
-                                  option="--apply") from None
+                done = _call(f"annotate Service {namespace}/{r.service}", api.patch_namespaced_custom_object,
+                             *KNATIVE[:2], namespace, KNATIVE[2], r.service, {"metadata": {"annotations": r.annotations}})
+            except ConfigError as exc:
+                report.append((r.service, f"failed: {exc.message}"))
+                continue
             before = current[r.service].get(BASE_TARGET_ANNOTATION)
-            report.append((r.service, f"set {r.target:g}" + (f" (was {before})" if before else "")))
+            report.append((r.service, "gone" if done is None else
+                           f"set {r.target:g}" + (f" (was {before})" if before else "")))
     return report
-
-
-def _api_error(exc, what: str) -> str:
-    if exc.status == 403:
-        return f"forbidden to {what}: the ServiceAccount needs the kpilot-retune Role (manifests/retune)"
-    return f"cannot {what}: HTTP {exc.status} {exc.reason}"

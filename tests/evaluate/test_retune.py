@@ -16,7 +16,7 @@ from fake_prometheus import prometheus  # noqa: F401  (fixture)
 
 from kpilot.env.reward import RewardConfig
 from kpilot.evaluate.baselines import STATIC_GRID
-from kpilot.retune import apply, retune
+from kpilot.retune import annotate, retune, selected_services
 from kpilot.sim.config import SimConfig
 from kpilot.traces.prometheus_export import ServiceTraffic
 
@@ -35,11 +35,16 @@ SHOP = {**steady("api", 600, 0.05), **steady("mid", 30, 0.2), ("count", "idle"):
         ("sum", "idle"): [(T0 + 60, 0.1)]}
 
 
-def run_retune(url, *extra):
+def no_cluster(kubeconfig="/nonexistent/kubeconfig") -> dict:
+    """The environment of a run outside any Pod, with the given kubeconfig."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
+    return {**env, "KUBECONFIG": str(kubeconfig)}
+
+
+def run_retune(url, *extra, env=None):
     return subprocess.run([str(KPILOT), "retune", "--url", url, "--namespace", "shop", "--over", "15m",
                            "--end", str(T0 + 60 * BINS), "--replays", "1", *map(str, extra)],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "KUBECONFIG": "/nonexistent/kubeconfig"})
+                          capture_output=True, text=True, timeout=300, env=env or no_cluster())
 
 
 def test_each_services_target_comes_from_its_own_traffic(prometheus):
@@ -57,10 +62,54 @@ def test_each_services_target_comes_from_its_own_traffic(prometheus):
                                           "kpilot.dev/band": "1"}
     # One request, in the warm-up: nothing to tune on, nothing to set.
     assert rows["idle"]["target"] is None and rows["idle"]["annotations"] is None
+    assert rows["idle"]["why"] == "too little traffic to tune on"
     table = run_retune(prom.url)
     assert (f"kubectl annotate ksvc api -n shop --overwrite kpilot.dev/base-target={rows['api']['target']:g} "
             "kpilot.dev/band=1") in table.stdout
     assert "too little traffic" in table.stdout
+
+
+def test_a_service_without_durations_is_not_given_a_made_up_target(prometheus):
+    # Counts without the histogram's _sum series: no duration to tune on.
+    prom = prometheus({("count", "api"): steady("api", 600, 0.05)[("count", "api")]})
+    rows = json.loads(run_retune(prom.url, "--json").stdout)
+    assert rows == [{"service": "api", "requests": 9000, "target": None, "cost": None,
+                     "why": "no request durations (no _sum series)", "annotations": None}]
+
+
+def test_a_quiet_namespace_is_a_note_not_a_failure(prometheus):
+    # A CronJob in a quiet hour: nothing to re-tune, exit 0, and say why on stderr.
+    proc = run_retune(prometheus({}).url, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout) == []
+    assert "no requests in namespace 'shop'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--over", "90s"], "--over"),                  # less than two 60 s bins
+    (["--over", "30d"], "--over"),                  # more bins than Prometheus answers
+    (["--namespace", 'shop"} or vector(1) #'], "--namespace"),
+    (["--end", "nan"], "--end"),
+])
+def test_bad_options_are_one_line_before_any_query(prometheus, args, option):
+    prom = prometheus(SHOP)
+    proc = run_retune(prom.url, *args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and option in lines[0], proc.stderr
+    assert prom.queries == []
+
+
+def test_an_unreachable_api_server_is_one_line_before_reading_traffic(prometheus, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    prom = prometheus(SHOP)
+    proc = run_retune(prom.url, "--apply", env=no_cluster(kubeconfig))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "unreachable" in lines[0] and "--apply" in lines[0]
+    assert prom.queries == [] and "Traceback" not in proc.stderr
 
 
 def test_apply_without_credentials_is_one_line_before_reading_traffic(prometheus):
@@ -78,8 +127,7 @@ def test_the_cronjobs_arguments_are_valid_retune_options(prometheus):
     args = container["args"]
     assert args[0] == "retune" and "--apply" in args
     args[args.index("--policy") + 1] = str(RETUNE.parents[1] / "policies" / "default")
-    proc = subprocess.run([str(KPILOT), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "KUBECONFIG": "/nonexistent/kubeconfig"})
+    proc = subprocess.run([str(KPILOT), *args], capture_output=True, text=True, timeout=120, env=no_cluster())
     assert proc.returncode != 0 and "no Kubernetes credentials" in proc.stderr, proc.stderr
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
 
@@ -102,11 +150,14 @@ def test_apply_annotates_only_selected_services_whose_target_changed(envtest, en
                      60, SimConfig(), RewardConfig(), seeds=[0])
     target = next(r.target for r in results if r.service == "api")
     with envtest.admin_client() as api_client:
-        report = dict(apply(results, ns, "kpilot.dev/autoscale=enabled", api_client))
-        again = dict(apply(results, ns, "kpilot.dev/autoscale=enabled", api_client))
+        selected = selected_services(ns, "kpilot.dev/autoscale=enabled", api_client)
+        assert set(selected) == {"api", "idle"}
+        report = dict(annotate(results, selected, ns, api_client))
+        again = dict(annotate(results, selected_services(ns, "kpilot.dev/autoscale=enabled", api_client), ns,
+                              api_client))
     assert report["api"] == f"set {target:g}" and again["api"] == f"unchanged ({target:g})"
-    assert report["legacy"].startswith("not selected") and report["gone"].startswith("not selected")
-    assert report["idle"].startswith("kept")
+    assert report["legacy"] == "not selected" and report["gone"] == "not selected"
+    assert report["idle"] == "kept: too little traffic to tune on"
 
     def annotations(name):
         status, body = envtest.request(f"/apis/serving.knative.dev/v1/namespaces/{ns}/services/{name}")
@@ -116,6 +167,20 @@ def test_apply_annotates_only_selected_services_whose_target_changed(envtest, en
     assert annotations("api") == {"kpilot.dev/base-target": f"{target:g}", "kpilot.dev/band": "1"}
     assert annotations("idle") == {"kpilot.dev/base-target": "7"}     # kept what it had
     assert "kpilot.dev/base-target" not in annotations("legacy")
+
+
+@pytest.mark.envtest
+def test_a_refused_patch_is_reported_per_service_and_the_others_still_run(envtest, envtest_namespace):
+    # The operator's own ServiceAccount may list Services but not patch them.
+    ns = envtest_namespace
+    for name in ("a", "b"):
+        envtest.create_service(ns, name, labels={"kpilot.dev/autoscale": "enabled"})
+    results = retune([_traffic("a", 600, 0.05), _traffic("b", 30, 0.2)], 60, SimConfig(), RewardConfig(), seeds=[0])
+    with envtest.operator_client() as api_client:
+        report = dict(annotate(results, selected_services(ns, "kpilot.dev/autoscale=enabled", api_client), ns,
+                               api_client))
+    assert set(report) == {"a", "b"}
+    assert all(what.startswith("failed: forbidden to annotate Service") for what in report.values())
 
 
 @pytest.mark.envtest

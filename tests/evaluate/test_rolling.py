@@ -49,7 +49,7 @@ def test_retuning_reads_only_the_past():
     a = RollingStaticTarget(same, 600.0, sim, reward, [0], every_s=600.0, over_s=1200.0)
     b = RollingStaticTarget(changed, 600.0, sim, reward, [0], every_s=600.0, over_s=1200.0)
     # Decisions at 600 + t s of the trace: up to 40 minutes in, both traces have the same past.
-    for t in (0.0, 600.0, 1200.0):
+    for t in (0.0, 600.0, 1200.0, 1740.0, 1800.0):
         assert a.tuned_at(t) == b.tuned_at(t)
     # Later the longer requests are in the history, and the re-tuned target follows them.
     assert a.tuned_at(2400.0) != b.tuned_at(2400.0)

@@ -39,8 +39,8 @@ def check_schedule(every_s: float, over_s: float, bin_s: float = DEFAULT_BIN_S) 
     if not (math.isfinite(bin_s) and bin_s >= 0):
         raise ConfigError(f"expected seconds >= 0 (0: every request), got {bin_s:g}", option="--retune-bin")
     if not (math.isfinite(over_s) and over_s >= max(2 * bin_s, 1.0)):
-        raise ConfigError(f"expected at least {2 * bin_s:g} s (two {bin_s:g} s bins of traffic), got {over_s:g} s",
-                          option="--retune-over")
+        least = f"{2 * bin_s:g} s (two {bin_s:g} s bins of traffic)" if bin_s > 0 else "1 s"
+        raise ConfigError(f"expected at least {least}, got {over_s:g} s", option="--retune-over")
 
 
 def observed_history(trace: Trace, end_s: float, over_s: float, bin_s: float, *, seed: int = 0,
@@ -49,8 +49,8 @@ def observed_history(trace: Trace, end_s: float, over_s: float, bin_s: float, *,
     seconds: whole bins of `bin_s` on the trace's clock ending a bin before `end_s`, each with the
     requests that finished in it (at full speed: queue-proxy records a request when it responds)
     and their mean duration; re-synthesised into requests. Time 0 is the first bin's start.
-    With `bin_s` 0, every request as an access log would have it instead: those that finished in
-    the last `over_s` before `end_s`, with their own arrival and duration."""
+    With `bin_s` 0, every request as an access log would have it instead: those that arrived in
+    the last `over_s` before `end_s` and finished before it, with their own arrival and duration."""
     if bin_s <= 0:
         lo, hi = np.searchsorted(trace.arrivals, [end_s - over_s - float(trace.service.max(initial=0.0)), end_s])
         arrivals, service = trace.arrivals[lo:hi], trace.service[lo:hi]
@@ -61,7 +61,7 @@ def observed_history(trace: Trace, end_s: float, over_s: float, bin_s: float, *,
             meta["start_time_of_day_s"] = (float(trace.meta["start_time_of_day_s"]) + first) % 86400.0
         return make_trace(arrivals[seen] - first, service[seen], None, **meta)
     stop = math.floor(end_s / bin_s) * bin_s - bin_s          # the last bin is not scraped yet
-    first = max(0.0, stop - math.floor(over_s / bin_s) * bin_s)
+    first = max(0.0, stop - math.ceil(over_s / bin_s) * bin_s)     # as kpilot.traces.prometheus_export.bins
     n_bins = int(round((stop - first) / bin_s))
     if n_bins <= 0:
         return make_trace([], [], None, span_s=0.0)

@@ -92,10 +92,16 @@ def bins(since_s: float, end: float, step_s: int) -> tuple[int, int]:
 
 
 def read_traffic(url: str, namespace: str, *, since_s: float, end: float, step_s: float, by: str = "service",
-                 token: str | None = None, timeout_s: float = 30.0) -> list[ServiceTraffic]:
+                 token: str | None = None, timeout_s: float = 30.0, allow_empty: bool = False,
+                 since_option: str = "--since") -> list[ServiceTraffic]:
     """Every Service's (or revision's) traffic in the namespace over the `since_s` before `end`
     (unix s), in whole bins of `step_s` seconds aligned to the step (so runs on different days
-    bin alike); a bin without requests is a row of 0."""
+    bin alike); a bin without requests is a row of 0. No requests at all is an error, or with
+    `allow_empty` an empty list."""
+    if not _K8S_NAME.fullmatch(namespace) or len(namespace) > 63:
+        raise ConfigError(f"not a Kubernetes namespace name: {namespace!r}", option="--namespace")
+    if not (math.isfinite(end) and end > 0):
+        raise ConfigError(f"expected unix seconds, got {end}", option="--end")
     if by not in LABELS:
         raise ConfigError(f"expected one of {', '.join(LABELS)}, got {by!r}", option="--by")
     if not (step_s >= 1 and step_s == int(step_s)):
@@ -111,7 +117,7 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float, step_s
     n = (stop - first) // step
     if n > MAX_POINTS:
         raise ConfigError(f"{n:,} bins: Prometheus answers at most {MAX_POINTS:,} per query; a longer "
-                          "--step or a shorter --since", option="--since")
+                          f"--step or a shorter {since_option}", option=since_option)
     label = LABELS[by]
     count_q, sum_q = queries(namespace, label, step)
     # A sample at t is the increase over (t - step, t]: the bin starting at t - step.
@@ -133,7 +139,7 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float, step_s
         entry = ServiceTraffic(name, rows)
         if entry.requests:
             traffic.append(entry)
-    if not traffic:
+    if not traffic and not allow_empty:
         raise ConfigError(f"no requests in namespace {namespace!r} between {first} and {stop}: "
                           f"the query found {'no series' if not counts else 'series without requests'}; "
                           f"queue-proxy's {HISTOGRAM}_count must carry {label} and k8s_namespace_name",
