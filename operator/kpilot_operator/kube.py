@@ -21,7 +21,9 @@ from typing import Any, Callable
 
 import kopf
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
+
+from kpilot import kube_credentials
 from kubernetes.client.exceptions import ApiException
 
 JSON_PATCH = "application/json-patch+json"
@@ -43,16 +45,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 def load_configuration() -> client.Configuration:
     """In a Pod: the ServiceAccount; elsewhere: the usual kubeconfig (KUBECONFIG, ~/.kube/config)."""
-    configuration = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        try:
-            config.load_kube_config(client_configuration=configuration)
-        except config.ConfigException as exc:
-            raise kopf.PermanentError(
-                f"no Kubernetes credentials: neither a ServiceAccount nor a kubeconfig ({exc})") from None
-    return configuration
+        return kube_credentials.load_configuration()
+    except kube_credentials.NoCredentials as exc:
+        raise kopf.PermanentError(str(exc)) from None
 
 
 def _message(exc: ApiException) -> str:

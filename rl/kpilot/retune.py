@@ -81,20 +81,16 @@ def retune(traffic: list[ServiceTraffic], step_s: float, sim: SimConfig, reward:
 def kube_client():
     """A kubernetes ApiClient: in a Pod its ServiceAccount, elsewhere the usual kubeconfig."""
     try:
-        from kubernetes import client, config
+        from kubernetes import client
     except ImportError:
         raise ConfigError("--apply needs the kubernetes client: pip install 'kpilot[operator]'",
                           option="--apply") from None
-    configuration = client.Configuration()
+    from kpilot.kube_credentials import NoCredentials, load_configuration
+
     try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        try:
-            config.load_kube_config(client_configuration=configuration)
-        except (config.ConfigException, OSError) as exc:
-            raise ConfigError(f"no Kubernetes credentials: neither a ServiceAccount nor a kubeconfig ({exc})",
-                              option="--apply") from None
-    return client.ApiClient(configuration)
+        return client.ApiClient(load_configuration())
+    except NoCredentials as exc:
+        raise ConfigError(str(exc), option="--apply") from None
 
 
 def _call(what: str, fn, *args, **kwargs):
