@@ -9,8 +9,8 @@ then writes that target to the Service's revisions (its write path, guardrails a
 `retune` itself only annotates Services, which creates no revision.
 
 Only Services matching the selector (default: the label the operator's policies select) are
-annotated, and only when the target changed; a Service without enough traffic in the window
-keeps what it has.
+annotated, and only when the target changed; a Service without enough traffic in the window,
+or without request durations, keeps what it has.
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def traffic_trace(entry: ServiceTraffic, step_s: float, *, warmup_s: float, seed
     fallback = entry.mean_duration_s if math.isfinite(entry.mean_duration_s) else 0.1
     arrivals, service = synthesise(starts, counts, means, float(step_s), np.random.default_rng(seed), cv=cv,
                                    fallback_s=fallback)
-    trace = make_trace(arrivals, service, None, span_s=len(counts) * float(step_s), warmup_s=warmup_s)
-    return trace
+    return make_trace(arrivals, service, None, span_s=len(counts) * float(step_s), warmup_s=warmup_s)
 
 
 def retune(traffic: list[ServiceTraffic], step_s: float, sim: SimConfig, reward: RewardConfig, *,
