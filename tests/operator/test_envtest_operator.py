@@ -237,3 +237,30 @@ def test_role_cannot_read_secrets_or_patch_services(envtest, envtest_namespace):
         objs.list_namespaced_custom_object("serving.knative.dev", "v1", ns, "services")
         objs.patch_namespaced_custom_object("serving.knative.dev", "v1", ns, "revisions", "svc-00001",
                                             {"metadata": {"annotations": {TARGET: "12"}}})
+
+
+@pytest.mark.asyncio
+async def test_a_target_set_by_kpilot_retune_is_what_the_operator_enforces(as_operator, envtest_namespace, prom,
+                                                                             policy_file):
+    # The deployment of manifests/retune: retune annotates the Service, the operator writes the
+    # revision. The policy proposes 40; the re-tuned base target with band 1 pins it.
+    from kpilot.env.reward import RewardConfig
+    from kpilot.retune import annotate, retune, selected_services
+    from kpilot.sim.config import SimConfig
+    from kpilot.traces.prometheus_export import ServiceTraffic
+
+    env, ns = as_operator, envtest_namespace
+    env.create_knative_app(ns, "svc-a", revision_annotations={TARGET: "70"}, service_labels={"kpilot": "on"})
+    prom.set(ns, "svc-a-00001")
+    async with running_operator():
+        create_policy(env, ns, path_policy(ns, policy_file, prom_url=prom.url, mode="Enforce"))
+        await eventually(lambda: annotations(env, ns, "svc-a-00001").get(TARGET) == "40", timeout=20, what="Enforce")
+        traffic = [ServiceTraffic("svc-a", [(60 * k, 600, 0.05) for k in range(20)])]
+        (result,) = retune(traffic, 60, SimConfig(), RewardConfig(), seeds=[0])
+        assert result.target is not None and result.target != 40 and 2 <= result.target <= 150   # the spec's bounds
+        with env.admin_client() as api_client:
+            report = dict(annotate([result], selected_services(ns, "kpilot=on", api_client), ns, api_client))
+        assert report == {"svc-a": f"set {result.target:g}"}
+        await eventually(lambda: annotations(env, ns, "svc-a-00001").get(TARGET) == f"{result.target:g}",
+                         timeout=20, what="the re-tuned target enforced")
+        assert annotations(env, ns, "svc-a-00001")[ORIGINAL] == "70"       # still restorable
