@@ -5,6 +5,9 @@
 * env_steps_per_s: 64 batched environments, 30 s decision steps, ~20 req/s each, random actions.
 * trace_load_s / trace_load_peak_rss_mib: a 10-million-row BurstGPT-format CSV through load_trace.
 * operator_tick_s: one operator decision tick for 1,000 services against a fake Prometheus.
+* retune_service_s: `kpilot retune`'s work for one Service of `rate` req/s (50 ms each) over its
+  96 minutes and warm-up in one-minute bins: the static grid under 3 simulator seeds. A
+  namespace's CronJob run takes about this per Service as busy, less for lighter ones.
 """
 
 from __future__ import annotations
@@ -55,6 +58,23 @@ def bench_env(num_envs: int = 64, steps: int = 300, repeats: int = 3) -> dict:
     return {"env_num_envs": num_envs, "env_steps_per_s": statistics.median(rates)}
 
 
+def bench_retune(rate: float = 100.0, repeats: int = 3) -> dict:
+    from kpilot.env.reward import RewardConfig
+    from kpilot.retune import retune
+    from kpilot.traces.prometheus_export import ServiceTraffic
+
+    per_bin = int(rate * 60)
+    traffic = [ServiceTraffic("bench", [(60 * k, per_bin, 0.05) for k in range(101)])]
+    retune([ServiceTraffic("warm", [(60 * k, 10, 0.05) for k in range(8)])], 60, SimConfig(), RewardConfig(),
+           seeds=[0])                                 # compile outside the timing
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        retune(traffic, 60, SimConfig(), RewardConfig(), seeds=[0, 1, 2])
+        times.append(time.perf_counter() - t0)
+    return {"retune_requests_per_s": rate, "retune_service_s": statistics.median(times)}
+
+
 def run_bench(*, quick: bool = False, repeats: int = 3) -> dict:
     out = {}
     out.update(bench_simulator(200_000 if quick else 1_000_000, repeats))
@@ -62,6 +82,7 @@ def run_bench(*, quick: bool = False, repeats: int = 3) -> dict:
     from kpilot.traces.bench import bench_trace_load
 
     out.update(bench_trace_load(1_000_000 if quick else 10_000_000, repeats))
+    out.update(bench_retune(10.0 if quick else 100.0, repeats))
     try:
         from kpilot_operator.bench import bench_tick
     except ImportError:        # the operator extra is not installed

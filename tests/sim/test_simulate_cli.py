@@ -125,12 +125,14 @@ def test_demo_prints_kpa_and_static_targets():
 
 
 def test_bench_components_report_positive_rates():
-    from kpilot.bench import bench_env, bench_simulator
+    from kpilot.bench import bench_env, bench_retune, bench_simulator
 
     sim = bench_simulator(requests=20_000, repeats=1)
     env = bench_env(num_envs=4, steps=5, repeats=1)
+    retune = bench_retune(rate=0.5, repeats=1)
     assert sim["sim_requests"] == 20_000 and sim["sim_requests_per_s"] > 0
     assert env["env_num_envs"] == 4 and env["env_steps_per_s"] > 0
+    assert retune["retune_requests_per_s"] == 0.5 and retune["retune_service_s"] > 0
 
 
 @pytest.mark.traces
