@@ -201,3 +201,21 @@ def test_the_retune_serviceaccount_may_only_list_and_annotate_services_where_bou
     assert not allowed("patch", "services", "kpilot-system")           # not bound there
     assert not allowed("delete", "services", "default") and not allowed("update", "services", "default")
     assert not allowed("patch", "revisions", "default") and not allowed("get", "secrets", "default", group="")
+
+
+@pytest.mark.envtest
+def test_the_command_annotates_the_services_of_a_namespace(envtest, envtest_namespace, prometheus):
+    # As the CronJob runs it: read Prometheus, tune, annotate, all through `kpilot retune --apply`.
+    ns = envtest_namespace
+    envtest.create_service(ns, "api", labels={"kpilot.dev/autoscale": "enabled"})
+    prom = prometheus(SHOP)
+    proc = subprocess.run([str(KPILOT), "retune", "--url", prom.url, "--namespace", ns, "--over", "15m",
+                           "--end", str(T0 + 60 * BINS), "--replays", "1", "--apply", "--json"],
+                          capture_output=True, text=True, timeout=300, env=no_cluster(envtest.admin_kubeconfig))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["service"]: r for r in json.loads(proc.stdout)}
+    # Only the selected Service is tuned; the others in Prometheus are reported, not annotated.
+    assert rows["api"]["applied"] == f"set {rows['api']['target']:g}"
+    assert rows["mid"]["applied"] == "not selected" and rows["mid"]["target"] is None
+    status, body = envtest.request(f"/apis/serving.knative.dev/v1/namespaces/{ns}/services/api")
+    assert json.loads(body)["metadata"]["annotations"] == rows["api"]["annotations"]
