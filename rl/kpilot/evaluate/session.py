@@ -128,7 +128,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                 chosen = choose_policy_or_static(artifact, target, static_cost, band, tuning, tune_on, sim,
                                                  reward, seeds, metrics)
         if ROLLING in baselines:
-            begin = float(trace.meta.get("window", [0.0])[0])     # where the replay starts in `full`
+            begin = float(trace.meta["window"][0]) if window is not None else 0.0   # the replay's start in `full`
             rolling = RollingStaticTarget(_shifted(full, time_of_day_shift_s), begin, sim, reward, seeds,
                                           every_s=retune_every_s, over_s=retune_over_s, bin_s=retune_bin_s)
         controllers = controllers_for(baselines, artifact, tuned=tuned, in_band=in_band, chosen=chosen,
