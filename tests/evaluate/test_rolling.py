@@ -86,3 +86,11 @@ def test_bad_schedules_are_one_line_errors(option, value, message):
     assert proc.returncode != 0 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and option in lines[0] and message in lines[0], proc.stderr
+
+
+def test_without_a_window_the_first_retune_has_nothing_to_read():
+    # A replay from the trace's start: no traffic yet, so Knative's default stays until the first
+    # re-tune with history (at 300 s: four scraped minutes, the first replayed unscored).
+    rows = run_evaluation([TRACE], None, ["static-rolling"], retune_every_s=300.0, retune_over_s=180.0).rows
+    targets = rows[0]["targets"]
+    assert targets[0] is None and all(t in STATIC_GRID for t in targets[1:]) and len(targets) >= 3
