@@ -72,7 +72,6 @@ def trace_from_prometheus(
 ):
     """Each Service's requests per bin and their mean duration, from queue-proxy's histogram in
     Prometheus: request-counts traces for `kpilot tune` and `kpilot evaluate`."""
-    import time as _time
 
     from rich.table import Table
 
@@ -84,8 +83,7 @@ def trace_from_prometheus(
     if not out.parent.exists():
         raise ConfigError(f"folder {str(out.parent)!r} does not exist", option="--out")
     token = _read_token(token_file)
-    stop = _time.time() - step if end is None else end
-    traffic = read_traffic(url, namespace, since_s=span, end=stop, step_s=step, by=by, token=token)
+    traffic = read_traffic(url, namespace, since_s=span, end=end, step_s=step, by=by, token=token)
     out.mkdir(exist_ok=True)
     table = Table(title=f"{namespace}: requests per {step:g} s bin, last {since}")
     for column in ("name", "requests", "bins with requests", "mean duration (s)", "trace"):
@@ -131,10 +129,10 @@ def retune(
     kpilot.dev/base-target (band 1): run it from a CronJob (manifests/retune)."""
     import dataclasses
     import json
-    import time as _time
 
     from kpilot.evaluate.runner import load_artifact
     from kpilot.evaluate.session import REPO_DEFAULT_POLICY
+    from kpilot.evaluate.tune import kubectl_annotate
     from kpilot.retune import WARMUP_S, Retuned, annotate, kube_client, retune as retune_services, selected_services
     from kpilot.traces.prometheus_export import parse_duration, read_traffic
 
@@ -146,16 +144,16 @@ def retune(
     # With --apply, credentials, reachability and permissions are checked before minutes of replays.
     api = kube_client() if apply else None
     selected = selected_services(namespace, selector, api) if apply else None
-    stop = _time.time() - step if end is None else end
-    traffic = read_traffic(url, namespace, since_s=span + WARMUP_S, end=stop, step_s=step, token=token,
+    traffic = read_traffic(url, namespace, since_s=span + WARMUP_S, end=end, step_s=step, token=token,
                            allow_empty=True, since_option="--over")
     if not traffic:
         err_console.print(f"kpilot: note: no requests in namespace {namespace!r} in the last {over}: nothing to "
                           "re-tune (if its Services did serve requests, check that queue-proxy's series carry "
                           "kn_service_name and k8s_namespace_name)", markup=False)
-    chosen = [e for e in traffic if selected is None or e.name in selected]
-    results = retune_services(chosen, step, artifact.sim, artifact.reward, seeds=list(range(replays)))
-    results += [Retuned(e.name, e.requests, None, None, "not selected") for e in traffic if e not in chosen]
+    is_chosen = [selected is None or e.name in selected for e in traffic]
+    results = retune_services([e for e, c in zip(traffic, is_chosen) if c], step, artifact.sim, artifact.reward,
+                              seeds=list(range(replays)))
+    results += [Retuned(e.name, e.requests, None, None, "not selected") for e, c in zip(traffic, is_chosen) if not c]
     done = dict(annotate(results, selected, namespace, api)) if apply else {}
     if json_out:
         print(json.dumps([{**dataclasses.asdict(r), "annotations": r.annotations,
@@ -168,8 +166,7 @@ def retune(
             table.add_column(column, justify="left" if column in ("service", "applied", "to set") else "right")
         for r in results:
             last = done.get(r.service, "") if apply else (
-                f"kubectl annotate ksvc {r.service} -n {namespace} --overwrite "
-                + " ".join(f"{k}={v}" for k, v in r.annotations.items()) if r.annotations else r.why)
+                kubectl_annotate(r.service, r.annotations, namespace) if r.annotations else r.why)
             table.add_row(r.service, f"{r.requests:,}", "" if r.target is None else f"{r.target:g}",
                           "" if r.cost is None else f"{r.cost:.4f}", last)
         out_console().print(table)

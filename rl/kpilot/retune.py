@@ -52,9 +52,10 @@ def traffic_trace(entry: ServiceTraffic, step_s: float, *, warmup_s: float, seed
     counts = np.array([count for _, count, _ in entry.rows], dtype=np.int64)
     means = np.array([math.nan if mean is None else mean for _, _, mean in entry.rows], dtype=np.float64)
     starts = np.arange(len(counts)) * float(step_s)
-    fallback = entry.mean_duration_s if math.isfinite(entry.mean_duration_s) else 0.1
+    # A bin counted without its duration takes the Service's mean (retune() skips Services with none).
+    fallback = {"fallback_s": entry.mean_duration_s} if math.isfinite(entry.mean_duration_s) else {}
     arrivals, service = synthesise(starts, counts, means, float(step_s), np.random.default_rng(seed), cv=cv,
-                                   fallback_s=fallback)
+                                   **fallback)
     return make_trace(arrivals, service, None, span_s=len(counts) * float(step_s), warmup_s=warmup_s)
 
 

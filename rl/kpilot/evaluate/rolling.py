@@ -56,32 +56,28 @@ def observed_history(trace: Trace, end_s: float, over_s: float, bin_s: float, *,
         arrivals, service = trace.arrivals[lo:hi], trace.service[lo:hi]
         first = max(0.0, end_s - over_s)
         seen = (arrivals >= first) & (arrivals + service < end_s)
-        meta = {"span_s": float(end_s - first)}
-        if trace.meta.get("start_time_of_day_s") is not None:
-            meta["start_time_of_day_s"] = (float(trace.meta["start_time_of_day_s"]) + first) % 86400.0
-        return make_trace(arrivals[seen] - first, service[seen], None, **meta)
-    stop = math.floor(end_s / bin_s) * bin_s - bin_s          # the last bin is not scraped yet
-    first = max(0.0, stop - math.ceil(over_s / bin_s) * bin_s)     # as kpilot.traces.prometheus_export.bins
-    n_bins = int(round((stop - first) / bin_s))
-    if n_bins <= 0:
-        return make_trace([], [], None, span_s=0.0)
-    # queue-proxy counts a request when it responds: bin it by when it finished (at full speed).
-    lo, hi = np.searchsorted(trace.arrivals, [first - float(trace.service.max(initial=0.0)), stop], side="left")
-    service = trace.service[lo:hi].astype(np.float64)
-    finished = trace.arrivals[lo:hi] + service
-    seen = (finished >= first) & (finished < stop)
-    idx = ((finished[seen] - first) // bin_s).astype(np.int64)
-    counts = np.bincount(idx, minlength=n_bins)
-    sums = np.bincount(idx, weights=service[seen], minlength=n_bins)
-    means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    rng = np.random.default_rng(seed)
-    fallback = float(sums.sum() / counts.sum()) if counts.sum() else 0.1
-    arr, svc = synthesise(np.arange(n_bins) * bin_s, counts, means, bin_s, rng, cv=cv, fallback_s=fallback)
-    tod = trace.meta.get("start_time_of_day_s")
-    meta = {"span_s": float(n_bins * bin_s)}
-    if tod is not None:
-        meta["start_time_of_day_s"] = (float(tod) + first) % 86400.0
-    return make_trace(arr, svc, None, **meta)
+        arrivals, service, span = arrivals[seen] - first, service[seen], end_s - first
+    else:
+        stop = math.floor(end_s / bin_s) * bin_s - bin_s          # the last bin is not scraped yet
+        first = max(0.0, stop - math.ceil(over_s / bin_s) * bin_s)     # as kpilot.traces.prometheus_export.bins
+        n_bins = max(0, int(round((stop - first) / bin_s)))
+        # queue-proxy counts a request when it responds: bin it by when it finished (at full speed).
+        lo, hi = np.searchsorted(trace.arrivals, [first - float(trace.service.max(initial=0.0)), stop], side="left")
+        durations = trace.service[lo:hi].astype(np.float64)
+        finished = trace.arrivals[lo:hi] + durations
+        seen = (finished >= first) & (finished < stop)
+        idx = ((finished[seen] - first) // bin_s).astype(np.int64)
+        counts = np.bincount(idx, minlength=n_bins)
+        sums = np.bincount(idx, weights=durations[seen], minlength=n_bins)
+        # Every bin with requests has its mean: synthesise's fallback duration is never used.
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        arrivals, service = synthesise(np.arange(n_bins) * bin_s, counts, means, bin_s, np.random.default_rng(seed),
+                                       cv=cv)
+        span = n_bins * bin_s
+    meta = {"span_s": float(span)}
+    if trace.meta.get("start_time_of_day_s") is not None:
+        meta["start_time_of_day_s"] = (float(trace.meta["start_time_of_day_s"]) + first) % 86400.0
+    return make_trace(arrivals, service, None, **meta)
 
 
 @dataclass

@@ -55,14 +55,19 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
     return out
 
 
-def annotation_args(row: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in row["annotations"].items())
+def annotation_args(annotations: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in annotations.items())
+
+
+def kubectl_annotate(service: str, annotations: dict[str, str], namespace: str | None = None) -> str:
+    """The `kubectl annotate` line that sets `annotations` on a Knative Service."""
+    where = f" -n {namespace}" if namespace else ""
+    return f"kubectl annotate ksvc {service}{where} --overwrite {annotation_args(annotations)}"
 
 
 def annotate_commands(rows: list[dict]) -> list[str]:
     """`kubectl annotate` for each row that names its Service (add -n NAMESPACE)."""
-    return [f"kubectl annotate ksvc {r['service']} --overwrite {annotation_args(r)}"
-            for r in rows if r.get("service")]
+    return [kubectl_annotate(r["service"], r["annotations"]) for r in rows if r.get("service")]
 
 
 def recommendation_table(rows: list[dict]):
@@ -77,5 +82,5 @@ def recommendation_table(rows: list[dict]):
         label = r["trace"] if r["trace"].startswith("synthetic:") else Path(r["trace"]).name
         table.add_row(label, f"{r['base_target']:g}", f"{r['target_cost']:.4f}", f"{r['policy_cost']:.4f}",
                       f"{r['band']:g}" + ("" if r["band"] != 1 else " (pinned)"),
-                      annotation_args(r))
+                      annotation_args(r["annotations"]))
     return table

@@ -25,6 +25,7 @@ import http.client
 import json
 import math
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -91,22 +92,28 @@ def bins(since_s: float, end: float, step_s: int) -> tuple[int, int]:
     return stop - int(math.ceil(since_s / step_s)) * step_s, stop
 
 
-def read_traffic(url: str, namespace: str, *, since_s: float, end: float, step_s: float, by: str = "service",
+def _is_k8s_name(text: str) -> bool:
+    return bool(_K8S_NAME.fullmatch(text)) and len(text) <= 63
+
+
+def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None, step_s: float, by: str = "service",
                  token: str | None = None, timeout_s: float = 30.0, allow_empty: bool = False,
                  since_option: str = "--since") -> list[ServiceTraffic]:
     """Every Service's (or revision's) traffic in the namespace over the `since_s` before `end`
-    (unix s), in whole bins of `step_s` seconds aligned to the step (so runs on different days
-    bin alike); a bin without requests is a row of 0. No requests at all is an error, or with
-    `allow_empty` an empty list."""
-    if not _K8S_NAME.fullmatch(namespace) or len(namespace) > 63:
+    (unix s; None: a step before now, so that the last bin has been scraped), in whole bins of
+    `step_s` seconds aligned to the step (so runs on different days bin alike); a bin without
+    requests is a row of 0. No requests at all is an error, or with `allow_empty` an empty list."""
+    if not _is_k8s_name(namespace):
         raise ConfigError(f"not a Kubernetes namespace name: {namespace!r}", option="--namespace")
-    if not (math.isfinite(end) and end > 0):
-        raise ConfigError(f"expected unix seconds, got {end}", option="--end")
     if by not in LABELS:
         raise ConfigError(f"expected one of {', '.join(LABELS)}, got {by!r}", option="--by")
     if not (step_s >= 1 and step_s == int(step_s)):
         raise ConfigError(f"must be a whole number of seconds >= 1, got {step_s:g}", option="--step")
     step = int(step_s)
+    if end is None:
+        end = time.time() - step
+    if not (math.isfinite(end) and end > 0):
+        raise ConfigError(f"expected unix seconds, got {end}", option="--end")
     try:
         parsed = urllib.parse.urlparse(url)
     except ValueError as exc:
@@ -124,7 +131,7 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float, step_s
     counts = _query_range(url, count_q, label, first + step, stop, step, token, timeout_s)
     sums = _query_range(url, sum_q, label, first + step, stop, step, token, timeout_s)
     for name in counts:
-        if not _K8S_NAME.fullmatch(name) or len(name) > 63:
+        if not _is_k8s_name(name):
             raise ConfigError(f"a series has {label}={name!r}, which is not a Kubernetes name; check "
                               "the relabeling of queue-proxy's series", option="--url")
     traffic = []

@@ -82,10 +82,12 @@ def read_request_counts(path: Path, header: list[str], options: dict, *, seed: i
 
 
 def synthesise(starts: np.ndarray, counts: np.ndarray, means: np.ndarray, width: float,
-               rng: np.random.Generator, *, cv: float, fallback_s: float) -> tuple[np.ndarray, np.ndarray]:
+               rng: np.random.Generator, *, cv: float,
+               fallback_s: float = DEFAULT_SERVICE_S) -> tuple[np.ndarray, np.ndarray]:
     """Requests from a count table: arrivals uniform in each bin, service lognormal with
     coefficient of variation `cv` around its bin's mean duration (`fallback_s` where the mean is
-    NaN). Shared with `kpilot evaluate`'s static-rolling, which replays what Prometheus shows."""
+    NaN). Shared with `kpilot retune` and `kpilot evaluate`'s static-rolling, which replay what
+    Prometheus shows."""
     arrivals = uniform_in_bins(starts, counts, width, rng)
     per_request_mean = np.repeat(np.where(np.isfinite(means), means, fallback_s), counts)
     service = (lognormal_service(rng, len(arrivals), 1.0, cv) * per_request_mean).astype(np.float32)
