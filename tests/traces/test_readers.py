@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,18 @@ def test_service_model():
     assert out.dtype == np.float32 and out.tolist() == pytest.approx([0.31, 0.01])
     with pytest.raises(ValueError):
         LlmServiceModel(decode_s_per_token=-1)
+
+
+def test_a_window_keeps_the_clock_of_its_own_start(fx):
+    """A window of a trace that starts at 08:00 and begins 90 s in starts at 08:01:30; every
+    window of a trace without a clock stays without one (the policy sees the time of day)."""
+    from kpilot.train.split import time_window
+
+    trace = load_trace(fx("azure2019/invocations.csv"))
+    assert trace.window(90.0, 180.0).meta["start_time_of_day_s"] == 480 * 60 + 90
+    assert trace.window(90.0, 180.0).window(30.0, 60.0).meta["start_time_of_day_s"] == 480 * 60 + 120
+    assert time_window(trace, 0.5, 1.0, warmup_s=30.0).meta["start_time_of_day_s"] == 480 * 60 + 60
+    late = replace(trace, meta={**trace.meta, "start_time_of_day_s": 86400.0 - 60.0})
+    assert late.window(90.0, 180.0).meta["start_time_of_day_s"] == 30.0          # past midnight
+    clockless = replace(trace, meta={k: v for k, v in trace.meta.items() if k != "start_time_of_day_s"})
+    assert "start_time_of_day_s" not in clockless.window(90.0, 180.0).meta

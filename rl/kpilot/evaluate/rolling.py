@@ -75,8 +75,8 @@ def observed_history(trace: Trace, end_s: float, over_s: float, bin_s: float, *,
                                        cv=cv)
         span = n_bins * bin_s
     meta = {"span_s": float(span)}
-    if trace.meta.get("start_time_of_day_s") is not None:
-        meta["start_time_of_day_s"] = (float(trace.meta["start_time_of_day_s"]) + first) % 86400.0
+    if (tod := trace.time_of_day_at(first)) is not None:
+        meta["start_time_of_day_s"] = tod
     return make_trace(arrivals, service, None, **meta)
 
 

@@ -36,10 +36,17 @@ class Trace:
         return float(max(1.0, np.ceil(self.arrivals[-1]) if len(self.arrivals) else 1.0))
 
     def window(self, start_s: float, end_s: float) -> "Trace":
-        """The requests arriving in [start_s, end_s), re-based to start at 0."""
+        """The requests arriving in [start_s, end_s), re-based to start at 0 (its clock too)."""
         lo, hi = np.searchsorted(self.arrivals, [start_s, end_s], side="left")
-        return Trace(self.arrivals[lo:hi] - start_s, self.service[lo:hi], self.failed[lo:hi],
-                     {**self.meta, "window": [float(start_s), float(end_s)]})
+        meta = {**self.meta, "window": [float(start_s), float(end_s)]}
+        if (tod := self.time_of_day_at(start_s)) is not None:
+            meta["start_time_of_day_s"] = tod
+        return Trace(self.arrivals[lo:hi] - start_s, self.service[lo:hi], self.failed[lo:hi], meta)
+
+    def time_of_day_at(self, offset_s: float) -> float | None:
+        """Seconds since midnight UTC `offset_s` into the trace (None when its clock is unknown)."""
+        tod = self.meta.get("start_time_of_day_s")
+        return None if tod is None else (float(tod) + offset_s) % 86400.0
 
     @property
     def warmup_s(self) -> float:

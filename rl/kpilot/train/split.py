@@ -28,15 +28,12 @@ def time_window(trace: Trace, lo: float, hi: float, *, warmup_s: float = 0.0) ->
     warm = WARMUP_TICK_S * math.floor(min(max(0.0, warmup_s), start) / WARMUP_TICK_S)
     begin = start - warm
     win = trace.window(begin, end)
-    tod = trace.meta.get("start_time_of_day_s")
     scored = max(1.0, end - start) if hi < 1.0 else max(1.0, span - start)
     meta = {**win.meta, "span_s": warm + scored, "split": [lo, hi]}
     if warm > 0.0:
         meta["warmup_s"] = warm
     else:
         meta.pop("warmup_s", None)
-    if tod is not None:
-        meta["start_time_of_day_s"] = (float(tod) + begin) % 86400.0
     return Trace(win.arrivals, win.service, win.failed, meta)
 
 
