@@ -85,6 +85,9 @@ def trace_from_prometheus(
     token = _read_token(token_file)
     traffic = read_traffic(url, namespace, since_s=span, end=end, step_s=step, by=by, token=token)
     out.mkdir(exist_ok=True)
+    folders = [out / f"{entry.name}.csv" for entry in traffic if (out / f"{entry.name}.csv").is_dir()]
+    if folders:          # before writing any: one run writes all of its traces or none
+        raise ConfigError(f"{str(folders[0])!r} is a folder, not a file", option="--out")
     table = Table(title=f"{namespace}: requests per {step:g} s bin, last {since}")
     for column in ("name", "requests", "bins with requests", "mean duration (s)", "trace"):
         table.add_column(column, justify="left" if column in ("name", "trace") else "right")
@@ -103,6 +106,9 @@ def _read_token(token_file: Optional[Path]) -> str | None:
         return token_file.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"cannot read {str(token_file)!r}: {exc.strerror}", option="--token-file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{str(token_file)!r} is not a text file (a bearer token is text)",
+                          option="--token-file") from None
 
 
 RETUNE_SELECTOR = "kpilot.dev/autoscale=enabled"     # the label manifests/sample-policy.yaml selects
@@ -183,10 +189,16 @@ def _write_atomically(path: Path, write, option: str = "--timeline") -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ConfigError(f"folder {str(path.parent)!r} does not exist", option=option)
+    if path.is_dir():
+        raise ConfigError(f"{str(path)!r} is a folder, not a file", option=option)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp's file is owner-only: give it the mode the file had, or a new file's (umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -231,7 +243,7 @@ def simulate(
         None, "--container-concurrency", help="Hard limit of requests per pod (0 = unlimited, the default)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with kpa/pod/slo overrides."),
     interval: float = typer.Option(30.0, "--interval", help="Seconds between policy decisions."),
-    seed: int = typer.Option(0, "--seed", help="Seed for cold starts and load balancing."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for cold starts and load balancing."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Write one CSV row per 2 s tick."),
 ):
@@ -293,7 +305,7 @@ def demo(
     train: bool = typer.Option(False, "--train", help="Train a fresh policy first (synthetic workloads, "
                                "a few minutes) and evaluate that instead of the shipped one."),
     out: Path = typer.Option(Path("runs/demo-policy"), "--out", help="Where --train writes its policy."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the replays."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for the replays."),
 ):
     """Evaluate the shipped policy against KPA defaults, the static grid and the tuned rule on the
     bundled workload (a held-out seed of synthetic:demo), and print the table."""

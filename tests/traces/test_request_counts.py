@@ -160,6 +160,19 @@ def test_by_revision_groups_by_the_revision_label(prometheus, tmp_path):
     ({}, ("--step", "45.5"), "option --step: must be a whole number of seconds"),
     ({"series": {("count", "../escaped"): [(T0 + 60, 3)]}}, (), "kn_service_name='../escaped', which is not"),
     ({}, ("--token-file", "/nonexistent/token"), "option --token-file: cannot read"),
+    ({}, ("--step", "inf"), "option --step: must be a whole number of seconds"),
+    # Well-formed JSON that is not a range query's answer: one line, not a traceback.
+    ({"body": {"status": "success", "data": "oops"}}, (), "not a range query's matrix (expected a matrix, got 'str')"),
+    ({"body": {"status": "success", "data": {"resultType": "matrix", "result": ["oops"]}}}, (),
+     "option --url: Prometheus's answer is not a range query's matrix"),
+    ({"body": {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"kn_service_name": "cart"}, "values": [[T0 + 60, "abc"]]}]}}}, (),
+     "not a range query's matrix (could not convert string to float: 'abc')"),
+    ({"body": {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"kn_service_name": "cart"}, "values": [[T0 + 60]]}]}}}, (), "not a range query's matrix"),
+    ({"body": {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"kn_service_name": 5}, "values": [[T0 + 60, "1"]]}]}}}, (), "kn_service_name is 5, not a string"),
+    ({"series": {("count", "cart"): [(T0 + 60, 1e300)]}}, (), "cart served 1e+300 requests in the 60 s"),
 ])
 def test_failures_are_one_line_and_write_nothing(prometheus, tmp_path, setup, args, expect):
     prom = prometheus(**{"series": SHOP, **setup})
@@ -179,3 +192,29 @@ def test_a_bad_or_unreachable_url_is_one_line(tmp_path, url, expect):
     proc = export(url, tmp_path / "out")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and expect in proc.stderr, proc.stderr
+
+
+def test_traces_written_keep_their_mode_and_a_folder_in_the_way_writes_nothing(prometheus, tmp_path):
+    """A rewritten trace keeps the permissions it had; a new one gets the umask's (mkstemp's own
+    0600 would hide it from the team). A folder named like a Service's trace is refused before any
+    trace is written."""
+    prom = prometheus(SHOP)
+    out = tmp_path / "out"
+    assert export(prom.url, out).returncode == 0
+    assert (out / "cart.csv").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    (out / "cart.csv").chmod(0o640)
+    assert export(prom.url, out).returncode == 0
+    assert (out / "cart.csv").stat().st_mode & 0o777 == 0o640
+    clash = tmp_path / "clash"
+    (clash / "search.csv").mkdir(parents=True)
+    proc = export(prom.url, clash)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(f"{str(clash / 'search.csv')!r} is a folder, not a file")
+    assert sorted(p.name for p in clash.iterdir()) == ["search.csv"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -101,8 +101,8 @@ def test_clumped_arrives_in_clumps_at_the_mean_rate():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("synthetic:bursty:shape=0", "shape must be positive"),
-    ("synthetic:clumped:shape=-1", "shape must be positive"),
+    ("synthetic:bursty:shape=0", "shape must be at least 0.01"),
+    ("synthetic:clumped:shape=-1", "shape must be at least 0.01"),
     ("synthetic:clumped:spread=-2", "spread must be non-negative"),
     ("synthetic:clumped:size=0.5", "size must be at least 1"),
     ("synthetic:poisson:rate=inf", "rate='inf' is not a finite number"),

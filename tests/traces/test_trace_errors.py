@@ -68,3 +68,87 @@ def test_coldstart_total_must_match_components(tmp_path):
     with pytest.raises(TraceError) as info:
         load_coldstart_table(p)
     assert str(info.value).startswith(f"{p}, line 3, column 2 (totalCost_cold_start): totalCost_cold_start 9")
+
+
+def _csv(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("synthetic:poisson:cv=1e200,duration=10", "cv at most 100"),
+    ("synthetic:poisson:service=1e40", "service must be at most 604800 s"),
+    ("synthetic:onoff:off_min=-500,off_max=-400,duration=600", "off_min must be non-negative"),
+    ("synthetic:onoff:on=0,off_min=0,off_max=0,duration=60", "on must be at least 1"),
+    ("synthetic:onoff:off_min=300,off_max=100", "off_max (100) is below off_min (300)"),
+    ("synthetic:bursty:shape=1e-12,duration=60", "shape must be at least 0.01"),
+    ("synthetic:diurnal:period=0", "period must be positive"),
+    ("synthetic:flash:peak=-5", "peak must be non-negative"),
+    ("synthetic:poisson:seed=1.5", "seed must be a non-negative integer"),
+    ("synthetic:poisson:seed=-1", "seed must be a non-negative integer"),
+    ("synthetic:poisson:duration=1e9", "duration must be at most"),
+])
+def test_synthetic_parameters_that_would_hang_or_poison_a_replay_are_refused(spec, expected):
+    """Each of these once looped forever, drew infinite service times or failed in numpy."""
+    assert expected in message(spec)
+
+
+def test_reader_options_must_be_finite_and_in_range(fx, tmp_path):
+    burst = fx("burstgpt6.csv")
+    assert message(f"{burst}?decode=inf") == f"{burst}: option decode='inf' is not a finite number"
+    assert message(f"{burst}?prefill=-0.1") == f"{burst}: option prefill=-0.1 must be non-negative (seconds)"
+    counts = _csv(tmp_path, "rc.csv", "time,requests\n0,3\n60,2\n")
+    assert message(f"{counts}?bin=nan") == f"{counts}: option bin='nan' is not a finite number"
+    assert "function= names no function id" in message(f"{fx('azure2019/invocations.csv')}?function=")
+
+
+def test_a_duration_beyond_float32_is_refused_not_replayed_as_a_failure(tmp_path):
+    path = _csv(tmp_path, "huge.csv", "timestamp,duration\n0,1e39\n1,0.25\n")
+    assert message(path) == (f"{path}: request 1 (by arrival) needs inf s of work: service times must be "
+                             "finite and non-negative (a duration or option out of range?)")
+
+
+def test_timestamps_spanning_more_than_a_year_are_refused(tmp_path):
+    """A mistyped year or a timestamp in the wrong unit once asked for terabytes (or a replay of
+    half a million years)."""
+    path = _csv(tmp_path, "span.csv", "timestamp,duration\n0,0.5\n1e12,0.25\n")
+    assert message(path) == (f"{path}: the requests span 1e+12 s: at most 3.162e+07 s (a year); are the "
+                             "timestamps in the unit the format expects?")
+
+
+def test_count_tables_are_refused_before_they_are_expanded(tmp_path):
+    huawei = _csv(tmp_path, "hw.csv", ",day,time,f1\n0,0,0,1e12\n1,0,60,3\n")
+    assert message(huawei) == f"{huawei}: 1,000,000,000,003 requests in all: at most 50,000,000 (memory)"
+    header = "HashOwner,HashApp,HashFunction,Trigger,1,2\n"
+    azure = _csv(tmp_path, "invocations.csv", header + "o,a,f,http,1e12,1\n")
+    _csv(tmp_path, "durations.csv", "HashOwner,HashApp,HashFunction,Average,Count,Minimum,Maximum,"
+         + ",".join(f"percentile_Average_{p}" for p in (0, 1, 25, 50, 75, 99, 100)) + "\n"
+         + "o,a,f,100,1,100,100,100,100,100,100,100,100,100\n")
+    assert message(azure) == f"{azure}: 1,000,000,000,001 requests in all: at most 50,000,000 (memory)"
+
+
+def test_azure_2019_minute_columns_must_increase(tmp_path):
+    path = _csv(tmp_path, "invocations.csv", "HashOwner,HashApp,HashFunction,Trigger,3,1,2\no,a,f,http,1,1,1\n")
+    assert message(path) == (f"{path}, line 1: minute column 1 comes after minute 3 (minute columns "
+                             "must be in increasing order)")
+
+
+def test_blank_lines_at_the_end_are_not_rows(tmp_path):
+    """Editors add them; pandas and the csv module skip them. A blank line between rows is still
+    a missing value, at its line."""
+    for text in ("timestamp,duration\n0,0.5\n1,0.25\n\n", "timestamp,duration\r\n0,0.5\r\n1,0.25\r\n\r\n\r\n"):
+        assert len(load_trace(_csv(tmp_path, "trailing.csv", text))) == 2
+    counts = _csv(tmp_path, "counts.csv", "time,requests,mean_duration_s\n0,3,0.2\n60,2,0.1\n\n")
+    assert len(load_trace(counts)) == 5
+    middle = _csv(tmp_path, "middle.csv", "timestamp,duration\n0,0.5\n\n1,0.25\n")
+    assert message(middle) == f"{middle}, line 3, column 1 (timestamp): missing value"
+
+
+def test_azure_llm_timestamps_with_a_utc_offset_are_converted_to_utc(tmp_path):
+    path = _csv(tmp_path, "llm.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                "2023-11-16 18:00:00+05:00,10,10\n2023-11-16 13:00:01Z,10,10\n"
+                "2023-11-16 13:00:03.5,10,10\n2023-11-16 09:30:04-0330,1,1\n")
+    trace = load_trace(path)
+    assert trace.arrivals.tolist() == [0.0, 1.0, 3.5, 4.0]
+    assert trace.meta["start_time_of_day_s"] == 13 * 3600

@@ -107,6 +107,9 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         raise ConfigError(f"{needs_policy[0]} runs the policy around a tuned static target: give --policy",
                           option="--baselines")
     loaded = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
+    for spec, full in loaded:
+        if not len(full):
+            raise ConfigError(f"{spec}: the trace has no requests; nothing to score", option="--trace")
     traces = []
     for spec, full in loaded:
         tuning = scored_window(spec, full, tune_on, warmup_s, "to tune on") if tune_on else None

@@ -29,7 +29,7 @@ import numpy as np
 from kpilot.errors import TraceError
 from kpilot.traces.csvio import (check_non_negative, column_label, read_frame, read_header,
                                  read_numeric, require_columns, sha256_file)
-from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.model import Trace, check_request_total, make_trace
 from kpilot.traces.selection import select_functions, selection_label
 from kpilot.traces.spreading import uniform_in_bins
 
@@ -60,6 +60,10 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
         raise TraceError("no minute columns (numbered columns after HashOwner..Trigger)",
                          path=str(path), line=1)
     labels = np.array([int(c) for c in minutes])
+    back = np.flatnonzero(np.diff(labels) <= 0)
+    if len(back):
+        raise TraceError(f"minute column {minutes[back[0] + 1]} comes after minute {minutes[back[0]]} "
+                         "(minute columns must be in increasing order)", path=str(path), line=1)
     ids = read_frame(path, ["HashFunction"]).get_column("HashFunction").fill_null("").to_numpy().astype(str)
     counts = np.column_stack(list(read_numeric(path, header, minutes).values()))
     _check_counts(path, header, minutes, counts)
@@ -68,6 +72,7 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
     ids, counts = ids[keep], counts[keep]
     if counts.sum() == 0:
         raise TraceError("the selected functions have no invocations", path=str(path))
+    check_request_total(counts.sum(), str(path))
 
     dpath = durations_path(path, options)
     table, missing = _percentile_table(dpath, ids)

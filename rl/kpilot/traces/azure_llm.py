@@ -1,9 +1,9 @@
 """Azure LLM inference traces 2023 and 2024 (Splitwise / DynamoLLM; github.com/Azure/AzurePublicDataset).
 
-Columns: TIMESTAMP (wall clock 'YYYY-MM-DD HH:MM:SS.fffffff', UTC; a '+00:00' or 'Z' suffix is
-accepted), ContextTokens, GeneratedTokens. Arrivals are seconds after the first request (which
-arrives at 0); meta start_time_of_day_s is the first request's seconds since midnight UTC and
-meta start_time its ISO timestamp. Service time comes from the LLM service-time model (context
+Columns: TIMESTAMP (wall clock 'YYYY-MM-DD HH:MM:SS.fffffff', UTC; a 'Z' suffix is accepted,
+and a UTC offset such as '+05:00' is applied), ContextTokens, GeneratedTokens. Arrivals are
+seconds after the first request (which arrives at 0); meta start_time_of_day_s is the first
+request's seconds since midnight UTC and meta start_time its ISO timestamp. Service time comes from the LLM service-time model (context
 tokens in, generated tokens out). GeneratedTokens == 0 is not treated as a failure (the trace
 records none).
 """
@@ -43,8 +43,13 @@ def read_azure_llm(path: Path, header: list[str], options: dict, *, service_mode
                       service_model=service_model.as_dict())
 
 
+OFFSET = r"([+-])(\d\d):?(\d\d)$"      # a UTC offset suffix, +05:00 or -0330
+
+
 def _parse_timestamps(path: Path, header: list[str], raw: pl.Series) -> np.ndarray:
-    text = raw.str.strip_chars().str.replace(r"(Z|[+-]\d\d:?\d\d)$", "").str.replace("T", " ")
+    """Nanoseconds since the epoch, UTC: a suffix Z is UTC, an offset +HH:MM is subtracted."""
+    stripped = raw.str.strip_chars()
+    text = stripped.str.replace(r"(Z|[+-]\d\d:?\d\d)$", "").str.replace("T", " ")
     parsed = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ns", strict=False)
     bad = parsed.is_null()
     if bad.any():
@@ -52,4 +57,7 @@ def _parse_timestamps(path: Path, header: list[str], raw: pl.Series) -> np.ndarr
         cell = raw[row]
         problem = "missing value" if not cell else f"bad timestamp {cell!r} (expected YYYY-MM-DD HH:MM:SS.fffffff)"
         raise TraceError(problem, path=str(path), line=row + 2, column=column_label(header, "TIMESTAMP"))
-    return parsed.cast(pl.Int64).to_numpy()
+    sign = stripped.str.extract(OFFSET, 1).replace_strict({"+": 1, "-": -1}, default=0, return_dtype=pl.Int64)
+    minutes = (stripped.str.extract(OFFSET, 2).cast(pl.Int64) * 60 + stripped.str.extract(OFFSET, 3).cast(pl.Int64))
+    offset_ns = (sign * minutes.fill_null(0)).to_numpy() * 60_000_000_000
+    return parsed.cast(pl.Int64).to_numpy() - offset_ns

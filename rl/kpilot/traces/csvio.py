@@ -65,15 +65,35 @@ def column_label(header: list[str], name: str) -> str:
     return f"{header.index(name) + 1} ({name})" if name in header else name
 
 
-def _scan(path: Path, columns: list[str], overrides: dict | None = None) -> pl.LazyFrame:
-    return pl.scan_csv(path, infer_schema=False, schema_overrides=overrides,
-                       encoding="utf8-lossy").select(columns)
+def _read(path: Path, columns: list[str], overrides: dict | None = None) -> pl.DataFrame:
+    """The named columns, without the empty rows polars makes of blank lines at the file's end."""
+    frame = pl.scan_csv(path, infer_schema=False, schema_overrides=overrides,
+                        encoding="utf8-lossy").select(columns).collect()
+    blank = min(trailing_blank_lines(path), frame.height)
+    if blank and frame.tail(blank).null_count().sum_horizontal().item() == blank * len(columns):
+        frame = frame.head(frame.height - blank)
+    return frame
+
+
+def trailing_blank_lines(path: Path) -> int:
+    """How many blank lines end the file (after its last line's own line break)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        fh.seek(max(0, fh.tell() - 4096))
+        tail = fh.read()
+    tail = tail[:-1] if tail.endswith(b"\n") else tail
+    count = 0
+    for line in reversed(tail.split(b"\n")[1:]):
+        if line.strip():
+            break
+        count += 1
+    return count
 
 
 def read_frame(path: Path, columns: list[str]) -> pl.DataFrame:
     """The named columns as strings (for ids and text), with a TraceError on unreadable CSV."""
     try:
-        frame = _scan(path, columns).collect()
+        frame = _read(path, columns)
     except pl.exceptions.PolarsError as exc:
         raise TraceError(f"cannot parse CSV: {str(exc).splitlines()[0]}", path=str(path)) from None
     if frame.height == 0:
@@ -90,7 +110,7 @@ def read_numeric(path: Path, header: list[str], columns: list[str],
     """
     if frame is None:
         try:
-            frame = _scan(path, columns, {c: pl.Float64 for c in columns}).collect()
+            frame = _read(path, columns, {c: pl.Float64 for c in columns})
         except pl.exceptions.PolarsError:
             frame = read_frame(path, columns)
     if frame.height == 0:
@@ -160,7 +180,7 @@ def read_rows_skipping_elided(path: Path, columns: list[str], marker: str) -> tu
     pandas '...' display rows (judged by column `marker`) are dropped; the caller converts.
     """
     try:
-        frame = _scan(path, columns, {c: pl.Float64 for c in columns}).collect()
+        frame = _read(path, columns, {c: pl.Float64 for c in columns})
     except pl.exceptions.PolarsError:
         return drop_elided(read_frame(path, columns), marker)
     if frame.height == 0:

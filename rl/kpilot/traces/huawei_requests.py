@@ -56,7 +56,7 @@ import polars as pl
 from kpilot.errors import TraceError
 from kpilot.traces.csvio import (ELIDED, check_increasing, column_label, read_numeric_rows,
                                  read_rows_skipping_elided, require_columns)
-from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.model import Trace, check_request_total, make_trace
 from kpilot.traces.selection import select_functions, selection_label
 from kpilot.traces.spec import float_option
 from kpilot.traces.spreading import bin_width, uniform_in_bins
@@ -102,6 +102,7 @@ def read_huawei_requests(path: Path, header: list[str], options: dict, *, seed: 
         funcs, counts = [f for f, k in zip(funcs, keep) if k], counts[:, keep]
     if counts.sum() == 0:
         raise TraceError("the selected functions have no requests", path=src)
+    check_request_total(counts.sum(), src)
     width = bin_width(str(path), t, options)
 
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from kpilot.errors import TraceError
 from kpilot.traces import azure_functions_2019 as az19, azure_functions_2021 as az21
 from kpilot.traces import azure_llm, burstgpt, coldstart, generic, huawei_requests as hw, request_counts
 from kpilot.traces.csvio import checksum_in_background, read_header
-from kpilot.traces.model import Trace
+from kpilot.traces.model import Trace, check_limits
 from kpilot.traces.service_model import LlmServiceModel
 from kpilot.traces.spec import check_options, float_option, parse_spec
 from kpilot.traces.synthetic import WORKLOADS, synthetic_trace
@@ -95,6 +95,7 @@ def load_trace(spec: str | Path, fmt: str | None = None, *, service_model: LlmSe
         if fmt not in (None, "synthetic"):
             raise TraceError(f"--format {fmt} does not apply to {parsed.text!r}")
         trace = synthetic_trace(parsed.synthetic, parsed.options, seed)
+        check_limits(trace, parsed.text)
         trace.meta.update(rows=len(trace), seed=int(trace.meta["params"]["seed"]))
         return trace
     path = parsed.path
@@ -111,6 +112,7 @@ def load_trace(spec: str | Path, fmt: str | None = None, *, service_model: LlmSe
     model = _service_model(service_model or LlmServiceModel(), parsed.options, str(path)) if llm else None
     checksum = checksum_in_background(path)
     trace = reader(path, header, parsed.options, service_model=model, seed=seed)
+    check_limits(trace, str(path))
     trace.meta.setdefault("checksum", checksum.result())
     trace.meta.setdefault("span_s", float(trace.span_s))
     trace.meta.update(source=parsed.text, format=name, seed=seed, rows=len(trace),
@@ -119,7 +121,11 @@ def load_trace(spec: str | Path, fmt: str | None = None, *, service_model: LlmSe
 
 
 def _service_model(base: LlmServiceModel, options: dict, source: str) -> LlmServiceModel:
-    return LlmServiceModel(
-        overhead_s=float_option(options, "overhead", base.overhead_s, source),
-        prefill_s_per_token=float_option(options, "prefill", base.prefill_s_per_token, source),
-        decode_s_per_token=float_option(options, "decode", base.decode_s_per_token, source))
+    values = {key: float_option(options, key, default, source) for key, default in
+              (("overhead", base.overhead_s), ("prefill", base.prefill_s_per_token),
+               ("decode", base.decode_s_per_token))}
+    negative = [f"{key}={options[key]}" for key, value in values.items() if value < 0]
+    if negative:
+        raise TraceError(f"option {negative[0]} must be non-negative (seconds)", path=source)
+    return LlmServiceModel(overhead_s=values["overhead"], prefill_s_per_token=values["prefill"],
+                           decode_s_per_token=values["decode"])

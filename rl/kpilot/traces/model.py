@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kpilot.errors import TraceError
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -71,10 +73,39 @@ class Trace:
         return counts, work
 
 
+MAX_REQUESTS = 50_000_000      # ~0.7 GB of arrays; the busiest real excerpt has 3 M
+MAX_SPAN_S = 366 * 86400.0     # a year: replays tick every 2 s through idle time too
+MAX_SERVICE_S = 7 * 86400.0    # a week of work for one request: longer is a unit slip or an overflow
+
+
+def check_request_total(total: float, source: str) -> None:
+    """TraceError before a count table (requests per bin) is expanded into more than MAX_REQUESTS."""
+    if total > MAX_REQUESTS:
+        raise TraceError(f"{total:,.0f} requests in all: at most {MAX_REQUESTS:,} (memory)", path=source)
+
+
+def check_limits(trace: Trace, source: str) -> None:
+    """TraceError unless the trace is one a replay can run: every service time a finite number of
+    seconds (a cell or option beyond float32 becomes infinite), at most MAX_REQUESTS requests
+    over at most MAX_SPAN_S seconds."""
+    bad = ~np.isfinite(trace.service) | (trace.service < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TraceError(f"request {i + 1} (by arrival) needs {float(trace.service[i]):g} s of work: service "
+                         f"times must be finite and non-negative (a duration or option out of range?)",
+                         path=source)
+    check_request_total(len(trace), source)
+    span = float(trace.arrivals[-1] - min(0.0, trace.arrivals[0])) if len(trace) else 0.0
+    if not span <= MAX_SPAN_S:
+        raise TraceError(f"the requests span {span:.4g} s: at most {MAX_SPAN_S:.4g} s (a year); "
+                         "are the timestamps in the unit the format expects?", path=source)
+
+
 def make_trace(arrivals, service, failed=None, **meta) -> Trace:
     """Build a Trace from unsorted columns: sorts by arrival (stable) and fixes dtypes."""
     arrivals = np.asarray(arrivals, dtype=np.float64)
-    service = np.asarray(service, dtype=np.float32)
+    with np.errstate(over="ignore"):           # beyond float32 becomes inf, which check_limits refuses
+        service = np.asarray(service, dtype=np.float32)
     failed = np.zeros(len(arrivals), dtype=bool) if failed is None else np.asarray(failed, dtype=bool)
     if len(arrivals) and np.any(np.diff(arrivals) < 0):
         order = np.argsort(arrivals, kind="stable")

@@ -32,6 +32,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from kpilot.errors import ConfigError
+from kpilot.traces.model import MAX_REQUESTS
 
 LABELS = {"service": "kn_service_name", "revision": "kn_revision_name"}
 HISTOGRAM = "kn_serving_invocation_duration_seconds"
@@ -107,7 +108,7 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None,
         raise ConfigError(f"not a Kubernetes namespace name: {namespace!r}", option="--namespace")
     if by not in LABELS:
         raise ConfigError(f"expected one of {', '.join(LABELS)}, got {by!r}", option="--by")
-    if not (step_s >= 1 and step_s == int(step_s)):
+    if not (math.isfinite(step_s) and step_s >= 1 and step_s == int(step_s)):
         raise ConfigError(f"must be a whole number of seconds >= 1, got {step_s:g}", option="--step")
     step = int(step_s)
     if end is None:
@@ -139,6 +140,9 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None,
         rows = []
         for start in range(first, stop, step):
             raw = counts[name].get(float(start + step), 0.0)
+            if raw > MAX_REQUESTS:
+                raise ConfigError(f"{name} served {raw:.3g} requests in the {step} s from {start}: not a "
+                                  f"request count (at most {MAX_REQUESTS:,})", option="--url")
             count = int(round(raw))
             total = sums.get(name, {}).get(float(start + step))
             mean = total / raw if count > 0 and total is not None and total > 0 else None
@@ -179,19 +183,30 @@ def _query_range(url: str, query: str, label: str, start: int, end: int, step_s:
     if not isinstance(doc, dict) or doc.get("status") != "success":
         error = doc.get("error", doc.get("status")) if isinstance(doc, dict) else "not an object"
         raise ConfigError(f"Prometheus query failed: {error}", option="--url")
-    data = doc.get("data") or {}
-    if data.get("resultType") != "matrix":
-        raise ConfigError(f"expected a matrix from a range query, got {data.get('resultType')!r}",
-                          option="--url")
+    try:
+        return _matrix(doc.get("data"), label)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"Prometheus's answer is not a range query's matrix ({exc})", option="--url") from None
+
+
+def _matrix(data, label: str) -> dict[str, dict[float, float]]:
+    """`label`'s value -> {sample time: value} from a query_range answer's `data`; TypeError or
+    ValueError on anything else. Samples for one value of `label` (several series) are added up;
+    NaN and negative samples (a counter reset increase() could not mend) count as nothing."""
+    if not isinstance(data, dict) or data.get("resultType") != "matrix":
+        kind = data.get("resultType") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"expected a matrix, got {kind!r}")
     out: dict[str, dict[float, float]] = {}
-    for series in data.get("result", []):
+    for series in data.get("result") or []:
         name = (series.get("metric") or {}).get(label)
         if not name:
             continue          # series without the label: nothing to attribute them to
+        if not isinstance(name, str):
+            raise TypeError(f"{label} is {name!r}, not a string")
         values = out.setdefault(name, {})
-        for t, v in series.get("values", []):
+        for t, v in series.get("values") or []:
             value = float(v)
-            if math.isfinite(value):
+            if math.isfinite(value) and value > 0:
                 values[float(t)] = values.get(float(t), 0.0) + value
     return out
 

@@ -31,10 +31,10 @@ import polars as pl
 
 from kpilot.errors import TraceError
 from kpilot.traces.csvio import check_increasing, column_label, read_frame, read_numeric, require_columns
-from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.model import Trace, check_request_total, make_trace
 from kpilot.traces.spec import float_option
 from kpilot.traces.spreading import bin_width, uniform_in_bins
-from kpilot.traces.synthetic import MAX_REQUESTS, lognormal_service
+from kpilot.traces.synthetic import lognormal_service
 
 SIGNATURE = {"time", "requests"}
 OPTIONS = {"service", "cv", "bin"}
@@ -56,8 +56,7 @@ def read_request_counts(path: Path, header: list[str], options: dict, *, seed: i
         raise TraceError(f"request count {counts[i]:g} is not a non-negative integer", path=src,
                          line=i + 2, column=column_label(header, "requests"))
     check_increasing(path, header, "time", t)
-    if counts.sum() > MAX_REQUESTS:
-        raise TraceError(f"{counts.sum():,.0f} requests in all: at most {MAX_REQUESTS:,} (memory)", path=src)
+    check_request_total(counts.sum(), src)
     counts = counts.astype(np.int64)
     if counts.sum() == 0:
         raise TraceError("no requests in any bin", path=src)

@@ -20,8 +20,11 @@ def select_functions(ids: np.ndarray, counts: np.ndarray, options: dict, source:
     if "function" in options and "top" in options:
         raise TraceError("use either function= or top=, not both", path=source)
     if "function" in options:
+        prefixes = [p for p in options["function"].split("+") if p]
+        if not prefixes:
+            raise TraceError("function= names no function id (function=PREFIX[+PREFIX...])", path=source)
         keep = np.zeros(len(ids), dtype=bool)
-        for prefix in filter(None, options["function"].split("+")):
+        for prefix in prefixes:
             hit = np.char.startswith(ids.astype(str), prefix)
             if not hit.any():
                 raise TraceError(f"no function id starts with {prefix!r}", path=source)

@@ -10,6 +10,7 @@ strings; each reader converts and validates the keys it knows and rejects the ot
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,9 @@ def float_option(options: dict[str, str], key: str, default, source: str):
     if key not in options:
         return default
     try:
-        return float(options[key])
+        value = float(options[key])
     except ValueError:
         raise TraceError(f"option {key}={options[key]!r} is not a number", path=source) from None
+    if not math.isfinite(value):
+        raise TraceError(f"option {key}={options[key]!r} is not a finite number", path=source)
+    return value

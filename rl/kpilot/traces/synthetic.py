@@ -33,7 +33,7 @@ import hashlib
 import numpy as np
 
 from kpilot.errors import TraceError
-from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.model import MAX_REQUESTS, MAX_SERVICE_S, MAX_SPAN_S, Trace, make_trace
 
 COMMON = {"rate": 20.0, "duration": 3600.0, "seed": None, "service": 0.5, "cv": 1.0}
 EXTRA = {
@@ -64,7 +64,8 @@ def synthetic_trace(name: str, options: dict | None = None, seed: int = 0) -> Tr
     return trace
 
 
-MAX_REQUESTS = 50_000_000    # ~0.7 GB of arrays; the busiest real excerpt has 3 M
+MIN_SHAPE = 0.01     # Gamma inter-arrivals: below this the draws underflow to 0 and time stops
+MAX_CV = 100.0       # a lognormal's CV beyond this draws 0 or infinity in float32
 
 
 def _params(name: str, options: dict, seed: int) -> dict:
@@ -87,12 +88,26 @@ def _params(name: str, options: dict, seed: int) -> dict:
         p["period"] = p["duration"]
     if "at" in spec and p["at"] is None:
         p["at"] = p["duration"] / 2
-    for key in ("rate", "duration", "service", "shape"):
+    if p["seed"] < 0 or p["seed"] != int(p["seed"]):
+        raise TraceError(f"synthetic:{name}: seed must be a non-negative integer, got {p['seed']:g}")
+    for key in ("rate", "duration", "service", "period", "decay"):
         if key in p and p[key] <= 0:
             raise TraceError(f"synthetic:{name}: {key} must be positive")
-    for key in ("cv", "spread"):
+    for key in ("cv", "spread", "peak", "off_min"):
         if key in p and p[key] < 0:
             raise TraceError(f"synthetic:{name}: {key} must be non-negative")
+    if "shape" in p and p["shape"] < MIN_SHAPE:
+        raise TraceError(f"synthetic:{name}: shape must be at least {MIN_SHAPE:g} (inter-arrival CV "
+                         f"{1 / MIN_SHAPE ** 0.5:g}), got {p['shape']:g}")
+    if "on" in p and p["on"] < 1:
+        raise TraceError(f"synthetic:{name}: on must be at least 1 (seconds of a busy period)")
+    if "off_max" in p and p["off_max"] < p["off_min"]:
+        raise TraceError(f"synthetic:{name}: off_max ({p['off_max']:g}) is below off_min ({p['off_min']:g})")
+    if p["duration"] > MAX_SPAN_S:
+        raise TraceError(f"synthetic:{name}: duration must be at most {MAX_SPAN_S:g} s (a year)")
+    if p["service"] > MAX_SERVICE_S or p["cv"] > MAX_CV:
+        raise TraceError(f"synthetic:{name}: service must be at most {MAX_SERVICE_S:g} s and cv at most "
+                         f"{MAX_CV:g}")
     if "size" in p and p["size"] < 1:
         raise TraceError(f"synthetic:{name}: size must be at least 1 (requests per clump)")
     expected = p["rate"] * p["duration"] * max(p.get("peak") or 1.0, 1.0)

@@ -27,7 +27,7 @@ def train_command(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint zip or a run "
                                           "directory (its newest checkpoint) up to total_timesteps."),
     timesteps: Optional[int] = typer.Option(None, "--timesteps", help="Override total_timesteps."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Override seed."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Override seed."),
     n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Override n_envs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     threads: int = typer.Option(1, "--threads", help="torch threads for the PPO updates."),
@@ -68,7 +68,7 @@ def evaluate_command(
                                             "many seconds: checks that the policy reads the load, not the hour."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write PNG plots and a Markdown summary here."),
-    seed: int = typer.Option(0, "--seed", help="Simulator seed, the same for every policy."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Simulator seed, the same for every policy."),
     replays: int = typer.Option(1, "--replays", help="Replay every trace under this many simulator seeds "
                                 "(--seed, --seed+1, ...) and report each metric's mean over them."),
     metrics: str = typer.Option("prometheus", "--metrics", help="What the policy reads, as the operator's "
@@ -135,7 +135,7 @@ def tune_command(
     warmup: float = typer.Option(600.0, "--warmup", help="Replay up to this many seconds before the window "
                                  "first, unscored."),
     replays: int = typer.Option(3, "--replays", help="Simulator seeds per replay (--seed, --seed+1, ...)."),
-    seed: int = typer.Option(0, "--seed", help="First simulator seed."),
+    seed: int = typer.Option(0, "--seed", min=0, help="First simulator seed."),
     metrics: str = typer.Option("prometheus", "--metrics", help="The operator's metrics source, what the "
                                 "policy will read: prometheus or kubernetes."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per trace."),
