@@ -43,8 +43,8 @@ def in_cooldown(last_change_at: float | None, now: float, cooldown_s: float) -> 
     return last_change_at is not None and now - last_change_at < cooldown_s
 
 
-def is_meaningful_change(previous: float, new: float) -> bool:
-    return abs(new - previous) > DEADBAND * max(previous, KNATIVE_MIN_TARGET)
+def is_meaningful_change(previous: float, new: float, deadband: float = DEADBAND) -> bool:
+    return abs(new - previous) > deadband * max(previous, KNATIVE_MIN_TARGET)
 
 
 def round_target(target: float) -> float:
@@ -63,7 +63,8 @@ def round_within(target: float, min_target: float, max_target: float) -> float:
 
 
 def format_target(target: float) -> str:
-    return f"{round_target(target):g}"
+    """The annotation's text: up to two decimals, all of them (`:g` would write 12345.67 as 12345.7)."""
+    return f"{round_target(target):.2f}".rstrip("0").rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,13 @@ def guard(*, previous: float, proposed: float, min_target: float, max_target: fl
     """Apply every guardrail to a proposal; the result says why the target is what it is."""
     stepped = limit_step(previous, proposed, max_step_ratio)
     bounded = round_within(clamp_to_bounds(stepped, min_target, max_target), min_target, max_target)
-    inside = min_target <= previous <= max_target
-    if not is_meaningful_change(previous, bounded) and inside:    # outside the bounds: always move in
+    # Within half a cent of the bounds is inside: a band of 6.666 stores 6.67 and must not be
+    # "pulled in" to the same 6.67 at every tick.
+    inside = min_target - 0.005 <= previous <= max_target + 0.005
+    # A step limit under the deadband would make every step "not worth a write": the target would
+    # never move. The deadband stays under half a step.
+    deadband = min(DEADBAND, max_step_ratio / 2)
+    if not is_meaningful_change(previous, bounded, deadband) and inside:    # outside the bounds: always move in
         return Guarded(previous, False, "WithinDeadband")
     if in_cooldown(last_change_at, now, cooldown_s) and inside:
         return Guarded(previous, False, "Cooldown")

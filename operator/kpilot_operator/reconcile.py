@@ -23,7 +23,7 @@ and it is also the target the Service falls back to when its observations go sta
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import numpy as np
@@ -59,6 +59,19 @@ def unsupported_autoscaling(annotations: Mapping[str, str]) -> str | None:
         return f"autoscaling metric {metric}: kpilot sets concurrency targets only"
     return None
 
+def parse_target(text: str | None) -> float:
+    """An annotation's number as Knative's Go ParseFloat reads it (hex floats such as 0x1p4
+    included); NaN when absent or unreadable."""
+    if text is None:
+        return math.nan
+    for parse in (float, float.fromhex):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return math.nan
+
+
 # What the metrics adapters provide per revision: the raw fields except the two the operator knows.
 READING_FIELDS = tuple(f for f in RAW_FIELDS if f not in ("target", "time_of_day_s"))
 
@@ -80,10 +93,7 @@ class Holder:
         target.go): the revision's containerConcurrency where it sets one, else the cluster's
         default; an annotation replaces it, capped by containerConcurrency."""
         cc = self.container_concurrency
-        try:
-            value = float(self.annotations[TARGET])
-        except (KeyError, ValueError):
-            value = math.nan
+        value = parse_target(self.annotations.get(TARGET))
         if not (math.isfinite(value) and value > 0):
             return cc if cc > 0 else self.default_target
         return min(value, cc) if cc > 0 else value
@@ -161,7 +171,8 @@ def annotation_delta(annotations: Mapping[str, str], intent: Assert | Restore) -
         delta[OWNER] = intent.policy
     if annotations.get(TARGET) != intent.target:
         delta[TARGET] = intent.target
-        delta[CHANGED_AT] = f"{intent.now:.0f}"
+        # Whole seconds, never later than the change: a cooldown of one interval skips no decision.
+        delta[CHANGED_AT] = f"{math.floor(intent.now)}"
     return {k: v for k, v in delta.items() if annotations.get(k) != v}
 
 
@@ -240,9 +251,12 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
 
     def restore(holder: Holder, service: str | None, reason: str) -> None:
         if holder.owner == policy_name:
+            # The original goes back as it was written, whatever it says; what Knative will run
+            # then is resolved as any target is (an unreadable one: the default).
             original = holder.annotations[ORIGINAL]
+            after = replace(holder, annotations={**holder.annotations, TARGET: original})
             writes.append(Write(holder, Restore(), service, reason, holder.current_target,
-                                None if original == ABSENT else float(original)))
+                                None if original == ABSENT else after.current_target))
 
     def assert_target(holder: Holder, service: str, reason: str, previous: float, target: float) -> None:
         # `expected`: the annotation this decision read, so a change made in between is not overwritten.
@@ -251,9 +265,15 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                             service, reason, previous, target))
 
     if spec.mode == "Off":
+        # A paused Service keeps what it runs (a hand-set target too) until the pause is lifted;
+        # leaving the selector or deleting the policy is a deliberate release and restores it.
+        paused = {s.name for s in services if s.paused}
         for holder in holders.values():
-            restore(holder, holder.service, "Off")
-        return Plan(writes, [ServiceStatus(s.name, list(s.traffic_revisions), "Off") for s in services], {})
+            if holder.service not in paused:
+                restore(holder, holder.service, "Off")
+        return Plan(writes, [ServiceStatus(s.name, list(s.traffic_revisions), "Paused" if s.paused else "Off",
+                                           message=f"{PAUSED}=true on the Service: not restored until it is removed"
+                                           if s.paused else "") for s in services], {})
 
     # 1. Which (service, holder) pairs the policy decides for this tick.
     candidates: list[tuple[ServiceStatus, Holder]] = []

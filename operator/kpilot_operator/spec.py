@@ -116,6 +116,10 @@ def parse_spec(spec: dict) -> PolicySpec:
         raise SpecError(f"bounds need 0 < minTarget <= maxTarget, got {parsed.min_target}..{parsed.max_target}")
     if parsed.interval_s <= 0 or (parsed.max_step_ratio is not None and parsed.max_step_ratio <= 0):
         raise SpecError("decisionIntervalSeconds and maxStepRatio must be positive")
+    if not parsed.metrics.timeout_s > 0:      # aiohttp reads a timeout of 0 as none: a tick could hang
+        raise SpecError(f"metrics.prometheus.timeoutSeconds must be positive, got {parsed.metrics.timeout_s:g}")
+    if parsed.fallback_target is not None and not parsed.fallback_target > 0:
+        raise SpecError(f"fallbackTarget must be positive, got {parsed.fallback_target:g}")
     if parsed.band is not None and not valid_band(parsed.band):
         raise SpecError(f"band must be >= 1 (1 pins each Service's base target), got {parsed.band}")
     for expr in parsed.selector.get("matchExpressions") or []:

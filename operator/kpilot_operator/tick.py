@@ -138,7 +138,12 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     try:
         spec = parse_spec(raw_spec)
     except SpecError as exc:
-        return finish(False, "InvalidSpec", str(exc))
+        if (raw_spec or {}).get("mode") != "Off":
+            return finish(False, "InvalidSpec", str(exc))
+        # Off is the way back out: it must not depend on the rest of the spec being right.
+        left = await restore_all(rt, name, namespace, reason="Off")
+        return finish(False, "InvalidSpec", f"{exc}; Off restored every revision this policy managed"
+                      + (f" but {left} (retried next tick)" if left else ""))
     status["mode"] = spec.mode
     try:
         info = await rt.cluster.knative()
@@ -237,8 +242,9 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
                   + (f", {len(failures)} failed" if failures else ""))
 
 
-async def restore_all(rt: Runtime, name: str, namespace: str) -> int:
-    """Restore every holder this policy owns (policy deleted). Returns how many are left failing."""
+async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "PolicyDeleted") -> int:
+    """Restore every holder this policy owns (policy deleted, or Off with a spec it cannot
+    read). Returns how many are left failing."""
     try:
         info = await rt.cluster.knative()
         holders, _ = await rt.cluster.list_holders(namespace, info.write_path)
@@ -247,7 +253,7 @@ async def restore_all(rt: Runtime, name: str, namespace: str) -> int:
     except ApiError as exc:
         raise ApiUnavailable(str(exc)) from None
     owned = [h for h in holders.values() if h.owner == name]
-    writes = [Write(h, Restore(), h.service, "PolicyDeleted", h.current_target, None) for h in owned]
+    writes = [Write(h, Restore(), h.service, reason, h.current_target, None) for h in owned]
     failures, _ = await apply_writes(rt, writes)
     for i, error in failures.items():
         logging.getLogger(__name__).warning("restore of %s failed: %s", writes[i].holder.name, error)

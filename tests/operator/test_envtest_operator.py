@@ -7,6 +7,7 @@ Skips with the fixture's reason when KUBEBUILDER_ASSETS is not set (see tests/en
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
@@ -205,7 +206,10 @@ async def test_two_replicas_one_acts_and_the_other_takes_over(as_operator, envte
     {"bounds": {"minTarget": 0, "maxTarget": 5}},
     {"policy": {"path": "/p", "sha256": "not-hex"}}, {"metrics": {"prometheus": {"url": "ftp://x"}}},
     {"policy": {"sha256": "a" * 64}}, {"band": 0.5},
-], ids=lambda p: next(iter(p)))
+    # Integer zeros pass a `minimum` the API server truncates to 0: `not: {enum: [0]}` refuses them.
+    {"maxStepRatio": 0}, {"fallbackTarget": 0},
+    {"metrics": {"prometheus": {"url": "http://127.0.0.1:9", "timeoutSeconds": 0}}},
+], ids=lambda p: f"{next(iter(p))}-{json.dumps(p)[-12:]}")
 def test_api_server_rejects_bad_specs(envtest, envtest_namespace, patch):
     from kubernetes.client.exceptions import ApiException
     body = autoscaling_policy("bad", envtest_namespace, sha="a" * 64, prom_url="http://127.0.0.1:9")

@@ -148,3 +148,17 @@ async def test_a_busy_revision_without_request_series_is_named_in_the_metrics_co
     # With the histogram series present the condition is the plain Read.
     assert without_request_series({"ready_pods": {"r": 2.0}, "request_rate": {"r": 0.0}}) == []
     assert without_request_series({"ready_pods": {"r": 0.0}}) == []      # scaled to zero: nothing to say
+
+
+@pytest.mark.asyncio
+async def test_off_restores_even_when_the_rest_of_the_spec_is_invalid():
+    """Off is the way back out; with inverted bounds it once restored nothing."""
+    cluster = GatedCluster()
+    annotations = cluster.revisions["svc-0-00001"]["metadata"]["annotations"]
+    annotations.update({TARGET: "40", ORIGINAL: "70", OWNER: "p"})
+    rt = Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e6)
+    status = await run_tick(rt, "p", "bench", {**SPEC, "mode": "Off", "bounds": {"minTarget": 10, "maxTarget": 5}},
+                            TickState())
+    assert annotations.get(TARGET) == "70" and ORIGINAL not in annotations and OWNER not in annotations
+    assert status["conditions"][0]["reason"] == "InvalidSpec"
+    assert "Off restored every revision this policy managed" in status["conditions"][0]["message"]

@@ -453,3 +453,76 @@ def test_the_operator_and_the_simulator_resolve_a_target_alike(annotation, conta
     expected = base if annotation is None else (min(annotation, container_concurrency) if container_concurrency
                                                 else annotation)
     assert np.isclose(operator, expected)
+
+
+# --- found by a review (session 16) ---
+
+@pytest.mark.parametrize("ratio", [0.01, 0.02, 0.0204])
+def test_a_step_limit_under_the_deadband_still_moves_the_target(ratio):
+    """The deadband (2 %) once applied after the step limit: any limit under 2 % froze every target."""
+    down = guardrails.guard(previous=100, proposed=40, min_target=2, max_target=150, max_step_ratio=ratio,
+                            cooldown_s=0, last_change_at=None, now=NOW)
+    assert down.changed and down.reason == "StepLimited" and down.target == pytest.approx(100 / (1 + ratio), abs=0.01)
+    up = guardrails.guard(previous=20, proposed=40, min_target=2, max_target=150, max_step_ratio=ratio,
+                          cooldown_s=0, last_change_at=None, now=NOW)
+    assert up.changed and up.target == pytest.approx(20 * (1 + ratio), abs=0.01)
+
+
+def test_a_cooldown_of_one_interval_skips_no_decision():
+    """changed-at was rounded to the nearest second: a change at +0.7 s read as +1 s, and the
+    next tick, one interval later, found itself in the cooldown."""
+    delta = annotation_delta({TARGET: "70"}, Assert("40", "p", NOW + 0.7))
+    assert delta["kpilot.dev/changed-at"] == f"{NOW:.0f}"
+    changed = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p", "kpilot.dev/changed-at": delta["kpilot.dev/changed-at"]})
+    g = guardrails.guard(previous=40, proposed=20, min_target=2, max_target=150, max_step_ratio=10, cooldown_s=10,
+                         last_change_at=changed.last_change_at, now=NOW + 10.0)
+    assert g.changed and g.reason == "Applied"
+
+
+def test_an_unreadable_original_is_put_back_as_written_without_stopping_the_policy():
+    """float('0x1p4') failed inside decide() and stopped every Service of the policy, Off
+    included; Knative (Go's ParseFloat) reads it as 16."""
+    odd = holder("r9", "s9", **{TARGET: "40", ORIGINAL: "0x1p4", OWNER: "p"})
+    garbled = holder("r8", "s8", **{TARGET: "40", ORIGINAL: "lots", OWNER: "p"})
+    managed = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
+    for mode in ("Enforce", "Off"):
+        plan = run(spec(mode=mode), [SVC], [managed, odd, garbled], {"r1": reading()})
+        restored = {w.holder.name: w for w in plan.writes if isinstance(w.intent, Restore)}
+        assert restored["r9"].target == 16.0 and restored["r8"].target == 100.0   # unreadable: Knative's default
+        assert annotation_delta(odd.annotations, Restore())[TARGET] == "0x1p4"
+    assert holder(**{TARGET: "0x1p4"}).current_target == 16.0
+
+
+def test_off_leaves_a_paused_services_hand_set_target_alone():
+    paused = ServiceView("s1", "ns", True, ("r1",))
+    hand_set = holder(**{TARGET: "55", ORIGINAL: "70", OWNER: "p"})
+    other = holder("r2", "s2", **{TARGET: "40", ORIGINAL: "absent", OWNER: "p"})
+    plan = run(spec(mode="Off"), [paused, ServiceView("s2", "ns", False, ("r2",))], [hand_set, other], {})
+    assert [w.holder.name for w in plan.writes] == ["r2"]
+    assert plan.services[0].reason == "Paused" and "not restored" in plan.services[0].message
+    assert plan.services[1].reason == "Off"
+    # Lifting the pause while Off restores it on the next tick.
+    plan = run(spec(mode="Off"), [SVC], [hand_set], {})
+    assert [(w.holder.name, w.target) for w in plan.writes] == [("r1", 70.0)]
+
+
+def test_targets_are_written_with_both_decimals_and_a_band_that_two_decimals_cannot_hold_is_stable():
+    assert guardrails.format_target(12345.67) == "12345.67" and guardrails.format_target(99999.99) == "99999.99"
+    assert guardrails.format_target(7.5) == "7.5" and guardrails.format_target(40) == "40"
+    # A band pinned on 6.666 runs 6.67; the next tick must not "pull it in" to 6.67 again.
+    pinned = ServiceView("s1", "ns", False, ("r1",), base_target=6.666, band=1.0)
+    first = run(spec(), [pinned], [holder()], {"r1": reading()})
+    assert [w.target for w in first.writes] == [6.67]
+    again = run(spec(), [pinned], [holder(**{TARGET: "6.67", ORIGINAL: "absent", OWNER: "p"})], {"r1": reading()})
+    assert again.writes == [] and again.services[0].reason == "WithinDeadband"
+
+
+@pytest.mark.parametrize("over, expect", [
+    ({"metrics": {"prometheus": {"url": "http://p:9090", "timeoutSeconds": 0}}}, "timeoutSeconds must be positive"),
+    ({"fallbackTarget": 0}, "fallbackTarget must be positive"),
+])
+def test_zeros_the_schema_cannot_catch_are_spec_errors(over, expect):
+    """The API server compares an integer 0 against a minimum truncated to 0; aiohttp reads a
+    timeout of 0 as none, so a Prometheus that never answers would hang the tick."""
+    with pytest.raises(SpecError, match=expect):
+        spec(**over)
