@@ -351,6 +351,32 @@ def test_a_longer_window_in_one_simulation_keeps_what_the_others_recorded():
     assert list(b.arrivals[0, :2]) == [0.0, 1.0]
 
 
+def test_a_reused_simulation_runs_as_a_new_one_would():
+    """Training resets each slot of one Batch for every episode. The initial pod once kept the
+    ready time of the slot's previous episode (a pod that came up at 505 s there), and every
+    request it served before 505 s in the next episode counted as a cold start."""
+    from kpilot.sim import engine as E
+    from kpilot.sim.batch import Batch
+
+    config = cfg(cold_start="fixed:5")
+    before = make_trace([1.0, 500.0], [0.05, 0.05])          # scales to zero, then a cold start at 500 s
+    episode = make_trace(np.linspace(0.1, 20, 40), np.full(40, 0.05))
+
+    def run(batch):
+        batch.reset(0, episode, seed=1, target=100.0)
+        batch.advance(60.0)
+        return batch.T[0].copy(), batch.F[0].copy()
+
+    fresh = run(Batch(1, config))
+    reused = Batch(1, config)
+    reused.reset(0, before, seed=1, target=100.0)
+    reused.advance(600.0)
+    assert reused.T[0, E.S_COLD_STARTS] == 1
+    again = run(reused)
+    assert fresh[0][E.S_COLD_STARTS] == 0 and again[0][E.S_COLD_STARTS] == 0
+    assert np.array_equal(fresh[0], again[0]) and np.array_equal(fresh[1], again[1], equal_nan=True)
+
+
 def test_without_prometheus_the_desired_pods_are_the_scale_the_podautoscaler_applied():
     from kpilot.sim.batch import Batch
 

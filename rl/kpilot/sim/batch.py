@@ -149,7 +149,15 @@ class Batch:
         self.spec[e] = self._spec()
         self.buckets[e] = 0.0
         self.rng[e] = _seed_state(seed)
+        # Every per-pod field as a new Batch has it: the initial pods below are not created by the
+        # engine, and a ready time left from the slot's previous episode would count its
+        # requests as cold starts.
         self.pstate[e] = E.POD_FREE
+        self.pready[e] = 0.0
+        self.pcreated[e] = 0.0
+        self.pv[e] = 0.0
+        self.pt[e] = 0.0
+        self.ph[e] = 0
         self.pn[e] = 0
         self.pk[e] = np.inf
         self.pp[e] = -1
