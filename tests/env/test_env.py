@@ -277,3 +277,25 @@ def test_lateness_shaping_tells_a_crowded_pod_from_enough_pods_at_once():
     _, r_crowded, _, _ = crowded.step(np.ones(1))         # target 200
     _, r_spread, _, _ = spread.step(-np.ones(1))          # target 1: a pod per request
     assert r_crowded[0] < r_spread[0] - 1.0
+
+
+def test_gymnasium_vector_env_autoresets_on_the_same_step_and_matches_the_single_env():
+    """It once declared next-step autoreset and then applied the next action to the new episode
+    without returning its first observation."""
+    vec = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", config=SMALL, traces=[TRACE])
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    single = KnativeAutoscalingEnv(SMALL, traces=[TRACE])
+    obs, _ = vec.reset(seed=3)
+    first, _ = single.reset(seed=3)
+    assert np.array_equal(obs[0], first)
+    n_steps = int(SMALL.episode_s / SMALL.decision_interval_s)
+    for i in range(n_steps):
+        obs, rewards, term, trunc, info = vec.step(np.zeros((2, 1), dtype=np.float32))
+        s_obs, s_reward, _, s_trunc, s_info = single.step(np.array([0.0], dtype=np.float32))
+        assert rewards[0] == pytest.approx(s_reward) and bool(trunc[0]) == s_trunc and not term.any()
+        assert info["cold_starts"][0] == s_info["cold_starts"]
+        if i < n_steps - 1:
+            assert np.array_equal(obs[0], s_obs) and "final_obs" not in info
+    assert trunc.all() and info["_final_obs"].all() and np.array_equal(info["final_obs"][0], s_obs)
+    assert info["final_info"]["cold_starts"][0] == s_info["cold_starts"]
+    assert vec.observation_space.contains(obs)          # the next episodes' first observations

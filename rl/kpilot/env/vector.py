@@ -3,7 +3,9 @@
 * `KnativeAutoscalingVecEnv`: a stable-baselines3 VecEnv (SB3 trains on it directly, no wrappers,
   no subprocesses): auto-resets finished episodes and reports `terminal_observation` and
   `TimeLimit.truncated` as SB3 expects.
-* `KnativeAutoscalingVectorEnv`: the same as a Gymnasium VectorEnv (next-step autoreset), which
+* `KnativeAutoscalingVectorEnv`: the same as a Gymnasium VectorEnv with same-step autoreset (an
+  episode's last step returns the next episode's first observation, its own last one in
+  `info["final_obs"]`, as SB3's adapter does; one engine call per step cannot leave a slot out), which
   `gymnasium.make_vec("kpilot/KnativeAutoscaling-v0", num_envs=n, vectorization_mode="vector_entry_point")`
   returns.
 """
@@ -66,7 +68,7 @@ class KnativeAutoscalingVecEnv(VecEnv):
 
 
 class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
-    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
     def __init__(self, num_envs: int = 64, config: EnvConfig | None = None, traces=None):
         self.num_envs = num_envs
@@ -75,17 +77,20 @@ class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
         self.single_action_space = ACTION_SPACE
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(ACTION_SPACE, num_envs)
-        self._needs_reset = np.zeros(num_envs, dtype=bool)
 
     def reset(self, *, seed=None, options=None):
-        if seed is not None:
+        if seed is not None:     # one generator draws every slot's episodes: the first seed seeds it
             self.core.seed(int(seed if np.isscalar(seed) else seed[0]))
-        self._needs_reset[:] = False
         return self.core.reset_all(), {}
 
     def step(self, actions):
-        if self._needs_reset.any():
-            self.core.reset_many(np.flatnonzero(self._needs_reset))
         obs, rewards, truncated, infos = self.core.step(np.asarray(actions).reshape(self.num_envs))
-        self._needs_reset = truncated.copy()
-        return obs, rewards, np.zeros(self.num_envs, dtype=bool), truncated, {}
+        info: dict = {}
+        for e, env_info in enumerate(infos):
+            if truncated[e]:
+                info = self._add_info(info, {"final_obs": obs[e].copy(), "final_info": env_info}, e)
+            info = self._add_info(info, env_info, e)
+        if truncated.any():
+            self.core.reset_many(np.flatnonzero(truncated))
+            obs = self.core.observe()
+        return obs, rewards, np.zeros(self.num_envs, dtype=bool), truncated, info
