@@ -5,6 +5,7 @@ Input errors (KpilotError) are rendered here, once, as a single line with exit c
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -211,7 +212,7 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
     import dataclasses
 
     from kpilot.sim.coldstart import parse_cold_start
-    from kpilot.sim.config import SimConfig
+    from kpilot.sim.config import SimConfig, check_range
     from kpilot.yaml_file import read_yaml
 
     base = {}
@@ -220,10 +221,10 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
         if not isinstance(base, dict):
             raise ConfigError("expected a mapping with kpa/pod/slo sections", path=str(config))
     sim = SimConfig.from_dict(base, source=str(config) if config else None)
-    if cores is not None and cores <= 0:
-        raise ConfigError(f"must be > 0, got {cores:g}", option="--cores")
-    if container_concurrency is not None and container_concurrency < 0:
-        raise ConfigError(f"must be >= 0, got {container_concurrency}", option="--container-concurrency")
+    for option, key, value in (("--cores", "pod.cores", cores),
+                               ("--container-concurrency", "pod.container_concurrency", container_concurrency)):
+        if value is not None:
+            check_range(key, value, option=option)
     given = {"cold_start": cold_start, "cores": cores, "container_concurrency": container_concurrency}
     pod = dataclasses.replace(sim.pod, **{k: v for k, v in given.items() if v is not None})
     parse_cold_start(pod.cold_start)       # validate early: one clear line, nothing written yet
@@ -254,8 +255,8 @@ def simulate(
     from kpilot.sim.replay import replay
     from kpilot.traces import load_trace
 
-    if interval <= 0:
-        raise ConfigError(f"must be > 0, got {interval:g}", option="--interval")
+    if not (math.isfinite(interval) and interval > 0):
+        raise ConfigError(f"must be a number > 0, got {interval:g}", option="--interval")
     sim = _sim_config(cold_start, cores, container_concurrency, config)
     controller = parse_controller(policy, interval_s=interval)
     tr = load_trace(trace, fmt, seed=seed)

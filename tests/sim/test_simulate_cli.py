@@ -101,6 +101,9 @@ def test_a_policy_with_smoothing_takes_over_knatives_target_at_once(tmp_path):
     (("--trace", SMALL, "--cores", "0"), "option --cores"),
     (("--trace", SMALL, "--seed", "x"), "--seed"),
     (("--trace", SMALL, "--timeline", "/no/such/dir/t.csv"), "option --timeline"),
+    (("--trace", SMALL, "--cores", "nan"), "option --cores: must be > 0, got nan"),
+    (("--trace", SMALL, "--container-concurrency", "100000000"), "option --container-concurrency: must be >= 0 and <= 1000"),
+    (("--trace", SMALL, "--interval", "nan", "--policy", "policies/default"), "option --interval: must be a number > 0"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle):
     r = kpilot("simulate", *args)
@@ -170,3 +173,26 @@ def test_config_yaml_overrides_knative_defaults_and_rejects_unknown_keys(tmp_pat
     typed.write_text("pod:\n  cores: many\n")
     r = kpilot("simulate", "--trace", SMALL, "--config", str(typed))
     assert r.returncode == 2 and "pod.cores" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("yaml_text, needle", [
+    # Each once ran: a traceback (negative array sizes), a hang (a tick of 0 never advances), or
+    # every request "failed" with exit 0.
+    ("kpa: {stable_window_s: -5}", "field kpa.stable_window_s: must be >= 6 and <= 3600, got -5"),
+    ("kpa: {tick_s: 0}", "field kpa.tick_s: must be >= 0.1 and <= 60, got 0"),
+    ("pod: {max_pods: 0}", "field pod.max_pods: must be >= 1 and <= 10000, got 0"),
+    ("pod: {queue_capacity: -1}", "field pod.queue_capacity: must be >= 1"),
+    ("pod: {cores: -1}", "field pod.cores: must be > 0, got -1"),
+    ("slo: {slowdown: .nan}", "field slo.slowdown: must be >= 1, got nan"),
+    ("kpa: {max_scale_down_rate: 0}", "field kpa.max_scale_down_rate: must be > 1, got 0"),
+    ("kpa: {target_burst_capacity: -2}", "field kpa.target_burst_capacity: must be >= 0 or -1, got -2"),
+    ("kpa: {min_scale: 3, max_scale: 2}", "field kpa.min_scale: 3 is above kpa.max_scale 2"),
+    ("kpa: {stable_window_s: 1e9}", "YAML reads a number without a dot, such as 1e9, as text"),
+])
+def test_config_values_knative_would_refuse_are_one_line_naming_the_field(tmp_path, yaml_text, needle):
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml_text + "\n")
+    r = kpilot("simulate", "--trace", SMALL, "--config", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"kpilot: error: {path}: field ") and needle in line

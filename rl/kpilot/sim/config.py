@@ -97,13 +97,68 @@ class SimConfig:
                 ok = isinstance(value, want) or (want is float and isinstance(value, int)
                                                  and not isinstance(value, bool))
                 if not ok:
-                    raise ConfigError(f"field {name}.{f.name}: expected {want.__name__}, got {value!r}",
+                    hint = (" (YAML reads a number without a dot, such as 1e9, as text: write 1.0e9)"
+                            if want in (int, float) and isinstance(value, str) else "")
+                    raise ConfigError(f"field {name}.{f.name}: expected {want.__name__}, got {value!r}{hint}",
                                       path=source)
             bad = sorted(set(sub) - {f.name for f in fields(klass)})
             if bad:
                 raise ConfigError(f"field {name}.{bad[0]}: unknown setting", path=source)
             parts[name] = klass(**sub)
-        return cls(**parts)
+            for key, value in sub.items():
+                check_range(f"{name}.{key}", value, source)
+        config = cls(**parts)
+        if config.kpa.max_scale and config.kpa.min_scale > config.kpa.max_scale:
+            raise ConfigError(f"field kpa.min_scale: {config.kpa.min_scale} is above kpa.max_scale "
+                              f"{config.kpa.max_scale}", path=source)
+        return config
 
     def with_overrides(self, **kw) -> "SimConfig":
         return replace(self, **kw)
+
+
+# What Knative's config-autoscaler validation accepts (pkg/autoscaler/config/config.go), and for
+# the pod model what the simulator can hold in memory: (lowest, highest, lowest excluded).
+RANGES = {
+    "kpa.container_concurrency_target_default": (0.01, math.inf, False),
+    "kpa.container_concurrency_target_percentage": (0.0, 100.0, True),
+    "kpa.stable_window_s": (6.0, 3600.0, False),
+    "kpa.panic_window_percentage": (1.0, 100.0, False),
+    "kpa.panic_threshold_percentage": (110.0, 1000.0, False),
+    "kpa.max_scale_up_rate": (1.0, math.inf, True),
+    "kpa.max_scale_down_rate": (1.0, math.inf, True),
+    "kpa.scale_to_zero_grace_period_s": (6.0, math.inf, False),
+    "kpa.scale_to_zero_pod_retention_period_s": (0.0, math.inf, False),
+    "kpa.scale_down_delay_s": (0.0, 3600.0, False),
+    "kpa.initial_scale": (0, math.inf, False),
+    "kpa.min_scale": (0, math.inf, False),
+    "kpa.max_scale": (0, math.inf, False),
+    "kpa.activation_scale": (1, math.inf, False),
+    "kpa.tick_s": (0.1, 60.0, False),
+    "pod.cores": (0.0, math.inf, True),
+    "pod.container_concurrency": (0, 1000, False),
+    "pod.max_pods": (1, 10_000, False),
+    "pod.unlimited_in_service": (1, 10_000, False),
+    "pod.queue_capacity": (1, 10_000_000, False),
+    "slo.slowdown": (1.0, math.inf, False),
+    "slo.offset_s": (0.0, math.inf, False),
+}
+
+
+def check_range(key: str, value, source: str | None = None, *, option: str | None = None) -> None:
+    """ConfigError when `value` is outside what Knative (or the simulator) accepts for `key`,
+    naming the config field (in `source`) or the command-line `option` that gave it;
+    target-burst-capacity is >= 0 or exactly -1."""
+    if key == "kpa.target_burst_capacity":
+        problem = None if math.isfinite(value) and (value >= 0 or value == -1) else "must be >= 0 or -1"
+    elif key not in RANGES or isinstance(value, bool):
+        return
+    else:
+        lo, hi, open_lo = RANGES[key]
+        inside = math.isfinite(value) and (value > lo if open_lo else value >= lo) and value <= hi
+        low = f"> {lo:g}" if open_lo else f">= {lo:g}"
+        problem = None if inside else f"must be {low}" + ("" if math.isinf(hi) else f" and <= {hi:g}")
+    if problem is not None:
+        message = f"{problem}, got {value!r}"
+        raise ConfigError(message, option=option) if option else \
+            ConfigError(f"field {key}: {message}", path=source)
