@@ -18,6 +18,8 @@ def read_yaml(path: str | Path):
         raise ConfigError("no such config file", path=str(p)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config ({exc.strerror})", path=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a text file (YAML is UTF-8 text)", path=str(p)) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

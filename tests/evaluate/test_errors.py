@@ -120,6 +120,11 @@ def _edited(tiny_policy, tmp_path, edit):
     (lambda d: d["manifest"]["env"].__setitem__("decision_interval_s", -30), "env.decision_interval_s"),
     (lambda d: d["manifest"]["rule_baseline"]["params"].__setitem__("interval_s", 0),
      "rule_baseline.params.interval_s"),
+    # The held-out note reads these; each was a traceback.
+    (lambda d: d["manifest"].__setitem__("training_traces", [1]), "training_traces must be a list of objects"),
+    (lambda d: d["manifest"]["config"].__setitem__("split", "0.7"), "config.split must be a mapping"),
+    (lambda d: d["manifest"]["config"]["split"].__setitem__("train", [0, 0.5, 0.7]), "config.split.train must be"),
+    (lambda d: d["manifest"]["config"]["split"].__setitem__("train", [0, "x"]), "config.split.train must be"),
 ])
 def test_corrupt_numbers_in_the_policy(tiny_policy, tmp_path, edit, expect):
     _fails("--trace", TRACE, "--policy", str(_edited(tiny_policy, tmp_path, edit)), "--baselines", "kpa,rule",

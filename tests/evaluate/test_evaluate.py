@@ -11,6 +11,7 @@ import pytest
 from eval_support import KPILOT, TRACE
 
 from kpilot.env.reward import cost_per_request
+from kpilot.errors import ConfigError
 from kpilot.evaluate import run_demo, run_evaluation
 from kpilot.evaluate.runner import load_artifact
 from kpilot.evaluate.baselines import STATIC_GRID
@@ -177,6 +178,17 @@ def test_report_writes_plots_and_summary(tiny_policy, tmp_path):
     assert all((tmp_path / n).stat().st_size > 5000 for n in pngs)
     md = (tmp_path / "summary.md").read_text()
     assert "rl:tiny" in md and "(best static)" in md and "kpa" in md
+    # Reused for another trace, the folder keeps only the new plots (and the user's own files).
+    (tmp_path / "mine.png").write_bytes(b"x")
+    run_evaluation(["synthetic:poisson:rate=2,duration=600,seed=4"], tiny_policy, ["kpa"], report_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "00-synthetic_poisson_rate_2_duration_600_seed_4-frontier.png",
+        "00-synthetic_poisson_rate_2_duration_600_seed_4-timeline.png", "mine.png"]
+
+
+def test_a_trace_given_twice_is_refused(tiny_policy):
+    with pytest.raises(ConfigError, match="given more than once"):
+        run_evaluation([TRACE, TRACE], tiny_policy, ["kpa"])
 
 
 def test_run_demo_renders_the_table(tiny_policy):

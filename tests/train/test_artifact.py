@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from kpilot.observation import OBS_VERSION
 from kpilot.policy import load_policy
@@ -175,3 +178,67 @@ def test_an_interrupted_save_leaves_the_previous_artifact_whole(tiny_run, tmp_pa
     _write_artifact(out, model, vecnorm, cfg, manifest)
     assert (out / "NOTES.md").read_text() == "ours" and load_policy(out).sha256 == load_policy(src).sha256
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact"]
+
+
+def test_out_that_kpilot_may_not_replace_is_refused_before_any_work(tiny_config, tmp_path, monkeypatch):
+    """A file given as --out was once renamed aside and replaced by an artifact; a symbolic link
+    became a folder, its target's files moved out; '.' failed after training."""
+    from kpilot.errors import ConfigError
+    from kpilot.train.trainer import train
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("precious\n")
+    (tmp_path / "v3").mkdir()
+    (tmp_path / "current").symlink_to("v3")
+    for out, why in (("notes.txt", "is a file, not a folder"), ("current", "is a symbolic link"),
+                     (".", "is the working folder or one above it")):
+        with pytest.raises(ConfigError, match=why):
+            train(tiny_config(), Path(out), run_dir=tmp_path / "run", progress=False, log=lambda m: None)
+    assert (tmp_path / "notes.txt").read_text() == "precious\n" and (tmp_path / "current").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "notes.txt", "v3"]    # no run, no artifact
+
+
+def test_resume_keeps_the_better_policy_when_only_policy_json_records_it(tiny_run, tiny_config, tmp_path):
+    """Without manifest.json the previous best was taken as none, and the resumed run's worse
+    first validation replaced it."""
+    from kpilot.train.trainer import train
+
+    _, out, run, summary = tiny_run
+    copy = tmp_path / "policy"
+    shutil.copytree(out, copy)
+    (copy / "manifest.json").unlink()
+    best = json.loads((copy / "policy.json").read_text())["manifest"]["best_validation"]
+    before = (copy / "policy.json").read_bytes()
+    resumed = train(tiny_config(total_timesteps=384), copy, run_dir=tmp_path / "run",
+                    resume=run / "checkpoints" / "ppo_128_steps.zip", progress=False, log=lambda m: None)
+    kept = resumed["best_validation"]
+    assert kept["cost_vs_best_static"] <= best["cost_vs_best_static"]
+    if kept == best:
+        assert (copy / "policy.json").read_bytes() == before
+    (copy / "policy.json").write_text("{not json")
+    (copy / "manifest.json").write_text("[]")
+    from kpilot.errors import ConfigError
+    with pytest.raises(ConfigError, match="cannot read the validation result"):
+        train(tiny_config(total_timesteps=384), copy, run_dir=tmp_path / "run2", resume=run, progress=False,
+              log=lambda m: None)
+
+
+def test_resume_takes_an_artifact_and_refuses_broken_or_foreign_checkpoints(tiny_run, tiny_config, tmp_path):
+    from kpilot.errors import ConfigError
+    from kpilot.train.trainer import MODEL_FILE, find_checkpoint, train
+
+    _, out, run, _ = tiny_run
+    assert find_checkpoint(out) == (out / MODEL_FILE, out / "vecnormalize.pkl")
+    assert find_checkpoint(out / MODEL_FILE)[0] == out / MODEL_FILE
+    stray = tmp_path / "run" / "checkpoints"
+    shutil.copytree(run / "checkpoints", stray)
+    (stray / "ppo_best_steps.zip").write_bytes(b"")                 # once: int('best') in a traceback
+    assert find_checkpoint(tmp_path / "run")[0].name == "ppo_256_steps.zip"
+    truncated = tmp_path / "cut_256_steps.zip"
+    truncated.write_bytes((run / "checkpoints" / "ppo_256_steps.zip").read_bytes()[:500])
+    with pytest.raises(ConfigError, match="cannot resume from it"):
+        train(tiny_config(total_timesteps=384), tmp_path / "a", resume=truncated, progress=False, log=lambda m: None)
+    with pytest.raises(ConfigError, match="observing 14 features"):
+        train(tiny_config(total_timesteps=384, env={"synthetic": ["synthetic:bursty:rate=4,duration=1500,seed=1"], "episode_s": 300,
+                                                           "observe_base": True}), tmp_path / "b",
+              resume=out, progress=False, log=lambda m: None)

@@ -114,6 +114,20 @@ def _write(tmp_path, text: str) -> Path:
     ("eval:\n  band: 0.9\n", "eval.band"),
     ("sim:\n  kpa:\n    stable_window: 30\n", "kpa.stable_window"),
     ("normalize:\n  norm_obs: yes please\n", "normalize.norm_obs"),
+    # Each of these once passed the config and failed later, some after training (session 16).
+    ("seed: -1\n", "seed must be in [0, 2**32)"),
+    ("ppo:\n  n_epochs: 0\n", "ppo.n_epochs must be at least 1"),
+    ("ppo:\n  clip_range: -0.2\n", "ppo.clip_range must be positive"),
+    ("ppo:\n  gae_lambda: 1.5\n", "ppo.gae_lambda must be in [0, 1]"),
+    ("ppo:\n  learning_rate: 1e-3\n", "YAML reads a number without a dot, such as 1e-3, as text"),
+    ("env:\n  max_target: .inf\n", "env.max_target must be a finite number, got inf"),
+    ("reward:\n  cost_per_violation: .nan\n", "reward.cost_per_violation must be a finite number"),
+    ("reward:\n  cost_per_pod_second: -1\n", "reward.cost_per_pod_second must be >= 0"),
+    ("normalize:\n  clip_obs: 0\n", "normalize.clip_obs must be positive"),
+    ("eval:\n  rule_grid: {bogus: [1]}\n", "eval.rule_grid.bogus is not a rule parameter"),
+    ("eval:\n  rule_grid: {hi_s: 1.0}\n", "eval.rule_grid.hi_s must be a list of positive numbers"),
+    ("eval:\n  seed: -1\n", "eval.seed must be in [0, 2**32)"),
+    ("name: ../../x\n", "name must be letters, digits"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:
@@ -150,3 +164,10 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "ppo.gamma" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_config_that_is_not_text_is_one_error(tmp_path):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(path)

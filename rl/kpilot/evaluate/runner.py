@@ -63,6 +63,7 @@ def load_artifact(path: str | Path) -> Artifact:
         sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {})
         reward = RewardConfig(**{k: _number(f"reward.{k}", v, 0.0) for k, v in doc["reward"].items()})
         interval = _number("env.decision_interval_s", doc["env"]["decision_interval_s"], 0.0, strict=True)
+        _check_training_record(doc)
         rule_doc = doc.get("rule_baseline")
         rule = AimdRule(**rule_doc["params"]) if rule_doc else None
         if rule is not None:
@@ -72,6 +73,21 @@ def load_artifact(path: str | Path) -> Artifact:
         raise PolicyError(f"malformed manifest ({type(exc).__name__}: {exc})", path=str(p)) from None
     name = policy.manifest.get("name") or p.resolve().name
     return Artifact(name, policy, sim, reward, interval, rule, doc)
+
+
+def _check_training_record(doc: dict) -> None:
+    """ValueError unless the manifest's training traces and split have the shape the held-out
+    note reads (a list of objects; [start, end] fractions)."""
+    traces = doc.get("training_traces") or []
+    if not isinstance(traces, list) or not all(isinstance(t, dict) for t in traces):
+        raise ValueError("training_traces must be a list of objects")
+    split = (doc.get("config") or {}).get("split") or {}
+    if not isinstance(split, dict):
+        raise ValueError("config.split must be a mapping")
+    for key, pair in split.items():
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)):
+            raise ValueError(f"config.split.{key} must be [start, end], got {pair!r}")
 
 
 def _number(name: str, value, low: float, *, strict: bool = False) -> float:

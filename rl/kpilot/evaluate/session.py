@@ -106,6 +106,9 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     if needs_policy and artifact is None:
         raise ConfigError(f"{needs_policy[0]} runs the policy around a tuned static target: give --policy",
                           option="--baselines")
+    repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
+    if repeated:         # its rows would appear twice, with two "best static" rows in one group
+        raise ConfigError(f"{repeated[0]} is given more than once", option="--trace")
     loaded = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
     for spec, full in loaded:
         if not len(full):

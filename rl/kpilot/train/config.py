@@ -11,7 +11,9 @@ variable of that name, default `../shared/traces` (relative to the working direc
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -145,7 +147,7 @@ _SECTIONS = {"env": EnvSection, "split": SplitConfig, "reward": RewardConfig, "p
 def _coerce(value, default, key: str, source: str):
     """`value` converted to the type of `default`, or a ConfigError naming `key`."""
     def bad(expected: str):
-        return ConfigError(f"{key} must be {expected}, got {value!r}", path=source, column=key)
+        return ConfigError(f"{key} must be {expected}, got {value!r}{_text_hint(value)}", path=source)
 
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -156,8 +158,8 @@ def _coerce(value, default, key: str, source: str):
             raise bad("an integer")
         return int(value)
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -167,7 +169,8 @@ def _coerce(value, default, key: str, source: str):
         if not isinstance(value, (list, tuple)):
             raise bad("a list")
         if len(default) == 2 and all(isinstance(x, float) for x in default):
-            if len(value) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+            if len(value) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                          and math.isfinite(x) for x in value):
                 raise bad("a pair of numbers [low, high]")
             if not value[0] <= value[1]:
                 raise bad("a pair [low, high] with low <= high")
@@ -180,17 +183,26 @@ def _coerce(value, default, key: str, source: str):
     return value
 
 
+def _text_hint(value) -> str:
+    """YAML 1.1 reads 1e-3 (no dot) as text: say so where a number was expected."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return ""
+    return " (YAML reads a number without a dot, such as 1e-3, as text: write 1.0e-3)" if isinstance(value, str) else ""
+
+
 def _section(klass, data, prefix: str, source: str):
     if data is None:
         return klass()
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix} must be a mapping", path=source, column=prefix)
+        raise ConfigError(f"{prefix} must be a mapping", path=source)
     defaults = klass()
     known = {f.name for f in fields(klass)}
     for key in data:
         if key not in known:
             raise ConfigError(f"unknown key {prefix}.{key} (valid: {', '.join(sorted(known))})",
-                              path=source, column=f"{prefix}.{key}")
+                              path=source)
     return klass(**{k: _coerce(v, getattr(defaults, k), f"{prefix}.{k}", source) for k, v in data.items()})
 
 
@@ -202,7 +214,7 @@ def config_from_dict(doc: dict, source: str = "config") -> TrainConfig:
     kw = {}
     for key, value in doc.items():
         if key not in known:
-            raise ConfigError(f"unknown key {key} (valid: {', '.join(sorted(known))})", path=source, column=key)
+            raise ConfigError(f"unknown key {key} (valid: {', '.join(sorted(known))})", path=source)
         if key in _SECTIONS:
             kw[key] = _section(_SECTIONS[key], value, key, source)
         else:
@@ -217,9 +229,31 @@ def _validate(cfg: TrainConfig, source: str) -> None:
 
     def need(ok: bool, key: str, what: str):
         if not ok:
-            raise ConfigError(f"{key} {what}", path=source, column=key)
+            raise ConfigError(f"{key} {what}", path=source)
 
+    need(0 <= cfg.seed < 2**32, "seed", "must be in [0, 2**32)")
+    need(0 <= cfg.eval.seed < 2**32, "eval.seed", "must be in [0, 2**32)")
+    # The name becomes a folder of TensorBoard logs inside the run directory.
+    need(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name)) and cfg.name.strip(".") != "", "name",
+         "must be letters, digits, '.', '_' or '-' (it names a folder of logs)")
     need(cfg.n_envs >= 1, "n_envs", "must be at least 1")
+    need(cfg.ppo.n_epochs >= 1, "ppo.n_epochs", "must be at least 1")
+    need(cfg.ppo.clip_range > 0, "ppo.clip_range", "must be positive")
+    need(0 <= cfg.ppo.gae_lambda <= 1, "ppo.gae_lambda", "must be in [0, 1]")
+    need(cfg.ppo.ent_coef >= 0, "ppo.ent_coef", "must be >= 0")
+    need(cfg.ppo.vf_coef >= 0, "ppo.vf_coef", "must be >= 0")
+    need(cfg.ppo.max_grad_norm > 0, "ppo.max_grad_norm", "must be positive")
+    need(cfg.normalize.clip_obs > 0, "normalize.clip_obs", "must be positive")
+    need(cfg.normalize.clip_reward > 0, "normalize.clip_reward", "must be positive")
+    for key, value in cfg.reward.to_dict().items():
+        if isinstance(value, float):      # every weight of the cost: a negative one rewards harm
+            need(value >= 0, f"reward.{key}", "must be >= 0")
+    from kpilot.evaluate.baselines import RULE_GRID
+    for key, values in cfg.eval.rule_grid.items():
+        need(key in RULE_GRID, f"eval.rule_grid.{key}", f"is not a rule parameter ({', '.join(RULE_GRID)})")
+        need(isinstance(values, (list, tuple)) and len(values) > 0
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                     for v in values), f"eval.rule_grid.{key}", "must be a list of positive numbers")
     need(cfg.total_timesteps >= 1, "total_timesteps", "must be positive")
     need(cfg.ppo.n_steps >= 2, "ppo.n_steps", "must be at least 2")
     need(cfg.ppo.batch_size >= 2, "ppo.batch_size", "must be at least 2")
@@ -262,10 +296,9 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     try:
         SimConfig.from_dict(cfg.sim)
     except ConfigError as exc:
-        raise ConfigError(f"sim: {exc.message}", path=source,
-                          column=f"sim.{exc.column}" if exc.column else "sim") from None
+        raise ConfigError(f"sim: {exc.message}", path=source) from None
     except TypeError as exc:
-        raise ConfigError(f"sim: {exc}", path=source, column="sim") from None
+        raise ConfigError(f"sim: {exc}", path=source) from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
@@ -282,6 +315,6 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             node = node[part]
             if not isinstance(node, dict):
                 key = ".".join(parents[:i + 1])
-                raise ConfigError(f"{key} must be a mapping", path=str(p), column=key)
+                raise ConfigError(f"{key} must be a mapping", path=str(p))
         node[leaf] = value
     return config_from_dict(doc, str(p))

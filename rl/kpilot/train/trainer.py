@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -153,28 +154,89 @@ def _plain(x):
 
 
 def _previous_best(out: Path) -> dict | None:
-    """When resuming into an existing artifact, its validation result is the one to beat."""
-    try:
-        return json.loads((out / MANIFEST_FILE).read_text())["manifest"]["best_validation"]
-    except (OSError, ValueError, KeyError, TypeError):
+    """When resuming into an existing artifact, its validation result is the one to beat: from
+    manifest.json, else the copy policy.json carries. An artifact whose result cannot be read is
+    an error, not a result of None: the resumed run would replace a better policy."""
+    if not (out / "policy.json").exists() and not (out / MANIFEST_FILE).exists():
         return None
+    for name in (MANIFEST_FILE, "policy.json"):
+        try:
+            return json.loads((out / name).read_text())["manifest"]["best_validation"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    raise ConfigError("cannot read the validation result of the artifact there (manifest.json and "
+                      "policy.json), which a resumed run must beat; move it or give another --out",
+                      path=str(out), option="--out")
+
+
+def check_out(out: Path) -> None:
+    """`--out` is a folder kpilot may replace (it swaps in each new artifact whole): refused
+    before any work when it is a file, a symbolic link, the working folder or one above it, or
+    cannot be created."""
+    out = Path(out)
+    if out.is_symlink():
+        raise ConfigError("is a symbolic link: give the folder it points to", path=str(out), option="--out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError("is a file, not a folder", path=str(out), option="--out")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise ConfigError("is the working folder or one above it, which each artifact would replace",
+                          path=str(out), option="--out")
+    try:
+        out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create its folder ({exc.strerror})", path=str(out), option="--out") from None
+    if not os.access(out.resolve().parent, os.W_OK):
+        raise ConfigError("its folder is not writable", path=str(out), option="--out")
+
+
+CHECKPOINT = re.compile(r"(?P<prefix>.+)_(?P<steps>\d+)_steps")
 
 
 def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
-    """A checkpoint zip (its VecNormalize file beside it), or the newest one in a run directory."""
+    """What `--resume` names: a checkpoint zip (its VecNormalize file beside it), a run
+    directory (its newest checkpoint), or a policy artifact (its model.zip and vecnormalize.pkl)."""
     path = Path(path)
-    if path.is_dir():
-        zips = sorted((path / "checkpoints").glob("*_steps.zip"),
-                      key=lambda p: int(p.stem.rsplit("_", 2)[-2])) if (path / "checkpoints").is_dir() else []
-        if not zips:
-            raise ConfigError("no checkpoints to resume from (expected checkpoints/*_steps.zip)",
-                              path=str(path), option="--resume")
-        path = zips[-1]
+    if path.is_dir() and (path / MODEL_FILE).is_file():
+        path = path / MODEL_FILE
+    elif path.is_dir():
+        found = [(int(m["steps"]), p) for p in (path / "checkpoints").glob("*_steps.zip")
+                 if (m := CHECKPOINT.fullmatch(p.stem))] if (path / "checkpoints").is_dir() else []
+        if not found:
+            raise ConfigError(f"no checkpoints to resume from (expected checkpoints/ppo_N_steps.zip or "
+                              f"{MODEL_FILE})", path=str(path), option="--resume")
+        path = max(found)[1]
     if not path.is_file():
         raise ConfigError("no such checkpoint", path=str(path), option="--resume")
-    prefix, steps = path.stem.rsplit("_", 2)[0], path.stem.rsplit("_", 2)[-2]
-    vn = path.with_name(f"{prefix}_vecnormalize_{steps}_steps.pkl")
+    if path.name == MODEL_FILE:
+        vn = path.with_name(VECNORM_FILE)
+    elif m := CHECKPOINT.fullmatch(path.stem):
+        vn = path.with_name(f"{m['prefix']}_vecnormalize_{m['steps']}_steps.pkl")
+    else:
+        raise ConfigError(f"not a checkpoint (expected ppo_N_steps.zip or {MODEL_FILE})", path=str(path),
+                          option="--resume")
     return path, (vn if vn.is_file() else None)
+
+
+def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_dir: Path):
+    """The model and normalisation to resume, or one ConfigError: a truncated zip or pickle, or a
+    checkpoint of another observation (a version 4 run resumed under a version 3 config)."""
+    import pickle
+    import zipfile
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    try:
+        vecnorm = VecNormalize.load(str(vn_path), venv) if vn_path else make_vecnorm()
+        model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"))
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, KeyError, AssertionError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot resume from it or its normalisation file ({detail}); it must be a "
+                          f"whole checkpoint of a run observing {venv.observation_space.shape[0]} features "
+                          "as this config does", path=str(ckpt), option="--resume") from None
+    vecnorm.training = True
+    return vecnorm, model
 
 
 def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = None,
@@ -191,6 +253,10 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     torch.set_num_threads(max(1, threads))
     out, run_dir = Path(out), Path(run_dir) if run_dir else Path(out) / "runs"
     command = command or " ".join(shlex.quote(a) for a in ["kpilot", *sys.argv[1:]])
+    # What can be refused is refused before traces load and the rule is calibrated (minutes).
+    check_out(out)
+    checkpoint = find_checkpoint(Path(resume)) if resume is not None else None
+    previous_best = _previous_best(out) if resume is not None else None
 
     # 1. Traces, split by time.
     specs = cfg.trace_specs()
@@ -222,13 +288,13 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     venv.seed(cfg.seed)
     nz = cfg.normalize
     p = cfg.ppo
-    if resume is not None:
-        ckpt, vn_path = find_checkpoint(Path(resume))
-        vecnorm = VecNormalize.load(str(vn_path), venv) if vn_path else \
-            VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
-                         clip_reward=nz.clip_reward, gamma=p.gamma)
-        vecnorm.training = True
-        model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"))
+    if checkpoint is not None:
+        ckpt, vn_path = checkpoint
+        if vn_path is None:
+            log(f"{ckpt}: no normalisation statistics beside it; they start afresh")
+        vecnorm, model = _load_checkpoint(ckpt, vn_path, venv, lambda: VecNormalize(
+            venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
+            clip_reward=nz.clip_reward, gamma=p.gamma), run_dir)
         log(f"resumed from {ckpt} at {model.num_timesteps} timesteps")
     else:
         vecnorm = VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
@@ -256,7 +322,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     if bases is not None:
         log(f"validation base targets (tuned on the window before each): {bases}")
     validator = Validator(val_w, eval_sim, cfg, bases) if (val_w and cfg.eval.every_timesteps > 0) else None
-    state = {"best": _previous_best(out) if resume is not None else None, "t0": time.perf_counter(),
+    state = {"best": previous_best, "t0": time.perf_counter(),
              "steps0": model.num_timesteps}
 
     def validate_and_keep():
