@@ -79,9 +79,9 @@ def guard(*, previous: float, proposed: float, min_target: float, max_target: fl
     """Apply every guardrail to a proposal; the result says why the target is what it is."""
     stepped = limit_step(previous, proposed, max_step_ratio)
     bounded = round_within(clamp_to_bounds(stepped, min_target, max_target), min_target, max_target)
-    # Within half a cent of the bounds is inside: a band of 6.666 stores 6.67 and must not be
-    # "pulled in" to the same 6.67 at every tick.
-    inside = min_target - 0.005 <= previous <= max_target + 0.005
+    # A bound two decimals cannot hold (a band of 6.666 stores 6.67) counts as inside, or the
+    # same 6.67 would be "pulled in" at every tick.
+    inside = min_target <= previous <= max_target or previous == round_within(previous, min_target, max_target)
     # A step limit under the deadband would make every step "not worth a write": the target would
     # never move. The deadband stays under half a step.
     deadband = min(DEADBAND, max_step_ratio / 2)

@@ -23,6 +23,7 @@ and it is also the target the Service falls back to when its observations go sta
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -64,12 +65,16 @@ def parse_target(text: str | None) -> float:
     included); NaN when absent or unreadable."""
     if text is None:
         return math.nan
-    for parse in (float, float.fromhex):
-        try:
-            return parse(text)
-        except ValueError:
-            continue
-    return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[+-]?0[xX][0-9a-fA-F.]+([pP][+-]?\d+)?", text.strip()):
+        return math.nan       # float.fromhex would also read "ff"; Go wants the 0x
+    try:
+        return float.fromhex(text)
+    except ValueError:
+        return math.nan
 
 
 # What the metrics adapters provide per revision: the raw fields except the two the operator knows.

@@ -140,10 +140,18 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     except SpecError as exc:
         if (raw_spec or {}).get("mode") != "Off":
             return finish(False, "InvalidSpec", str(exc))
-        # Off is the way back out: it must not depend on the rest of the spec being right.
-        left = await restore_all(rt, name, namespace, reason="Off")
-        return finish(False, "InvalidSpec", f"{exc}; Off restored every revision this policy managed"
-                      + (f" but {left} (retried next tick)" if left else ""))
+        # Off is the way back out: it must not depend on the rest of the spec being right. Paused
+        # Services keep what they run, as under a valid Off.
+        try:
+            paused = {s.name for s in await rt.cluster.list_services(namespace, {}) if s.paused}
+        except KnativeMissing as missing:
+            return finish(False, "KnativeNotInstalled", str(missing))
+        except ApiError as api:
+            raise ApiUnavailable(str(api)) from None
+        left = await restore_all(rt, name, namespace, reason="Off", keep_services=paused)
+        return finish(False, "InvalidSpec", f"{exc}; Off restored the revisions this policy managed"
+                      + (", paused Services excepted" if paused else "")
+                      + (f"; {left} could not be restored yet (retried next tick)" if left else ""))
     status["mode"] = spec.mode
     try:
         info = await rt.cluster.knative()
@@ -242,9 +250,10 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
                   + (f", {len(failures)} failed" if failures else ""))
 
 
-async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "PolicyDeleted") -> int:
-    """Restore every holder this policy owns (policy deleted, or Off with a spec it cannot
-    read). Returns how many are left failing."""
+async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "PolicyDeleted",
+                      keep_services: set[str] = frozenset()) -> int:
+    """Restore every holder this policy owns but those of `keep_services` (policy deleted, or Off
+    with a spec it cannot read). Returns how many are left failing."""
     try:
         info = await rt.cluster.knative()
         holders, _ = await rt.cluster.list_holders(namespace, info.write_path)
@@ -252,7 +261,7 @@ async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "Pol
         return 0
     except ApiError as exc:
         raise ApiUnavailable(str(exc)) from None
-    owned = [h for h in holders.values() if h.owner == name]
+    owned = [h for h in holders.values() if h.owner == name and h.service not in keep_services]
     writes = [Write(h, Restore(), h.service, reason, h.current_target, None) for h in owned]
     failures, _ = await apply_writes(rt, writes)
     for i, error in failures.items():

@@ -15,7 +15,7 @@ from kpilot.policy import sha256_hex
 from kpilot_operator import handlers
 from kpilot_operator.bench import InMemoryCluster, serve_prometheus
 from kpilot_operator.metrics import MetricsUnavailable, PrometheusMetrics, without_request_series
-from kpilot_operator.reconcile import ORIGINAL, OWNER, TARGET
+from kpilot_operator.reconcile import ORIGINAL, OWNER, PAUSED, TARGET
 from kpilot_operator.tick import Runtime, TickState, run_tick
 
 POLICY = constant_policy_bytes(30.0)
@@ -161,4 +161,11 @@ async def test_off_restores_even_when_the_rest_of_the_spec_is_invalid():
                             TickState())
     assert annotations.get(TARGET) == "70" and ORIGINAL not in annotations and OWNER not in annotations
     assert status["conditions"][0]["reason"] == "InvalidSpec"
-    assert "Off restored every revision this policy managed" in status["conditions"][0]["message"]
+    assert "Off restored the revisions this policy managed" in status["conditions"][0]["message"]
+    # A paused Service keeps a hand-set target, as under a valid Off.
+    annotations.update({TARGET: "55", ORIGINAL: "70", OWNER: "p"})
+    cluster.services[0]["metadata"].setdefault("annotations", {})[PAUSED] = "true"
+    status = await run_tick(rt, "p", "bench", {**SPEC, "mode": "Off", "bounds": {"minTarget": 10, "maxTarget": 5}},
+                            TickState())
+    assert annotations.get(TARGET) == "55" and annotations.get(ORIGINAL) == "70"
+    assert "paused Services excepted" in status["conditions"][0]["message"]

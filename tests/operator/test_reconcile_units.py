@@ -491,6 +491,7 @@ def test_an_unreadable_original_is_put_back_as_written_without_stopping_the_poli
         assert restored["r9"].target == 16.0 and restored["r8"].target == 100.0   # unreadable: Knative's default
         assert annotation_delta(odd.annotations, Restore())[TARGET] == "0x1p4"
     assert holder(**{TARGET: "0x1p4"}).current_target == 16.0
+    assert holder(**{TARGET: "ff"}).current_target == 100.0          # Go refuses hex without 0x
 
 
 def test_off_leaves_a_paused_services_hand_set_target_alone():
@@ -515,6 +516,10 @@ def test_targets_are_written_with_both_decimals_and_a_band_that_two_decimals_can
     assert [w.target for w in first.writes] == [6.67]
     again = run(spec(), [pinned], [holder(**{TARGET: "6.67", ORIGINAL: "absent", OWNER: "p"})], {"r1": reading()})
     assert again.writes == [] and again.services[0].reason == "WithinDeadband"
+    # A target truly outside the bounds is still pulled in, however close.
+    g = guardrails.guard(previous=0.996, proposed=0.996, min_target=1, max_target=150, max_step_ratio=10,
+                         cooldown_s=0, last_change_at=None, now=NOW)
+    assert g.changed and g.target == 1.0
 
 
 @pytest.mark.parametrize("over, expect", [

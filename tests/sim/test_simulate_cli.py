@@ -179,8 +179,8 @@ def test_config_yaml_overrides_knative_defaults_and_rejects_unknown_keys(tmp_pat
     # Each once ran: a traceback (negative array sizes), a hang (a tick of 0 never advances), or
     # every request "failed" with exit 0.
     ("kpa: {stable_window_s: -5}", "field kpa.stable_window_s: must be >= 6 and <= 3600, got -5"),
-    ("kpa: {tick_s: 0}", "field kpa.tick_s: must be >= 0.1 and <= 60, got 0"),
-    ("pod: {max_pods: 0}", "field pod.max_pods: must be >= 1 and <= 10000, got 0"),
+    ("kpa: {tick_s: 0}", "field kpa.tick_s: must be >= 0.1 and <= 60 (the simulator's limit), got 0"),
+    ("pod: {max_pods: 0}", "field pod.max_pods: must be >= 1 and <= 10000 (the simulator's limit), got 0"),
     ("pod: {queue_capacity: -1}", "field pod.queue_capacity: must be >= 1"),
     ("pod: {cores: -1}", "field pod.cores: must be > 0, got -1"),
     ("slo: {slowdown: .nan}", "field slo.slowdown: must be >= 1, got nan"),
@@ -188,6 +188,8 @@ def test_config_yaml_overrides_knative_defaults_and_rejects_unknown_keys(tmp_pat
     ("kpa: {target_burst_capacity: -2}", "field kpa.target_burst_capacity: must be >= 0 or -1, got -2"),
     ("kpa: {min_scale: 3, max_scale: 2}", "field kpa.min_scale: 3 is above kpa.max_scale 2"),
     ("kpa: {stable_window_s: 1e9}", "YAML reads a number without a dot, such as 1e9, as text"),
+    ("kpa: {scale_to_zero_grace_period_s: 0}", "field kpa.scale_to_zero_grace_period_s: must be > 0, got 0"),
+    ("kpa: {scale_down_delay_s: 100000}", "must be >= 0 and <= 86400 (the simulator's limit)"),
 ])
 def test_config_values_knative_would_refuse_are_one_line_naming_the_field(tmp_path, yaml_text, needle):
     path = tmp_path / "sim.yaml"
@@ -196,3 +198,14 @@ def test_config_values_knative_would_refuse_are_one_line_naming_the_field(tmp_pa
     assert r.returncode == 2 and "Traceback" not in r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith(f"kpilot: error: {path}: field ") and needle in line
+
+
+def test_config_values_knative_accepts_are_accepted(tmp_path):
+    """The ConfigMap takes a grace period under 6 s, any panic threshold and long scale-down delays
+    (the 110-1000 % range belongs to the per-revision annotation)."""
+    path = tmp_path / "sim.yaml"
+    path.write_text("kpa: {scale_to_zero_grace_period_s: 3.0, panic_threshold_percentage: 1500.0, "
+                    "scale_down_delay_s: 7200.0}\n")
+    r = kpilot("simulate", "--trace", SMALL, "--config", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["requests"] > 0

@@ -171,3 +171,10 @@ def test_a_config_that_is_not_text_is_one_error(tmp_path):
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="not a text file"):
         load_config(path)
+
+
+def test_every_rule_setting_but_those_calibration_sets_may_be_searched(tmp_path):
+    cfg = load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\neval:\n  rule_grid: {lo_frac: [0.3, 0.5], start: [1.0, 4.0]}\n"))
+    assert cfg.eval.rule_grid == {"lo_frac": [0.3, 0.5], "start": [1.0, 4.0]}
+    with pytest.raises(ConfigError, match="eval.rule_grid.interval_s is not a rule parameter"):
+        load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\neval:\n  rule_grid: {interval_s: [10]}\n"))

@@ -117,19 +117,20 @@ class SimConfig:
         return replace(self, **kw)
 
 
-# What Knative's config-autoscaler validation accepts (pkg/autoscaler/config/config.go), and for
-# the pod model what the simulator can hold in memory: (lowest, highest, lowest excluded).
+# What Knative's config-autoscaler validation accepts (pkg/autoscaler/config/config.go; the
+# panic threshold's 110-1000 belongs to the per-revision annotation, not the ConfigMap), and, marked
+# SIMULATOR, limits of this simulator's memory and clock: (lowest, highest, lowest excluded).
 RANGES = {
     "kpa.container_concurrency_target_default": (0.01, math.inf, False),
     "kpa.container_concurrency_target_percentage": (0.0, 100.0, True),
     "kpa.stable_window_s": (6.0, 3600.0, False),
     "kpa.panic_window_percentage": (1.0, 100.0, False),
-    "kpa.panic_threshold_percentage": (110.0, 1000.0, False),
+    "kpa.panic_threshold_percentage": (0.0, math.inf, True),
     "kpa.max_scale_up_rate": (1.0, math.inf, True),
     "kpa.max_scale_down_rate": (1.0, math.inf, True),
-    "kpa.scale_to_zero_grace_period_s": (6.0, math.inf, False),
+    "kpa.scale_to_zero_grace_period_s": (0.0, math.inf, True),
     "kpa.scale_to_zero_pod_retention_period_s": (0.0, math.inf, False),
-    "kpa.scale_down_delay_s": (0.0, 3600.0, False),
+    "kpa.scale_down_delay_s": (0.0, 86400.0, False),
     "kpa.initial_scale": (0, math.inf, False),
     "kpa.min_scale": (0, math.inf, False),
     "kpa.max_scale": (0, math.inf, False),
@@ -143,6 +144,9 @@ RANGES = {
     "slo.slowdown": (1.0, math.inf, False),
     "slo.offset_s": (0.0, math.inf, False),
 }
+# Where the upper limit is the simulator's (arrays per pod and per tick), not Knative's.
+SIMULATOR_LIMITS = {"kpa.scale_down_delay_s", "kpa.tick_s", "pod.container_concurrency", "pod.max_pods",
+                    "pod.unlimited_in_service", "pod.queue_capacity"}
 
 
 def check_range(key: str, value, source: str | None = None, *, option: str | None = None) -> None:
@@ -157,7 +161,8 @@ def check_range(key: str, value, source: str | None = None, *, option: str | Non
         lo, hi, open_lo = RANGES[key]
         inside = math.isfinite(value) and (value > lo if open_lo else value >= lo) and value <= hi
         low = f"> {lo:g}" if open_lo else f">= {lo:g}"
-        problem = None if inside else f"must be {low}" + ("" if math.isinf(hi) else f" and <= {hi:g}")
+        problem = None if inside else f"must be {low}" + ("" if math.isinf(hi) else f" and <= {hi:g}") \
+            + (" (the simulator's limit)" if key in SIMULATOR_LIMITS else "")
     if problem is not None:
         message = f"{problem}, got {value!r}"
         raise ConfigError(message, option=option) if option else \

@@ -248,9 +248,11 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     for key, value in cfg.reward.to_dict().items():
         if isinstance(value, float):      # every weight of the cost: a negative one rewards harm
             need(value >= 0, f"reward.{key}", "must be >= 0")
-    from kpilot.evaluate.baselines import RULE_GRID
+    # Any AimdRule setting but those calibrate_rule sets itself (the decision interval, the bounds).
+    from kpilot.evaluate.baselines import AimdRule
+    tunable = sorted(set(AimdRule.__dataclass_fields__) - {"interval_s", "min_target", "max_target", "name"})
     for key, values in cfg.eval.rule_grid.items():
-        need(key in RULE_GRID, f"eval.rule_grid.{key}", f"is not a rule parameter ({', '.join(RULE_GRID)})")
+        need(key in tunable, f"eval.rule_grid.{key}", f"is not a rule parameter ({', '.join(tunable)})")
         need(isinstance(values, (list, tuple)) and len(values) > 0
              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
                      for v in values), f"eval.rule_grid.{key}", "must be a list of positive numbers")

@@ -230,7 +230,8 @@ def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_d
     try:
         vecnorm = VecNormalize.load(str(vn_path), venv) if vn_path else make_vecnorm()
         model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"))
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, KeyError, AssertionError) as exc:
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, KeyError, AssertionError,
+            RuntimeError) as exc:        # RuntimeError: torch reading a corrupt policy.pth inside the zip
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot resume from it or its normalisation file ({detail}); it must be a "
                           f"whole checkpoint of a run observing {venv.observation_space.shape[0]} features "
