@@ -293,9 +293,12 @@ def test_gymnasium_vector_env_autoresets_on_the_same_step_and_matches_the_single
         obs, rewards, term, trunc, info = vec.step(np.zeros((2, 1), dtype=np.float32))
         s_obs, s_reward, _, s_trunc, s_info = single.step(np.array([0.0], dtype=np.float32))
         assert rewards[0] == pytest.approx(s_reward) and bool(trunc[0]) == s_trunc and not term.any()
-        assert info["cold_starts"][0] == s_info["cold_starts"]
         if i < n_steps - 1:
             assert np.array_equal(obs[0], s_obs) and "final_obs" not in info
+            assert info["cold_starts"][0] == s_info["cold_starts"]
     assert trunc.all() and info["_final_obs"].all() and np.array_equal(info["final_obs"][0], s_obs)
     assert info["final_info"]["cold_starts"][0] == s_info["cold_starts"]
+    # The top level holds the new episodes' info (their windows), as Gymnasium's SyncVectorEnv does.
+    assert info["_window_start_s"].all() and "window_start_s" not in info["final_info"]
+    assert np.all((info["window_start_s"] >= 0) & (info["window_start_s"] <= TRACE.span_s))
     assert vec.observation_space.contains(obs)          # the next episodes' first observations

@@ -86,11 +86,12 @@ class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
     def step(self, actions):
         obs, rewards, truncated, infos = self.core.step(np.asarray(actions).reshape(self.num_envs))
         info: dict = {}
-        for e, env_info in enumerate(infos):
-            if truncated[e]:
-                info = self._add_info(info, {"final_obs": obs[e].copy(), "final_info": env_info}, e)
-            info = self._add_info(info, env_info, e)
         if truncated.any():
             self.core.reset_many(np.flatnonzero(truncated))
-            obs = self.core.observe()
+            final_obs, obs = obs, self.core.observe()
+        for e, env_info in enumerate(infos):
+            if truncated[e]:     # as Gymnasium's SyncVectorEnv: the new episode's info, the last one's in final_info
+                info = self._add_info(info, {"final_obs": final_obs[e].copy(), "final_info": env_info}, e)
+                env_info = self.core.last_info[e]
+            info = self._add_info(info, env_info, e)
         return obs, rewards, np.zeros(self.num_envs, dtype=bool), truncated, info
