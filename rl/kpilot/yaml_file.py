@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -26,3 +27,16 @@ def read_yaml(path: str | Path):
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', None) or exc})", path=str(p),
                           line=mark.line + 1 if mark else None) from None
+
+
+def number_as_text_hint(value) -> str:
+    """Where a number was expected and YAML 1.1 read one as text (its floats need a dot and a
+    signed exponent: 1e-3 and 2.5e3 are text, 1.0e-3 and 2.5e+3 numbers), say so and how to
+    write it; "" for anything else."""
+    match = re.fullmatch(r"([-+]?)(\d*)(?:\.(\d*))?[eE]([-+]?)(\d+)", value.strip()) if isinstance(value, str) else None
+    if match is None or not (match[2] or match[3]):
+        return ""
+    sign, whole, fraction, exp_sign, exponent = match.groups()
+    written = f"{sign}{whole or 0}.{fraction or 0}e{exp_sign or '+'}{exponent}"
+    what = "a number without a dot" if fraction is None else "an exponent without a sign"
+    return f" (YAML reads {what}, such as {value}, as text: write {written})"

@@ -178,3 +178,16 @@ def test_every_rule_setting_but_those_calibration_sets_may_be_searched(tmp_path)
     assert cfg.eval.rule_grid == {"lo_frac": [0.3, 0.5], "start": [1.0, 4.0]}
     with pytest.raises(ConfigError, match="eval.rule_grid.interval_s is not a rule parameter"):
         load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\neval:\n  rule_grid: {interval_s: [10]}\n"))
+
+
+@pytest.mark.parametrize("text", ["1e-3", "1e9", "2.5e3", "1E5"])
+def test_the_hint_for_a_number_yaml_reads_as_text_writes_one_it_reads_as_a_number(text):
+    """YAML 1.1 floats need a dot and a signed exponent: the advice once said 1.0e9, also text."""
+    import yaml
+
+    from kpilot.yaml_file import number_as_text_hint
+
+    assert isinstance(yaml.safe_load(f"x: {text}")["x"], str)
+    written = number_as_text_hint(text).rsplit("write ", 1)[1].rstrip(")")
+    assert yaml.safe_load(f"x: {written}")["x"] == pytest.approx(float(text))
+    assert number_as_text_hint("many") == "" and number_as_text_hint(3) == ""

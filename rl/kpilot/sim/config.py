@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from kpilot.errors import ConfigError
+from kpilot.yaml_file import number_as_text_hint
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,7 @@ class SimConfig:
                 ok = isinstance(value, want) or (want is float and isinstance(value, int)
                                                  and not isinstance(value, bool))
                 if not ok:
-                    hint = (" (YAML reads a number without a dot, such as 1e9, as text: write 1.0e9)"
-                            if want in (int, float) and isinstance(value, str) else "")
+                    hint = number_as_text_hint(value) if want in (int, float) else ""
                     raise ConfigError(f"field {name}.{f.name}: expected {want.__name__}, got {value!r}{hint}",
                                       path=source)
             bad = sorted(set(sub) - {f.name for f in fields(klass)})

@@ -20,7 +20,7 @@ from pathlib import Path
 from kpilot.action import ActionSpec, valid_band
 from kpilot.env.reward import REWARD_UNITS, RewardConfig
 from kpilot.errors import ConfigError
-from kpilot.yaml_file import read_yaml
+from kpilot.yaml_file import number_as_text_hint, read_yaml
 
 TRACES_VAR = "KPILOT_TRACES"
 DEFAULT_TRACES_DIR = "../shared/traces"
@@ -147,7 +147,7 @@ _SECTIONS = {"env": EnvSection, "split": SplitConfig, "reward": RewardConfig, "p
 def _coerce(value, default, key: str, source: str):
     """`value` converted to the type of `default`, or a ConfigError naming `key`."""
     def bad(expected: str):
-        return ConfigError(f"{key} must be {expected}, got {value!r}{_text_hint(value)}", path=source)
+        return ConfigError(f"{key} must be {expected}, got {value!r}{number_as_text_hint(value)}", path=source)
 
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -181,15 +181,6 @@ def _coerce(value, default, key: str, source: str):
             raise bad("a mapping")
         return dict(value)
     return value
-
-
-def _text_hint(value) -> str:
-    """YAML 1.1 reads 1e-3 (no dot) as text: say so where a number was expected."""
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return ""
-    return " (YAML reads a number without a dot, such as 1e-3, as text: write 1.0e-3)" if isinstance(value, str) else ""
 
 
 def _section(klass, data, prefix: str, source: str):
