@@ -22,9 +22,9 @@ from typing import Any, Callable
 import kopf
 import urllib3
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from kpilot import kube_credentials
-from kubernetes.client.exceptions import ApiException
 
 JSON_PATCH = "application/json-patch+json"
 Resource = tuple[str, str, str]     # (group, version, plural) of a custom resource

@@ -203,10 +203,9 @@ def write_report(out: Path, result, reward) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     # A folder reused for another evaluation keeps nothing of the last one's plots (only ours go).
-    for old in out.glob("[0-9][0-9]-*-timeline.png"):
-        old.unlink()
-    for old in out.glob("[0-9][0-9]-*-frontier.png"):
-        old.unlink()
+    for kind in ("timeline", "frontier"):
+        for old in out.glob(f"[0-9][0-9]-*-{kind}.png"):
+            old.unlink()
     (out / "summary.md").write_text(markdown_summary(result.rows, reward))
     for k, (trace, group) in enumerate(_by_trace(result.rows).items()):
         stem = f"{k:02d}-" + "".join(ch if ch.isalnum() else "_" for ch in Path(trace).name)[:60]

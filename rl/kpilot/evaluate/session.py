@@ -110,11 +110,10 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     if repeated:         # its rows would appear twice, with two "best static" rows in one group
         raise ConfigError(f"{repeated[0]} is given more than once", option="--trace")
     loaded = [(spec, load_trace(spec, seed=seed)) for spec in specs]   # load all first: fail fast
+    traces = []
     for spec, full in loaded:
         if not len(full):
             raise ConfigError(f"{spec}: the trace has no requests; nothing to score", option="--trace")
-    traces = []
-    for spec, full in loaded:
         tuning = scored_window(spec, full, tune_on, warmup_s, "to tune on") if tune_on else None
         trace = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
         traces.append((spec, trace, tuning, full))

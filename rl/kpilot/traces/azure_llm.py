@@ -43,13 +43,13 @@ def read_azure_llm(path: Path, header: list[str], options: dict, *, service_mode
                       service_model=service_model.as_dict())
 
 
-OFFSET = r"([+-])(\d\d):?(\d\d)$"      # a UTC offset suffix, +05:00 or -0330
+OFFSET = r"(?<sign>[+-])(?<hours>\d\d):?(?<minutes>\d\d)$"      # a UTC offset suffix, +05:00 or -0330
 
 
 def _parse_timestamps(path: Path, header: list[str], raw: pl.Series) -> np.ndarray:
     """Nanoseconds since the epoch, UTC: a suffix Z is UTC, an offset +HH:MM is subtracted."""
     stripped = raw.str.strip_chars()
-    text = stripped.str.replace(r"(Z|[+-]\d\d:?\d\d)$", "").str.replace("T", " ")
+    text = stripped.str.replace(f"Z$|{OFFSET}", "").str.replace("T", " ")
     parsed = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ns", strict=False)
     bad = parsed.is_null()
     if bad.any():
@@ -57,7 +57,8 @@ def _parse_timestamps(path: Path, header: list[str], raw: pl.Series) -> np.ndarr
         cell = raw[row]
         problem = "missing value" if not cell else f"bad timestamp {cell!r} (expected YYYY-MM-DD HH:MM:SS.fffffff)"
         raise TraceError(problem, path=str(path), line=row + 2, column=column_label(header, "TIMESTAMP"))
-    sign = stripped.str.extract(OFFSET, 1).replace_strict({"+": 1, "-": -1}, default=0, return_dtype=pl.Int64)
-    minutes = (stripped.str.extract(OFFSET, 2).cast(pl.Int64) * 60 + stripped.str.extract(OFFSET, 3).cast(pl.Int64))
+    offset = stripped.str.extract_groups(OFFSET).struct.unnest()
+    sign = offset["sign"].replace_strict({"+": 1, "-": -1}, default=0, return_dtype=pl.Int64)
+    minutes = offset["hours"].cast(pl.Int64) * 60 + offset["minutes"].cast(pl.Int64)
     offset_ns = (sign * minutes.fill_null(0)).to_numpy() * 60_000_000_000
     return parsed.cast(pl.Int64).to_numpy() - offset_ns

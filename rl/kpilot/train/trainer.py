@@ -178,15 +178,15 @@ def check_out(out: Path) -> None:
         raise ConfigError("is a symbolic link: give the folder it points to", path=str(out), option="--out")
     if out.exists() and not out.is_dir():
         raise ConfigError("is a file, not a folder", path=str(out), option="--out")
-    here = Path.cwd().resolve()
-    if out.resolve() == here or out.resolve() in here.parents:
+    here, folder = Path.cwd().resolve(), out.resolve()
+    if folder == here or folder in here.parents:
         raise ConfigError("is the working folder or one above it, which each artifact would replace",
                           path=str(out), option="--out")
     try:
-        out.resolve().parent.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create its folder ({exc.strerror})", path=str(out), option="--out") from None
-    if not os.access(out.resolve().parent, os.W_OK):
+    if not os.access(folder.parent, os.W_OK):
         raise ConfigError("its folder is not writable", path=str(out), option="--out")
 
 
@@ -289,17 +289,19 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     venv.seed(cfg.seed)
     nz = cfg.normalize
     p = cfg.ppo
+
+    def new_vecnorm():
+        return VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
+                            clip_reward=nz.clip_reward, gamma=p.gamma)
+
     if checkpoint is not None:
         ckpt, vn_path = checkpoint
         if vn_path is None:
             log(f"{ckpt}: no normalisation statistics beside it; they start afresh")
-        vecnorm, model = _load_checkpoint(ckpt, vn_path, venv, lambda: VecNormalize(
-            venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
-            clip_reward=nz.clip_reward, gamma=p.gamma), run_dir)
+        vecnorm, model = _load_checkpoint(ckpt, vn_path, venv, new_vecnorm, run_dir)
         log(f"resumed from {ckpt} at {model.num_timesteps} timesteps")
     else:
-        vecnorm = VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
-                               clip_reward=nz.clip_reward, gamma=p.gamma)
+        vecnorm = new_vecnorm()
         lr = (lambda progress_remaining: p.learning_rate * progress_remaining) if p.lr_schedule == "linear" \
             else p.learning_rate
         model = PPO("MlpPolicy", vecnorm, learning_rate=lr, n_steps=p.n_steps,
