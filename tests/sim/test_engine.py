@@ -59,6 +59,15 @@ def test_container_concurrency_queues_at_the_pod():
     assert r.metrics["completed"] == 3
 
 
+def test_requests_failed_in_the_trace_are_replayed_and_reported_apart():
+    # A request recorded as failed (BurstGPT: no response tokens) still arrives and is served in
+    # the replay: it is counted in trace_failed, not in failed (what failed in this replay).
+    trace = make_trace([0.5, 0.6, 0.7], [1.0, 1.0, 1.0], failed=[False, True, False])
+    r = replay(trace, config=cfg(min_scale=3, max_scale=3))
+    assert r.metrics["trace_failed"] == 1
+    assert r.metrics["completed"] == 3 and r.metrics["failed"] == 0
+
+
 def test_full_queue_rejects_requests_as_failed():
     trace = make_trace([0.5] * 5, [1.0] * 5)
     r = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1, queue_capacity=2))

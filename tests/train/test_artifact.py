@@ -191,9 +191,14 @@ def test_out_that_kpilot_may_not_replace_is_refused_before_any_work(tiny_config,
     (tmp_path / "v3").mkdir()
     (tmp_path / "current").symlink_to("v3")
     for out, why in (("notes.txt", "is a file, not a folder"), ("current", "is a symbolic link"),
-                     (".", "is the working folder or one above it")):
+                     (".", "is the working folder or one above it"),
+                     ("notes.txt/policy", "cannot create its folder .*notes.txt is a file")):
         with pytest.raises(ConfigError, match=why):
             train(tiny_config(), Path(out), run_dir=tmp_path / "run", progress=False, log=lambda m: None)
+    # A run refused after --out was checked (here: nothing to resume) creates none of its folders.
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        train(tiny_config(), Path("new/policies/v1"), run_dir=tmp_path / "run", resume=tmp_path / "nope.zip",
+              progress=False, log=lambda m: None)
     assert (tmp_path / "notes.txt").read_text() == "precious\n" and (tmp_path / "current").is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "notes.txt", "v3"]    # no run, no artifact
 

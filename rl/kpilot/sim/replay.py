@@ -183,8 +183,10 @@ def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray)
     return {
         "requests": n - k,
         "completed": completed,
-        # Failed: rejected by a full queue, never finished, or failed in the original trace.
-        "failed": rejected + unfinished + trace_failed,
+        # Failed in this replay: rejected by a full queue or never finished (completed + failed =
+        # requests). Requests recorded as failed in the trace are replayed like any other; how
+        # many there were is reported apart, not added here.
+        "failed": rejected + unfinished,
         "rejected": rejected,
         "trace_failed": trace_failed,
         "latency_p50_s": float(pct[0]),

@@ -182,12 +182,14 @@ def check_out(out: Path) -> None:
     if folder == here or folder in here.parents:
         raise ConfigError("is the working folder or one above it, which each artifact would replace",
                           path=str(out), option="--out")
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create its folder ({exc.strerror})", path=str(out), option="--out") from None
-    if not os.access(folder.parent, os.W_OK):
-        raise ConfigError("its folder is not writable", path=str(out), option="--out")
+    # Checked, not created: a run refused later (a bad trace, a bad resume) leaves nothing behind.
+    existing = folder.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create its folder ({existing} is a file)", path=str(out), option="--out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"its folder is not writable ({existing})", path=str(out), option="--out")
 
 
 CHECKPOINT = re.compile(r"(?P<prefix>.+)_(?P<steps>\d+)_steps")
