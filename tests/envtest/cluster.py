@@ -51,7 +51,11 @@ ADMIN_USER = "envtest-admin"
 
 
 class EnvtestUnavailable(RuntimeError):
-    """KUBEBUILDER_ASSETS is unset or lacks the binaries: tests should skip."""
+    """KUBEBUILDER_ASSETS is unset: the API-server tier is not asked for, its tests skip."""
+
+
+class EnvtestMisconfigured(RuntimeError):
+    """KUBEBUILDER_ASSETS is set (the tier is asked for) but cannot run: its tests fail."""
 
 
 def assets_dir() -> Path:
@@ -64,7 +68,7 @@ def assets_dir() -> Path:
     path = Path(raw)
     missing = [b for b in ("kube-apiserver", "etcd") if not os.access(path / b, os.X_OK)]
     if missing:
-        raise EnvtestUnavailable(f"KUBEBUILDER_ASSETS={raw} lacks executable {', '.join(missing)}")
+        raise EnvtestMisconfigured(f"KUBEBUILDER_ASSETS={raw} lacks executable {', '.join(missing)}")
     return path
 
 
@@ -594,5 +598,5 @@ def _cond(kind: str, ok: bool) -> dict[str, str]:
             "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-__all__ = ["Cluster", "EnvtestUnavailable", "assets_dir", "OPERATOR_USER", "OPERATOR_NAMESPACE",
+__all__ = ["Cluster", "EnvtestUnavailable", "EnvtestMisconfigured", "assets_dir", "OPERATOR_USER", "OPERATOR_NAMESPACE",
            "OPERATOR_SERVICEACCOUNT", "OPERATOR_GROUPS", "ADMIN_USER"]

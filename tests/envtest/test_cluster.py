@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
@@ -70,9 +69,13 @@ def test_knative_crds_established_and_verbatim(envtest):
             conds = {c.type: c.status for c in crd.status.conditions}
             assert conds.get("Established") == "True", (name, conds)
             assert crd.metadata.labels["app.kubernetes.io/version"] == knative_crds.KNATIVE_RELEASE_VERSION
-    # With the provisioned binaries no schema edit is needed; anything else is printed for the log.
+    # With the provisioned binaries no schema edit is needed. Unpatched Go>=1.19 builds need the
+    # fallback (knative_crds); accepted only when asked for, or CI would hide the regression.
     schema_edits = [c for c in envtest.knative_crd_changes if "label app.kubernetes.io/version" not in c]
-    print("\n".join(schema_edits) or "Knative CRD schemas installed verbatim")
+    if schema_edits and os.environ.get("KPILOT_ENVTEST_ALLOW_CRD_EDITS") != "1":
+        pytest.fail("the API server rejected the Knative CRDs as published and they were edited to "
+                    "install (" + "; ".join(schema_edits) + "): use .ci/provision-envtest.sh's "
+                    "binaries, or set KPILOT_ENVTEST_ALLOW_CRD_EDITS=1 to accept the edits", pytrace=False)
     if not schema_edits:
         for ref in knative_crds.load_reference_crds():
             code, raw = envtest.request(
@@ -147,8 +150,11 @@ def test_empty_strings_validate_like_a_real_1_20(envtest, envtest_namespace):
     `default: ""` applied (imagePullSecrets [{}] -> [{name: ""}])."""
     from kubernetes import client
     if any('removed default: ""' in c for c in envtest.knative_crd_changes):
-        pytest.skip("KUBEBUILDER_ASSETS holds an unpatched Go>=1.19 kube-apiserver build; "
-                    "use .ci/provision-envtest.sh")
+        if os.environ.get("KPILOT_ENVTEST_ALLOW_CRD_EDITS") == "1":
+            pytest.skip("KPILOT_ENVTEST_ALLOW_CRD_EDITS=1: an unpatched Go>=1.19 kube-apiserver build "
+                        "cannot validate empty strings as 1.20 does")
+        pytest.fail("KUBEBUILDER_ASSETS holds an unpatched Go>=1.19 kube-apiserver build, which rejects "
+                    "empty strings: use .ci/provision-envtest.sh", pytrace=False)
     body = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
             "metadata": {"name": "empty-00001", "namespace": envtest_namespace},
             "spec": {"imagePullSecrets": [{}],
@@ -217,14 +223,15 @@ def test_shipped_role_allows_only_what_it_must(envtest):
 
 
 @pytest.mark.envtest
-def test_a_second_cluster_starts_fast_and_stops_without_orphans(envtest):
-    t0 = time.monotonic()
+def test_a_second_cluster_serves_and_stops_without_orphans(envtest):
     c = Cluster.start(install_knative=False, install_project=False)
-    started = time.monotonic() - t0
     pids = [p.pid for p in c._procs]
     workdir = c.workdir
-    c.stop()
-    assert started < 30, started
+    try:
+        code, body = c.request("/version")
+        assert code == 200 and json.loads(body)["major"] == "1"
+    finally:
+        c.stop()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
