@@ -141,11 +141,12 @@ def retune(
     from kpilot.evaluate.session import REPO_DEFAULT_POLICY
     from kpilot.evaluate.tune import kubectl_annotate
     from kpilot.retune import WARMUP_S, Retuned, annotate, kube_client, retune as retune_services, selected_services
-    from kpilot.traces.prometheus_export import parse_duration, read_traffic
+    from kpilot.traces.prometheus_export import check_query, parse_duration, read_traffic
 
     span = parse_duration(over, "--over")
     if not span >= 2 * step:
         raise ConfigError(f"expected at least two --step bins ({2 * step:g} s), got {over}", option="--over")
+    check_query(url, namespace, since_s=span + WARMUP_S, end=end, step_s=step, since_option="--over")
     artifact = load_artifact(policy or REPO_DEFAULT_POLICY)
     token = _read_token(token_file)
     # With --apply, credentials, reachability and permissions are checked before minutes of replays.

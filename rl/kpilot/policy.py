@@ -108,6 +108,7 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
     if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT:
         raise PolicyError(f"not a {POLICY_FORMAT} file (format={doc.get('format') if isinstance(doc, dict) else None!r})",
                           path=source)
+    where = "observation"       # the part being read, named when it is malformed
     try:
         obs = doc["observation"]
         if obs["version"] not in FEATURES_BY_VERSION:
@@ -117,9 +118,11 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         features = FEATURES_BY_VERSION[obs["version"]]
         if list(obs["features"]) != list(features):
             raise PolicyError("observation feature list differs from this kpilot's", path=source)
+        where = "normalization"
         norm = doc["normalization"]
         mean = np.asarray(norm["mean"], dtype=np.float64)
         var = np.asarray(norm["var"], dtype=np.float64)
+        where = "action"
         act = doc["action"]
         if act.get("kind") != "log-target":
             raise PolicyError(f"unknown action kind {act.get('kind')!r}", path=source)
@@ -138,17 +141,19 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         if not isinstance(cuts, bool):
             raise PolicyError(f"action immediate_cuts must be true or false, got {cuts!r}", path=source)
         spec = ActionSpec(float(act["min_target"]), float(act["max_target"]), step, smoothing, cuts)
+        where = "network"
         net = doc["network"]
         activation = net["activation"]
         if activation not in _ACTIVATIONS:
             raise PolicyError(f"unknown activation {activation!r}", path=source)
         layers = tuple((np.asarray(l["weight"], dtype=np.float64), np.asarray(l["bias"], dtype=np.float64))
                        for l in net["layers"])
+        where = "normalization"
         clip, epsilon = float(norm.get("clip", 10.0)), float(norm.get("epsilon", 1e-8))
     except PolicyError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:   # AttributeError: a list for a dict
-        raise PolicyError(f"malformed policy ({type(exc).__name__}: {exc})", path=source) from None
+        raise PolicyError(f"malformed policy: field {where} ({type(exc).__name__}: {exc})", path=source) from None
     n = len(features)
     if mean.shape != (n,) or var.shape != (n,) or not np.all(np.isfinite(var)) or np.any(var < 0):
         raise PolicyError("normalization statistics have the wrong shape or a negative or non-finite "

@@ -62,16 +62,17 @@ def test_bad_trace_path(tiny_policy, tmp_path):
 def test_malformed_trace_file(tiny_policy, tmp_path):
     f = tmp_path / "t.csv"
     f.write_text("timestamp,duration\n0.5,0.1\nabc,0.2\n")
-    _fails("--trace", str(f), "--policy", str(tiny_policy), expect="t.csv")
+    _fails("--trace", str(f), "--policy", str(tiny_policy), expect="t.csv, line 3, column 1 (timestamp)")
 
 
 def test_bad_window(tiny_policy):
-    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--window", "0.9:0.2", expect="--window")
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--window", "0.9:0.2",
+           expect="option --window: expected START:END fractions with 0 <= START < END <= 1")
 
 
 def test_negative_warmup(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--window", "0.5:1", "--warmup", "-5",
-           expect="--warmup")
+           expect="option --warmup: expected seconds >= 0")
 
 
 def test_time_of_day_shift_must_be_finite(tiny_policy):
@@ -80,7 +81,7 @@ def test_time_of_day_shift_must_be_finite(tiny_policy):
 
 
 def test_replays_must_be_positive(tiny_policy):
-    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--replays", "0", expect="--replays")
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--replays", "0", expect="option --replays: expected a count >= 1")
 
 
 @pytest.mark.parametrize("field, value", [("max_step_ratio", 0), ("max_step_ratio", -0.5),
@@ -110,9 +111,9 @@ def _edited(tiny_policy, tmp_path, edit):
 @pytest.mark.parametrize("edit, expect", [
     # A NaN variance made every decision NaN: the policy's rows silently equalled KPA defaults.
     (lambda d: d["normalization"]["var"].__setitem__(0, float("nan")), "non-finite variance"),
-    (lambda d: d["normalization"].__setitem__("clip", "abc"), "malformed policy"),
+    (lambda d: d["normalization"].__setitem__("clip", "abc"), "malformed policy: field normalization"),
     (lambda d: d["normalization"].__setitem__("epsilon", -1), "epsilon must be positive"),
-    (lambda d: d.__setitem__("action", [1, 2]), "malformed policy"),
+    (lambda d: d.__setitem__("action", [1, 2]), "malformed policy: field action"),
     (lambda d: d["manifest"].__setitem__("config", [1]), "malformed manifest"),
     (lambda d: d["manifest"]["reward"].__setitem__("cost_per_violation", "x"), "reward.cost_per_violation"),
     # A zero or negative interval never advanced the replay: the command hung.
@@ -158,7 +159,8 @@ def test_window_without_requests(tiny_policy, tmp_path):
 @pytest.mark.parametrize("window", [None, "0:0.5"])
 def test_static_tuned_needs_a_window_after_the_start(window):
     args = ("--window", window) if window else ()
-    _fails("--trace", TRACE, "--baselines", "static-tuned", *args, expect="--baselines")
+    _fails("--trace", TRACE, "--baselines", "static-tuned", *args,
+           expect="option --baselines: static-tuned is tuned on the window before the one evaluated")
 
 
 def test_static_tuned_needs_requests_before_the_window(tmp_path):

@@ -68,7 +68,13 @@ def test_replays_report_the_mean_over_consecutive_seeds(tiny_policy):
         for key in ("pod_seconds", "slo_violations", "late_seconds", "cold_starts", "latency_p95_s"):
             assert row[key] == pytest.approx(sum(r[key] for r in singles) / 3)
         assert row["max_pods"] == max(r["max_pods"] for r in singles)
-        assert row["score"] == -cost_per_request(row, reward)
+        # The documented reward, written out: pod-seconds + 10 x violations + 1 x late seconds
+        # + 2 x cold starts, per request of the window.
+        assert (reward.cost_per_pod_second, reward.cost_per_violation, reward.cost_per_late_second,
+                reward.cost_per_cold_start) == (1.0, 10.0, 1.0, 2.0)
+        by_hand = (row["pod_seconds"] + 10 * row["slo_violations"] + row["late_seconds"]
+                   + 2 * row["cold_starts"]) / row["requests"]
+        assert row["score"] == pytest.approx(-by_hand, rel=1e-12)
     assert len({r[0]["pod_seconds"] for r in one}) > 1     # the seeds did differ
     # Each replay's own score travels with the row: the mean score is their mean (the cost is
     # linear in the metrics), and each is the single-seed run's score.

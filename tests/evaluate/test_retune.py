@@ -121,7 +121,8 @@ def test_apply_without_credentials_is_one_line_before_reading_traffic(prometheus
 
 
 def test_the_cronjobs_arguments_are_valid_retune_options(prometheus):
-    # The shipped CronJob's command line parses: run here it gets as far as the credentials.
+    # The shipped CronJob's command line is valid: its options are checked before the credentials
+    # (below), and run here it gets as far as the credentials.
     cron = yaml.safe_load((RETUNE / "cronjob.yaml").read_text())
     (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     args = container["args"]
@@ -130,6 +131,12 @@ def test_the_cronjobs_arguments_are_valid_retune_options(prometheus):
     proc = subprocess.run([str(KPILOT), *args], capture_output=True, text=True, timeout=120, env=no_cluster())
     assert proc.returncode != 0 and "no Kubernetes credentials" in proc.stderr, proc.stderr
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    for option, value in (("--url", "prometheus-operated.monitoring.svc:9090"), ("--over", "1m"),
+                          ("--namespace", "Not_A_Name")):
+        bad = list(args)
+        bad[bad.index(option) + 1] = value
+        proc = subprocess.run([str(KPILOT), *bad], capture_output=True, text=True, timeout=120, env=no_cluster())
+        assert proc.returncode == 2 and f"option {option}" in proc.stderr, proc.stderr
 
 
 # --- --apply against a real API server ---

@@ -241,7 +241,11 @@ def test_targets_never_end_outside_the_bounds():
 def test_decide_paused_claimed_released_dryrun_and_off():
     paused = ServiceView("s1", "ns", True, ("r1",))
     owned = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
-    assert run(spec(), [paused], [owned], {"r1": reading()}).writes == []
+    # The constant policy proposes 40: a revision at 25 would be moved were it not paused.
+    at_25 = holder(**{TARGET: "25", ORIGINAL: "70", OWNER: "p"})
+    assert run(spec(), [SVC], [at_25], {"r1": reading()}).writes          # not paused: moved
+    plan = run(spec(), [paused], [at_25], {"r1": reading()})
+    assert plan.writes == [] and plan.services[0].reason == "Paused"
     other = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "q"})
     assert run(spec(), [SVC], [other], {"r1": reading()}).services[0].reason == "ClaimedByOtherPolicy"
     released = run(spec(), [], [owned], {})            # the Service left the selector
@@ -418,7 +422,9 @@ def test_switching_to_dry_run_leaves_applied_targets_in_place():
     # Enforce applied 40 (original 70); in DryRun nothing is written, not even the restore of a
     # Service that left the selector: Off restores.
     owned = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
-    assert run(spec(mode="DryRun"), [SVC], [owned], {"r1": reading()}).writes == []
+    at_25 = holder(**{TARGET: "25", ORIGINAL: "70", OWNER: "p"})   # Enforce would move it to 40
+    assert run(spec(), [SVC], [at_25], {"r1": reading()}).writes
+    assert run(spec(mode="DryRun"), [SVC], [at_25], {"r1": reading()}).writes == []
     assert run(spec(mode="DryRun"), [], [owned], {}).writes == []
     off = run(spec(mode="Off"), [SVC], [owned], {})
     assert isinstance(off.writes[0].intent, Restore) and off.writes[0].target == 70

@@ -214,12 +214,18 @@ def test_resume_keeps_the_better_policy_when_only_policy_json_records_it(tiny_ru
     (copy / "manifest.json").unlink()
     best = json.loads((copy / "policy.json").read_text())["manifest"]["best_validation"]
     before = (copy / "policy.json").read_bytes()
+    logged = []
     resumed = train(tiny_config(total_timesteps=384), copy, run_dir=tmp_path / "run",
-                    resume=run / "checkpoints" / "ppo_128_steps.zip", progress=False, log=lambda m: None)
+                    resume=run / "checkpoints" / "ppo_128_steps.zip", progress=False, log=logged.append)
+    validations = [(float(m.split("= ")[1].split()[0]), "saved" in m) for m in logged
+                   if m.startswith("validation at")]
+    assert validations                                   # the resumed run did validate
+    # Only a validation better than the one policy.json records may replace it.
+    assert all(cost < best["cost_vs_best_static"] for cost, saved in validations if saved), validations
     kept = resumed["best_validation"]
     assert kept["cost_vs_best_static"] <= best["cost_vs_best_static"]
-    if kept == best:
-        assert (copy / "policy.json").read_bytes() == before
+    if not any(saved for _, saved in validations):
+        assert kept == best and (copy / "policy.json").read_bytes() == before
     (copy / "policy.json").write_text("{not json")
     (copy / "manifest.json").write_text("[]")
     from kpilot.errors import ConfigError

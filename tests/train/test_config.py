@@ -153,8 +153,11 @@ def test_an_empty_section_takes_command_line_overrides(tmp_path):
 
 def test_invalid_yaml_reports_the_line(tmp_path):
     with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, "seed: 1\nname: x\nppo:\n  gamma: 0.9\n  lam: : bad\n"))
+    assert ", line 5: invalid YAML" in str(err.value)
+    with pytest.raises(ConfigError) as err:       # unclosed: YAML finds out at the end of the file
         load_config(_write(tmp_path, "seed: 1\nppo: [unclosed\n"))
-    assert "line" in str(err.value)
+    assert ", line 3: invalid YAML" in str(err.value)
 
 
 def test_cli_config_error_is_one_line_exit_2(tmp_path):

@@ -97,13 +97,11 @@ def _is_k8s_name(text: str) -> bool:
     return bool(_K8S_NAME.fullmatch(text)) and len(text) <= 63
 
 
-def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None, step_s: float, by: str = "service",
-                 token: str | None = None, timeout_s: float = 30.0, allow_empty: bool = False,
-                 since_option: str = "--since") -> list[ServiceTraffic]:
-    """Every Service's (or revision's) traffic in the namespace over the `since_s` before `end`
-    (unix s; None: a step before now, so that the last bin has been scraped), in whole bins of
-    `step_s` seconds aligned to the step (so runs on different days bin alike); a bin without
-    requests is a row of 0. No requests at all is an error, or with `allow_empty` an empty list."""
+def check_query(url: str, namespace: str, *, since_s: float, end: float | None, step_s: float,
+                by: str = "service", since_option: str = "--since") -> tuple[int, int, int]:
+    """read_traffic's options, checked without asking Prometheus (so that a caller can check them
+    before slower work, such as finding credentials): the first and past-the-last bin starts and
+    the step."""
     if not _is_k8s_name(namespace):
         raise ConfigError(f"not a Kubernetes namespace name: {namespace!r}", option="--namespace")
     if by not in LABELS:
@@ -126,6 +124,18 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None,
     if n > MAX_POINTS:
         raise ConfigError(f"{n:,} bins: Prometheus answers at most {MAX_POINTS:,} per query; a longer "
                           f"--step or a shorter {since_option}", option=since_option)
+    return first, stop, step
+
+
+def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None, step_s: float, by: str = "service",
+                 token: str | None = None, timeout_s: float = 30.0, allow_empty: bool = False,
+                 since_option: str = "--since") -> list[ServiceTraffic]:
+    """Every Service's (or revision's) traffic in the namespace over the `since_s` before `end`
+    (unix s; None: a step before now, so that the last bin has been scraped), in whole bins of
+    `step_s` seconds aligned to the step (so runs on different days bin alike); a bin without
+    requests is a row of 0. No requests at all is an error, or with `allow_empty` an empty list."""
+    first, stop, step = check_query(url, namespace, since_s=since_s, end=end, step_s=step_s, by=by,
+                                    since_option=since_option)
     label = LABELS[by]
     count_q, sum_q = queries(namespace, label, step)
     # A sample at t is the increase over (t - step, t]: the bin starting at t - step.
