@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 from kpilot_operator import knative, kube
 from kpilot_operator.main import peering_priority
 from kpilot_operator.spec import GROUP, PLURAL, VERSION, DEFAULT_INTERVAL_S
-from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick
+from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick, unavailable_status
 
 # How often the timer checks whether a policy's decisionIntervalSeconds has elapsed: Kopf's timer
 # interval is fixed at registration, the decision interval is per object and may change.
@@ -53,6 +53,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
         memo.runtime = Runtime(cluster=knative.KnativeCluster(api), emit_event=kopf_event,
                                http=aiohttp.ClientSession())
         memo.owned_api = api
+    peering = settings.peering
+    if memo.get("owned_api") is not None and peering.mandatory and not peering.standalone and peering.clusterwide:
+        try:
+            if await memo.owned_api.ensure_cluster_peering(peering.name):
+                logger.info("created the ClusterKopfPeering %s", peering.name)
+        except kube.ApiError as exc:         # e.g. its CRD, applied with the operator, not served yet
+            raise kopf.TemporaryError(f"cannot create the ClusterKopfPeering {peering.name}: {exc}", delay=5.0)
     port = int(os.environ.get("KPILOT_METRICS_PORT", "8080"))
     if port and not memo.get("metrics_started"):
         start_http_server(port)
@@ -79,7 +86,8 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
     state: TickState = memo.setdefault("tick", TickState())
     runtime: Runtime = memo.runtime
     now = runtime.clock()
-    if now < state.next_due or memo.get("deleting"):
+    # An edited spec (Off above all: the way back out) is acted on at once, not an interval later.
+    if (now < state.next_due and meta.get("generation") == state.generation) or memo.get("deleting"):
         return
     interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
     policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AutoscalingPolicy", "metadata": dict(meta)}
@@ -89,8 +97,11 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
         try:
             status = await run_tick(runtime, name, namespace, dict(spec), state, policy_body)
         except ApiUnavailable as exc:
+            # Kopf applies the patch on a retried attempt too: Ready stops claiming the last good tick.
+            patch.status.update(unavailable_status(state, f"Knative objects unreadable: {exc}", now))
             raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=min(interval, 5.0))
     state.next_due = now + interval
+    state.generation = meta.get("generation")
     status["observedGeneration"] = meta.get("generation")
     patch.status.update(status)
 

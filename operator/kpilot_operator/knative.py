@@ -233,9 +233,15 @@ class KnativeCluster:
 
     async def list_holders(self, namespace: str, write_path: str) -> tuple[dict[str, Holder], list[dict]]:
         """The target holders of the namespace, plus the PodAutoscalers (also a metrics source)."""
-        revisions, pas = await asyncio.gather(
-            self.api.list_objects(REVISIONS, namespace),
-            self.api.list_objects(PODAUTOSCALERS, namespace))
+        try:
+            revisions, pas = await asyncio.gather(
+                self.api.list_objects(REVISIONS, namespace),
+                self.api.list_objects(PODAUTOSCALERS, namespace))
+        except ApiError as exc:
+            if exc.status == 404:   # the CRDs are gone: nothing is left to hold a target
+                self._info = None
+                raise KnativeMissing("the Knative Serving CRDs are not installed") from None
+            raise
         default = self._info[1].default_target if self._info else KNATIVE_DEFAULT_TARGET
         return holders_from(write_path, revisions, pas, default), pas
 
@@ -285,4 +291,7 @@ class KnativeCluster:
         secret = await self.api.get_secret(namespace, name)
         if key not in (secret.get("data") or {}):
             raise KeyError(f"secret {name} has no key {key!r}")
-        return base64.b64decode(secret["data"][key]).decode().strip()
+        try:
+            return base64.b64decode(secret["data"][key], validate=True).decode().strip()
+        except ValueError:       # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise KeyError(f"secret {name} key {key!r} is not a UTF-8 token") from None

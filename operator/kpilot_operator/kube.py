@@ -123,3 +123,22 @@ class KubeApi:
 
     async def get_secret(self, namespace: str, name: str) -> dict:
         return await self.call(self.core.read_namespaced_secret, name, namespace)
+
+    async def ensure_cluster_peering(self, name: str) -> bool:
+        """Create the ClusterKopfPeering `name` unless it exists; True if created. Kopf needs the
+        object before it acts, and the manifests cannot hold it: one `kubectl apply -k` cannot
+        create a custom resource beside the CRD that defines it."""
+        try:
+            await self.call(self.custom.get_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", name)
+            return False
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+        try:
+            await self.call(self.custom.create_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", body)
+        except ApiError as exc:
+            if exc.status != 409:            # another replica created it first
+                raise
+            return False
+        return True

@@ -7,6 +7,7 @@ import secrets
 
 import kopf
 
+from kpilot import kube_credentials
 from kpilot.errors import ConfigError
 
 PRIORITY_ENV = "KPILOT_PEERING_PRIORITY"
@@ -26,12 +27,24 @@ def peering_priority(current: int = 0) -> int:
     return current if current else secrets.randbelow(2**31 - 1) + 1
 
 
+LOG_FORMATS = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}
+
+
 def run(*, namespaces: list[str] | None = None, standalone: bool = True,
-        liveness_endpoint: str | None = None) -> None:
-    """Run until interrupted. Liveness/readiness on KPILOT_HEALTH_ENDPOINT (default :8081/healthz)."""
+        liveness_endpoint: str | None = None, verbose: bool = False, log_format: str = "full") -> None:
+    """Run until interrupted. Liveness/readiness on KPILOT_HEALTH_ENDPOINT (default :8081/healthz).
+    Logs at INFO (DEBUG with `verbose`) on stderr, as `kopf run` sets them up: kopf.run alone
+    configures no logging, and the operator said nothing, its warnings included."""
     import kpilot_operator.handlers  # noqa: F401  (registers the handlers)
 
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"expected one of {', '.join(LOG_FORMATS)}, got {log_format!r}", option="--log-format")
     peering_priority()          # a bad $KPILOT_PEERING_PRIORITY is one line here, not a failed startup
+    try:                        # no credentials: one line here, not Kopf's tracebacks from its startup
+        kube_credentials.load_configuration()
+    except kube_credentials.NoCredentials as exc:
+        raise ConfigError(str(exc)) from None
+    kopf.configure(verbose=verbose, log_format=LOG_FORMATS[log_format])
 
     liveness = liveness_endpoint or os.environ.get("KPILOT_HEALTH_ENDPOINT", "http://0.0.0.0:8081/healthz")
     kopf.run(

@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import stat
+
 from kpilot.errors import PolicyError
 from kpilot.policy import ExportedPolicy, policy_from_bytes, sha256_hex
 from kpilot_operator.kube import ApiError
 from kpilot_operator.spec import PolicySource
+
+# A policy is kilobytes (the shipped one ~100 KiB; a ConfigMap holds at most 1 MiB): anything far
+# larger is a wrong path, and reading it whole could take the operator's memory with it.
+MAX_POLICY_BYTES = 16 * 1024 * 1024
+
+
+def read_policy_file(path: str) -> bytes:
+    """A policy file's bytes: a regular file of at most MAX_POLICY_BYTES (a spec naming /dev/zero
+    or a FIFO would otherwise read forever or block)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PolicyError("not a regular file", path=path)
+        if info.st_size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{info.st_size:,} bytes: a policy is at most {MAX_POLICY_BYTES:,}", path=path)
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1                                  # the file object closes it
+            data = fh.read(MAX_POLICY_BYTES + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > MAX_POLICY_BYTES:                 # grew since fstat
+        raise PolicyError(f"more than {MAX_POLICY_BYTES:,} bytes", path=path)
+    return data
 
 
 class PolicyLoader:
@@ -21,8 +50,10 @@ class PolicyLoader:
             if source.config_map:
                 name, key = source.config_map
                 return await self.cluster.read_configmap(namespace, name, key)
-            with open(source.path, "rb") as fh:
-                return fh.read()
+            # In a thread: a slow volume must not stall every other policy's tick and the probes.
+            return await asyncio.to_thread(read_policy_file, source.path)
+        except PolicyError as exc:
+            raise PolicyError(exc.message, path=where) from None
         except ApiError as exc:
             reason = {404: "not found", 403: "forbidden (grant get on it, see README)"}.get(exc.status, str(exc))
             raise PolicyError(reason, path=where) from None

@@ -11,4 +11,19 @@ INFERENCE_SECONDS = Histogram("kpilot_inference_seconds", "Batched policy infere
                               buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0))
 TICK_SECONDS = Histogram("kpilot_tick_seconds", "One decision tick of one AutoscalingPolicy",
                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+
+
+def forget_targets(namespace: str, keep: set[str]) -> None:
+    """Drop the kpilot_applied_target series of the namespace's revisions not in `keep` (restored,
+    or gone): one series per revision ever managed would grow without end."""
+    for metric in APPLIED_TARGET.collect():
+        for sample in metric.samples:
+            labels = sample.labels
+            if labels["namespace"] == namespace and labels["revision"] not in keep:
+                try:
+                    APPLIED_TARGET.remove(labels["namespace"], labels["service"], labels["revision"])
+                except KeyError:
+                    pass
+
+
 STALE = Gauge("kpilot_stale_revisions", "Revisions without a usable observation", ["namespace", "policy"])

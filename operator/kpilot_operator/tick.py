@@ -53,6 +53,14 @@ class TickState:
     next_due: float = 0.0
     conditions: dict[str, dict] = field(default_factory=dict)
     service_reasons: dict[str, str] = field(default_factory=dict)
+    generation: int | None = None    # of the spec last ticked on: a new one ticks at once
+
+
+def unavailable_status(state: TickState, message: str, now: float) -> dict:
+    """The status of a tick that could not read the Knative objects: not Ready; the other
+    conditions as the last tick left them."""
+    ready = condition(state, "Ready", False, "ApiUnavailable", message, now)
+    return {"lastTick": iso(now), "conditions": [ready, *(c for t, c in state.conditions.items() if t != "Ready")]}
 
 
 def iso(ts: float) -> str:
@@ -76,8 +84,10 @@ async def metrics_source(rt: Runtime, spec: PolicySpec, namespace: str):
         name, key = spec.metrics.auth_secret
         try:
             token = await rt.cluster.read_secret(namespace, name, key)
-        except (ApiError, KeyError) as exc:
+        except ApiError as exc:
             raise MetricsUnavailable(f"auth Secret {name}: {exc}") from None
+        except KeyError as exc:      # no such key, or not a token
+            raise MetricsUnavailable(f"auth Secret {name}: {exc.args[0]}") from None
     return PrometheusMetrics(spec.metrics.url, spec.metrics.timeout_s, token, rt.http)
 
 
@@ -232,8 +242,13 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
                 by_service[w.service].reason, by_service[w.service].message = "WriteFailed", error[:300]
         else:
             telemetry.APPLIED.labels(reason=w.reason, **labels).inc()
-            if w.target is not None:
+            if w.target is not None and not isinstance(w.intent, Restore):
                 telemetry.APPLIED_TARGET.labels(namespace, w.service or "", w.holder.name).set(w.target)
+    # A revision keeps its series while some policy manages it, restored or deleted it has none.
+    restored = {w.holder.name for i, w in enumerate(plan.writes)
+                if isinstance(w.intent, Restore) and i not in failures and i not in skipped}
+    asserted = {w.holder.name for w in plan.writes if not isinstance(w.intent, Restore)}
+    telemetry.forget_targets(namespace, ({h for h, holder in holders.items() if holder.owner} | asserted) - restored)
     # A fault is an Event once, when a service enters it, not on every tick.
     for svc in plan.services:
         if svc.reason in FAULT_REASONS and state.service_reasons.get(svc.name) != svc.reason \
@@ -266,4 +281,6 @@ async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "Pol
     failures, _ = await apply_writes(rt, writes)
     for i, error in failures.items():
         logging.getLogger(__name__).warning("restore of %s failed: %s", writes[i].holder.name, error)
+    restored = {w.holder.name for i, w in enumerate(writes) if i not in failures}
+    telemetry.forget_targets(namespace, {h for h, holder in holders.items() if holder.owner} - restored)
     return len(failures)

@@ -329,11 +329,13 @@ def operator_run(
     namespace: Optional[list[str]] = typer.Option(None, "--namespace", "-n",
                                                   help="Watch only these namespaces (default: all)."),
     standalone: bool = typer.Option(True, help="Run without Kopf peering (development)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Log at DEBUG (default: INFO)."),
+    log_format: str = typer.Option("full", "--log-format", help="full, plain or json (one object a line)."),
 ):
-    """Run the operator outside a cluster with the usual kubeconfig, for development."""
+    """Run the operator: with the usual kubeconfig for development, or in its Deployment."""
     from kpilot_operator.main import run
 
-    run(namespaces=namespace, standalone=standalone)
+    run(namespaces=namespace, standalone=standalone, verbose=verbose, log_format=log_format)
 
 
 from kpilot.train.cli import evaluate_command, train_command, tune_command  # noqa: E402

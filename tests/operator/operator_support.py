@@ -122,6 +122,11 @@ class VersionedKubernetes(kmock.KubernetesEmulator):
                 if wanted and wanted != stored.get("metadata", {}).get("resourceVersion"):
                     return await self._render_error(kmock.KubernetesError(
                         status=409, reason="Conflict", message="the object has been modified"))
+            # As on a real server: a change to the spec (not through /status) is a new generation.
+            if (not request.subresource and isinstance(data.get("spec"), dict)
+                    and jsonpatch.make_patch(stored.get("spec") or {},
+                                             {**(stored.get("spec") or {}), **data["spec"]}).patch):
+                data.setdefault("metadata", {})["generation"] = stored["metadata"].get("generation", 1) + 1
         else:
             meta = data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):   # Kopf's Events use generateName

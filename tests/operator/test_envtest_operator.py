@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 
 import pytest
 
@@ -268,3 +269,69 @@ async def test_a_target_set_by_kpilot_retune_is_what_the_operator_enforces(as_op
         await eventually(lambda: annotations(env, ns, "svc-a-00001").get(TARGET) == f"{result.target:g}",
                          timeout=20, what="the re-tuned target enforced")
         assert annotations(env, ns, "svc-a-00001")[ORIGINAL] == "70"       # still restorable
+
+
+def _answers(port: int) -> bool:
+    """The operator's liveness endpoint accepts connections: it has started."""
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _operator_command(envtest, args: list[str], until, extra_env=None, timeout_s: float = 60) -> list[dict]:
+    """`kpilot operator run ARGS --log-format json` as the operator user, until `until(health_port)`
+    is true (or the timeout); returns its log lines."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**envtest.env("operator"), "KPILOT_METRICS_PORT": "0",
+           "KPILOT_HEALTH_ENDPOINT": f"http://127.0.0.1:{port}/healthz", **(extra_env or {})}
+    kpilot = Path(sys.executable).with_name("kpilot")
+    proc = subprocess.Popen([str(kpilot), "operator", "run", *args, "--log-format", "json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None and not until(port):
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def test_the_operator_command_logs_what_it_does(envtest, envtest_namespace):
+    # kopf.run alone configures no logging: `kpilot operator run` printed nothing, warnings included.
+    lines = _operator_command(envtest, ["-n", envtest_namespace], until=_answers)
+    assert any(line["message"] == "Activity 'configure' succeeded." and line["severity"] == "info"
+               for line in lines), lines
+    assert any("Operator is stopping" in line["message"] for line in lines), lines
+
+
+def test_the_operator_creates_its_cluster_peering(envtest):
+    # The peering object used to be in manifests/peering.yaml beside its CRD, which one
+    # `kubectl apply -k` cannot create (no kind ClusterKopfPeering yet): the first apply failed.
+    from kubernetes.client.exceptions import ApiException
+
+    name = f"kpilot-peering-{os.getpid()}"
+
+    def exists():
+        try:
+            co(envtest).get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+            return True
+        except ApiException as exc:
+            assert exc.status == 404
+            return False
+    assert not exists()
+    lines = _operator_command(envtest, ["--no-standalone"], until=lambda _: exists(),
+                              extra_env={"KPILOT_PEERING_NAME": name})
+    assert exists(), lines
+    assert any(line["message"] == f"created the ClusterKopfPeering {name}" for line in lines), lines

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
+
+import pytest
+from prometheus_client import REGISTRY
 
 from kpilot_operator.metrics import QUERIES_PER_TICK
 from operator_helpers import eventually, running_operator
@@ -76,9 +77,36 @@ async def test_enforce_sets_revision_target_records_original_and_off_restores(k8
     # operator benchmark checks the count per tick at 1,000 services).
     assert len(set(prom.queries)) == QUERIES_PER_TICK and all(NS in q for q in prom.queries)
 
+    series = {"namespace": NS, "service": "svc-a", "revision": "svc-a-00001"}
+    assert REGISTRY.get_sample_value("kpilot_applied_target", series) == 40
+
     await patch_policy(api, "p", {"mode": "Off"})
     await eventually(lambda: rev_annotations(k8s).get(TARGET) == "70" and ORIGINAL not in rev_annotations(k8s),
                      what="the original target 70 restored")
+    # A restored revision is no longer managed: its series goes (one per revision ever managed grew).
+    await eventually(lambda: REGISTRY.get_sample_value("kpilot_applied_target", series) is None, what="series gone")
+
+
+async def test_an_edited_spec_is_acted_on_at_once_not_an_interval_later(k8s, prom, api, operator):
+    # With decisions an hour apart, Off (the way back out) waited out the hour.
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url,
+                                                decisionIntervalSeconds=3600))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
+    await patch_policy(api, "p", {"mode": "Off"})
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "70", timeout=10, what="restored at once")
+    assert policy_status(k8s)["observedGeneration"] == 2
+
+
+async def test_an_unreadable_api_makes_the_policy_not_ready_until_it_answers(k8s, prom, api, operator):
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    await eventually(lambda: condition(k8s, "Ready").get("status") == "True", what="Ready=True")
+    outage = k8s.fault("GET", "/revisions$", status=503, times=10_000)
+    await eventually(lambda: condition(k8s, "Ready").get("reason") == "ApiUnavailable", what="Ready=False")
+    assert condition(k8s, "Ready")["status"] == "False" and condition(k8s, "PolicyLoaded")["status"] == "True"
+    outage.times = outage.hits                               # the API server answers again
+    await eventually(lambda: condition(k8s, "Ready").get("status") == "True", what="Ready again")
 
 
 async def test_a_services_base_target_keeps_the_policy_in_its_band(k8s, prom, api, operator):
@@ -114,6 +142,18 @@ async def test_podautoscaler_path_on_knative_1_20_and_delete_restores(k8s, prom,
         await eventually(lambda: TARGET not in rev_annotations(k8s, resource=PAS)
                          and ORIGINAL not in rev_annotations(k8s, resource=PAS), what="PA restored")
         await eventually(lambda: k8s.objects[POLICIES, NS, "p"].deleted, what="finalizer released")
+
+
+async def test_deleting_a_policy_after_knative_was_removed_lets_it_go(k8s, prom, api, operator):
+    # The revisions' 404 was retried every 2 s for ever, holding the policy on its finalizer.
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
+    for resource in ("serving.knative.dev/v1/services", REVISIONS, PAS):   # Knative uninstalled
+        del k8s.resources[resource]
+    rsp = await api.delete(f"/apis/kpilot.dev/v1alpha1/namespaces/{NS}/autoscalingpolicies/p")
+    assert rsp.status < 300
+    await eventually(lambda: k8s.objects[POLICIES, NS, "p"].deleted, what="finalizer released")
 
 
 async def test_dry_run_decides_and_records_but_never_writes(k8s, prom, api, operator):
@@ -212,6 +252,34 @@ async def test_bad_policy_sets_policyloaded_false_and_leaves_services_untouched(
     await eventually(lambda: events(k8s, "PolicyRejected"), what="a PolicyRejected Event")
     assert rev_annotations(k8s) == {TARGET: "70"}
     assert not [p for m, p in k8s.log if m == "PATCH" and "/revisions/" in p]
+
+
+@pytest.mark.parametrize("path, reason", [("/dev/zero", "not a regular file"),
+                                          ("/nonexistent/policy.json", "cannot read")])
+async def test_a_policy_path_that_is_no_policy_file_is_a_condition(k8s, prom, api, operator, path, reason):
+    # /dev/zero was read until the operator ran out of memory, for every policy in the cluster.
+    seed(k8s, prom, target="70", policy=POLICY40)
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url,
+                                                policy={"path": path, "sha256": sha(POLICY40)}))
+    await eventually(lambda: condition(k8s, "PolicyLoaded").get("status") == "False", what="PolicyLoaded=False")
+    assert reason in condition(k8s, "PolicyLoaded")["message"]
+    assert rev_annotations(k8s) == {TARGET: "70"}
+
+
+@pytest.mark.parametrize("token, reason", [(b"\xff\xfe", "key 'token' is not a UTF-8 token"),
+                                           (None, "has no key 'token'")])
+async def test_an_unusable_prometheus_token_is_a_condition(k8s, prom, api, operator, token, reason):
+    # A token that is not UTF-8 escaped as a traceback, retried with Kopf's backoff, status unchanged.
+    import base64
+    seed(k8s, prom, target="70")
+    data = {"token": base64.b64encode(token).decode()} if token else {}
+    k8s.put("v1/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom", "namespace": NS},
+                           "data": data})
+    body = autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url)
+    body["spec"]["metrics"]["prometheus"]["authSecretRef"] = {"name": "prom"}
+    await create_policy(api, body)
+    await eventually(lambda: condition(k8s, "MetricsAvailable").get("status") == "False", what="metrics down")
+    assert condition(k8s, "MetricsAvailable")["message"].endswith(f"auth Secret prom: secret prom {reason}")
 
 
 async def test_missing_knative_is_a_condition_not_a_crash(k8s, prom, api, monkeypatch):

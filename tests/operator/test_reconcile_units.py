@@ -388,6 +388,23 @@ def test_a_bad_peering_priority_is_one_line_before_the_operator_starts():
                                                 "expected an integer, got 'high'"]
 
 
+def test_no_credentials_is_one_line_before_the_operator_starts(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # Kopf's startup used to fail with two tracebacks and exit 1.
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["KUBECONFIG"] = str(tmp_path / "none")
+    kpilot = Path(sys.executable).with_name("kpilot")
+    proc = subprocess.run([str(kpilot), "operator", "run", "-n", "apps"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("kpilot: error: no Kubernetes credentials: neither a ServiceAccount nor a kubeconfig")
+
+
 def test_without_prometheus_concurrency_is_inverted_at_the_revisions_utilization():
     import asyncio
 

@@ -1,0 +1,32 @@
+"""Reading a policy named by `spec.policy.path`: only a regular file of a policy's size."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kpilot.errors import PolicyError
+from kpilot_operator.policies import MAX_POLICY_BYTES, read_policy_file
+
+
+def test_a_regular_file_is_read_whole(tmp_path):
+    f = tmp_path / "policy.json"
+    f.write_bytes(b'{"format": "kpilot-policy/1"}')
+    assert read_policy_file(str(f)) == b'{"format": "kpilot-policy/1"}'
+
+
+def test_devices_fifos_and_folders_are_refused_without_reading(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)                      # no writer: a blocking read would hang the operator
+    for path in ("/dev/zero", str(fifo), str(tmp_path)):
+        with pytest.raises(PolicyError, match="not a regular file"):
+            read_policy_file(path)
+
+
+def test_a_file_far_larger_than_a_policy_is_refused(tmp_path):
+    big = tmp_path / "big.json"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_POLICY_BYTES + 1)  # sparse: nothing is written
+    with pytest.raises(PolicyError, match="a policy is at most"):
+        read_policy_file(str(big))
