@@ -245,7 +245,9 @@ def simulate(
         None, "--container-concurrency", help="Hard limit of requests per pod (0 = unlimited, the default)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with kpa/pod/slo overrides."),
     interval: float = typer.Option(30.0, "--interval", help="Seconds between policy decisions."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed for cold starts and load balancing."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for cold starts and load balancing, and for "
+                           "the trace's own draws (arrivals within whole-second or per-minute timestamps, a "
+                           "synthetic workload without seed=)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Write one CSV row per 2 s tick."),
 ):

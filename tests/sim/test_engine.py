@@ -105,6 +105,9 @@ def test_warm_up_requests_are_not_scored_but_their_waiting_in_the_window_is():
     r = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1))
     assert r.metrics["slo_violations"] == 2 and r.metrics["carried_over_violations"] == 1
     assert r.metrics["late_seconds"] == pytest.approx(99.5 + (301.0 - 62.5))
+    # The rate counts them over every request due in the window: its one and the warm-up's three
+    # (over the window's one alone it read 200 %).
+    assert r.metrics["slo_violation_rate"] == pytest.approx(2 / 4)
 
 
 def test_a_window_whose_requests_all_came_in_the_warm_up_scores_nothing():

@@ -97,7 +97,7 @@ def test_a_policy_with_smoothing_takes_over_knatives_target_at_once(tmp_path):
     (("--trace", SMALL, "--policy", "static:-1"), "option --policy"),
     (("--trace", SMALL, "--policy", "static:inf"), "finite number >= 0.01"),
     (("--trace", SMALL, "--policy", "/no/such/policy"), "/no/such/policy"),
-    (("--trace", SMALL, "--cold-start", "lognormal:1"), "option --cold-start"),
+    (("--trace", SMALL, "--cold-start", "lognormal:1"), "option --cold-start: bad cold-start model 'lognormal:1': expected lognormal:MEAN,SD"),
     (("--trace", SMALL, "--cores", "0"), "option --cores"),
     (("--trace", SMALL, "--seed", "x"), "--seed"),
     (("--trace", SMALL, "--timeline", "/no/such/dir/t.csv"), "option --timeline"),

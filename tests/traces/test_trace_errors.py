@@ -57,8 +57,17 @@ def test_missing_file_and_bad_options(fx, tmp_path):
     assert "positive integer" in message(f"{fx('azure2019/invocations.csv')}?top=0")
 
 
+def test_azure_2019_without_its_durations_names_the_fix(fx, tmp_path):
+    (tmp_path / "invocations.csv").write_bytes(fx("azure2019/invocations.csv").read_bytes())
+    assert message(tmp_path / "invocations.csv") == (
+        f"{tmp_path / 'invocations.csv'}: no durations file {tmp_path / 'durations.csv'}: Azure Functions "
+        "2019 invocations need the duration percentiles beside them (durations.csv) or named with "
+        "?durations=PATH")
+
+
 def test_coldstart_table_is_not_a_request_trace(fx):
-    assert "not a request trace" in message(fx("huawei_coldstart.csv"))
+    assert message(fx("huawei_coldstart.csv")).endswith("not a request trace; use it as the simulator's "
+                                                        "cold-start distribution: --cold-start PATH")
 
 
 def test_coldstart_total_must_match_components(tmp_path):

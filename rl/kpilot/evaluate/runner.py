@@ -117,7 +117,8 @@ class TunedPolicy(PolicyController):
     chose: str | None = None
 
     def row_fields(self) -> dict:
-        fields = {"target": self.base, "band": self.band, "tuned_on": list(self.tuned_on)}
+        # Rounded: the window's fractions read 0.6, not 0.6000000000000001.
+        fields = {"target": self.base, "band": self.band, "tuned_on": [round(f, 6) for f in self.tuned_on]}
         return fields if self.chose is None else {"chose": self.chose, **fields}
 
 

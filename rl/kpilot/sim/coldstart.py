@@ -77,8 +77,10 @@ def parse_cold_start(spec: str) -> ColdStartModel:
                 raise ValueError(f"seconds must be in [0, {MAX_COLD_START_S:g}]")
             return ColdStartModel(KIND_FIXED, s, spec=raw)
         if spec.startswith("lognormal:"):
-            mean_s, sd_s = spec.split(":", 1)[1].split(",")
-            mean, sd = float(mean_s), float(sd_s)
+            parts = spec.split(":", 1)[1].split(",")
+            if len(parts) != 2:
+                raise ValueError("expected lognormal:MEAN,SD (seconds), e.g. lognormal:3.24,7.1")
+            mean, sd = float(parts[0]), float(parts[1])
             if not (mean > 0 and sd > 0):
                 raise ValueError("mean and sd must be > 0")
             return ColdStartModel(KIND_LOGNORMAL, mean, sd, spec=raw)

@@ -75,6 +75,10 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
     check_request_total(counts.sum(), str(path))
 
     dpath = durations_path(path, options)
+    if not dpath.is_file():        # name the fix, not only the file that is not there
+        raise TraceError(f"no durations file {dpath}: Azure Functions 2019 invocations need the duration "
+                         "percentiles beside them (durations.csv) or named with ?durations=PATH",
+                         path=str(path))
     table, missing = _percentile_table(dpath, ids)
     rng = np.random.default_rng(seed)
     per_cell = counts.ravel()

@@ -103,7 +103,7 @@ def load_trace(spec: str | Path, fmt: str | None = None, *, service_model: LlmSe
     name = resolve_format(path, fmt, header)
     if name == "huawei-coldstart":
         raise TraceError("a cold-start table is not a request trace; use it as the simulator's "
-                         "cold-start distribution (kpilot.traces.load_coldstart_table)", path=str(path))
+                         "cold-start distribution: --cold-start PATH", path=str(path))
     if name == "synthetic":
         raise TraceError("--format synthetic needs a synthetic:NAME spec", path=str(path))
     reader, known = READERS[name]

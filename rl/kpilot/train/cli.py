@@ -68,7 +68,9 @@ def evaluate_command(
                                             "many seconds: checks that the policy reads the load, not the hour."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write PNG plots and a Markdown summary here."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Simulator seed, the same for every policy."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Simulator seed, the same for every policy; also "
+                           "seeds the traces' own draws (arrivals within whole-second or per-minute "
+                           "timestamps, a synthetic workload without seed=)."),
     replays: int = typer.Option(1, "--replays", help="Replay every trace under this many simulator seeds "
                                 "(--seed, --seed+1, ...) and report each metric's mean over them."),
     metrics: str = typer.Option("prometheus", "--metrics", help="What the policy reads, as the operator's "
@@ -135,7 +137,9 @@ def tune_command(
     warmup: float = typer.Option(600.0, "--warmup", help="Replay up to this many seconds before the window "
                                  "first, unscored."),
     replays: int = typer.Option(3, "--replays", help="Simulator seeds per replay (--seed, --seed+1, ...)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="First simulator seed."),
+    seed: int = typer.Option(0, "--seed", min=0, help="First simulator seed; also seeds the traces' own "
+                           "draws (arrivals within whole-second or per-minute timestamps, a synthetic "
+                           "workload without seed=)."),
     metrics: str = typer.Option("prometheus", "--metrics", help="The operator's metrics source, what the "
                                 "policy will read: prometheus or kubernetes."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per trace."),
