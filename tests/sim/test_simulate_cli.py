@@ -198,6 +198,10 @@ def test_config_yaml_overrides_knative_defaults_and_rejects_unknown_keys(tmp_pat
     ("kpa: {stable_window_s: 1e9}", "YAML reads a number without a dot, such as 1e9, as text"),
     ("kpa: {scale_to_zero_grace_period_s: 0}", "field kpa.scale_to_zero_grace_period_s: must be > 0, got 0"),
     ("kpa: {scale_down_delay_s: 100000}", "must be >= 0 and <= 86400 (the simulator's limit)"),
+    ("kpa: {initial_scale: 0}", "field kpa.initial_scale: 0 needs kpa.allow_zero_initial_scale: true"),
+    ("kpa: {max_scale_limit: 10}", "field kpa.max_scale: must be between 1 and kpa.max_scale_limit (10) "
+                                   "when that is set, got 0"),
+    ("kpa: {max_scale_limit: 10, max_scale: 11}", "kpa.max_scale_limit (10) when that is set, got 11"),
 ])
 def test_config_values_knative_would_refuse_are_one_line_naming_the_field(tmp_path, yaml_text, needle):
     path = tmp_path / "sim.yaml"
@@ -217,3 +221,8 @@ def test_config_values_knative_accepts_are_accepted(tmp_path):
     r = kpilot("simulate", "--trace", SMALL, "--config", str(path), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["requests"] > 0
+    # A revision starting at zero when Knative allows it; max-scale within max-scale-limit.
+    path.write_text("kpa: {initial_scale: 0, allow_zero_initial_scale: true, max_scale: 3, max_scale_limit: 5}\n")
+    r = kpilot("simulate", "--trace", SMALL, "--config", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    assert 0 < json.loads(r.stdout)["max_pods"] <= 3

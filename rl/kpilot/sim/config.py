@@ -27,8 +27,10 @@ class KpaConfig:
     scale_to_zero_pod_retention_period_s: float = 0.0
     scale_down_delay_s: float = 0.0
     initial_scale: int = 1
+    allow_zero_initial_scale: bool = False                 # Knative refuses initial_scale 0 without it
     min_scale: int = 0
     max_scale: int = 0                                     # 0 = unbounded
+    max_scale_limit: int = 0                               # > 0: max_scale must be set, at most this
     activation_scale: int = 1
     enable_scale_to_zero: bool = True
     tick_s: float = 2.0                                    # hard-coded in Knative
@@ -108,9 +110,17 @@ class SimConfig:
             for key, value in sub.items():
                 check_range(f"{name}.{key}", value, source)
         config = cls(**parts)
-        if config.kpa.max_scale and config.kpa.min_scale > config.kpa.max_scale:
-            raise ConfigError(f"field kpa.min_scale: {config.kpa.min_scale} is above kpa.max_scale "
-                              f"{config.kpa.max_scale}", path=source)
+        kpa = config.kpa
+        if kpa.max_scale and kpa.min_scale > kpa.max_scale:
+            raise ConfigError(f"field kpa.min_scale: {kpa.min_scale} is above kpa.max_scale "
+                              f"{kpa.max_scale}", path=source)
+        # Knative's own checks of these keys (pkg/autoscaler/config/config.go).
+        if kpa.initial_scale == 0 and not kpa.allow_zero_initial_scale:
+            raise ConfigError("field kpa.initial_scale: 0 needs kpa.allow_zero_initial_scale: true, as in "
+                              "Knative", path=source)
+        if kpa.max_scale_limit and not 0 < kpa.max_scale <= kpa.max_scale_limit:
+            raise ConfigError(f"field kpa.max_scale: must be between 1 and kpa.max_scale_limit "
+                              f"({kpa.max_scale_limit}) when that is set, got {kpa.max_scale}", path=source)
         return config
 
     def with_overrides(self, **kw) -> "SimConfig":
@@ -134,6 +144,7 @@ RANGES = {
     "kpa.initial_scale": (0, math.inf, False),
     "kpa.min_scale": (0, math.inf, False),
     "kpa.max_scale": (0, math.inf, False),
+    "kpa.max_scale_limit": (0, math.inf, False),
     "kpa.activation_scale": (1, math.inf, False),
     "kpa.tick_s": (0.1, 60.0, False),
     "pod.cores": (0.0, math.inf, True),
