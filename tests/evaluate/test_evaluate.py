@@ -327,3 +327,30 @@ def test_a_window_the_policy_trained_on_is_flagged(tiny_policy):
     assert "trained on 0:0.7 and validated on 0.7:0.8" in notes[0] and "not held out" in notes[0]
     held_out = subprocess.run([*cmd, "--window", "0.8:1"], capture_output=True, text=True, timeout=120)
     assert held_out.returncode == 0 and "note:" not in held_out.stderr
+    # rl-or-tuned chooses on 0.6:0.8, which the policy trained and validated on.
+    chosen = subprocess.run([*cmd, "--window", "0.8:1", "--baselines", "rl-or-tuned"],
+                            capture_output=True, text=True, timeout=120)
+    (note,) = [line for line in chosen.stderr.splitlines() if line.startswith("kpilot: note:")]
+    assert f"{trained}: rl-or-tuned chooses on 0.6:0.8, which the policy was trained on 0:0.7 and validated " \
+           "on 0.7:0.8: its cost there is not out of sample" in note
+
+
+def test_a_warm_up_reaching_into_training_is_flagged_when_its_requests_are_charged(tiny_policy):
+    # Azure Functions 2021's held-out window: its warm-up reaches back to 0.3, and the lateness of
+    # requests that arrived there was most of the policy's cost in the window.
+    from kpilot.evaluate.session import carried_from_training, training_identities
+    from kpilot.traces import load_trace
+
+    trained = "synthetic:bursty:rate=4,duration=1500,seed=1"           # tiny_policy's training trace
+    artifact = load_artifact(tiny_policy)
+    identities, trace = training_identities(artifact), load_trace(trained)
+    row = {"score": -10.0, "requests": 10, "carried_over_violations": 2, "carried_over_late_seconds": 30.0}
+    note = carried_from_training(artifact, identities, trained, trace, (0.8, 1.0), 0.4, row)
+    # 10 x 2 violations + 30 s late, of 100 in all.
+    assert note == (f"{trained}: the warm-up before the window, from 0.4, reaches into what the policy was "
+                    "trained on 0:0.7 and validated on 0.7:0.8; the lateness of those requests in the window "
+                    "is 50% of the policy's cost there (--warmup shortens the warm-up)")
+    nothing_carried = {**row, "carried_over_violations": 0, "carried_over_late_seconds": 0.0}
+    assert carried_from_training(artifact, identities, trained, trace, (0.8, 1.0), 0.4, nothing_carried) is None
+    held_out = load_trace("synthetic:bursty:rate=4,duration=1500,seed=2")      # never trained on
+    assert carried_from_training(artifact, identities, trained, held_out, (0.8, 1.0), 0.4, row) is None

@@ -54,20 +54,53 @@ def training_identities(artifact: Artifact) -> set[tuple]:
     return trained
 
 
-def seen_in_training(artifact: Artifact, trained: set[tuple], spec: str, trace, window) -> str | None:
-    """A note when `window` of `trace` overlaps what the policy trained or was validated on
-    (`trained`: training_identities(artifact), within the manifest's split): its figures there are
-    not held out."""
+def _seen(artifact: Artifact, trained: set[tuple], trace, lo: float, hi: float) -> list[str]:
+    """Which of the policy's training and validation windows of `trace` [lo, hi) overlaps
+    (`trained`: training_identities(artifact), within the manifest's split)."""
     if _trace_identity(trace.meta.get("checksum"), trace.meta.get("selection")) not in trained:
-        return None
+        return []
     split = (artifact.manifest.get("config") or {}).get("split") or {}
     seen = [(k, *split[k]) for k in ("train", "validation") if isinstance(split.get(k), (list, tuple))]
+    return [f"{'trained' if k == 'train' else 'validated'} on {a:g}:{b:g}" for k, a, b in seen if a < hi and lo < b]
+
+
+def seen_in_training(artifact: Artifact, trained: set[tuple], spec: str, trace, window) -> str | None:
+    """A note when `window` of `trace` overlaps what the policy trained or was validated on: its
+    figures there are not held out."""
     lo, hi = window if window is not None else (0.0, 1.0)
-    hits = [f"{'trained' if k == 'train' else 'validated'} on {a:g}:{b:g}" for k, a, b in seen if a < hi and lo < b]
+    hits = _seen(artifact, trained, trace, lo, hi)
     if not hits:
         return None
     return (f"{spec}: the policy was {' and '.join(hits)} of this trace, which the window {lo:g}:{hi:g} "
             "overlaps: these figures are not held out")
+
+
+def carried_from_training(artifact: Artifact, trained: set[tuple], spec: str, trace, window,
+                          warmup_from: float, row: dict) -> str | None:
+    """A note when the warm-up before a held-out window (from the fraction `warmup_from`) reaches
+    into what the policy trained or was validated on AND the policy's row is charged for those
+    requests (their violations and lateness in the window): on a short trace of long requests that
+    is most of the window's cost, which is then not a held-out figure."""
+    hits = _seen(artifact, trained, trace, warmup_from, window[0]) if warmup_from < window[0] else []
+    reward = artifact.reward
+    carried = (reward.cost_per_violation * row.get("carried_over_violations", 0)
+               + reward.cost_per_late_second * row.get("carried_over_late_seconds", 0.0))
+    total = -row["score"] * max(1, row["requests"])
+    if not hits or not carried > 0 or not total > 0:
+        return None
+    return (f"{spec}: the warm-up before the window, from {warmup_from:.3g}, reaches into what the policy was "
+            f"{' and '.join(hits)}; the lateness of those requests in the window is {carried / total:.0%} of "
+            "the policy's cost there (--warmup shortens the warm-up)")
+
+
+def chosen_in_sample(artifact: Artifact, trained: set[tuple], spec: str, trace, tune_on) -> str | None:
+    """A note when rl-or-tuned's choice is made on a window the policy trained or was validated on:
+    the policy's cost there is in sample, which favours choosing it."""
+    hits = _seen(artifact, trained, trace, *tune_on)
+    if not hits:
+        return None
+    return (f"{spec}: rl-or-tuned chooses on {tune_on[0]:g}:{tune_on[1]:g}, which the policy was "
+            f"{' and '.join(hits)}: its cost there is not out of sample")
 
 
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
@@ -118,7 +151,11 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         trace = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
         traces.append((spec, trace, tuning, full))
     trained = training_identities(artifact) if artifact is not None else set()
-    notes = [n for spec, trace in loaded if (n := seen_in_training(artifact, trained, spec, trace, window))]
+    notes = []
+    for spec, trace, tuning, full in traces:
+        notes += [n for n in (seen_in_training(artifact, trained, spec, full, window),
+                              chosen_in_sample(artifact, trained, spec, full, tune_on)
+                              if CHOICE in baselines and tune_on is not None else None) if n]
     rows, results = [], {}
     for spec, trace, tuning, full in traces:
         tuned = in_band = chosen = rolling = None
@@ -149,6 +186,12 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                 row["metrics_source"] = metrics    # the operator's source it read through
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
+        own = next((row for row in r if row["policy"].startswith("rl:")), None)
+        span = float(full.meta.get("span_s") or full.span_s)
+        if own is not None and window is not None and trace.warmup_s > 0 and span > 0 and not \
+                seen_in_training(artifact, trained, spec, full, window):
+            note = carried_from_training(artifact, trained, spec, full, window, window[0] - trace.warmup_s / span, own)
+            notes += [note] if note else []
     result = EvaluationResult(rows, artifact, results, notes)
     if report_dir is not None:
         from kpilot.evaluate.report import write_report

@@ -24,7 +24,7 @@ from kpilot.traces.model import Trace
 
 METRIC_KEYS = ("requests", "completed", "failed", "trace_failed", "rejected", "latency_p50_s",
                "latency_p95_s", "latency_p99_s", "latency_mean_s", "slo_violation_rate", "slo_violations",
-               "carried_over_violations", "late_seconds",
+               "carried_over_violations", "late_seconds", "carried_over_late_seconds",
                "cold_starts", "cold_start_rate", "pod_seconds", "mean_pods", "max_pods",
                "panic_seconds", "duration_s", "warmup_s")
 
@@ -196,6 +196,7 @@ def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray)
         "latency_mean_s": float(done.mean()) if len(done) else 0.0,
         "slo_violations": violations,
         "carried_over_violations": carried_violations,   # of those: warm-up requests due in the window
+        "carried_over_late_seconds": carried_late_s,      # of late_seconds: theirs, in the window
         # Over every request that could violate in the window: its own and the warm-up's due in it
         # (over the window's own alone, a short window after a busy warm-up read above 100 %).
         "slo_violation_rate": violations / max(1, n - k + carried_due),
