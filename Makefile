@@ -3,15 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Where torch 2.13.0 comes from. Empty: pip's own sources (here a CPU build lies on disk). On a
+# machine without it, `make TORCH_INDEX=https://download.pytorch.org/whl/cpu ...` takes the CPU
+# build from PyTorch's index instead of PyPI's CUDA one (gigabytes).
+TORCH_INDEX ?=
+# The real trace excerpts beside the repository, when they are there (tests that need them skip
+# with the reason otherwise); an exported KPILOT_TRACES wins.
+export KPILOT_TRACES ?= $(abspath $(wildcard ../shared/traces))
 
 .PHONY: demo test bench e2e-kind kind-down clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first and pinned: the CPU build of 2.13.0 lies on disk; an unpinned torch pulls CUDA.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# torch first and pinned: an unpinned torch pulls a CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	# The exact versions the tests passed with (constraints.txt), within pyproject's ranges.
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -25,6 +25,20 @@ app.add_typer(operator_app, name="operator")
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from kpilot import __version__
+
+        print(f"kpilot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print kpilot's version and exit.")) -> None:
+    """Learn Knative autoscaling targets from real request traces."""
+
+
 def out_console() -> Console:
     """stdout console; wide enough for the metrics tables even when piped."""
     console = Console()
@@ -323,7 +337,7 @@ def demo(
         policy_dir = out
     console = out_console()
     console.print(demo_table(policy_dir, DEMO_TRACE, seed))
-    console.print(f"policy: {policy_dir}   workload: {DEMO_TRACE}")
+    console.print(f"policy: {Path(policy_dir).resolve()}   workload: {DEMO_TRACE}")
 
 
 @operator_app.command("run")
@@ -346,6 +360,12 @@ app.command("evaluate")(evaluate_command)
 app.command("tune")(tune_command)
 
 
+# Which install extra brings each optional import (pyproject.toml), for a missing one's message.
+EXTRA_OF = {"torch": "train", "stable_baselines3": "train", "tensorboard": "train", "matplotlib": "train",
+            "tqdm": "train", "kopf": "operator", "kubernetes": "operator", "prometheus_client": "operator",
+            "aiohttp": "operator"}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the Typer app, turning input errors into one line and exit code 2."""
     try:
@@ -353,6 +373,13 @@ def main(argv: list[str] | None = None) -> None:
     except KpilotError as exc:
         err_console.print(f"kpilot: error: {exc}", markup=False)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        err_console.print(f"kpilot: error: this needs {exc.name}, which kpilot's {extra} extra installs: "
+                          f"pip install 'kpilot[{extra}]'", markup=False)
+        sys.exit(2)
     except typer.Abort:
         sys.exit(130)
     except typer.Exit as exc:

@@ -23,7 +23,10 @@ from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
 from kpilot.train.split import time_window
 
-REPO_DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "policies" / "default"
+# The shipped policy: policies/default of the repository, which the package carries as
+# kpilot/policies/default (a link in the source tree, files in a wheel), so that a plain install
+# finds it too.
+REPO_DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "default"
 DEMO_TRACE = "synthetic:demo:seed=101"
 
 
