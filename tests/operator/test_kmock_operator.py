@@ -95,7 +95,7 @@ async def test_an_edited_spec_is_acted_on_at_once_not_an_interval_later(k8s, pro
     await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
     await patch_policy(api, "p", {"mode": "Off"})
     await eventually(lambda: rev_annotations(k8s).get(TARGET) == "70", timeout=10, what="restored at once")
-    assert policy_status(k8s)["observedGeneration"] == 2
+    await eventually(lambda: policy_status(k8s).get("observedGeneration") == 2, what="the new generation observed")
 
 
 async def test_an_unreadable_api_makes_the_policy_not_ready_until_it_answers(k8s, prom, api, operator):
