@@ -94,15 +94,18 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
     async with _lock(memo):
         if memo.get("deleting"):      # the policy was deleted while this tick waited
             return
+        # Kopf's spec and meta are live views: the spec this tick runs on and its generation are
+        # read together, or an edit arriving during the tick would count as handled.
+        raw_spec, generation = dict(spec), meta.get("generation")
         try:
-            status = await run_tick(runtime, name, namespace, dict(spec), state, policy_body)
+            status = await run_tick(runtime, name, namespace, raw_spec, state, policy_body)
         except ApiUnavailable as exc:
             # Kopf applies the patch on a retried attempt too: Ready stops claiming the last good tick.
             patch.status.update(unavailable_status(state, f"Knative objects unreadable: {exc}", now))
             raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=min(interval, 5.0))
     state.next_due = now + interval
-    state.generation = meta.get("generation")
-    status["observedGeneration"] = meta.get("generation")
+    state.generation = generation
+    status["observedGeneration"] = generation
     patch.status.update(status)
 
 

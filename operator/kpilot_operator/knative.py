@@ -17,7 +17,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, replace
-from typing import Iterable, Protocol
+from typing import Iterable, NoReturn, Protocol
 
 from kpilot.action import valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
@@ -220,14 +220,25 @@ class KnativeCluster:
                     return KnativeInfo(version, write_path_for(version), f"{what} label {label}")
         return KnativeInfo(None, "Revision", "no version label; assuming Knative >= 1.21")
 
+    async def _missing_on_404(self, exc: ApiError) -> NoReturn:
+        """After a 404 listing Knative objects: KnativeMissing when Knative is gone (its Revision
+        CRD too), else the error itself. A 404 for one kind alone (a CRD being reinstalled, a
+        version no longer served) must not read as "nothing left to restore"."""
+        if exc.status == 404:
+            try:
+                await self.api.get_crd(REVISION_CRD)
+            except ApiError as crd:
+                if crd.status == 404:
+                    self._info = None   # re-detect once it is installed
+                    raise KnativeMissing("the Knative Serving CRDs are not installed") from None
+                raise
+        raise exc
+
     async def list_services(self, namespace: str, selector: dict) -> list[ServiceView]:
         try:
             items = await self.api.list_objects(SERVICES, namespace, label_selector=selector_to_query(selector) or None)
         except ApiError as exc:
-            if exc.status == 404:
-                self._info = None   # re-detect once it is installed
-                raise KnativeMissing("the Knative Serving CRDs are not installed") from None
-            raise
+            await self._missing_on_404(exc)
         return [service_view(s) for s in items
                 if selector_matches(selector, (s.get("metadata") or {}).get("labels"))]
 
@@ -238,10 +249,7 @@ class KnativeCluster:
                 self.api.list_objects(REVISIONS, namespace),
                 self.api.list_objects(PODAUTOSCALERS, namespace))
         except ApiError as exc:
-            if exc.status == 404:   # the CRDs are gone: nothing is left to hold a target
-                self._info = None
-                raise KnativeMissing("the Knative Serving CRDs are not installed") from None
-            raise
+            await self._missing_on_404(exc)   # gone: nothing is left to hold a target
         default = self._info[1].default_target if self._info else KNATIVE_DEFAULT_TARGET
         return holders_from(write_path, revisions, pas, default), pas
 

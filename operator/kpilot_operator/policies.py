@@ -18,8 +18,11 @@ MAX_POLICY_BYTES = 16 * 1024 * 1024
 
 def read_policy_file(path: str) -> bytes:
     """A policy file's bytes: a regular file of at most MAX_POLICY_BYTES (a spec naming /dev/zero
-    or a FIFO would otherwise read forever or block)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    or a FIFO would otherwise read forever or block). Checked before it is opened (opening a device
+    can do something), and again on what was opened."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise PolicyError("not a regular file", path=path)
+    fd = os.open(path, os.O_RDONLY)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

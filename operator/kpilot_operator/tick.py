@@ -54,13 +54,13 @@ class TickState:
     conditions: dict[str, dict] = field(default_factory=dict)
     service_reasons: dict[str, str] = field(default_factory=dict)
     generation: int | None = None    # of the spec last ticked on: a new one ticks at once
+    reported: list[dict] = field(default_factory=list)   # the last tick's conditions but Ready
 
 
 def unavailable_status(state: TickState, message: str, now: float) -> dict:
     """The status of a tick that could not read the Knative objects: not Ready; the other
-    conditions as the last tick left them."""
-    ready = condition(state, "Ready", False, "ApiUnavailable", message, now)
-    return {"lastTick": iso(now), "conditions": [ready, *(c for t, c in state.conditions.items() if t != "Ready")]}
+    conditions as the last tick reported them (no lastTick: none happened)."""
+    return {"conditions": [condition(state, "Ready", False, "ApiUnavailable", message, now), *state.reported]}
 
 
 def iso(ts: float) -> str:
@@ -137,6 +137,7 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     labels = {"namespace": namespace, "policy": name}
 
     def finish(ready: bool, reason: str, message: str) -> dict:
+        state.reported = list(conds)
         conds.insert(0, condition(state, "Ready", ready, reason, message, now))
         status["conditions"] = conds
         telemetry.TICK_SECONDS.observe(time.perf_counter() - started)
@@ -244,11 +245,11 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
             telemetry.APPLIED.labels(reason=w.reason, **labels).inc()
             if w.target is not None and not isinstance(w.intent, Restore):
                 telemetry.APPLIED_TARGET.labels(namespace, w.service or "", w.holder.name).set(w.target)
-    # A revision keeps its series while some policy manages it, restored or deleted it has none.
+    # A revision's series goes when this policy restored it or it no longer exists; never because
+    # of ownership read earlier (another policy may have claimed and written it since).
     restored = {w.holder.name for i, w in enumerate(plan.writes)
                 if isinstance(w.intent, Restore) and i not in failures and i not in skipped}
-    asserted = {w.holder.name for w in plan.writes if not isinstance(w.intent, Restore)}
-    telemetry.forget_targets(namespace, ({h for h, holder in holders.items() if holder.owner} | asserted) - restored)
+    telemetry.forget_targets(namespace, set(holders) - restored)
     # A fault is an Event once, when a service enters it, not on every tick.
     for svc in plan.services:
         if svc.reason in FAULT_REASONS and state.service_reasons.get(svc.name) != svc.reason \
@@ -282,5 +283,5 @@ async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "Pol
     for i, error in failures.items():
         logging.getLogger(__name__).warning("restore of %s failed: %s", writes[i].holder.name, error)
     restored = {w.holder.name for i, w in enumerate(writes) if i not in failures}
-    telemetry.forget_targets(namespace, {h for h, holder in holders.items() if holder.owner} - restored)
+    telemetry.forget_targets(namespace, set(holders) - restored)
     return len(failures)

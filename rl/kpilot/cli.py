@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"kpilot: error: {exc}", markup=False)
         sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:
-        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        extra = EXTRA_OF.get(exc.name or "")      # the package itself: a broken install is a traceback
         if extra is None:
             raise
         err_console.print(f"kpilot: error: this needs {exc.name}, which kpilot's {extra} extra installs: "

@@ -98,6 +98,21 @@ async def test_an_edited_spec_is_acted_on_at_once_not_an_interval_later(k8s, pro
     await eventually(lambda: policy_status(k8s).get("observedGeneration") == 2, what="the new generation observed")
 
 
+async def test_an_edit_arriving_during_a_tick_is_not_taken_as_handled(k8s, prom, api, operator):
+    # The tick recorded the generation after it ran: Off, sent while a slow tick was listing the
+    # revisions, counted as seen and waited out the hour.
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url,
+                                                decisionIntervalSeconds=3600))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
+    slow = k8s.fault("GET", "/revisions$", delay=3.0, times=1)
+    await patch_policy(api, "p", {"cooldownSeconds": 1})            # a new generation: a tick, slowed
+    await eventually(lambda: slow.hits == 1, what="the slow tick under way")
+    await patch_policy(api, "p", {"mode": "Off"})
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "70", timeout=15, what="Off acted on")
+    await eventually(lambda: policy_status(k8s).get("observedGeneration") == 3, what="generation 3 observed")
+
+
 async def test_an_unreadable_api_makes_the_policy_not_ready_until_it_answers(k8s, prom, api, operator):
     seed(k8s, prom, target="70")
     await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
@@ -154,6 +169,25 @@ async def test_deleting_a_policy_after_knative_was_removed_lets_it_go(k8s, prom,
     rsp = await api.delete(f"/apis/kpilot.dev/v1alpha1/namespaces/{NS}/autoscalingpolicies/p")
     assert rsp.status < 300
     await eventually(lambda: k8s.objects[POLICIES, NS, "p"].deleted, what="finalizer released")
+
+
+async def test_a_404_for_one_kind_while_knative_is_installed_holds_the_restore(k8s, prom, api, operator):
+    # Only the PodAutoscaler list answered 404 (its CRD being reinstalled): it was taken for
+    # "Knative removed", and the policy went without restoring the revision's target.
+    seed(k8s, prom, target="70")
+    k8s.put("apiextensions.k8s.io/v1/customresourcedefinitions", {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "revisions.serving.knative.dev"}})
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
+    outage = k8s.fault("GET", "/podautoscalers$", status=404, times=10_000)
+    rsp = await api.delete(f"/apis/kpilot.dev/v1alpha1/namespaces/{NS}/autoscalingpolicies/p")
+    assert rsp.status < 300
+    await eventually(lambda: outage.hits >= 2, what="the restore retried")
+    assert not k8s.objects[POLICIES, NS, "p"].deleted and rev_annotations(k8s).get(TARGET) == "40"
+    outage.times = outage.hits
+    await eventually(lambda: k8s.objects[POLICIES, NS, "p"].deleted, what="finalizer released")
+    assert rev_annotations(k8s) == {TARGET: "70"}
 
 
 async def test_dry_run_decides_and_records_but_never_writes(k8s, prom, api, operator):

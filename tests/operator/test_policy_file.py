@@ -1,4 +1,5 @@
-"""Reading a policy named by `spec.policy.path`: only a regular file of a policy's size."""
+"""Reading a policy named by `spec.policy.path` (only a regular file of a policy's size), and the
+operator's own metrics of applied targets."""
 
 from __future__ import annotations
 
@@ -30,3 +31,18 @@ def test_a_file_far_larger_than_a_policy_is_refused(tmp_path):
         fh.truncate(MAX_POLICY_BYTES + 1)  # sparse: nothing is written
     with pytest.raises(PolicyError, match="a policy is at most"):
         read_policy_file(str(big))
+
+
+def test_forgetting_targets_drops_only_the_revisions_not_kept():
+    from prometheus_client import REGISTRY
+
+    from kpilot_operator import telemetry
+
+    for rev in ("a-1", "a-2"):
+        telemetry.APPLIED_TARGET.labels("forget-ns", "a", rev).set(7)
+    telemetry.APPLIED_TARGET.labels("other-ns", "b", "b-1").set(3)
+    telemetry.forget_targets("forget-ns", keep={"a-1"})
+    value = lambda ns, svc, rev: REGISTRY.get_sample_value(
+        "kpilot_applied_target", {"namespace": ns, "service": svc, "revision": rev})
+    assert value("forget-ns", "a", "a-1") == 7 and value("forget-ns", "a", "a-2") is None
+    assert value("other-ns", "b", "b-1") == 3               # another namespace is not touched

@@ -60,7 +60,7 @@ def load_artifact(path: str | Path) -> Artifact:
         raise PolicyError(f"manifest observation version {version!r} does not match the policy's "
                           f"{policy.observation_version!r}; retrain the policy", path=str(p))
     try:
-        sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {})
+        sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {}, knative_rules=False)
         reward = RewardConfig(**{k: _number(f"reward.{k}", v, 0.0) for k, v in doc["reward"].items()})
         interval = _number("env.decision_interval_s", doc["env"]["decision_interval_s"], 0.0, strict=True)
         _check_training_record(doc)
