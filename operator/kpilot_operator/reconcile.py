@@ -5,11 +5,19 @@
 
 A "holder" is the object whose `autoscaling.knative.dev/target` annotation the autoscaler reads:
 the Revision on Knative >= 1.21, its PodAutoscaler on <= 1.20. The operator records what a holder
-had before it first touched it, on the holder itself, so restoring never depends on memory:
+had before it first touched it, on the holder itself and in the same write as the target, so
+restoring never depends on memory:
 
-    kpilot.dev/original-target   the previous annotation value, or "absent"
-    kpilot.dev/policy            the AutoscalingPolicy that owns the change
-    kpilot.dev/changed-at        unix time of the last applied change (for the cooldown)
+    autoscaling.knative.dev/kpilot-original-target   the previous annotation value, or "absent"
+    autoscaling.knative.dev/kpilot-policy            the AutoscalingPolicy that owns the change
+    autoscaling.knative.dev/kpilot-changed-at        unix time of the last applied change (cooldown)
+
+They live under Knative's autoscaling prefix because Knative copies every other annotation of a
+Revision onto its Deployment and pod template (pkg/reconciler/revision/resources/meta.go): a
+kpilot.dev/ key there changed the template's hash, and every write restarted the revision's pods.
+Knative validates only the autoscaling keys it knows and passes the rest to the PodAutoscaler.
+Holders written by earlier versions (kpilot.dev/original-target, ...) are read, and moved on
+their next write.
 
 A platform team may give a Service a base target, the static target tuned on its own traffic
 (`kpilot tune` prints both), on the Service:
@@ -35,9 +43,10 @@ from kpilot_operator import guardrails
 from kpilot_operator.spec import PolicySpec, step_ratio
 
 TARGET = "autoscaling.knative.dev/target"
-ORIGINAL = "kpilot.dev/original-target"
-OWNER = "kpilot.dev/policy"
-CHANGED_AT = "kpilot.dev/changed-at"
+ORIGINAL = "autoscaling.knative.dev/kpilot-original-target"
+OWNER = "autoscaling.knative.dev/kpilot-policy"
+CHANGED_AT = "autoscaling.knative.dev/kpilot-changed-at"
+LEGACY = {ORIGINAL: "kpilot.dev/original-target", OWNER: "kpilot.dev/policy", CHANGED_AT: "kpilot.dev/changed-at"}
 PAUSED = "kpilot.dev/paused"
 BASE_TARGET = BASE_TARGET_ANNOTATION
 BAND = BAND_ANNOTATION
@@ -47,6 +56,12 @@ UTILIZATION = "autoscaling.knative.dev/target-utilization-percentage"
 CLASS = "autoscaling.knative.dev/class"
 METRIC = "autoscaling.knative.dev/metric"
 KPA_CLASS = "kpa.autoscaling.knative.dev"
+
+
+def recorded(annotations: Mapping[str, str], key: str) -> str | None:
+    """A bookkeeping annotation (ORIGINAL, OWNER, CHANGED_AT), where this version writes it or where
+    an earlier one did (LEGACY); None if neither."""
+    return annotations[key] if key in annotations else annotations.get(LEGACY[key])
 
 
 def unsupported_autoscaling(annotations: Mapping[str, str]) -> str | None:
@@ -115,13 +130,17 @@ class Holder:
 
     @property
     def owner(self) -> str | None:
-        return self.annotations.get(OWNER) if ORIGINAL in self.annotations else None
+        return recorded(self.annotations, OWNER) if recorded(self.annotations, ORIGINAL) is not None else None
+
+    @property
+    def original(self) -> str | None:
+        return recorded(self.annotations, ORIGINAL)
 
     @property
     def last_change_at(self) -> float | None:
         try:
-            return float(self.annotations[CHANGED_AT])
-        except (KeyError, ValueError):
+            return float(recorded(self.annotations, CHANGED_AT))
+        except (TypeError, ValueError):
             return None
 
 
@@ -160,25 +179,28 @@ def annotation_delta(annotations: Mapping[str, str], intent: Assert | Restore) -
     An Assert changes nothing on a holder another policy now owns, or whose target is no longer
     the one its decision read (someone set it in between): the next tick decides from what is there.
     """
+    original, owner = recorded(annotations, ORIGINAL), recorded(annotations, OWNER)
+    legacy = {old: None for old in LEGACY.values() if old in annotations}   # moved on any write
     if isinstance(intent, Restore):
-        if ORIGINAL not in annotations:
+        if original is None:
             return {}
-        original = annotations[ORIGINAL]
         return {TARGET: None if original == ABSENT else original,
-                ORIGINAL: None, OWNER: None, CHANGED_AT: None}
-    if ORIGINAL in annotations and annotations.get(OWNER) != intent.policy:
+                ORIGINAL: None, OWNER: None, CHANGED_AT: None, **legacy}
+    if original is not None and owner != intent.policy:
         return {}
     if intent.expected is not None and annotations.get(TARGET, ABSENT) != intent.expected:
         return {}
-    delta: dict[str, str | None] = {}
-    if ORIGINAL not in annotations:
-        delta[ORIGINAL] = annotations.get(TARGET, ABSENT)
-        delta[OWNER] = intent.policy
+    delta: dict[str, str | None] = {ORIGINAL: annotations.get(TARGET, ABSENT) if original is None else original,
+                                    OWNER: intent.policy}
+    changed_at = recorded(annotations, CHANGED_AT)
     if annotations.get(TARGET) != intent.target:
         delta[TARGET] = intent.target
         # Whole seconds, never later than the change: a cooldown of one interval skips no decision.
         delta[CHANGED_AT] = f"{math.floor(intent.now)}"
-    return {k: v for k, v in delta.items() if annotations.get(k) != v}
+    elif changed_at is not None:
+        delta[CHANGED_AT] = changed_at
+    delta = {k: v for k, v in delta.items() if annotations.get(k) != v}
+    return {**delta, **legacy}
 
 
 @dataclass(frozen=True)
@@ -258,7 +280,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
         if holder.owner == policy_name:
             # The original goes back as it was written, whatever it says; what Knative will run
             # then is resolved as any target is (an unreadable one: the default).
-            original = holder.annotations[ORIGINAL]
+            original = holder.original
             after = replace(holder, annotations={**holder.annotations, TARGET: original})
             writes.append(Write(holder, Restore(), service, reason, holder.current_target,
                                 None if original == ABSENT else after.current_target))

@@ -18,6 +18,7 @@ import pytest
 
 from kind_objects import (CONTEXT, NAMESPACE, POLICY, SERVICE, e2e_policy, hello_service, ingress_url,
                           service_host)
+from kpilot_operator.reconcile import ORIGINAL, OWNER
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("KPILOT_KIND_E2E") != "1",
@@ -140,9 +141,9 @@ def test_the_target_written_reaches_the_autoscaler_without_a_new_revision_and_of
 
     def written():
         ann = revision_annotations(k, rev)
-        return ann.get("kpilot.dev/policy") == POLICY and TARGET in ann, ann
+        return ann.get(OWNER) == POLICY and TARGET in ann, ann
     ann = wait_for("the policy's target on the Revision", written, 120)
-    assert ann["kpilot.dev/original-target"] == "absent"
+    assert ann[ORIGINAL] == "absent"
     assert 1.0 <= float(ann[TARGET]) <= 200.0
 
     def on_the_pa():      # compared afresh: the policy may move the target every 10 s

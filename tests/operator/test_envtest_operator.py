@@ -13,12 +13,12 @@ import os
 
 import pytest
 
+from kpilot_operator.reconcile import ORIGINAL
 from operator_helpers import eventually, running_operator, use_kubeconfig
 from operator_support import autoscaling_policy, constant_policy_bytes, sha
 
 pytestmark = pytest.mark.envtest
 TARGET = "autoscaling.knative.dev/target"
-ORIGINAL = "kpilot.dev/original-target"
 POLICY40 = constant_policy_bytes(40.0)
 GROUP, VERSION, PLURAL = "kpilot.dev", "v1alpha1", "autoscalingpolicies"
 

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kpilot_operator.metrics import QUERIES_PER_TICK
+from kpilot_operator.reconcile import ORIGINAL, OWNER
 from operator_helpers import eventually, running_operator
 from operator_support import (PAS, POLICIES, REVISIONS, autoscaling_policy, constant_policy_bytes,
                               knative_pa, knative_revision, knative_service, policy_configmap, sha)
@@ -15,7 +16,6 @@ from operator_support import (PAS, POLICIES, REVISIONS, autoscaling_policy, cons
 pytestmark = pytest.mark.asyncio
 NS = "apps"
 TARGET = "autoscaling.knative.dev/target"
-ORIGINAL = "kpilot.dev/original-target"
 POLICY40 = constant_policy_bytes(40.0)
 
 
@@ -64,7 +64,7 @@ async def test_enforce_sets_revision_target_records_original_and_off_restores(k8
 
     await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
     ann = rev_annotations(k8s)
-    assert ann[ORIGINAL] == "70" and ann["kpilot.dev/policy"] == "p"
+    assert ann[ORIGINAL] == "70" and ann[OWNER] == "p"
     await eventually(lambda: condition(k8s, "Ready").get("status") == "True", what="Ready=True")
     status = policy_status(k8s)
     assert status["writePath"] == "Revision"

@@ -7,7 +7,7 @@ import pytest
 from kpilot_operator import guardrails
 from kpilot_operator.knative import json_patch_ops, parse_version, service_view, traffic_revisions, write_path_for
 from kpilot_operator.metrics import QUERIES, QUERIES_PER_TICK, assemble, promql
-from kpilot_operator.reconcile import (ABSENT, ORIGINAL, OWNER, TARGET, Assert, Holder, Restore, ServiceView,
+from kpilot_operator.reconcile import (ABSENT, CHANGED_AT, ORIGINAL, OWNER, TARGET, Assert, Holder, Restore, ServiceView,
                                        annotation_delta, decide)
 from kpilot_operator.spec import SpecError, parse_spec, selector_matches, selector_to_query
 from kpilot.policy import policy_from_bytes
@@ -73,7 +73,7 @@ def test_assert_records_original_once_and_restore_puts_it_back():
     after = {TARGET: "40", ORIGINAL: "70", OWNER: "p"}
     assert ORIGINAL not in annotation_delta(after, Assert("30", "p", NOW))
     assert annotation_delta(after, Restore()) == {TARGET: "70", ORIGINAL: None, OWNER: None,
-                                                  "kpilot.dev/changed-at": None}
+                                                  CHANGED_AT: None}
     assert annotation_delta({TARGET: "40", ORIGINAL: ABSENT, OWNER: "p"}, Restore())[TARGET] is None
     assert annotation_delta({TARGET: "70"}, Restore()) == {}          # never touched: nothing to do
 
@@ -424,7 +424,7 @@ def test_without_prometheus_concurrency_is_inverted_at_the_revisions_utilization
 def test_the_fallback_is_written_in_one_step_past_the_step_limit_and_cooldown():
     # Owned at 100, changed a moment ago, a x1.5 step limit and a 10-minute cooldown: a blind
     # revision still goes straight to its fallback, within the bounds.
-    h = holder(**{TARGET: "100", ORIGINAL: "70", OWNER: "p", "kpilot.dev/changed-at": f"{NOW - 5:.0f}"})
+    h = holder(**{TARGET: "100", ORIGINAL: "70", OWNER: "p", CHANGED_AT: f"{NOW - 5:.0f}"})
     sp = spec(fallbackTarget=5, staleAfterSeconds=30, maxStepRatio=0.5, cooldownSeconds=600)
     fb = run(sp, [SVC], [h], {}, last_fresh={"r1": NOW - 31})
     assert fb.services[0].reason == "Fallback" and [w.target for w in fb.writes] == [5]
@@ -495,8 +495,8 @@ def test_a_cooldown_of_one_interval_skips_no_decision():
     """changed-at was rounded to the nearest second: a change at +0.7 s read as +1 s, and the
     next tick, one interval later, found itself in the cooldown."""
     delta = annotation_delta({TARGET: "70"}, Assert("40", "p", NOW + 0.7))
-    assert delta["kpilot.dev/changed-at"] == f"{NOW:.0f}"
-    changed = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p", "kpilot.dev/changed-at": delta["kpilot.dev/changed-at"]})
+    assert delta[CHANGED_AT] == f"{NOW:.0f}"
+    changed = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p", CHANGED_AT: delta[CHANGED_AT]})
     g = guardrails.guard(previous=40, proposed=20, min_target=2, max_target=150, max_step_ratio=10, cooldown_s=10,
                          last_change_at=changed.last_change_at, now=NOW + 10.0)
     assert g.changed and g.reason == "Applied"
@@ -554,3 +554,32 @@ def test_zeros_the_schema_cannot_catch_are_spec_errors(over, expect):
     timeout of 0 as none, so a Prometheus that never answers would hang the tick."""
     with pytest.raises(SpecError, match=expect):
         spec(**over)
+
+
+def test_every_annotation_written_on_a_holder_is_one_knative_keeps_off_the_pods():
+    # Knative copies a Revision's annotations onto its Deployment's pod template, all but the
+    # autoscaling.knative.dev/ ones (pkg/reconciler/revision/resources/meta.go): a kpilot.dev/ key
+    # written there changed the template and restarted the revision's pods on every write.
+    holders = [{TARGET: "70"}, {}, {TARGET: "40", ORIGINAL: "70", OWNER: "p", CHANGED_AT: "1"}]
+    for annotations in holders:
+        for intent in (Assert("40", "p", NOW), Assert("12.5", "p", NOW + 60), Restore()):
+            written = [k for k, v in annotation_delta(annotations, intent).items() if v is not None]
+            assert all(k.startswith("autoscaling.knative.dev/") for k in written), written
+
+
+def test_holders_written_by_an_earlier_version_are_read_and_moved():
+    from kpilot_operator.reconcile import LEGACY
+
+    old = {TARGET: "40", LEGACY[ORIGINAL]: "70", LEGACY[OWNER]: "p", LEGACY[CHANGED_AT]: f"{NOW - 5:.0f}"}
+    h = holder(**old)
+    assert (h.owner, h.original, h.last_change_at) == ("p", "70", NOW - 5)
+    # The next write moves the bookkeeping, keeping the original and the change time.
+    moved = annotation_delta(old, Assert("40", "p", NOW))
+    assert moved == {ORIGINAL: "70", OWNER: "p", CHANGED_AT: f"{NOW - 5:.0f}",
+                     LEGACY[ORIGINAL]: None, LEGACY[OWNER]: None, LEGACY[CHANGED_AT]: None}
+    # Restoring puts the original back and removes both sets of keys.
+    assert annotation_delta(old, Restore()) == {TARGET: "70", ORIGINAL: None, OWNER: None, CHANGED_AT: None,
+                                                LEGACY[ORIGINAL]: None, LEGACY[OWNER]: None,
+                                                LEGACY[CHANGED_AT]: None}
+    # Another policy's legacy claim is respected.
+    assert annotation_delta(old, Assert("30", "q", NOW)) == {}
