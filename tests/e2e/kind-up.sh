@@ -21,13 +21,15 @@ if ! kind get clusters 2>/dev/null | grep -x "$CLUSTER" >/dev/null; then
 fi
 
 serving=https://github.com/knative/serving/releases/download/knative-v$KNATIVE_VERSION
-kourier=https://github.com/knative/net-kourier/releases/download/knative-v$KNATIVE_VERSION
+kourier=https://github.com/knative-extensions/net-kourier/releases/download/knative-v$KNATIVE_VERSION
 k apply -f "$serving/serving-crds.yaml"
 k wait --for=condition=Established --timeout=120s \
   crd/services.serving.knative.dev crd/revisions.serving.knative.dev \
   crd/podautoscalers.autoscaling.internal.knative.dev
 k apply -f "$serving/serving-core.yaml"
 k apply -f "$kourier/kourier.yaml"
+# Knative's ConfigMap-validating webhook (failurePolicy Fail) must be serving before the patches.
+k -n knative-serving wait --for=condition=Available --timeout=300s deployment/webhook
 k -n knative-serving patch configmap/config-network --type merge \
   -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
 k -n knative-serving patch configmap/config-domain --type merge -p '{"data":{"127.0.0.1.sslip.io":""}}'
@@ -39,7 +41,12 @@ k -n knative-serving wait --for=condition=Available --timeout=300s deployment --
 k -n kourier-system wait --for=condition=Available --timeout=300s deployment --all
 
 docker build -f operator/Dockerfile -t "$IMAGE" .
-kind load docker-image "$IMAGE" --name "$CLUSTER"
+# With Docker's containerd image store (the default from Docker 29) `kind load docker-image` fails
+# ("content digest ... not found"): then through an archive of this platform's image alone.
+if ! kind load docker-image "$IMAGE" --name "$CLUSTER"; then
+  arch=$(docker info -f '{{.Architecture}}' | sed 's/x86_64/amd64/;s/aarch64/arm64/')
+  docker image save --platform "linux/$arch" "$IMAGE" | kind load image-archive /dev/stdin --name "$CLUSTER"
+fi
 k apply -k tests/e2e/overlay
 k -n kpilot-system rollout restart deployment/kpilot-operator   # pick up a rebuilt image
 k -n kpilot-system rollout status deployment/kpilot-operator --timeout=180s
