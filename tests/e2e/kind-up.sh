@@ -15,6 +15,13 @@ for tool in docker kind kubectl; do
   command -v "$tool" >/dev/null || { echo "kind-up: $tool is not on PATH" >&2; exit 2; }
 done
 k() { kubectl --context "kind-$CLUSTER" "$@"; }
+# kind-config.yaml's node image (Kubernetes 1.34) was released with kind v0.30.0: an older kind may
+# not boot it (kind supports each node image with the release it came with).
+kind_version=$(kind version | sed -n 's/^kind v\([0-9]*\.[0-9]*\).*/\1/p')
+if [ -z "$kind_version" ] || [ "$(printf '%s\n' 0.30 "$kind_version" | sort -V | head -1)" != 0.30 ]; then
+  echo "kind-up: kind v0.30 or newer is needed for kindest/node:v1.34.0 (found: $(kind version))" >&2
+  exit 2
+fi
 
 if ! kind get clusters 2>/dev/null | grep -x "$CLUSTER" >/dev/null; then
   kind create cluster --config kind-config.yaml --wait 180s
