@@ -261,9 +261,14 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     status["managedServices"] = len(plan.services)
     status["staleRevisions"] = plan.stale
     ready = not failures and all(c["status"] == "True" for c in conds)
-    return finish(ready, "Reconciled" if ready else "Degraded",
-                  f"{len(plan.services)} services, {len(plan.writes) - len(failures) - len(skipped)} writes"
-                  + (f", {len(failures)} failed" if failures else ""))
+    summary = (f"{len(plan.services)} services, {len(plan.writes) - len(failures) - len(skipped)} writes"
+               + (f", {len(failures)} failed" if failures else ""))
+    # A Service this policy selects but another one manages is not this policy's to run: not Ready,
+    # so that `kubectl get asp` shows the overlap of two selectors (the other policy is unaffected).
+    claimed = sorted({s.name for s in plan.services if s.reason == "ClaimedByOtherPolicy"})
+    if ready and claimed:
+        return finish(False, "Conflict", f"{summary}; managed by another policy: {', '.join(claimed)}")
+    return finish(ready, "Reconciled" if ready else "Degraded", summary)
 
 
 async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "PolicyDeleted",

@@ -235,6 +235,17 @@ async def test_conflicting_writer_and_409_lose_no_update(k8s, prom, api, operato
     assert ann["team.example/owner"] == "ops" and ann[ORIGINAL] == "70"
 
 
+async def test_two_policies_selecting_one_service_show_the_overlap(k8s, prom, api, operator):
+    # The second policy's Ready stayed True while a Service it selects was another's to manage.
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="p manages svc-a")
+    await create_policy(api, autoscaling_policy("q", NS, sha=sha(POLICY40), prom_url=prom.url))
+    await eventually(lambda: condition(k8s, "Ready", name="q").get("reason") == "Conflict", what="q in conflict")
+    assert condition(k8s, "Ready", name="q")["message"].endswith("managed by another policy: svc-a")
+    assert condition(k8s, "Ready", name="p")["status"] == "True" and rev_annotations(k8s)[OWNER] == "p"
+
+
 async def test_5xx_dropped_watches_and_slow_responses_are_survived(k8s, prom, api):
     seed(k8s, prom)
     k8s.fault("GET", "/autoscalingpolicies$", drop=True, watch=True, times=2)     # watch streams cut
