@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterable, NoReturn, Protocol
 
-from kpilot.action import valid_band
+from kpilot.action import is_paused, valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
-from kpilot_operator.reconcile import (BAND, BASE_TARGET, KNATIVE_DEFAULT_TARGET, PAUSED, Assert, Holder,
+from kpilot_operator.reconcile import (BAND, BASE_TARGET, KNATIVE_DEFAULT_TARGET, Assert, Holder,
                                        Restore, ServiceView, annotation_delta)
 from kpilot_operator.spec import selector_matches, selector_to_query
 
@@ -78,7 +78,7 @@ def traffic_revisions(service: dict) -> tuple[str, ...]:
 def service_view(service: dict) -> ServiceView:
     meta = service.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    paused = str(annotations.get(PAUSED, "")).lower() == "true"
+    paused = is_paused(annotations)
     body = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", **service}
     base, band, invalid = None, None, ""
     try:

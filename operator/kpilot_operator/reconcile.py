@@ -37,7 +37,7 @@ from typing import Mapping
 
 import numpy as np
 
-from kpilot.action import BAND_ANNOTATION, BASE_TARGET_ANNOTATION
+from kpilot.action import BAND_ANNOTATION, BASE_TARGET_ANNOTATION, PAUSED_ANNOTATION
 from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, RAW_FIELDS, encode
 from kpilot_operator import guardrails
 from kpilot_operator.spec import PolicySpec, step_ratio
@@ -47,7 +47,7 @@ ORIGINAL = "autoscaling.knative.dev/kpilot-original-target"
 OWNER = "autoscaling.knative.dev/kpilot-policy"
 CHANGED_AT = "autoscaling.knative.dev/kpilot-changed-at"
 LEGACY = {ORIGINAL: "kpilot.dev/original-target", OWNER: "kpilot.dev/policy", CHANGED_AT: "kpilot.dev/changed-at"}
-PAUSED = "kpilot.dev/paused"
+PAUSED = PAUSED_ANNOTATION
 BASE_TARGET = BASE_TARGET_ANNOTATION
 BAND = BAND_ANNOTATION
 ABSENT = "absent"
@@ -396,6 +396,17 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
         if stale_for <= spec.staleness_s:
             status.reason, status.applied = "MetricsStaleHolding", previous
             status.message = f"no usable observation for {stale_for:.0f}s; fallback after {spec.staleness_s:.0f}s"
+            # Holding keeps the target, not one outside the bounds (a new base target or band):
+            # that moves inside at once, as a fresh decision would.
+            if not min_target - 1e-9 <= previous <= max_target + 1e-9:
+                inside = guardrails.round_within(guardrails.clamp_to_bounds(previous, min_target, max_target),
+                                                 min_target, max_target)
+                if spec.mode == "DryRun":
+                    status.message += f"; would move inside the bounds to {guardrails.format_target(inside)}"
+                else:
+                    status.applied = inside
+                    status.message += f"; moved inside the bounds to {guardrails.format_target(inside)}"
+                    assert_target(holder, status.name, "Bounded", previous, inside)
         elif base_of[status.name] is not None or spec.fallback_target is not None:
             # The Service's own base target first: it was tuned on this Service's traffic.
             fallback = base_of[status.name] if base_of[status.name] is not None else spec.fallback_target

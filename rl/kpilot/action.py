@@ -42,6 +42,12 @@ def limit_step(proposed, current, max_step_ratio: float) -> np.ndarray:
 # The Service annotations that carry a band to the operator (`kpilot tune` prints them).
 BASE_TARGET_ANNOTATION = "kpilot.dev/base-target"
 BAND_ANNOTATION = "kpilot.dev/band"
+PAUSED_ANNOTATION = "kpilot.dev/paused"          # "true": the operator and retune leave the Service alone
+
+
+def is_paused(annotations) -> bool:
+    """Whether a Service's annotations pause it (the operator and `kpilot retune` read it alike)."""
+    return str((annotations or {}).get(PAUSED_ANNOTATION, "")).strip().lower() == "true"
 DEFAULT_BAND = 1.5      # the operator's default step limit, x1.5, and the first width measured
 
 

@@ -173,10 +173,20 @@ def retune(
                           "re-tune (if its Services did serve requests, check that queue-proxy's series carry "
                           "kn_service_name and k8s_namespace_name)", markup=False)
     is_chosen = [selected is None or e.name in selected for e in traffic]
-    results = retune_services([e for e, c in zip(traffic, is_chosen) if c], step, artifact.sim, artifact.reward,
-                              seeds=list(range(replays)))
+    # One Service at a time, each annotated as soon as it is tuned: a Job stopped at its deadline
+    # keeps what it finished (tuning all first, a namespace too big for the deadline got nothing).
+    results, done = [], {}
+    for entry in (e for e, c in zip(traffic, is_chosen) if c):
+        tuned = retune_services([entry], step, artifact.sim, artifact.reward, seeds=list(range(replays)))
+        results += tuned
+        if apply:
+            done.update(annotate(tuned, selected, namespace, api))
     results += [Retuned(e.name, e.requests, None, None, "not selected") for e, c in zip(traffic, is_chosen) if not c]
-    done = dict(annotate(results, selected, namespace, api)) if apply else {}
+    quiet = sorted(set(selected or ()) - {e.name for e in traffic})     # selected, no series in the window
+    results += [Retuned(name, 0, None, None, "no requests in the window") for name in quiet]
+    if apply:
+        done.update((r.service, "not selected" if r.why == "not selected" else f"kept: {r.why}")
+                    for r in results if r.service not in done)
     if json_out:
         print(json.dumps([{**dataclasses.asdict(r), "annotations": r.annotations,
                            **({"applied": done[r.service]} if apply else {})} for r in results], indent=1))

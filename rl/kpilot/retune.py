@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kpilot.action import BAND_ANNOTATION, BASE_TARGET_ANNOTATION
+from kpilot.action import BAND_ANNOTATION, BASE_TARGET_ANNOTATION, PAUSED_ANNOTATION, is_paused
 from kpilot.env.reward import RewardConfig
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import STATIC_GRID, tune_static
@@ -124,28 +124,35 @@ def selected_services(namespace: str, selector: str, api_client) -> dict[str, di
 
 
 def annotate(results: list[Retuned], current: dict[str, dict], namespace: str, api_client) -> list[tuple[str, str]]:
-    """Set the annotations of each selected Service (`current`: selected_services) whose target
-    changed; one failure does not stop the others. Returns (service, what happened) per result,
-    failures starting with "failed"."""
+    """Set the base target of each selected Service (`current`: selected_services) whose target
+    changed; one failure does not stop the others. A paused Service is left alone, and a band
+    already on a Service (`kpilot tune`'s, or one set by hand) is kept: band 1 only where there is
+    none. Returns (service, what happened) per result, failures starting with "failed"."""
     from kubernetes import client
 
     api = client.CustomObjectsApi(api_client)
     report = []
     for r in results:
-        if r.service not in current:
+        have = current.get(r.service)
+        if have is None:
             report.append((r.service, "not selected"))
+        elif is_paused(have):
+            report.append((r.service, f"kept: {PAUSED_ANNOTATION}=true"))
         elif r.target is None:
             report.append((r.service, f"kept: {r.why}"))
-        elif all(current[r.service].get(k) == v for k, v in r.annotations.items()):
-            report.append((r.service, f"unchanged ({r.target:g})"))
         else:
+            want = {**r.annotations, **({BAND_ANNOTATION: have[BAND_ANNOTATION]} if BAND_ANNOTATION in have else {})}
+            if all(have.get(k) == v for k, v in want.items()):
+                report.append((r.service, f"unchanged ({r.target:g})"))
+                continue
             try:
                 done = _call(f"annotate Service {namespace}/{r.service}", api.patch_namespaced_custom_object,
-                             *KNATIVE[:2], namespace, KNATIVE[2], r.service, {"metadata": {"annotations": r.annotations}})
+                             *KNATIVE[:2], namespace, KNATIVE[2], r.service, {"metadata": {"annotations": want}})
             except ConfigError as exc:
                 report.append((r.service, f"failed: {exc.message}"))
                 continue
-            before = current[r.service].get(BASE_TARGET_ANNOTATION)
+            before = have.get(BASE_TARGET_ANNOTATION)
             report.append((r.service, "gone" if done is None else
-                           f"set {r.target:g}" + (f" (was {before})" if before else "")))
+                           f"set {r.target:g}" + (f" (was {before})" if before else "")
+                           + f", band {want[BAND_ANNOTATION]}"))
     return report

@@ -152,17 +152,24 @@ def test_apply_annotates_only_selected_services_whose_target_changed(envtest, en
     envtest.create_service(ns, "api", labels=selected)
     envtest.create_service(ns, "idle", labels=selected, annotations={"kpilot.dev/base-target": "7"})
     envtest.create_service(ns, "legacy")                      # has traffic, not selected
+    # Tuned by hand (kpilot tune's band 1.5), and paused: the band is kept, the paused one untouched.
+    envtest.create_service(ns, "tuned", labels=selected, annotations={"kpilot.dev/base-target": "9",
+                                                                        "kpilot.dev/band": "1.5"})
+    envtest.create_service(ns, "held", labels=selected, annotations={"kpilot.dev/paused": "true",
+                                                                       "kpilot.dev/base-target": "20"})
     results = retune([_traffic("api", 600, 0.05), _traffic("legacy", 600, 0.05),
-                      ServiceTraffic("idle", [(T0, 1, 0.1)]), _traffic("gone", 30, 0.2)],
+                      ServiceTraffic("idle", [(T0, 1, 0.1)]), _traffic("gone", 30, 0.2),
+                      _traffic("tuned", 600, 0.05), _traffic("held", 600, 0.05)],
                      60, SimConfig(), RewardConfig(), seeds=[0])
     target = next(r.target for r in results if r.service == "api")
     with envtest.admin_client() as api_client:
         selected = selected_services(ns, "kpilot.dev/autoscale=enabled", api_client)
-        assert set(selected) == {"api", "idle"}
+        assert set(selected) == {"api", "idle", "tuned", "held"}
         report = dict(annotate(results, selected, ns, api_client))
         again = dict(annotate(results, selected_services(ns, "kpilot.dev/autoscale=enabled", api_client), ns,
                               api_client))
-    assert report["api"] == f"set {target:g}" and again["api"] == f"unchanged ({target:g})"
+    assert report["api"] == f"set {target:g}, band 1" and again["api"] == f"unchanged ({target:g})"
+    assert report["tuned"] == f"set {target:g} (was 9), band 1.5" and report["held"] == "kept: kpilot.dev/paused=true"
     assert report["legacy"] == "not selected" and report["gone"] == "not selected"
     assert report["idle"] == "kept: too little traffic to tune on"
 
@@ -173,6 +180,8 @@ def test_apply_annotates_only_selected_services_whose_target_changed(envtest, en
 
     assert annotations("api") == {"kpilot.dev/base-target": f"{target:g}", "kpilot.dev/band": "1"}
     assert annotations("idle") == {"kpilot.dev/base-target": "7"}     # kept what it had
+    assert annotations("tuned") == {"kpilot.dev/base-target": f"{target:g}", "kpilot.dev/band": "1.5"}
+    assert annotations("held") == {"kpilot.dev/paused": "true", "kpilot.dev/base-target": "20"}
     assert "kpilot.dev/base-target" not in annotations("legacy")
 
 
@@ -215,6 +224,7 @@ def test_the_command_annotates_the_services_of_a_namespace(envtest, envtest_name
     # As the CronJob runs it: read Prometheus, tune, annotate, all through `kpilot retune --apply`.
     ns = envtest_namespace
     envtest.create_service(ns, "api", labels={"kpilot.dev/autoscale": "enabled"})
+    envtest.create_service(ns, "asleep", labels={"kpilot.dev/autoscale": "enabled"})   # no series at all
     prom = prometheus(SHOP)
     proc = subprocess.run([str(KPILOT), "retune", "--url", prom.url, "--namespace", ns, "--over", "15m",
                            "--end", str(T0 + 60 * BINS), "--replays", "1", "--apply", "--json"],
@@ -222,7 +232,8 @@ def test_the_command_annotates_the_services_of_a_namespace(envtest, envtest_name
     assert proc.returncode == 0, proc.stderr
     rows = {r["service"]: r for r in json.loads(proc.stdout)}
     # Only the selected Service is tuned; the others in Prometheus are reported, not annotated.
-    assert rows["api"]["applied"] == f"set {rows['api']['target']:g}"
+    assert rows["api"]["applied"] == f"set {rows['api']['target']:g}, band 1"
     assert rows["mid"]["applied"] == "not selected" and rows["mid"]["target"] is None
+    assert rows["asleep"]["applied"] == "kept: no requests in the window"       # reported, not dropped
     status, body = envtest.request(f"/apis/serving.knative.dev/v1/namespaces/{ns}/services/api")
     assert json.loads(body)["metadata"]["annotations"] == rows["api"]["annotations"]

@@ -265,7 +265,7 @@ async def test_a_target_set_by_kpilot_retune_is_what_the_operator_enforces(as_op
         assert result.target is not None and result.target != 40 and 2 <= result.target <= 150   # the spec's bounds
         with env.admin_client() as api_client:
             report = dict(annotate([result], selected_services(ns, "kpilot=on", api_client), ns, api_client))
-        assert report == {"svc-a": f"set {result.target:g}"}
+        assert report == {"svc-a": f"set {result.target:g}, band 1"}
         await eventually(lambda: annotations(env, ns, "svc-a-00001").get(TARGET) == f"{result.target:g}",
                          timeout=20, what="the re-tuned target enforced")
         assert annotations(env, ns, "svc-a-00001")[ORIGINAL] == "70"       # still restorable

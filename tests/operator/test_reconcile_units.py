@@ -583,3 +583,20 @@ def test_holders_written_by_an_earlier_version_are_read_and_moved():
                                                 LEGACY[CHANGED_AT]: None}
     # Another policy's legacy claim is respected.
     assert annotation_delta(old, Assert("30", "q", NOW)) == {}
+
+
+def test_holding_on_stale_metrics_moves_a_target_outside_a_new_band_inside():
+    # The Service's base target went from ~3 to 100 (band 1) while its metrics were stale: holding
+    # kept 3, outside the new bounds, for up to staleAfterSeconds, saying nothing.
+    svc = ServiceView("s1", "ns", False, ("r1",), base_target=100, band=1)
+    h = holder(**{TARGET: "3", ORIGINAL: "70", OWNER: "p"})
+    sp = spec(staleAfterSeconds=120)
+    plan = run(sp, [svc], [h], {}, last_fresh={"r1": NOW - 60})
+    assert plan.services[0].reason == "MetricsStaleHolding" and [w.target for w in plan.writes] == [100]
+    assert "moved inside the bounds to 100" in plan.services[0].message
+    dry = run(spec(staleAfterSeconds=120, mode="DryRun"), [svc], [h], {}, last_fresh={"r1": NOW - 60})
+    assert dry.writes == [] and "would move inside the bounds to 100" in dry.services[0].message
+    # Inside the bounds, holding holds.
+    inside = run(sp, [ServiceView("s1", "ns", False, ("r1",), base_target=3, band=1.5)], [h], {},
+                 last_fresh={"r1": NOW - 60})
+    assert inside.writes == [] and inside.services[0].reason == "MetricsStaleHolding"
