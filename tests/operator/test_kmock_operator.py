@@ -175,9 +175,13 @@ async def test_a_404_for_one_kind_while_knative_is_installed_holds_the_restore(k
     # Only the PodAutoscaler list answered 404 (its CRD being reinstalled): it was taken for
     # "Knative removed", and the policy went without restoring the revision's target.
     seed(k8s, prom, target="70")
+    # A whole CRD, as Kopf's own CRD observer reads it (a name alone crashed its event processing).
     k8s.put("apiextensions.k8s.io/v1/customresourcedefinitions", {
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "revisions.serving.knative.dev"}})
+        "metadata": {"name": "revisions.serving.knative.dev"},
+        "spec": {"group": "serving.knative.dev", "scope": "Namespaced",
+                 "names": {"kind": "Revision", "plural": "revisions", "singular": "revision"},
+                 "versions": [{"name": "v1", "served": True, "storage": True}]}})
     await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
     await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
     outage = k8s.fault("GET", "/podautoscalers$", status=404, times=10_000)
