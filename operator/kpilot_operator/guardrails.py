@@ -62,6 +62,13 @@ def round_within(target: float, min_target: float, max_target: float) -> float:
     return value
 
 
+def inside_bounds(target: float, min_target: float, max_target: float) -> bool:
+    """Whether a target already written counts as inside the bounds. A bound two decimals cannot
+    hold (a band of 6.666 stores 6.67) counts as inside, or the same 6.67 would be "pulled in" at
+    every tick."""
+    return min_target <= target <= max_target or target == round_within(target, min_target, max_target)
+
+
 def format_target(target: float) -> str:
     """The annotation's text: up to two decimals, all of them (`:g` would write 12345.67 as 12345.7)."""
     return f"{round_target(target):.2f}".rstrip("0").rstrip(".")
@@ -79,9 +86,7 @@ def guard(*, previous: float, proposed: float, min_target: float, max_target: fl
     """Apply every guardrail to a proposal; the result says why the target is what it is."""
     stepped = limit_step(previous, proposed, max_step_ratio)
     bounded = round_within(clamp_to_bounds(stepped, min_target, max_target), min_target, max_target)
-    # A bound two decimals cannot hold (a band of 6.666 stores 6.67) counts as inside, or the
-    # same 6.67 would be "pulled in" at every tick.
-    inside = min_target <= previous <= max_target or previous == round_within(previous, min_target, max_target)
+    inside = inside_bounds(previous, min_target, max_target)
     # A step limit under the deadband would make every step "not worth a write": the target would
     # never move. The deadband stays under half a step.
     deadband = min(DEADBAND, max_step_ratio / 2)

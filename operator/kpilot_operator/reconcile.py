@@ -75,6 +75,7 @@ def unsupported_autoscaling(annotations: Mapping[str, str]) -> str | None:
         return f"autoscaling metric {metric}: kpilot sets concurrency targets only"
     return None
 
+
 def parse_target(text: str | None) -> float:
     """An annotation's number as Knative's Go ParseFloat reads it (hex floats such as 0x1p4
     included); NaN when absent or unreadable."""
@@ -130,7 +131,7 @@ class Holder:
 
     @property
     def owner(self) -> str | None:
-        return recorded(self.annotations, OWNER) if recorded(self.annotations, ORIGINAL) is not None else None
+        return recorded(self.annotations, OWNER) if self.original is not None else None
 
     @property
     def original(self) -> str | None:
@@ -398,7 +399,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             status.message = f"no usable observation for {stale_for:.0f}s; fallback after {spec.staleness_s:.0f}s"
             # Holding keeps the target, not one outside the bounds (a new base target or band):
             # that moves inside at once, as a fresh decision would.
-            if not min_target - 1e-9 <= previous <= max_target + 1e-9:
+            if not guardrails.inside_bounds(previous, min_target, max_target):
                 inside = guardrails.round_within(guardrails.clamp_to_bounds(previous, min_target, max_target),
                                                  min_target, max_target)
                 if spec.mode == "DryRun":

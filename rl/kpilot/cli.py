@@ -184,9 +184,8 @@ def retune(
     results += [Retuned(e.name, e.requests, None, None, "not selected") for e, c in zip(traffic, is_chosen) if not c]
     quiet = sorted(set(selected or ()) - {e.name for e in traffic})     # selected, no series in the window
     results += [Retuned(name, 0, None, None, "no requests in the window") for name in quiet]
-    if apply:
-        done.update((r.service, "not selected" if r.why == "not selected" else f"kept: {r.why}")
-                    for r in results if r.service not in done)
+    if apply:         # what annotate says of the rest (not selected, paused, nothing to tune on): no write
+        done.update(annotate([r for r in results if r.service not in done], selected, namespace, api))
     if json_out:
         print(json.dumps([{**dataclasses.asdict(r), "annotations": r.annotations,
                            **({"applied": done[r.service]} if apply else {})} for r in results], indent=1))

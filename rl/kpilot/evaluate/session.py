@@ -155,11 +155,16 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         trace = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
         traces.append((spec, trace, tuning, full))
     trained = training_identities(artifact) if artifact is not None else set()
-    notes = []
+    notes, not_held_out = [], set()
     for spec, trace, tuning, full in traces:
-        notes += [n for n in (seen_in_training(artifact, trained, spec, full, window),
-                              chosen_in_sample(artifact, trained, spec, full, tune_on)
-                              if CHOICE in baselines and tune_on is not None else None) if n]
+        overlap = seen_in_training(artifact, trained, spec, full, window)
+        if overlap:
+            notes.append(overlap)
+            not_held_out.add(spec)       # the warm-up note below would say less than this one
+        in_sample = chosen_in_sample(artifact, trained, spec, full, tune_on) \
+            if CHOICE in baselines and tune_on is not None else None
+        if in_sample:
+            notes.append(in_sample)
     rows, results = [], {}
     for spec, trace, tuning, full in traces:
         tuned = in_band = chosen = rolling = None
@@ -192,10 +197,11 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
         own = next((row for row in r if row["policy"].startswith("rl:")), None)
         span = float(full.meta.get("span_s") or full.span_s)
-        if own is not None and window is not None and trace.warmup_s > 0 and span > 0 and not \
-                seen_in_training(artifact, trained, spec, full, window):
-            note = carried_from_training(artifact, trained, spec, full, window, window[0] - trace.warmup_s / span, own)
-            notes += [note] if note else []
+        if own is not None and window is not None and trace.warmup_s > 0 and span > 0 and spec not in not_held_out:
+            carried = carried_from_training(artifact, trained, spec, full, window,
+                                            window[0] - trace.warmup_s / span, own)
+            if carried:
+                notes.append(carried)
     result = EvaluationResult(rows, artifact, results, notes)
     if report_dir is not None:
         from kpilot.evaluate.report import write_report
