@@ -424,7 +424,33 @@ class Cluster:
             path = directory / name
             if path.exists():
                 self.installed_manifests.extend(self.apply_file(path, default_namespace=namespace))
+        if (directory / "rbac.yaml").exists():   # tests act as the operator at once: let its Role land
+            self.wait_allowed(OPERATOR_USER, OPERATOR_GROUPS, "list", "services", "default",
+                              "serving.knative.dev")
         return self.installed_manifests
+
+    def allowed(self, user: str, groups: tuple[str, ...] | list[str], verb: str, resource: str,
+                namespace: str, group: str = "") -> bool:
+        """What a SubjectAccessReview answers for `user` (in `groups`) doing `verb` on `resource`."""
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": {"user": user, "groups": list(groups),
+                           "resourceAttributes": {"group": group, "resource": resource, "verb": verb,
+                                                  "namespace": namespace}}}
+        status, body = self.request("/apis/authorization.k8s.io/v1/subjectaccessreviews", "POST", review)
+        if status != 201:
+            raise RuntimeError(f"SubjectAccessReview answered {status}: {body[:300]!r}")
+        return bool(json.loads(body)["status"].get("allowed"))
+
+    def wait_allowed(self, user: str, groups: tuple[str, ...] | list[str], verb: str, resource: str,
+                     namespace: str, group: str = "", timeout: float = 15.0) -> None:
+        """Wait until RBAC just applied takes effect: the apiserver's authorizer reads Roles and
+        bindings from an informer cache, so a review right after the write may still say no."""
+        deadline = time.monotonic() + timeout
+        while not self.allowed(user, groups, verb, resource, namespace, group):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{user} still may not {verb} {group or 'core'}/{resource} "
+                                   f"in {namespace} after {timeout:g} s")
+            time.sleep(0.05)
 
     def wait_crd_established(self, name: str, timeout: float = 30.0) -> None:
         from kubernetes import client

@@ -204,16 +204,14 @@ def test_the_retune_serviceaccount_may_only_list_and_annotate_services_where_bou
     envtest.apply_file(RETUNE / "rbac.yaml")
     user = "system:serviceaccount:kpilot-system:kpilot-retune"
 
-    def allowed(verb, resource, namespace, group="serving.knative.dev"):
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                  "spec": {"user": user, "groups": ["system:serviceaccounts", "system:authenticated"],
-                           "resourceAttributes": {"group": group, "resource": resource, "verb": verb,
-                                                  "namespace": namespace}}}
-        status, body = envtest.request("/apis/authorization.k8s.io/v1/subjectaccessreviews", "POST", review)
-        assert status == 201, body
-        return json.loads(body)["status"]["allowed"]
+    groups = ["system:serviceaccounts", "system:authenticated"]
 
-    assert allowed("list", "services", "default") and allowed("patch", "services", "default")
+    def allowed(verb, resource, namespace, group="serving.knative.dev"):
+        return envtest.allowed(user, groups, verb, resource, namespace, group)
+
+    # The authorizer sees new bindings through a cache: wait for the grants before reading refusals.
+    envtest.wait_allowed(user, groups, "list", "services", "default", "serving.knative.dev")
+    envtest.wait_allowed(user, groups, "patch", "services", "default", "serving.knative.dev")
     assert not allowed("patch", "services", "kpilot-system")           # not bound there
     assert not allowed("delete", "services", "default") and not allowed("update", "services", "default")
     assert not allowed("patch", "revisions", "default") and not allowed("get", "secrets", "default", group="")
