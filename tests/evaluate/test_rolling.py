@@ -94,3 +94,47 @@ def test_without_a_window_the_first_retune_has_nothing_to_read():
     rows = run_evaluation([TRACE], None, ["static-rolling"], retune_every_s=300.0, retune_over_s=180.0).rows
     targets = rows[0]["targets"]
     assert targets[0] is None and all(t in STATIC_GRID for t in targets[1:]) and len(targets) >= 3
+
+
+def _clumps_csv(path):
+    """An hour of clumps: 40 one-second requests within half a second, every three minutes."""
+    rng = np.random.default_rng(1)
+    arrivals = np.sort(np.concatenate([60.0 + 180.0 * k + 0.5 * rng.random(40) for k in range(20)]))
+    path.write_text("timestamp,duration\n" + "".join(f"{t:.3f},1.0\n" for t in arrivals))
+    return str(path)
+
+
+def test_tune_bin_tunes_the_tuned_baselines_on_what_prometheus_keeps(tmp_path, tiny_policy):
+    # Exact timing shows clumps that cost least on a few shared pods (a high target: pods started
+    # for a clump come when it is over); per-minute counts smooth each clump into a minute of
+    # steady traffic, which wants fewer requests per pod. `kpilot tune` reads such bins.
+    trace = _clumps_csv(tmp_path / "clumps.csv")
+
+    def tuned(bin_s):
+        rows = run_evaluation([trace], tiny_policy, ["static-tuned", "rl-or-tuned"], window=(0.5, 1.0),
+                              warmup_s=120.0, replays=2, tune_bin_s=bin_s).rows
+        return {r["policy"]: r for r in rows}
+
+    exact, binned = tuned(0.0), tuned(60.0)
+    assert binned["static-tuned"]["target"] < exact["static-tuned"]["target"]
+    assert binned["static-tuned"]["tune_bin_s"] == 60.0 and "tune_bin_s" not in exact["static-tuned"]
+    # The choice is made on the same bins, around the same target; the policy's own row is not tuned.
+    assert binned["rl-or-tuned"]["target"] == binned["static-tuned"]["target"]
+    assert binned["rl-or-tuned"]["tune_bin_s"] == 60.0 and "tune_bin_s" not in binned["rl:tiny"]
+
+
+def test_tune_bin_must_be_seconds_and_leave_something_to_tune_on(tmp_path):
+    def fails(*args, expect):
+        proc = subprocess.run([str(KPILOT), "evaluate", "--trace", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"kpilot: error: {expect}"]
+
+    fails(TRACE, "--baselines", "static-tuned", "--window", "0.5:1", "--tune-bin", "-1",
+          expect="option --tune-bin: expected seconds >= 0 (0: every request), got -1")
+    # Requests before the window, but none finishes in a whole bin before it: nothing scraped.
+    f = tmp_path / "late.csv"
+    f.write_text("timestamp,duration\n" + "".join(f"{t},0.1\n" for t in (5, 6, 95, 96, 97, 98, 100)))
+    fails(str(f), "--baselines", "static-tuned", "--window", "0.5:1", "--warmup", "0", "--tune-bin", "60",
+          expect=f"option --tune-bin: {f}: no request finishes in the 60 s bins of the window 0:0.5; "
+                 "nothing to tune on")

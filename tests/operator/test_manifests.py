@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -158,9 +159,18 @@ def test_the_retune_component_builds_into_an_overlay_and_is_hardened(tmp_path):
     assert pod["serviceAccountName"] == "kpilot-retune" and pod["securityContext"]["runAsNonRoot"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["image"] == docs("deployment.yaml")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
-    # The simulator compiles into the writable /tmp: the root filesystem is read-only.
+    # The simulator's compiled code lives in the writable /tmp: the root filesystem is read-only.
     assert {"name": "NUMBA_CACHE_DIR", "value": "/tmp/numba"} in container["env"]
     assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
+    # ... copied there from the cache the image compiled at build time, for any CPU, by an
+    # initContainer of the same image with the same mount (else every run compiles it again).
+    (init,) = pod["initContainers"]
+    assert init["image"] == container["image"] and init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert init["command"] == ["cp", "-r", "/opt/kpilot/numba-cache", "/tmp/numba"]
+    assert init["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    dockerfile = (ROOT / "operator/Dockerfile").read_text()
+    assert "NUMBA_CACHE_DIR=/opt/kpilot/numba-cache python -m kpilot.sim.warmup" in dockerfile
+    assert re.search(r"^ENV [^\n]*(\\\n[^\n]*)*NUMBA_CPU_NAME=generic", dockerfile, re.M)
     objs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((retune / "rbac.yaml").read_text()) if d}
     assert objs["ClusterRole", "kpilot-retune"]["rules"] == [
         {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["list", "patch"]}]

@@ -7,6 +7,7 @@ static grid on a bundled synthetic workload.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from kpilot.env.reward import RewardConfig, describe
 from kpilot.errors import ConfigError, TraceError
 from kpilot.evaluate.baselines import TunedStaticTarget, tune_static, tuning_window
 from kpilot.evaluate.rolling import (DEFAULT_BIN_S, DEFAULT_EVERY_S, DEFAULT_OVER_S, RollingStaticTarget,
-                                    check_schedule)
+                                    check_schedule, observed_history)
 from kpilot.evaluate.rolling import NAME as ROLLING
 from kpilot.evaluate.runner import (CHOICE, DEFAULT_BAND, IN_BAND, TUNED_BASELINES, Artifact,
                                    choose_policy_or_static, controllers_for, evaluate_trace, load_artifact,
@@ -112,7 +113,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                    replays: int = 1, report_dir: Path | None = None,
                    metrics: str = "prometheus", band: float | None = DEFAULT_BAND,
                    retune_every_s: float = DEFAULT_EVERY_S, retune_over_s: float = DEFAULT_OVER_S,
-                   retune_bin_s: float = DEFAULT_BIN_S) -> EvaluationResult:
+                   retune_bin_s: float = DEFAULT_BIN_S, tune_bin_s: float = 0.0) -> EvaluationResult:
     """Replay every trace (its `window`, after up to `warmup_s` unscored seconds before it) under
     the policy and the baselines, with the same seed; optionally write the report.
     `time_of_day_shift_s` moves every trace's clock: a policy that learned the hour at which each
@@ -124,7 +125,12 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     `band` is the factor `rl-in-band` and `rl-or-tuned` keep the policy within around the tuned
     target (None: not bounded). `static-rolling` re-tunes every `retune_every_s` on the last
     `retune_over_s` of the traffic seen, in Prometheus bins of `retune_bin_s` (0: every request)
-    (kpilot.evaluate.rolling)."""
+    (kpilot.evaluate.rolling). `static-tuned`, `rl-in-band` and `rl-or-tuned` tune (and choose) on
+    the earlier window's requests as they are (`tune_bin_s` 0), or as a cluster's Prometheus keeps
+    them, in bins of `tune_bin_s` seconds (`tuning_history`), which is what `kpilot tune` reads
+    from `kpilot trace from-prometheus`."""
+    if not (math.isfinite(tune_bin_s) and tune_bin_s >= 0):
+        raise ConfigError(f"expected seconds >= 0 (0: every request), got {tune_bin_s:g}", option="--tune-bin")
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     if report_dir is not None:
         prepare_report_dir(Path(report_dir))     # before minutes of replays, not after
@@ -152,6 +158,8 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         if not len(full):
             raise ConfigError(f"{spec}: the trace has no requests; nothing to score", option="--trace")
         tuning = scored_window(spec, full, tune_on, warmup_s, "to tune on") if tune_on else None
+        if tuning is not None and tune_bin_s > 0:
+            tuning = tuning_history(spec, full, tune_on, warmup_s, tune_bin_s)
         trace = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
         traces.append((spec, trace, tuning, full))
     trained = training_identities(artifact) if artifact is not None else set()
@@ -191,6 +199,8 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                 row["window"] = list(window)
             if time_of_day_shift_s:
                 row["time_of_day_shift_s"] = float(time_of_day_shift_s)
+            if tune_bin_s > 0 and row["policy"] in TUNED_BASELINES:
+                row["tune_bin_s"] = float(tune_bin_s)       # tuned on Prometheus bins, not every request
             if metrics != "prometheus" and row["policy"].startswith(("rl:", IN_BAND)):
                 row["metrics_source"] = metrics    # the operator's source it read through
         rows.extend(r)
@@ -229,6 +239,21 @@ def scored_window(spec: str, trace, window, warmup_s: float, purpose: str, optio
         raise ConfigError(f"{spec}: no request arrives in the window {lo:.3g}:{hi:.3g} "
                           f"({len(trace)} requests in the trace); nothing {purpose}", option=option)
     return win
+
+
+def tuning_history(spec: str, full, tune_on, warmup_s: float, bin_s: float):
+    """The window `tune_on` of `full` (after up to `warmup_s` of warm-up) as a cluster's Prometheus
+    shows it at the window's end: requests per `bin_s` bin by when they finished, with their mean
+    duration, re-synthesised (kpilot.evaluate.rolling.observed_history); the last bin is not
+    scraped yet. A window with no finished request in its scraped bins is an error."""
+    span = float(full.meta.get("span_s") or full.span_s)
+    start, end = tune_on[0] * span, tune_on[1] * span
+    history = observed_history(full, end, end - start + warmup_s, bin_s)
+    history.meta["warmup_s"] = min(warmup_s, max(0.0, history.meta["span_s"] - (end - start)))
+    if len(history) - history.first_scored() == 0:
+        raise ConfigError(f"{spec}: no request finishes in the {bin_s:g} s bins of the window "
+                          f"{tune_on[0]:.3g}:{tune_on[1]:.3g}; nothing to tune on", option="--tune-bin")
+    return history
 
 
 def _shifted(trace, time_of_day_shift_s: float):

@@ -85,6 +85,10 @@ def evaluate_command(
     retune_bin: float = typer.Option(60.0, "--retune-bin", help="static-rolling: the traffic as Prometheus "
                                      "keeps it, in bins of this many seconds (as `kpilot retune` reads it), or "
                                      "0: every request with its own timing (an access log)."),
+    tune_bin: float = typer.Option(0.0, "--tune-bin", help="static-tuned, rl-in-band and rl-or-tuned: tune on "
+                                   "the earlier window as Prometheus keeps it, in bins of this many seconds "
+                                   "(60: what `kpilot tune` reads from `kpilot trace from-prometheus`), or 0: "
+                                   "every request with its own timing."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the tuned rule; compare."""
     from kpilot.traces.prometheus_export import parse_duration
@@ -105,7 +109,8 @@ def evaluate_command(
                             time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
                             report_dir=report, metrics=metrics, band=band_factor,
                             retune_every_s=parse_duration(retune_every, "--retune-every"),
-                            retune_over_s=parse_duration(retune_over, "--retune-over"), retune_bin_s=retune_bin)
+                            retune_over_s=parse_duration(retune_over, "--retune-over"), retune_bin_s=retune_bin,
+                            tune_bin_s=tune_bin)
     for note in result.notes:
         Console(stderr=True).print(f"kpilot: note: {note}", markup=False, soft_wrap=True)
     if json_out:
