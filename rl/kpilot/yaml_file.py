@@ -10,6 +10,23 @@ import yaml
 from kpilot.errors import ConfigError
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is an error: PyYAML
+    keeps the last, so `total_timesteps` written twice would silently mean the second."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                continue            # an unhashable key: the base class says what is wrong with it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path):
     """The parsed document (None for an empty file); ConfigError on a missing or malformed file."""
     p = Path(path)
@@ -22,7 +39,7 @@ def read_yaml(path: str | Path):
     except UnicodeDecodeError:
         raise ConfigError("not a text file (YAML is UTF-8 text)", path=str(p)) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', None) or exc})", path=str(p),

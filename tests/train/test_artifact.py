@@ -205,7 +205,8 @@ def test_out_that_kpilot_may_not_replace_is_refused_before_any_work(tiny_config,
 
 def test_resume_keeps_the_better_policy_when_only_policy_json_records_it(tiny_run, tiny_config, tmp_path):
     """Without manifest.json the previous best was taken as none, and the resumed run's worse
-    first validation replaced it."""
+    first validation replaced it. The artifact is scored again on the run's validation windows:
+    with the same config that is the figure it recorded."""
     from kpilot.train.trainer import train
 
     _, out, run, summary = tiny_run
@@ -229,7 +230,7 @@ def test_resume_keeps_the_better_policy_when_only_policy_json_records_it(tiny_ru
     (copy / "policy.json").write_text("{not json")
     (copy / "manifest.json").write_text("[]")
     from kpilot.errors import ConfigError
-    with pytest.raises(ConfigError, match="cannot read the validation result"):
+    with pytest.raises(ConfigError, match="cannot read the policy artifact there .not valid JSON"):
         train(tiny_config(total_timesteps=384), copy, run_dir=tmp_path / "run2", resume=run, progress=False,
               log=lambda m: None)
 
@@ -253,3 +254,103 @@ def test_resume_takes_an_artifact_and_refuses_broken_or_foreign_checkpoints(tiny
         train(tiny_config(total_timesteps=384, env={"synthetic": ["synthetic:bursty:rate=4,duration=1500,seed=1"], "episode_s": 300,
                                                            "observe_base": True}), tmp_path / "b",
               resume=out, progress=False, log=lambda m: None)
+
+
+def test_resume_with_nothing_left_to_train_is_refused_before_any_work(tiny_run, tiny_config, tmp_path):
+    # It loaded every trace, calibrated the rule, then crashed (AttributeError) in validation.
+    from kpilot.errors import ConfigError
+    from kpilot.train.trainer import train
+
+    _, out, run, _ = tiny_run
+    for resume in (run, out):                   # a run directory at 256 steps, an artifact at <= 256
+        with pytest.raises(ConfigError) as err:
+            train(tiny_config(total_timesteps=256), tmp_path / "o", resume=resume, progress=False,
+                  log=lambda m: pytest.fail(f"worked before refusing: {m}"))
+        assert str(err.value).startswith("option --timesteps: nothing to train: ")
+        assert "timesteps and total_timesteps is 256; give a larger --timesteps" in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_trains_with_the_configs_ppo_settings_and_keeps_its_network(tiny_run, tiny_config, tmp_path):
+    # PPO.load kept the checkpoint's settings while the manifest recorded the config's.
+    from stable_baselines3 import PPO
+
+    from kpilot.errors import ConfigError
+    from kpilot.train.trainer import train
+
+    _, _, run, _ = tiny_run
+    changed = tiny_config(total_timesteps=384, ppo={"n_steps": 32, "batch_size": 32, "n_epochs": 3,
+                                                    "learning_rate": 0.01, "lr_schedule": "constant",
+                                                    "gamma": 0.5, "net_arch": [16, 16]})
+    train(changed, tmp_path / "p", run_dir=tmp_path / "run", resume=run, progress=False, log=lambda m: None)
+    model = PPO.load(tmp_path / "run" / "checkpoints" / "ppo_384_steps.zip", device="cpu")
+    assert (model.batch_size, model.n_epochs, model.gamma, model.learning_rate) == (32, 3, 0.5, 0.01)
+    assert model.num_timesteps == 384
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())["manifest"]
+    assert manifest["config"]["ppo"]["batch_size"] == 32 and manifest["config"]["ppo"]["gamma"] == 0.5
+    with pytest.raises(ConfigError, match=r"its network is \{'pi': \[16, 16\], 'vf': \[16, 16\]\}, the config's "
+                                          r"ppo.net_arch \[32, 32\]: a resumed run keeps its network"):
+        train(tiny_config(total_timesteps=384, ppo={"n_steps": 32, "batch_size": 64, "net_arch": [32, 32]}),
+              tmp_path / "q", run_dir=tmp_path / "run2", resume=run, progress=False, log=lambda m: None)
+
+
+def test_resume_into_an_artifact_beats_it_on_this_runs_validation_windows(tiny_run, tiny_config, tmp_path):
+    # Its recorded figure was measured on other traces' windows: compared as it stood, a resumed
+    # run on new traces kept the old policy whatever it scored (or replaced a better one).
+    from kpilot.train.trainer import train
+
+    _, out, run, summary = tiny_run
+    copy = tmp_path / "policy"
+    shutil.copytree(out, copy)
+    recorded = summary["best_validation"]["cost_vs_best_static"]
+    lines = []
+    other = tiny_config(total_timesteps=384, env={"synthetic": ["synthetic:poisson:rate=3,duration=1500,seed=4"],
+                                                  "episode_s": 300})
+    resumed = train(other, copy, run_dir=tmp_path / "run", resume=run, progress=False, log=lines.append)
+    (line,) = [m for m in lines if m.startswith(f"the artifact in {copy} scores ")]
+    rescored = float(line.split(" scores ")[1].split()[0])
+    assert rescored != pytest.approx(recorded, abs=1e-3)          # other windows, another figure
+    saved = [float(m.split("= ")[1].split()[0]) for m in lines if m.startswith("validation at") and "saved" in m]
+    assert all(cost < rescored + 5e-4 for cost in saved)
+    assert resumed["best_validation"]["cost_vs_best_static"] <= rescored + 5e-4
+
+
+def test_a_fresh_run_refuses_a_run_dir_holding_another_runs_checkpoints(tiny_run, tiny_config, tmp_path):
+    # Its checkpoints overwrote some of the earlier run's and sorted among the rest; --resume then
+    # continued the earlier run. A file as --run-dir crashed after the traces loaded.
+    from kpilot.errors import ConfigError
+    from kpilot.train.trainer import train
+
+    _, _, run, _ = tiny_run
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    with pytest.raises(ConfigError) as err:
+        train(tiny_config(), tmp_path / "o", run_dir=run, progress=False, log=lambda m: pytest.fail(m))
+    assert str(err.value) == (f"option --run-dir, {run}: holds an earlier run's checkpoints (ppo_256_steps.zip, ...): "
+                              f"--resume {run} continues it; for a fresh run give another --run-dir or remove it")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="option --run-dir, .*afile: is a file, not a folder"):
+        train(tiny_config(), tmp_path / "o", run_dir=tmp_path / "afile", progress=False, log=lambda m: pytest.fail(m))
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_trace_too_short_for_a_window_is_left_out_with_a_note(tiny_config, tmp_path):
+    from kpilot.errors import ConfigError
+    from kpilot.train.trainer import train
+
+    one = tmp_path / "one.csv"
+    one.write_text("timestamp,duration\n5,0.1\n")
+    lines = []
+    cfg = tiny_config(total_timesteps=128, env={"synthetic": ["synthetic:bursty:rate=4,duration=1500,seed=1"],
+                                                "traces": [str(one)], "episode_s": 300})
+    train(cfg, tmp_path / "p", run_dir=tmp_path / "run", progress=False, log=lines.append)
+    assert f"note: {one}: fewer than 2 requests in its training window 0:0.7; not used for training" in lines
+    assert any(m.startswith(f"note: {one}: fewer than 2 requests in its validation window 0.7:0.8 after the warm-up")
+               for m in lines)
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())["manifest"]
+    assert [t["source"].split(":")[1] for t in manifest["training_traces"]] == ["bursty"]
+    with pytest.raises(ConfigError) as err:
+        train(tiny_config(env={"traces": [str(one)], "synthetic": []}), tmp_path / "q", run_dir=tmp_path / "r2",
+              progress=False, log=lambda m: None)
+    assert str(err.value) == (f"option --trace / env.traces: no trace has 2 or more requests in its training "
+                              f"window 0:0.7 of its span (split.train): {one}")

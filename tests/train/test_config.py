@@ -160,6 +160,28 @@ def test_invalid_yaml_reports_the_line(tmp_path):
     assert ", line 3: invalid YAML" in str(err.value)
 
 
+def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path):
+    # PyYAML keeps the last value: the first `total_timesteps` was silently not the one trained.
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, "total_timesteps: 1000\nppo:\n  gamma: 0.9\ntotal_timesteps: 3000\n"))
+    assert str(err.value).endswith(", line 4: invalid YAML (duplicate key 'total_timesteps')")
+    with pytest.raises(ConfigError, match="line 3: invalid YAML .duplicate key 'gamma'"):
+        load_config(_write(tmp_path, "ppo:\n  gamma: 0.9\n  gamma: 0.5\n"))
+    # The same key in two sections is two keys.
+    cfg = load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\neval:\n  seed: 4\nseed: 2\n"))
+    assert (cfg.seed, cfg.eval.seed) == (2, 4)
+
+
+def test_a_bad_cold_start_model_is_refused_with_the_config_not_when_simulating(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\nsim:\n  pod:\n    cold_start: bogus\n"))
+    assert "c.yaml: sim.pod.cold_start: bad cold-start model 'bogus'" in str(err.value)
+    assert "--cold-start" not in str(err.value)          # train has no such option
+    with pytest.raises(ConfigError, match="sim.pod.cold_start: bad cold-start model 'lognormal:1'"):
+        load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\nsim:\n  pod:\n    cold_start: lognormal:1\n"))
+    assert load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\nsim:\n  pod:\n    cold_start: fixed:2\n")).sim["pod"]["cold_start"] == "fixed:2"
+
+
 def test_cli_config_error_is_one_line_exit_2(tmp_path):
     cfg = _write(tmp_path, "ppo:\n  gamma: 2\n")
     proc = subprocess.run([str(KPILOT), "train", "--config", str(cfg), "--out", str(tmp_path / "o")],

@@ -45,3 +45,14 @@ def test_train_cli_bad_trace_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "nope.csv" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_train_cli_bad_overrides_name_their_option_not_the_config_file(tmp_path):
+    # They were merged into the config first and reported as errors in ppo_default.yaml.
+    for option, value in (("--timesteps", "0"), ("--n-envs", "0")):
+        proc = subprocess.run([str(KPILOT), "train", option, value, "--out", str(tmp_path / "o")],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert f"Invalid value for '{option}'" in line and "ppo_default.yaml" not in line
+    assert not (tmp_path / "o").exists()

@@ -26,9 +26,9 @@ def train_command(
                                            "(default OUT/runs)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint zip or a run "
                                           "directory (its newest checkpoint) up to total_timesteps."),
-    timesteps: Optional[int] = typer.Option(None, "--timesteps", help="Override total_timesteps."),
+    timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="Override total_timesteps."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Override seed."),
-    n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Override n_envs."),
+    n_envs: Optional[int] = typer.Option(None, "--n-envs", min=1, help="Override n_envs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     threads: int = typer.Option(1, "--threads", help="torch threads for the PPO updates."),
 ):

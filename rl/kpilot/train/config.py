@@ -20,6 +20,7 @@ from pathlib import Path
 from kpilot.action import ActionSpec, valid_band
 from kpilot.env.reward import REWARD_UNITS, RewardConfig
 from kpilot.errors import ConfigError
+from kpilot.sim.coldstart import parse_cold_start
 from kpilot.yaml_file import number_as_text_hint, read_yaml
 
 TRACES_VAR = "KPILOT_TRACES"
@@ -287,11 +288,15 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(cfg.checkpoint.every_timesteps >= 1, "checkpoint.every_timesteps", "must be positive")
     need(bool(cfg.env.traces or cfg.env.synthetic), "env.traces", "and env.synthetic are both empty")
     try:
-        SimConfig.from_dict(cfg.sim)
+        sim = SimConfig.from_dict(cfg.sim)
     except ConfigError as exc:
         raise ConfigError(f"sim: {exc.message}", path=source) from None
     except TypeError as exc:
         raise ConfigError(f"sim: {exc}", path=source) from None
+    try:        # parsed here, not when the first simulation starts minutes later
+        parse_cold_start(sim.pod.cold_start)
+    except ConfigError as exc:
+        raise ConfigError(f"sim.pod.cold_start: {exc.message}", path=source) from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:

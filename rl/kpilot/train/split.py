@@ -62,7 +62,16 @@ def has_scored_requests(window: Trace) -> bool:
     return len(window) - window.first_scored() >= 2
 
 
-def cut_windows(traces: list[Trace], lo: float, hi: float, *, warmup_s: float = 0.0) -> list[Trace]:
-    """Each trace's [lo, hi) window; windows without scored requests are dropped."""
-    windows = [time_window(trace, lo, hi, warmup_s=warmup_s) for trace in traces]
-    return [w for w in windows if has_scored_requests(w)]
+def usable_windows(specs: list[str], traces: list[Trace], split: tuple[float, float], purpose: str, *,
+                   warmup_s: float = 0.0, log=print) -> list[Trace]:
+    """Each trace's `split` window (fractions) that has 2 or more scored requests; a trace whose
+    window has fewer is left out of `purpose` with a note through `log`, never silently."""
+    kept = []
+    for spec, trace in zip(specs, traces):
+        window = time_window(trace, *split, warmup_s=warmup_s)
+        if has_scored_requests(window):
+            kept.append(window)
+        else:
+            log(f"note: {spec}: fewer than 2 requests in its {purpose} window {split[0]:g}:{split[1]:g}"
+                f"{' after the warm-up' if warmup_s else ''}; not used for {purpose}")
+    return kept

@@ -35,7 +35,7 @@ from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
 from kpilot.train.config import TrainConfig, traces_dir
 from kpilot.train.export import build_manifest, export_bytes, export_policy, trace_record
-from kpilot.train.split import cut_windows, has_scored_requests, time_window, time_window_s
+from kpilot.train.split import has_scored_requests, time_window, time_window_s, usable_windows
 
 # Simulator capacity for 64 parallel training simulations (memory), not a Knative setting.
 TRAINING_CAPACITY = {"max_pods": 192, "unlimited_in_service": 256, "queue_capacity": 20_000}
@@ -92,7 +92,7 @@ class Validator:
 
 
 def validation_bases(traces, cfg: TrainConfig, sim: SimConfig) -> list[float]:
-    """For each validation window cut_windows keeps, the static target tuned on the window before
+    """For each validation window usable_windows keeps, the static target tuned on the window before
     it (kpilot.evaluate.baselines.tuning_window; the whole training window where that is empty),
     as `kpilot tune` would give the Service's base target."""
     from kpilot.evaluate.baselines import tune_static, tuning_window
@@ -153,20 +153,46 @@ def _plain(x):
     return x
 
 
-def _previous_best(out: Path) -> dict | None:
-    """When resuming into an existing artifact, its validation result is the one to beat: from
-    manifest.json, else the copy policy.json carries. An artifact whose result cannot be read is
-    an error, not a result of None: the resumed run would replace a better policy."""
+def _previous_artifact(out: Path):
+    """When resuming into an existing artifact, the policy a resumed run must beat (None when
+    there is none). Its own validation figure was measured on its run's validation windows, which
+    another config or other traces change, so the run scores it again on its own (`train`). An
+    artifact that cannot be read is an error, not None: the resumed run would replace a better policy."""
+    from kpilot.errors import PolicyError
+    from kpilot.policy import load_policy
+
     if not (out / "policy.json").exists() and not (out / MANIFEST_FILE).exists():
         return None
-    for name in (MANIFEST_FILE, "policy.json"):
-        try:
-            return json.loads((out / name).read_text())["manifest"]["best_validation"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    raise ConfigError("cannot read the validation result of the artifact there (manifest.json and "
-                      "policy.json), which a resumed run must beat; move it or give another --out",
-                      path=str(out), option="--out")
+    try:
+        return load_policy(out)
+    except PolicyError as exc:
+        raise ConfigError(f"cannot read the policy artifact there ({exc.message}), which a resumed run must "
+                          "beat; move it or give another --out", path=str(out), option="--out") from None
+
+
+def check_run_dir(run_dir: Path, resuming: bool) -> None:
+    """`--run-dir` must be a folder; a fresh run refuses one that holds an earlier run's
+    checkpoints: its own would overwrite some of them and sort among the rest, and `--resume`
+    would then continue whichever run got furthest."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("is a file, not a folder", path=str(run_dir), option="--run-dir")
+    earlier = sorted((run_dir / "checkpoints").glob("*_steps.zip")) if (run_dir / "checkpoints").is_dir() else []
+    if earlier and not resuming:
+        raise ConfigError(f"holds an earlier run's checkpoints ({earlier[-1].name}, ...): --resume {run_dir} "
+                          "continues it; for a fresh run give another --run-dir or remove it",
+                          path=str(run_dir), option="--run-dir")
+
+
+def checkpoint_timesteps(ckpt: Path) -> int | None:
+    """The timesteps an SB3 zip was saved at (its `data` entry), None when it cannot be read here
+    (loading it reports why)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(ckpt) as z:
+            return int(json.loads(z.read("data"))["num_timesteps"])
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, TypeError):
+        return None
 
 
 def check_out(out: Path) -> None:
@@ -220,9 +246,20 @@ def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
     return path, (vn if vn.is_file() else None)
 
 
-def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_dir: Path):
+def ppo_settings(p) -> dict:
+    """The config's PPO hyperparameters as PPO takes them (not the network: `policy_kwargs`)."""
+    lr = (lambda progress_remaining: p.learning_rate * progress_remaining) if p.lr_schedule == "linear" \
+        else p.learning_rate
+    return dict(learning_rate=lr, n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
+                gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
+                vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm)
+
+
+def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_dir: Path, cfg: TrainConfig):
     """The model and normalisation to resume, or one ConfigError: a truncated zip or pickle, or a
-    checkpoint of another observation (a version 4 run resumed under a version 3 config)."""
+    checkpoint of another observation (a version 4 run resumed under a version 3 config) or
+    network. The config's PPO and normalisation settings apply from here on, as the manifest
+    records them (SB3 would otherwise keep the checkpoint's, silently)."""
     import pickle
     import zipfile
 
@@ -231,14 +268,23 @@ def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_d
 
     try:
         vecnorm = VecNormalize.load(str(vn_path), venv) if vn_path else make_vecnorm()
-        model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"))
+        model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"),
+                         **ppo_settings(cfg.ppo))
     except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, KeyError, AssertionError,
             RuntimeError) as exc:        # RuntimeError: torch reading a corrupt policy.pth inside the zip
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot resume from it or its normalisation file ({detail}); it must be a "
                           f"whole checkpoint of a run observing {venv.observation_space.shape[0]} features "
                           "as this config does", path=str(ckpt), option="--resume") from None
+    net = model.policy_kwargs.get("net_arch")
+    wanted = {"pi": list(cfg.ppo.net_arch), "vf": list(cfg.ppo.net_arch)}
+    if net != wanted:
+        raise ConfigError(f"its network is {net}, the config's ppo.net_arch {list(cfg.ppo.net_arch)}: a "
+                          "resumed run keeps its network", path=str(ckpt), option="--resume")
+    nz = cfg.normalize
     vecnorm.training = True
+    vecnorm.norm_obs, vecnorm.norm_reward = nz.norm_obs, nz.norm_reward
+    vecnorm.clip_obs, vecnorm.clip_reward, vecnorm.gamma = nz.clip_obs, nz.clip_reward, cfg.ppo.gamma
     return vecnorm, model
 
 
@@ -258,17 +304,26 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     command = command or " ".join(shlex.quote(a) for a in ["kpilot", *sys.argv[1:]])
     # What can be refused is refused before traces load and the rule is calibrated (minutes).
     check_out(out)
+    check_run_dir(run_dir, resuming=resume is not None)
     checkpoint = find_checkpoint(Path(resume)) if resume is not None else None
-    previous_best = _previous_best(out) if resume is not None else None
+    if checkpoint is not None and (done := checkpoint_timesteps(checkpoint[0])) is not None \
+            and done >= cfg.total_timesteps:
+        raise ConfigError(f"nothing to train: {checkpoint[0]} is at {done} timesteps and total_timesteps is "
+                          f"{cfg.total_timesteps}; give a larger --timesteps", option="--timesteps")
+    previous = _previous_artifact(out) if resume is not None else None
 
     # 1. Traces, split by time.
     specs = cfg.trace_specs()
     s = cfg.split
     traces = [load_trace(spec, seed=cfg.seed) for spec in specs]
-    train_w = cut_windows(traces, *s.train)
-    val_w = cut_windows(traces, *s.validation, warmup_s=cfg.eval.warmup_s)
+    train_w = usable_windows(specs, traces, s.train, "training", log=log)
+    val_w = usable_windows(specs, traces, s.validation, "validation", warmup_s=cfg.eval.warmup_s, log=log)
     if not train_w:
-        raise ConfigError("no training window has 2 or more requests", column="env.traces")
+        raise ConfigError(f"no trace has 2 or more requests in its training window {s.train[0]:g}:{s.train[1]:g} "
+                          f"of its span (split.train): {', '.join(specs)}", option="--trace / env.traces")
+    if not val_w and cfg.eval.every_timesteps > 0:
+        log(f"note: no trace has 2 or more requests after the warm-up in its validation window "
+            f"{s.validation[0]:g}:{s.validation[1]:g}: the final model is written without validation")
     full_records = [trace_record(w, traces_dir()) for w in train_w]
     log(f"traces: {len(specs)}; training windows {s.train}, validation {s.validation}, test {s.test} (held out)")
 
@@ -300,16 +355,11 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
         ckpt, vn_path = checkpoint
         if vn_path is None:
             log(f"{ckpt}: no normalisation statistics beside it; they start afresh")
-        vecnorm, model = _load_checkpoint(ckpt, vn_path, venv, new_vecnorm, run_dir)
+        vecnorm, model = _load_checkpoint(ckpt, vn_path, venv, new_vecnorm, run_dir, cfg)
         log(f"resumed from {ckpt} at {model.num_timesteps} timesteps")
     else:
         vecnorm = new_vecnorm()
-        lr = (lambda progress_remaining: p.learning_rate * progress_remaining) if p.lr_schedule == "linear" \
-            else p.learning_rate
-        model = PPO("MlpPolicy", vecnorm, learning_rate=lr, n_steps=p.n_steps,
-                    batch_size=p.batch_size, n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda,
-                    clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
-                    max_grad_norm=p.max_grad_norm, seed=cfg.seed, device="cpu", verbose=0,
+        model = PPO("MlpPolicy", vecnorm, **ppo_settings(p), seed=cfg.seed, device="cpu", verbose=0,
                     tensorboard_log=str(run_dir / "tb"),
                     policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)},
                                    "activation_fn": torch.nn.Tanh, "log_std_init": p.log_std_init,
@@ -327,6 +377,11 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     if bases is not None:
         log(f"validation base targets (tuned on the window before each): {bases}")
     validator = Validator(val_w, eval_sim, cfg, bases) if (val_w and cfg.eval.every_timesteps > 0) else None
+    previous_best = None
+    if previous is not None and validator is not None:
+        previous_best = {**validator(previous), "timesteps": (previous.manifest.get("manifest") or {}).get("timesteps")}
+        log(f"the artifact in {out} scores {previous_best['cost_vs_best_static']:.3f} on this run's validation "
+            "windows: the one to beat")
     state = {"best": previous_best, "t0": time.perf_counter(),
              "steps0": model.num_timesteps}
 
@@ -392,5 +447,7 @@ def train_quick(out: str | Path, *, total_timesteps: int = 150_000, progress: bo
 
     cfg = load_config(None, {"env.traces": [], "total_timesteps": total_timesteps, "name": "demo",
                              "eval.rule_calibration_s": 900, "eval.every_timesteps": 50_000})
-    return train(cfg, out, progress=progress, command=f"kpilot demo --train (train_quick, {total_timesteps} steps)",
-                 log=log)
+    # Checkpoints and logs in a scratch folder: the demo resumes nothing, and runs again into the same --out.
+    with tempfile.TemporaryDirectory(prefix="kpilot-demo-run-") as run_dir:
+        return train(cfg, out, run_dir=run_dir, progress=progress,
+                     command=f"kpilot demo --train (train_quick, {total_timesteps} steps)", log=log)
