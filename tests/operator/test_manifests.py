@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -147,6 +148,18 @@ def test_deployment_is_hardened():
 def test_dockerfile_installs_the_operator_extra_without_torch():
     text = (ROOT / "operator/Dockerfile").read_text()
     assert ".[operator]" in text and "torch" not in text.replace("no torch", "") and "USER" in text
+
+
+def test_the_simulator_cache_the_image_builds_needs_no_training_libraries():
+    # The image has the `operator` extra only; its build step once imported the training
+    # environment, which needs stable-baselines3, and would have failed the build.
+    # None in sys.modules: `import torch` raises ImportError, as where it is not installed.
+    blocked = ("import sys, runpy\n"
+               "for name in ('stable_baselines3', 'torch', 'tensorboard', 'matplotlib'):\n"
+               "    sys.modules[name] = None\n"
+               "runpy.run_module('kpilot.sim.warmup', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_the_retune_component_builds_into_an_overlay_and_is_hardened(tmp_path):
