@@ -93,6 +93,10 @@ def trace_from_prometheus(
     from kpilot.traces.prometheus_export import parse_duration, read_traffic
 
     span = parse_duration(since, "--since")
+    # One row does not say how wide its bin is: the trace reader would refuse the file. (A bad
+    # --step is read_traffic's to report.)
+    if math.isfinite(step) and step > 0 and not span >= 2 * step:
+        raise ConfigError(f"expected at least two --step bins ({2 * step:g} s), got {since}", option="--since")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{str(out)!r} is a file, not a folder", option="--out")
     if not out.parent.exists():
@@ -206,27 +210,40 @@ def retune(
         raise ConfigError(f"{len(failed)} of {len(done)} Services not annotated; {failed[0]}", option="--apply")
 
 
-def _write_atomically(path: Path, write, option: str = "--timeline") -> None:
-    """Write via a temp file in the same folder, so a failure never leaves a half-written file."""
+def _write_atomically(path: Path, write, option: str = "--timeline", reading: Path | None = None) -> None:
+    """Write via a temp file in the same folder, so a failure never leaves a half-written file.
+    A symbolic link is written through (the file it names is replaced); a device, pipe or socket,
+    which a replacement would turn into a plain file, is refused, and so is `reading`, the file
+    the command reads its input from."""
     import os
     import tempfile
 
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise ConfigError(f"folder {str(path.parent)!r} does not exist", option=option)
-    if path.is_dir():
+    target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():
+        what = "is a file, not a folder" if target.parent.exists() else "does not exist"
+        raise ConfigError(f"folder {str(path.parent)!r} {what}", option=option)
+    if target.is_dir():
         raise ConfigError(f"{str(path)!r} is a folder, not a file", option=option)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"{str(path)!r} is not a regular file (a device, pipe or socket)", option=option)
+    if reading is not None and target.exists() and reading.exists() and os.path.samefile(reading, target):
+        raise ConfigError(f"{str(path)!r} is the trace being read", option=option)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         # mkstemp's file is owner-only: give it the mode the file had, or a new file's (umask).
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask)
-        os.replace(tmp, path)
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~umask)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(path)!r} ({exc.strerror or type(exc).__name__})",
+                          option=option) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -251,7 +268,12 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
             check_range(key, value, option=option)
     given = {"cold_start": cold_start, "cores": cores, "container_concurrency": container_concurrency}
     pod = dataclasses.replace(sim.pod, **{k: v for k, v in given.items() if v is not None})
-    parse_cold_start(pod.cold_start)       # validate early: one clear line, nothing written yet
+    try:
+        parse_cold_start(pod.cold_start)       # validate early: one clear line, nothing written yet
+    except ConfigError as exc:
+        if cold_start is None and config is not None:       # the --config file's pod.cold_start
+            raise ConfigError(f"pod.cold_start: {exc.message}", path=str(config)) from None
+        raise
     return dataclasses.replace(sim, pod=pod)
 
 
@@ -292,7 +314,10 @@ def simulate(
     if timeline is not None:
         import polars as pl
 
-        _write_atomically(timeline, lambda tmp: pl.DataFrame(result.timeline).write_csv(tmp))
+        from kpilot.traces.spec import parse_spec
+
+        _write_atomically(timeline, lambda tmp: pl.DataFrame(result.timeline).write_csv(tmp),
+                          reading=parse_spec(trace).path)
     metrics = {"trace": trace, "policy": controller.name, **result.metrics}
     if json_out:
         typer.echo(json.dumps(metrics))

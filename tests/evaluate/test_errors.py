@@ -146,6 +146,10 @@ def test_report_folder_is_checked_before_the_replays(tiny_policy, tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--report", str(tmp_path / "a-file"),
            expect="--report")
+    # A run refused for its inputs creates no report folder.
+    _fails("--trace", str(tmp_path / "missing.csv"), "--policy", str(tiny_policy), "--report",
+           str(tmp_path / "new-report"), expect="missing.csv")
+    assert not (tmp_path / "new-report").exists()
 
 
 def test_window_without_requests(tiny_policy, tmp_path):

@@ -226,3 +226,47 @@ def test_config_values_knative_accepts_are_accepted(tmp_path):
     r = kpilot("simulate", "--trace", SMALL, "--config", str(path), "--json")
     assert r.returncode == 0, r.stderr
     assert 0 < json.loads(r.stdout)["max_pods"] <= 3
+
+
+def test_the_timeline_is_written_through_a_link_and_never_over_what_is_not_a_plain_file(tmp_path):
+    # A link became a plain file (its target untouched), a pipe or device was replaced, the trace
+    # being read was overwritten, and an unwritable path was a 45-line traceback.
+    trace = tmp_path / "trace.csv"
+    trace.write_text("timestamp,duration\n1,0.5\n2,0.5\n3,0.5\n")
+    (tmp_path / "sub").mkdir()
+    real = tmp_path / "sub" / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    r = kpilot("simulate", "--trace", str(trace), "--timeline", str(link), "--json")
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and real.read_text().startswith("t,arrivals,")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for timeline, needle in ((fifo, "is not a regular file (a device, pipe or socket)"),
+                             (trace, "is the trace being read"),
+                             (trace / "x.csv", "is a file, not a folder"),
+                             (Path("/proc/kpilot-x.csv"), "cannot write '/proc/kpilot-x.csv'")):
+        r = kpilot("simulate", "--trace", str(trace), "--timeline", str(timeline), "--json")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith("kpilot: error: option --timeline: ") and needle in line, line
+    assert fifo.exists() and not fifo.is_file()
+    assert trace.read_text() == "timestamp,duration\n1,0.5\n2,0.5\n3,0.5\n"
+
+
+@pytest.mark.parametrize("model", ["lognormal:1,1e200", "lognormal:1,inf", "lognormal:inf,1", "lognormal:301,1"])
+def test_a_lognormal_cold_start_must_be_finite_and_in_range(model):
+    # 1e200 overflowed (a traceback), an infinite sd drew NaN cold starts (pods never ready, exit 0).
+    r = kpilot("simulate", "--trace", SMALL, "--cold-start", model, "--json")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"kpilot: error: option --cold-start: bad cold-start model '{model}': mean must be in (0, 300] "
+        "and sd in (0, 30000] seconds")
+
+
+def test_a_bad_cold_start_in_the_config_file_names_the_file(tmp_path):
+    config = tmp_path / "sim.yaml"
+    config.write_text("pod:\n  cold_start: bogus\n")
+    r = kpilot("simulate", "--trace", SMALL, "--config", str(config), "--json")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith(f"kpilot: error: {config}: pod.cold_start: bad cold-start model 'bogus'")

@@ -161,3 +161,29 @@ def test_azure_llm_timestamps_with_a_utc_offset_are_converted_to_utc(tmp_path):
     trace = load_trace(path)
     assert trace.arrivals.tolist() == [0.0, 1.0, 3.5, 4.0]
     assert trace.meta["start_time_of_day_s"] == 13 * 3600
+
+
+def test_a_header_with_spaces_after_its_commas_is_read_by_its_names(tmp_path):
+    # Detected as generic by its stripped names, then refused: polars looked for " duration".
+    p = tmp_path / "spaced.csv"
+    p.write_text("timestamp, duration\n0,0.5\n1,0.25\n")
+    trace = load_trace(p)
+    assert list(trace.service) == [0.5, 0.25] and len(trace) == 2
+
+
+def test_a_row_with_more_fields_than_the_header_names_its_line(tmp_path):
+    p = tmp_path / "ragged.csv"
+    p.write_text("timestamp,duration\n0,0.5\n1,0.5\n2,0.5,9\n3,0.5\n")
+    assert message(p) == f"{p}, line 4: 3 fields where the header has 2"
+
+
+def test_generic_options_that_do_not_apply_are_refused(tmp_path):
+    # overhead=/decode= were silently ignored on a file that has durations; spread=banana spread.
+    p = tmp_path / "g.csv"
+    p.write_text("timestamp,duration\n0,0.5\n1,0.5\n2,0.5\n")
+    assert message(f"{p}?overhead=5").endswith("unknown option(s) overhead for generic (valid: spread)")
+    assert message(f"{p}?spread=banana") == f"{p}: option spread='banana': expected 1/0, true/false or yes/no"
+    assert list(load_trace(f"{p}?spread=False").arrivals) == [0.0, 1.0, 2.0]       # not spread
+    tokens = tmp_path / "t.csv"
+    tokens.write_text("timestamp,input_tokens,output_tokens\n0,100,10\n1,100,10\n")
+    assert load_trace(f"{tokens}?overhead=5").service.min() >= 5.0         # the LLM model applies here

@@ -266,7 +266,8 @@ def _frontier_plot(plt, path: Path, trace: str, group: list[dict], reward) -> No
         ax.plot(r["pod_seconds"] / max(1, r["requests"]), r["slo_violation_rate"], "*" if r["policy"].startswith("rl:")
                 else "s", ms=11, label=r["policy"])
     ax.set_xscale("log")
-    ax.set_xlabel("pod-seconds per request (cost)")
+    # Not "cost": the score also charges violations, lateness and cold starts (the summary's cost).
+    ax.set_xlabel("pod-seconds per request (the cost's resource term)")
     ax.set_ylabel("SLO violation rate")
     ax.legend(fontsize=7)
     ax.set_title(trace, fontsize=8)

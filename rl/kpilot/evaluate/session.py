@@ -132,8 +132,6 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     if not (math.isfinite(tune_bin_s) and tune_bin_s >= 0):
         raise ConfigError(f"expected seconds >= 0 (0: every request), got {tune_bin_s:g}", option="--tune-bin")
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
-    if report_dir is not None:
-        prepare_report_dir(Path(report_dir))     # before minutes of replays, not after
     sim = artifact.sim if artifact else SimConfig()
     reward = artifact.reward if artifact else RewardConfig()
     controllers_for(baselines, artifact)     # options checked before any replay
@@ -162,6 +160,8 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
             tuning = tuning_history(spec, full, tune_on, warmup_s, tune_bin_s)
         trace = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
         traces.append((spec, trace, tuning, full))
+    if report_dir is not None:      # after the inputs are read (a refused run leaves no folder), before the replays
+        prepare_report_dir(Path(report_dir))
     trained = training_identities(artifact) if artifact is not None else set()
     notes, not_held_out = [], set()
     for spec, trace, tuning, full in traces:

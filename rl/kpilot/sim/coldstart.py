@@ -24,6 +24,7 @@ from kpilot.errors import ConfigError
 
 KIND_FIXED, KIND_LOGNORMAL, KIND_EMPIRICAL = 0, 1, 2
 MAX_COLD_START_S = 300.0
+MAX_SD_S = 100 * MAX_COLD_START_S      # far above any measured spread (Huawei's fit: 7.1 s)
 PRESETS = {
     "huawei": "lognormal:3.24,7.10",
     "huawei-r2": "lognormal:1.0,0.8",
@@ -81,8 +82,9 @@ def parse_cold_start(spec: str) -> ColdStartModel:
             if len(parts) != 2:
                 raise ValueError("expected lognormal:MEAN,SD (seconds), e.g. lognormal:3.24,7.1")
             mean, sd = float(parts[0]), float(parts[1])
-            if not (mean > 0 and sd > 0):
-                raise ValueError("mean and sd must be > 0")
+            # Finite and bounded: an infinite sd drew NaN (a pod never ready), a huge one overflowed.
+            if not (0 < mean <= MAX_COLD_START_S and 0 < sd <= MAX_SD_S):
+                raise ValueError(f"mean must be in (0, {MAX_COLD_START_S:g}] and sd in (0, {MAX_SD_S:g}] seconds")
             return ColdStartModel(KIND_LOGNORMAL, mean, sd, spec=raw)
     except ValueError as exc:
         raise ConfigError(f"bad cold-start model {raw!r}: {exc}", option="--cold-start") from None

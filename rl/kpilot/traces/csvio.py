@@ -66,9 +66,15 @@ def column_label(header: list[str], name: str) -> str:
 
 
 def _read(path: Path, columns: list[str], overrides: dict | None = None) -> pl.DataFrame:
-    """The named columns, without the empty rows polars makes of blank lines at the file's end."""
+    """The named columns, without the empty rows polars makes of blank lines at the file's end.
+    Names are matched as `read_header` gives them, without the spaces around them (a header
+    `timestamp, duration` has a column `duration`)."""
+    in_file = {_bare(name): name for name in
+               pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy").collect_schema().names()}
+    raw = [in_file.get(name, name) for name in columns]
+    overrides = {in_file.get(k, k): v for k, v in overrides.items()} if overrides else None
     frame = pl.scan_csv(path, infer_schema=False, schema_overrides=overrides,
-                        encoding="utf8-lossy").select(columns).collect()
+                        encoding="utf8-lossy").select(raw).collect().rename(dict(zip(raw, columns)))
     blank = min(trailing_blank_lines(path), frame.height)
     if blank and frame.tail(blank).null_count().sum_horizontal().item() == blank * len(columns):
         frame = frame.head(frame.height - blank)
@@ -90,11 +96,31 @@ def trailing_blank_lines(path: Path) -> int:
     return count
 
 
+def _bare(name: str) -> str:
+    return name.lstrip("\ufeff").strip()
+
+
+def _first_ragged_row(path: Path) -> tuple[int, int, int] | None:
+    """(line, fields, header fields) of the first row with more fields than the header: polars
+    refuses such a file without saying where."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        rows = csv.reader(fh)
+        width = len(next(rows, []))
+        for row in rows:
+            if len(row) > width:
+                return rows.line_num, len(row), width
+    return None
+
+
 def read_frame(path: Path, columns: list[str]) -> pl.DataFrame:
     """The named columns as strings (for ids and text), with a TraceError on unreadable CSV."""
     try:
         frame = _read(path, columns)
     except pl.exceptions.PolarsError as exc:
+        ragged = _first_ragged_row(path)
+        if ragged is not None:
+            line, fields, width = ragged
+            raise TraceError(f"{fields} fields where the header has {width}", path=str(path), line=line) from None
         raise TraceError(f"cannot parse CSV: {str(exc).splitlines()[0]}", path=str(path)) from None
     if frame.height == 0:
         raise TraceError("no data rows", path=str(path))

@@ -53,7 +53,10 @@ def read_generic(path: Path, header: list[str], options: dict, *, service_model:
     ts = cols["timestamp"]
     origin = float(np.floor(ts.min()))
     arrivals = ts - origin
-    if options.get("spread", "1") not in ("0", "false", "no"):
+    spread = options.get("spread", "1").strip().lower()
+    if spread not in TRUE | FALSE - {""}:
+        raise TraceError(f"option spread={options['spread']!r}: expected 1/0, true/false or yes/no", path=str(path))
+    if spread in TRUE:
         arrivals = spread_whole_seconds(arrivals, seed)
     return make_trace(arrivals, service, failed, origin_s=origin, service_model=model)
 

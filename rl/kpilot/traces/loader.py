@@ -107,7 +107,8 @@ def load_trace(spec: str | Path, fmt: str | None = None, *, service_model: LlmSe
     if name == "synthetic":
         raise TraceError("--format synthetic needs a synthetic:NAME spec", path=str(path))
     reader, known = READERS[name]
-    llm = name in LLM_FORMATS
+    # A generic file with a duration column takes its service times from it: no LLM model to set.
+    llm = name in LLM_FORMATS and not (name == "generic" and "duration" in header)
     check_options(parsed.options, known | (LLM_OPTIONS if llm else set()), name, str(path))
     model = _service_model(service_model or LlmServiceModel(), parsed.options, str(path)) if llm else None
     checksum = checksum_in_background(path)
