@@ -96,7 +96,11 @@ def test_service_model_options(fx, tmp_path):
     assert t.service.std() / t.service.mean() == pytest.approx(0.5, rel=0.05)
     assert load_trace(big).service.mean() == pytest.approx(0.1, rel=0.05)  # defaults: 0.1 s, cv 1
     assert "must be positive" in message(f"{big}?service=0")
-    assert "must be non-negative" in message(f"{big}?cv=-1")
+    assert "cv=-1 must be in [0, 100]" in message(f"{big}?cv=-1")
+    # A cv beyond 100 drew nearly every time as 0 (a mean of 2e-5 s for 0.1 asked); a service
+    # beyond a week overflowed float32 with a warning printed before the error.
+    assert "cv=1e6 must be in [0, 100]" in message(f"{big}?cv=1e6")
+    assert "service=1e300 must be positive and at most 604800 s" in message(f"{big}?service=1e300")
     assert "is not a number" in message(f"{big}?service=fast")
     assert "unknown option(s) colour" in message(f"{big}?colour=red")
 
@@ -141,6 +145,9 @@ def test_wide_malformed_cells_point_at_line_and_column(tmp_path):
     assert message(p) == f"{p}, line 3, column 2 (time): non-numeric value 'abc'"
     p = write(tmp_path, "day,time,a\n0,60,1\n0,0,1\n")
     assert message(p).startswith(f"{p}, line 3, column 2 (time): time 0 does not come after")
+    p = write(tmp_path, "day,time,a\n1,0,1\n0,60,1\n")       # times of day: the day went back
+    assert message(p) == (f"{p}, line 3, column 2 (time): day 0 time 60 does not come after the previous "
+                          "row's day 1 time 0 (rows must be in increasing day and time)")
     p = write(tmp_path, "day,time,a\n0,0,1\n3,90000,1\n")
     assert message(p).startswith(f"{p}, line 3, column 2 (time): time 90000 is not in day 3")
     p = write(tmp_path, "day,time,a\n0,0,NaN\n0,60,NaN\n")

@@ -187,3 +187,17 @@ def test_generic_options_that_do_not_apply_are_refused(tmp_path):
     tokens = tmp_path / "t.csv"
     tokens.write_text("timestamp,input_tokens,output_tokens\n0,100,10\n1,100,10\n")
     assert load_trace(f"{tokens}?overhead=5").service.min() >= 5.0         # the LLM model applies here
+
+
+def test_a_service_time_beyond_float32_is_one_line_without_a_warning(fx):
+    # numpy's overflow warning came out first: three lines on stderr for one error.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kpilot = Path(sys.executable).with_name("kpilot")
+    proc = subprocess.run([str(kpilot), "trace", "inspect", f"{fx('burstgpt8.csv')}?decode=1e40"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "needs inf s of work" in line

@@ -58,9 +58,8 @@ from kpilot.traces.csvio import (ELIDED, check_increasing, column_label, read_nu
                                  read_rows_skipping_elided, require_columns)
 from kpilot.traces.model import Trace, check_request_total, make_trace
 from kpilot.traces.selection import select_functions, selection_label
-from kpilot.traces.spec import float_option
 from kpilot.traces.spreading import bin_width, uniform_in_bins
-from kpilot.traces.synthetic import lognormal_service
+from kpilot.traces.synthetic import lognormal_options, lognormal_service
 
 WIDE_SIGNATURE = {"day", "time"}
 PER_REQUEST_SIGNATURE = {"time_worker", "totalCost_worker"}
@@ -83,12 +82,7 @@ def read_huawei_requests(path: Path, header: list[str], options: dict, *, seed: 
     funcs = function_columns(header)
     if not funcs:
         raise TraceError("no function columns (columns after day, time)", path=src, line=1)
-    mean = float_option(options, "service", 0.1, src)
-    cv = float_option(options, "cv", 1.0, src)
-    if not mean > 0:
-        raise TraceError(f"service={options['service']} must be positive", path=src)
-    if not cv >= 0:
-        raise TraceError(f"cv={options['cv']} must be non-negative", path=src)
+    mean, cv = lognormal_options(options, src, 0.1)
     if "function" in options:  # select by name before reading, so only those columns are parsed
         keep = select_functions(np.array(funcs), np.zeros(len(funcs)), options, src)
         funcs = [f for f, k in zip(funcs, keep) if k]
@@ -136,7 +130,15 @@ def _absolute_times(path: Path, header: list[str], day: np.ndarray, time: np.nda
         raise TraceError(f"time {time[i]:g} is not in day {day[i]:g} (expected seconds since day 0, "
                          f"{day[i] * DAY_S:g} <= time < {(day[i] + 1) * DAY_S:g})", path=str(path),
                          line=int(rows[i]) + 2, column=column_label(header, "time"))
-    check_increasing(path, header, "time", time, rows, order=t)
+    if of_day:      # ordered by day, then time: name both, or "time 60 after 0" reads as in order
+        back = np.diff(t) <= 0
+        if back.any():
+            i = int(np.argmax(back)) + 1
+            raise TraceError(f"day {day[i]:g} time {time[i]:g} does not come after the previous row's day "
+                             f"{day[i - 1]:g} time {time[i - 1]:g} (rows must be in increasing day and time)",
+                             path=str(path), line=int(rows[i]) + 2, column=column_label(header, "time"))
+    else:
+        check_increasing(path, header, "time", time, rows)
     return t, of_day
 
 

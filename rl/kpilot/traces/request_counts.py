@@ -32,9 +32,8 @@ import polars as pl
 from kpilot.errors import TraceError
 from kpilot.traces.csvio import check_increasing, column_label, read_frame, read_numeric, require_columns
 from kpilot.traces.model import Trace, check_request_total, make_trace
-from kpilot.traces.spec import float_option
 from kpilot.traces.spreading import bin_width, uniform_in_bins
-from kpilot.traces.synthetic import lognormal_service
+from kpilot.traces.synthetic import lognormal_options, lognormal_service
 
 SIGNATURE = {"time", "requests"}
 OPTIONS = {"service", "cv", "bin"}
@@ -63,12 +62,7 @@ def read_request_counts(path: Path, header: list[str], options: dict, *, seed: i
     means = _bin_means(path, header, frame, counts) if MEAN in header else np.full(len(t), np.nan)
     given = np.isfinite(means)
     weighted = float((means[given] * counts[given]).sum() / counts[given].sum()) if counts[given].sum() else None
-    fallback = float_option(options, "service", weighted or DEFAULT_SERVICE_S, src)
-    cv = float_option(options, "cv", 1.0, src)
-    if not fallback > 0:
-        raise TraceError(f"service={options['service']} must be positive", path=src)
-    if not cv >= 0:
-        raise TraceError(f"cv={options['cv']} must be non-negative", path=src)
+    fallback, cv = lognormal_options(options, src, weighted or DEFAULT_SERVICE_S)
     width = bin_width(src, t, options)
 
     arrivals, service = synthesise(t - t[0], counts, means, width, np.random.default_rng(seed), cv=cv,
@@ -89,7 +83,8 @@ def synthesise(starts: np.ndarray, counts: np.ndarray, means: np.ndarray, width:
     Prometheus shows."""
     arrivals = uniform_in_bins(starts, counts, width, rng)
     per_request_mean = np.repeat(np.where(np.isfinite(means), means, fallback_s), counts)
-    service = (lognormal_service(rng, len(arrivals), 1.0, cv) * per_request_mean).astype(np.float32)
+    with np.errstate(over="ignore"):    # beyond float32: inf, which check_limits refuses
+        service = (lognormal_service(rng, len(arrivals), 1.0, cv) * per_request_mean).astype(np.float32)
     return arrivals, service
 
 

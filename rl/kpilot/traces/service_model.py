@@ -33,8 +33,9 @@ class LlmServiceModel:
         """float32 seconds for each request (token counts are clipped at 0)."""
         inp = np.maximum(np.asarray(input_tokens, dtype=np.float64), 0.0)
         out = np.maximum(np.asarray(output_tokens, dtype=np.float64), 0.0)
-        return (self.overhead_s + self.prefill_s_per_token * inp
-                + self.decode_s_per_token * out).astype(np.float32)
+        with np.errstate(over="ignore"):    # beyond float32: inf, which check_limits refuses
+            return (self.overhead_s + self.prefill_s_per_token * inp
+                    + self.decode_s_per_token * out).astype(np.float32)
 
     def as_dict(self) -> dict:
         return {"overhead_s": self.overhead_s, "prefill_s_per_token": self.prefill_s_per_token,

@@ -120,7 +120,23 @@ def _params(name: str, options: dict, seed: int) -> dict:
 def lognormal_service(rng: np.random.Generator, n: int, mean: float, cv: float) -> np.ndarray:
     """n lognormal service times (float32 s) with the given mean and coefficient of variation."""
     sigma2 = np.log1p(cv * cv)
-    return rng.lognormal(np.log(mean) - sigma2 / 2, np.sqrt(sigma2), n).astype(np.float32)
+    with np.errstate(over="ignore"):    # a draw beyond float32 is inf, which check_limits refuses
+        return rng.lognormal(np.log(mean) - sigma2 / 2, np.sqrt(sigma2), n).astype(np.float32)
+
+
+def lognormal_options(options: dict, src: str, default_service_s: float) -> tuple[float, float]:
+    """`service=` (mean seconds, default `default_service_s`) and `cv=` of a count-table reader
+    that draws lognormal service times: 0 < service <= MAX_SERVICE_S and 0 <= cv <= MAX_CV (a
+    larger cv draws nearly every time as 0 and misses the mean it was asked for)."""
+    from kpilot.traces.spec import float_option
+
+    service = float_option(options, "service", default_service_s, src)
+    cv = float_option(options, "cv", 1.0, src)
+    if not 0 < service <= MAX_SERVICE_S:
+        raise TraceError(f"service={options['service']} must be positive and at most {MAX_SERVICE_S:g} s", path=src)
+    if not 0 <= cv <= MAX_CV:
+        raise TraceError(f"cv={options['cv']} must be in [0, {MAX_CV:g}]", path=src)
+    return service, cv
 
 
 def _poisson(rng, rate: float, start: float, end: float) -> np.ndarray:
