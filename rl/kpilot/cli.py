@@ -319,6 +319,10 @@ def simulate(
         _write_atomically(timeline, lambda tmp: pl.DataFrame(result.timeline).write_csv(tmp),
                           reading=parse_spec(trace).path)
     metrics = {"trace": trace, "policy": controller.name, **result.metrics}
+    from kpilot.sim.replay import capacity_note
+
+    if note := capacity_note(result.metrics, sim):
+        err_console.print(f"kpilot: note: {note}", markup=False)
     if json_out:
         typer.echo(json.dumps(metrics))
         return

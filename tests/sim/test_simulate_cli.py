@@ -270,3 +270,26 @@ def test_a_bad_cold_start_in_the_config_file_names_the_file(tmp_path):
     r = kpilot("simulate", "--trace", SMALL, "--config", str(config), "--json")
     assert r.returncode == 2
     assert r.stderr.strip().startswith(f"kpilot: error: {config}: pod.cold_start: bad cold-start model 'bogus'")
+
+
+def test_running_out_of_the_simulators_pods_is_said_not_silent(tmp_path):
+    # 200 req/s of 10 s at one request per pod wants ~2,000 pods; the simulator has 1,000.
+    heavy = "synthetic:poisson:rate=200,duration=120,service=10,cv=0.1"
+    r = kpilot("simulate", "--trace", heavy, "--policy", "static:1", "--cold-start", "instant", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["max_pods"] == 1000 and out["pod_capacity_reached"] is True
+    assert "reached the simulator's capacity of 1000 pods (pod.max_pods)" in r.stderr
+    # Under a Knative max-scale below the capacity the bound is Knative's: no note.
+    capped = tmp_path / "sim.yaml"
+    capped.write_text("kpa:\n  max_scale: 50\n")
+    r = kpilot("simulate", "--trace", heavy, "--policy", "static:1", "--cold-start", "instant", "--json",
+               "--config", str(capped))
+    assert json.loads(r.stdout)["pod_capacity_reached"] is False and "capacity" not in r.stderr
+    assert json.loads(kpilot("simulate", "--trace", SMALL, "--json").stdout)["pod_capacity_reached"] is False
+    # A minimum scale above the capacity is refused, not run at the capacity.
+    low = tmp_path / "low.yaml"
+    low.write_text("kpa:\n  min_scale: 5\npod:\n  max_pods: 1\n")
+    r = kpilot("simulate", "--trace", SMALL, "--config", str(low), "--json")
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"kpilot: error: {low}: field kpa.min_scale: 5 is above pod.max_pods 1, the simulator's capacity"

@@ -21,6 +21,7 @@ from kpilot.evaluate.runner import (CHOICE, DEFAULT_BAND, IN_BAND, TUNED_BASELIN
                                    choose_policy_or_static, controllers_for, evaluate_trace, load_artifact,
                                    tuned_policy)
 from kpilot.sim.config import SimConfig
+from kpilot.sim.replay import capacity_note
 from kpilot.traces import load_trace
 from kpilot.train.split import time_window
 
@@ -203,6 +204,9 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                 row["tune_bin_s"] = float(tune_bin_s)       # tuned on Prometheus bins, not every request
             if metrics != "prometheus" and row["policy"].startswith(("rl:", IN_BAND)):
                 row["metrics_source"] = metrics    # the operator's source it read through
+        capped = [row["policy"] for row in r if row.get("pod_capacity_reached")]
+        if capped:
+            notes.append(f"{spec}: {', '.join(capped)}: {capacity_note({'pod_capacity_reached': True}, sim)}")
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
         own = next((row for row in r if row["policy"].startswith("rl:")), None)

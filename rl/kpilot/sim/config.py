@@ -117,6 +117,10 @@ class SimConfig:
         if kpa.max_scale and kpa.min_scale > kpa.max_scale:
             raise ConfigError(f"field kpa.min_scale: {kpa.min_scale} is above kpa.max_scale "
                               f"{kpa.max_scale}", path=source)
+        for name in ("min_scale", "initial_scale"):     # else silently run at the simulator's capacity
+            if getattr(kpa, name) > config.pod.max_pods:
+                raise ConfigError(f"field kpa.{name}: {getattr(kpa, name)} is above pod.max_pods "
+                                  f"{config.pod.max_pods}, the simulator's capacity", path=source)
         # Knative's own checks of these keys (pkg/autoscaler/config/config.go).
         if not knative_rules:
             return config

@@ -26,7 +26,16 @@ METRIC_KEYS = ("requests", "completed", "failed", "trace_failed", "rejected", "l
                "latency_p95_s", "latency_p99_s", "latency_mean_s", "slo_violation_rate", "slo_violations",
                "carried_over_violations", "late_seconds", "carried_over_late_seconds",
                "cold_starts", "cold_start_rate", "pod_seconds", "mean_pods", "max_pods",
-               "panic_seconds", "duration_s", "warmup_s")
+               "panic_seconds", "duration_s", "warmup_s", "pod_capacity_reached")
+
+
+def capacity_note(metrics: dict, config: SimConfig) -> str | None:
+    """A note when a replay ran out of the simulator's pods (pod.max_pods) below any Knative
+    max-scale: Knative would have started more, so latency and violations are the simulator's."""
+    if not metrics.get("pod_capacity_reached"):
+        return None
+    return (f"the replay reached the simulator's capacity of {config.pod.max_pods} pods (pod.max_pods), "
+            "below any Knative max-scale: its latency and SLO figures are the simulator's limit, not Knative's")
 
 
 class Controller(Protocol):
@@ -206,6 +215,9 @@ def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray)
         "pod_seconds": float(T[E.S_POD_SECONDS]),
         "mean_pods": float(T[E.S_POD_SECONDS]) / duration,
         "max_pods": int(batch.T[0, E.S_MAX_PODS]),
+        # Ran out of simulated pods where Knative's own max-scale (if any) allowed more.
+        "pod_capacity_reached": bool(batch.T[0, E.S_MAX_PODS] >= batch.config.pod.max_pods
+                                     and not 0 < batch.config.kpa.max_scale <= batch.config.pod.max_pods),
         "panic_seconds": float(T[E.S_PANIC_SECONDS]),
         "duration_s": float(duration),
         "warmup_s": trace.warmup_s,
