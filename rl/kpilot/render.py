@@ -28,5 +28,6 @@ def metrics_table(rows: list[dict], title: str = "") -> Table:
     for key, header, _ in cols:
         table.add_column(header, justify="left" if key == "policy" else "right")
     for r in rows:
-        table.add_row(*[fmt.format(r[key]) if key in r else "" for key, _, fmt in cols])
+        table.add_row(*["" if key not in r else "–" if r[key] is None else fmt.format(r[key])
+                        for key, _, fmt in cols])
     return table

@@ -293,3 +293,22 @@ def test_running_out_of_the_simulators_pods_is_said_not_silent(tmp_path):
     r = kpilot("simulate", "--trace", SMALL, "--config", str(low), "--json")
     assert r.returncode == 2
     assert r.stderr.strip() == f"kpilot: error: {low}: field kpa.min_scale: 5 is above pod.max_pods 1, the simulator's capacity"
+
+
+def test_latency_is_null_not_zero_when_no_request_finished(tmp_path):
+    # Two requests of 5,000 s: neither finishes within the replay. Latency read 0.000 (instant).
+    long = tmp_path / "long.csv"
+    long.write_text("timestamp,duration\n0,5000\n1,5000\n")
+    r = kpilot("simulate", "--trace", str(long), "--json")
+    out = json.loads(r.stdout)
+    assert out["completed"] == 0
+    assert [out[k] for k in ("latency_p50_s", "latency_p95_s", "latency_p99_s", "latency_mean_s")] == [None] * 4
+    table = kpilot("simulate", "--trace", str(long))
+    assert table.returncode == 0 and "–" in table.stdout and "0.000" not in table.stdout
+    from kpilot.evaluate.runner import mean_metrics
+    from kpilot.sim.replay import METRIC_KEYS
+
+    out = {k: out[k] for k in METRIC_KEYS}
+    done = {**out, "latency_p95_s": 2.0}
+    assert mean_metrics([out, out])["latency_p95_s"] is None
+    assert mean_metrics([out, done])["latency_p95_s"] == 2.0       # over the replays where some finished

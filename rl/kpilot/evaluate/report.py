@@ -103,6 +103,11 @@ def _fmt(x, spec):
     return "" if x is None else format(x, spec)
 
 
+def _seconds(x) -> str:
+    """A latency, or a dash where no request finished."""
+    return "–" if x is None else f"{x:.2f}"
+
+
 def _count(x) -> str:
     """A count, or the mean of counts over replays (one decimal)."""
     return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
@@ -149,7 +154,7 @@ def summary_table(rows: list[dict]) -> Table:
             table.add_row(label if i == 0 else "", name, f"{r['score']:.4f}",
                           _fmt(rat[r["policy"]]["saving_vs_kpa"], "+.1%"),
                           _vs_best(rat, group, r),
-                          f"{r['slo_violation_rate']:.2%}", f"{r['latency_p95_s']:.2f}",
+                          f"{r['slo_violation_rate']:.2%}", _seconds(r['latency_p95_s']),
                           _count(r['cold_starts']), f"{r['mean_pods']:.1f}", f"{r['requests']:,}", style=style)
         table.add_section()
     traces = len(_by_trace(rows))
@@ -182,7 +187,7 @@ def markdown_summary(rows: list[dict], reward) -> str:
             name = _label(r)
             lines.append(f"| {trace} | {name} | {r['score']:.4f} | {_fmt(rat[r['policy']]['saving_vs_kpa'], '+.1%')} "
                          f"| {_vs_best(rat, group, r)} | {r['slo_violation_rate']:.2%} "
-                         f"| {r['latency_p95_s']:.2f} | {_count(r['cold_starts'])} | {r['mean_pods']:.1f} |")
+                         f"| {_seconds(r['latency_p95_s'])} | {_count(r['cold_starts'])} | {r['mean_pods']:.1f} |")
     traces = len(_by_trace(rows))
     if traces > 1:
         agg = overall(rows)

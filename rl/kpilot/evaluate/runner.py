@@ -212,11 +212,17 @@ def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STA
 
 
 def mean_metrics(runs: list[dict]) -> dict:
-    """Several replays of one trace as one: the mean of each metric, the largest max_pods."""
+    """Several replays of one trace as one: the mean of each metric (a latency over the replays
+    in which requests finished: None in none), the largest max_pods, whether any replay ran out of
+    the simulator's pods."""
     if len(runs) == 1:
         return runs[0]
-    out = {k: float(np.mean([m[k] for m in runs])) for k in runs[0]}
+    out = {}
+    for k in runs[0]:
+        values = [m[k] for m in runs if m[k] is not None]
+        out[k] = float(np.mean(values)) if values else None
     out["max_pods"] = max(m["max_pods"] for m in runs)
+    out["pod_capacity_reached"] = any(m["pod_capacity_reached"] for m in runs)
     out["requests"] = runs[0]["requests"]          # the same trace under every seed
     return out
 

@@ -178,7 +178,8 @@ def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray)
     slo = slo_all[k:]
     completed = int(finished.sum())
     rejected = int(T[E.S_REJECTED])
-    pct = np.percentile(done, [50, 95, 99]) if len(done) else np.zeros(3)
+    # No request finished: no latency to report (None, JSON null), not a latency of 0.
+    pct = [float(x) for x in np.percentile(done, [50, 95, 99])] if len(done) else [None] * 3
     unfinished = (n - k) - completed - rejected
     # A request violates its SLO when it finished late, was rejected, or never finished. Lateness
     # is counted to completion, or to the end of the run for a request that never finished.
@@ -199,10 +200,10 @@ def summarise(batch: Batch, trace: Trace, horizon: float, at_warmup: np.ndarray)
         "failed": rejected + unfinished,
         "rejected": rejected,
         "trace_failed": trace_failed,
-        "latency_p50_s": float(pct[0]),
-        "latency_p95_s": float(pct[1]),
-        "latency_p99_s": float(pct[2]),
-        "latency_mean_s": float(done.mean()) if len(done) else 0.0,
+        "latency_p50_s": pct[0],
+        "latency_p95_s": pct[1],
+        "latency_p99_s": pct[2],
+        "latency_mean_s": float(done.mean()) if len(done) else None,
         "slo_violations": violations,
         "carried_over_violations": carried_violations,   # of those: warm-up requests due in the window
         "carried_over_late_seconds": carried_late_s,      # of late_seconds: theirs, in the window
