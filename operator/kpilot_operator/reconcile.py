@@ -64,15 +64,48 @@ def recorded(annotations: Mapping[str, str], key: str) -> str | None:
     return annotations[key] if key in annotations else annotations.get(LEGACY[key])
 
 
-def unsupported_autoscaling(annotations: Mapping[str, str]) -> str | None:
-    """Why the policy's target would mean something else on this revision, or None. The policy
-    sets a concurrency target for the KPA; under the HPA class the target is a CPU or memory
-    figure, under `metric: rps` requests per second."""
+WINDOW = "autoscaling.knative.dev/window"
+PANIC_WINDOW = "autoscaling.knative.dev/panic-window-percentage"
+AGGREGATION = "autoscaling.knative.dev/metric-aggregation-algorithm"
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def go_duration_s(text: str) -> float:
+    """A Go duration (60s, 1m30s, 1.5m) in seconds; NaN when unreadable."""
+    text = text.strip()
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return math.nan
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping | None = None) -> str | None:
+    """Why the policy's target, or what it observes, would mean something else on this revision,
+    or None. The policy sets a concurrency target for the KPA; under the HPA class the target is
+    a CPU or memory figure, under `metric: rps` requests per second. Its concurrency features are
+    Knative's averages over the windows it trained with (`trained_kpa`: the manifest's simulator
+    kpa section; Knative's defaults where absent): another stable window, panic window or a
+    weighted average would show it another load (a 300 s window reads a fifth of a new load)."""
     cls, metric = annotations.get(CLASS, KPA_CLASS), annotations.get(METRIC, "concurrency")
     if cls != KPA_CLASS:
         return f"autoscaling class {cls}: kpilot sets concurrency targets for the KPA only"
     if metric != "concurrency":
         return f"autoscaling metric {metric}: kpilot sets concurrency targets only"
+    trained = trained_kpa or {}
+    if WINDOW in annotations:
+        want = float(trained.get("stable_window_s", 60.0))
+        if not abs(go_duration_s(annotations[WINDOW]) - want) < 1e-6:
+            return (f"{WINDOW} {annotations[WINDOW]}: the policy observes concurrency averaged over the "
+                    f"{want:g} s stable window it was trained with")
+    if PANIC_WINDOW in annotations:
+        want = float(trained.get("panic_window_percentage", 10.0))
+        if not abs(parse_target(annotations[PANIC_WINDOW]) - want) < 1e-6:
+            return (f"{PANIC_WINDOW} {annotations[PANIC_WINDOW]}: the policy was trained with a panic "
+                    f"window of {want:g} %")
+    if annotations.get(AGGREGATION, "linear").strip().lower() != "linear":
+        return (f"{AGGREGATION} {annotations[AGGREGATION]}: the policy was trained on Knative's linear "
+                "window averages")
     return None
 
 
@@ -276,6 +309,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
     statuses: list[ServiceStatus] = []
     fresh = dict(last_fresh)
     kept: set[str] = set()            # owned holders that must NOT be restored this tick
+    trained_kpa = ((policy.manifest.get("manifest") or {}).get("simulator") or {}).get("kpa") \
+        if policy is not None else None
 
     def restore(holder: Holder, service: str | None, reason: str) -> None:
         if holder.owner == policy_name:
@@ -330,7 +365,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 status.reason, status.message = "RevisionNotFound", f"{rev} not found"
             elif holder.owner not in (None, policy_name):
                 status.reason, status.message = "ClaimedByOtherPolicy", f"{rev} is managed by {holder.owner}"
-            elif (why := unsupported_autoscaling(holder.annotations)) is not None:
+            elif (why := unsupported_autoscaling(holder.annotations, trained_kpa)) is not None:
                 status.reason, status.message = "UnsupportedAutoscaling", f"{rev}: {why}"
             else:
                 candidates.append((status, holder))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from kpilot_operator import guardrails
@@ -192,6 +194,12 @@ def test_dry_run_says_what_it_would_do_when_metrics_go_stale():
     ({"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev", "autoscaling.knative.dev/metric": "cpu"},
      "class hpa"),
     ({"autoscaling.knative.dev/metric": "rps"}, "metric rps"),
+    # What the policy observes would change: its concurrency features are 60 s / 10 % linear averages.
+    ({"autoscaling.knative.dev/window": "300s"}, "window 300s: the policy observes concurrency averaged "
+                                                 "over the 60 s stable window"),
+    ({"autoscaling.knative.dev/window": "sixty"}, "window sixty"),
+    ({"autoscaling.knative.dev/panic-window-percentage": "20"}, "panic window of 10 %"),
+    ({"autoscaling.knative.dev/metric-aggregation-algorithm": "weightedExponential"}, "linear window averages"),
 ])
 def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotations, why):
     # The policy's number is a concurrency target: on an HPA revision it would be a CPU percentage.
@@ -201,6 +209,17 @@ def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotatio
     # An explicit KPA on concurrency is managed as usual.
     kpa = {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev", "autoscaling.knative.dev/metric": "concurrency"}
     assert run(spec(), [SVC], [holder(**{TARGET: "70", **kpa})], {"r1": reading()}).writes[0].target == 40
+    # ... and so are the windows it was trained with, however they are written.
+    same = {"autoscaling.knative.dev/window": "1m", "autoscaling.knative.dev/panic-window-percentage": "10.0",
+            "autoscaling.knative.dev/metric-aggregation-algorithm": "Linear"}
+    assert run(spec(), [SVC], [holder(**{TARGET: "70", **same})], {"r1": reading()}).writes[0].target == 40
+
+
+def test_go_durations_read_as_knative_reads_the_window():
+    from kpilot_operator.reconcile import go_duration_s
+
+    assert [go_duration_s(t) for t in ("60s", "1m", "1m30s", "1.5m", "90000ms")] == [60, 60, 90, 90, 90]
+    assert all(math.isnan(go_duration_s(t)) for t in ("", "60", "1 m", "m", "1d"))
 
 
 def test_container_concurrency_caps_the_target_as_knative_does():
