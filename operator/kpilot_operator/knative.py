@@ -16,12 +16,12 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, replace
-from typing import Iterable, NoReturn, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping, NoReturn, Protocol
 
 from kpilot.action import is_paused, valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
-from kpilot_operator.reconcile import (BAND, BASE_TARGET, KNATIVE_DEFAULT_TARGET, Assert, Holder,
+from kpilot_operator.reconcile import (BAND, BASE_TARGET, CLUSTER_KEYS, KNATIVE_DEFAULT_TARGET, Assert, Holder,
                                        Restore, ServiceView, annotation_delta)
 from kpilot_operator.spec import selector_matches, selector_to_query
 
@@ -53,6 +53,7 @@ class KnativeInfo:
     source: str                  # where the version was read
     default_target: float = KNATIVE_DEFAULT_TARGET   # config-autoscaler's container-concurrency-target-default
     default_target_source: str = "assumed (Knative's default)"
+    cluster_autoscaling: Mapping[str, str] = field(default_factory=dict)   # reconcile.CLUSTER_KEYS
 
 
 def parse_version(text: str | None) -> tuple[int, int] | None:
@@ -114,7 +115,8 @@ def _container_concurrency(revision: dict | None) -> float:
 
 
 def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Iterable[dict],
-                 default_target: float = KNATIVE_DEFAULT_TARGET) -> dict[str, Holder]:
+                 default_target: float = KNATIVE_DEFAULT_TARGET,
+                 cluster_autoscaling: Mapping[str, str] | None = None) -> dict[str, Holder]:
     revs = {r["metadata"]["name"]: r for r in revisions}
     objs = revs.values() if write_path == "Revision" else podautoscalers
     out = {}
@@ -123,8 +125,16 @@ def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Ite
         out[meta["name"]] = Holder(write_path, meta.get("namespace", ""), meta["name"],
                                    (meta.get("labels") or {}).get(SERVICE_LABEL),
                                    meta.get("resourceVersion"), dict(meta.get("annotations") or {}),
-                                   default_target, _container_concurrency(revs.get(meta["name"])))
+                                   default_target, _container_concurrency(revs.get(meta["name"])),
+                                   dict(cluster_autoscaling or {}))
     return out
+
+
+def cluster_autoscaling_from(configmap: dict) -> dict[str, str]:
+    """config-autoscaler's stable and panic windows, keyed by the revision annotations that
+    override them (reconcile.CLUSTER_KEYS)."""
+    data = (configmap or {}).get("data") or {}
+    return {annotation: str(data[key]) for annotation, key in CLUSTER_KEYS.items() if key in data}
 
 
 def default_target_from(configmap: dict) -> float | None:
@@ -190,11 +200,13 @@ class KnativeCluster:
         # The target a revision without the annotation runs at: the cluster's, where readable
         # (a Role in knative-serving, operator/README.md); Knative's own default otherwise.
         try:
-            value = default_target_from(await self.api.get_configmap(KNATIVE_NAMESPACE, AUTOSCALER_CONFIGMAP))
+            configmap = await self.api.get_configmap(KNATIVE_NAMESPACE, AUTOSCALER_CONFIGMAP)
         except ApiError as exc:
             if exc.status not in (403, 404):
                 raise
             return info
+        value = default_target_from(configmap)
+        info = replace(info, cluster_autoscaling=cluster_autoscaling_from(configmap))
         if value is None:
             return replace(info, default_target_source=f"{AUTOSCALER_CONFIGMAP} has no usable "
                                                        f"{DEFAULT_TARGET_KEY}; assumed {KNATIVE_DEFAULT_TARGET:g}")
@@ -250,8 +262,8 @@ class KnativeCluster:
                 self.api.list_objects(PODAUTOSCALERS, namespace))
         except ApiError as exc:
             await self._missing_on_404(exc)   # gone: nothing is left to hold a target
-        default = self._info[1].default_target if self._info else KNATIVE_DEFAULT_TARGET
-        return holders_from(write_path, revisions, pas, default), pas
+        info = self._info[1] if self._info else KnativeInfo(None, write_path, "")
+        return holders_from(write_path, revisions, pas, info.default_target, info.cluster_autoscaling), pas
 
     @staticmethod
     def _ref(holder: Holder) -> tuple[Resource, str, str]:

@@ -67,6 +67,8 @@ def recorded(annotations: Mapping[str, str], key: str) -> str | None:
 WINDOW = "autoscaling.knative.dev/window"
 PANIC_WINDOW = "autoscaling.knative.dev/panic-window-percentage"
 AGGREGATION = "autoscaling.knative.dev/metric-aggregation-algorithm"
+# config-autoscaler's keys for the cluster-wide values of these annotations.
+CLUSTER_KEYS = {WINDOW: "stable-window", PANIC_WINDOW: "panic-window-percentage"}
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
@@ -80,29 +82,38 @@ def go_duration_s(text: str) -> float:
     return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
-def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping | None = None) -> str | None:
+def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping | None = None,
+                            cluster: Mapping[str, str] | None = None) -> str | None:
     """Why the policy's target, or what it observes, would mean something else on this revision,
     or None. The policy sets a concurrency target for the KPA; under the HPA class the target is
     a CPU or memory figure, under `metric: rps` requests per second. Its concurrency features are
     Knative's averages over the windows it trained with (`trained_kpa`: the manifest's simulator
     kpa section; Knative's defaults where absent): another stable window, panic window or a
-    weighted average would show it another load (a 300 s window reads a fifth of a new load)."""
+    weighted average would show it another load (a 300 s window reads a fifth of a new load).
+    `cluster`: config-autoscaler's windows, keyed by the annotations that override them."""
     cls, metric = annotations.get(CLASS, KPA_CLASS), annotations.get(METRIC, "concurrency")
     if cls != KPA_CLASS:
         return f"autoscaling class {cls}: kpilot sets concurrency targets for the KPA only"
     if metric != "concurrency":
         return f"autoscaling metric {metric}: kpilot sets concurrency targets only"
     trained = trained_kpa or {}
-    if WINDOW in annotations:
+
+    def setting(key: str) -> tuple[str, str] | None:     # (value, where it is set)
+        if key in annotations:
+            return annotations[key], key
+        if key in (cluster or {}):
+            return cluster[key], f"config-autoscaler's {CLUSTER_KEYS[key]}"
+        return None
+
+    if window := setting(WINDOW):
         want = float(trained.get("stable_window_s", 60.0))
-        if not abs(go_duration_s(annotations[WINDOW]) - want) < 1e-6:
-            return (f"{WINDOW} {annotations[WINDOW]}: the policy observes concurrency averaged over the "
+        if not abs(go_duration_s(window[0]) - want) < 1e-6:
+            return (f"{window[1]} {window[0]}: the policy observes concurrency averaged over the "
                     f"{want:g} s stable window it was trained with")
-    if PANIC_WINDOW in annotations:
+    if panic := setting(PANIC_WINDOW):
         want = float(trained.get("panic_window_percentage", 10.0))
-        if not abs(parse_target(annotations[PANIC_WINDOW]) - want) < 1e-6:
-            return (f"{PANIC_WINDOW} {annotations[PANIC_WINDOW]}: the policy was trained with a panic "
-                    f"window of {want:g} %")
+        if not abs(parse_target(panic[0]) - want) < 1e-6:
+            return f"{panic[1]} {panic[0]}: the policy was trained with a panic window of {want:g} %"
     if annotations.get(AGGREGATION, "linear").strip().lower() != "linear":
         return (f"{AGGREGATION} {annotations[AGGREGATION]}: the policy was trained on Knative's linear "
                 "window averages")
@@ -140,6 +151,9 @@ class Holder:
     annotations: Mapping[str, str]
     default_target: float = KNATIVE_DEFAULT_TARGET   # what Knative runs without the annotation
     container_concurrency: float = 0.0               # the revision's hard limit; 0: none
+    # config-autoscaler's stable window and panic window, as the annotations that override them
+    # per revision: what the revision runs where it sets neither.
+    cluster_autoscaling: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def current_target(self) -> float:
@@ -365,7 +379,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 status.reason, status.message = "RevisionNotFound", f"{rev} not found"
             elif holder.owner not in (None, policy_name):
                 status.reason, status.message = "ClaimedByOtherPolicy", f"{rev} is managed by {holder.owner}"
-            elif (why := unsupported_autoscaling(holder.annotations, trained_kpa)) is not None:
+            elif (why := unsupported_autoscaling(holder.annotations, trained_kpa,
+                                                 holder.cluster_autoscaling)) is not None:
                 status.reason, status.message = "UnsupportedAutoscaling", f"{rev}: {why}"
             else:
                 candidates.append((status, holder))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -213,6 +214,24 @@ def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotatio
     same = {"autoscaling.knative.dev/window": "1m", "autoscaling.knative.dev/panic-window-percentage": "10.0",
             "autoscaling.knative.dev/metric-aggregation-algorithm": "Linear"}
     assert run(spec(), [SVC], [holder(**{TARGET: "70", **same})], {"r1": reading()}).writes[0].target == 40
+
+
+def test_the_clusters_windows_apply_where_a_revision_sets_none():
+    from kpilot_operator.knative import cluster_autoscaling_from
+
+    cluster = cluster_autoscaling_from({"data": {"stable-window": "5m", "panic-window-percentage": "10",
+                                                 "container-concurrency-target-default": "100"}})
+    assert cluster == {"autoscaling.knative.dev/window": "5m",
+                       "autoscaling.knative.dev/panic-window-percentage": "10"}
+    wide = Holder("Revision", "ns", "r1", "s1", "1", {TARGET: "70"}, cluster_autoscaling=cluster)
+    plan = run(spec(), [SVC], [wide], {"r1": reading()})
+    assert plan.writes == [] and plan.services[0].reason == "UnsupportedAutoscaling"
+    assert "config-autoscaler's stable-window 5m: the policy observes concurrency averaged over the 60 s" \
+        in plan.services[0].message
+    # The revision's own annotation wins over the cluster's, as in Knative.
+    own = replace(wide, annotations={TARGET: "70", "autoscaling.knative.dev/window": "60s"})
+    assert run(spec(), [SVC], [own], {"r1": reading()}).writes[0].target == 40
+    assert cluster_autoscaling_from({"data": {}}) == {} and cluster_autoscaling_from(None) == {}
 
 
 def test_go_durations_read_as_knative_reads_the_window():
