@@ -73,3 +73,13 @@ class PolicyLoader:
         policy = policy_from_bytes(data, source=source.describe(), expected_sha256=source.sha256)
         self._parsed[digest] = policy
         return policy
+
+
+def interval_note(policy: ExportedPolicy, interval_s: float) -> str | None:
+    """A note when the policy decides at another interval than it was trained at: it reads request
+    rates and latency over the interval, and its smoothing counts decisions."""
+    trained = ((policy.manifest.get("manifest") or {}).get("env") or {}).get("decision_interval_s")
+    if not isinstance(trained, (int, float)) or abs(float(trained) - interval_s) < 1e-9:
+        return None
+    return (f"decisionIntervalSeconds {interval_s:g} differs from the {float(trained):g} s the policy was "
+            "trained at: its rates, latency and smoothing assume that interval")

@@ -19,7 +19,7 @@ from kpilot_operator import telemetry
 from kpilot_operator.knative import Cluster, KnativeMissing, WriteFailed
 from kpilot_operator.kube import ApiError
 from kpilot_operator.metrics import MetricsUnavailable, PodAutoscalerMetrics, PrometheusMetrics
-from kpilot_operator.policies import PolicyLoader
+from kpilot_operator.policies import PolicyLoader, interval_note
 from kpilot_operator.reconcile import Plan, Restore, Write, decide
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
@@ -179,8 +179,10 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
     if spec.mode != "Off":   # Off only restores: it needs no policy
         try:
             policy = await rt.policies.load(spec.source, namespace)
+            note = interval_note(policy, spec.interval_s)
             conds.append(condition(state, "PolicyLoaded", True, "Loaded",
-                                   f"{spec.source.describe()} sha256 {policy.sha256[:12]}", now))
+                                   f"{spec.source.describe()} sha256 {policy.sha256[:12]}"
+                                   + (f"; note: {note}" if note else ""), now))
             status["policySha256"] = policy.sha256
         except PolicyError as exc:
             telemetry.ERRORS.labels(kind="PolicyNotLoaded", **labels).inc()

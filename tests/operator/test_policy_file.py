@@ -4,6 +4,7 @@ operator's own metrics of applied targets."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,13 @@ def test_forgetting_targets_drops_only_the_revisions_not_kept():
         "kpilot_applied_target", {"namespace": ns, "service": svc, "revision": rev})
     assert value("forget-ns", "a", "a-1") == 7 and value("forget-ns", "a", "a-2") is None
     assert value("other-ns", "b", "b-1") == 3               # another namespace is not touched
+
+
+def test_a_decision_interval_other_than_the_trained_one_is_noted():
+    from kpilot.policy import load_policy
+    from kpilot_operator.policies import interval_note
+
+    shipped = load_policy(Path(__file__).resolve().parents[2] / "policies" / "default")   # trained at 30 s
+    assert interval_note(shipped, 30.0) is None
+    assert interval_note(shipped, 60.0) == ("decisionIntervalSeconds 60 differs from the 30 s the policy was "
+                                            "trained at: its rates, latency and smoothing assume that interval")
