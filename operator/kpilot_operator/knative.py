@@ -204,7 +204,9 @@ class KnativeCluster:
         except ApiError as exc:
             if exc.status not in (403, 404):
                 raise
-            return info
+            why = "not granted" if exc.status == 403 else "not found"
+            return replace(info, default_target_source=f"assumed (Knative's default): {AUTOSCALER_CONFIGMAP} "
+                                                       f"{why}, so its windows are assumed Knative's too")
         value = default_target_from(configmap)
         info = replace(info, cluster_autoscaling=cluster_autoscaling_from(configmap))
         if value is None:

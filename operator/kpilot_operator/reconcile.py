@@ -69,17 +69,21 @@ PANIC_WINDOW = "autoscaling.knative.dev/panic-window-percentage"
 AGGREGATION = "autoscaling.knative.dev/metric-aggregation-algorithm"
 # config-autoscaler's keys for the cluster-wide values of these annotations.
 CLUSTER_KEYS = {WINDOW: "stable-window", PANIC_WINDOW: "panic-window-percentage"}
-_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ns": 1e-9}
 
 
 def go_duration_s(text: str) -> float:
-    """A Go duration (60s, 1m30s, 1.5m) in seconds; NaN when unreadable."""
+    """A duration as Go's time.ParseDuration reads it (60s, 1m30s, 1.5m, +60s, 60000ms) in
+    seconds; NaN when unreadable."""
     text = text.strip()
-    parts = _GO_DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    sign, body = (-1.0, text[1:]) if text[:1] == "-" else (1.0, text[1:] if text[:1] == "+" else text)
+    if body == "0":
+        return 0.0
+    parts = _GO_DURATION.findall(body)
+    if not parts or "".join(n + u for n, u in parts) != body:
         return math.nan
-    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+    return sign * sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
 def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping | None = None,

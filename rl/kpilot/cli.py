@@ -104,9 +104,8 @@ def trace_from_prometheus(
     token = _read_token(token_file)
     traffic = read_traffic(url, namespace, since_s=span, end=end, step_s=step, by=by, token=token)
     out.mkdir(exist_ok=True)
-    folders = [out / f"{entry.name}.csv" for entry in traffic if (out / f"{entry.name}.csv").is_dir()]
-    if folders:          # before writing any: one run writes all of its traces or none
-        raise ConfigError(f"{str(folders[0])!r} is a folder, not a file", option="--out")
+    for entry in traffic:          # before writing any: one run writes all of its traces or none
+        _output_file(out / f"{entry.name}.csv", "--out")
     table = Table(title=f"{namespace}: requests per {step:g} s bin, last {since}")
     for column in ("name", "requests", "bins with requests", "mean duration (s)", "trace"):
         table.add_column(column, justify="left" if column in ("name", "trace") else "right")
@@ -210,25 +209,41 @@ def retune(
         raise ConfigError(f"{len(failed)} of {len(done)} Services not annotated; {failed[0]}", option="--apply")
 
 
-def _write_atomically(path: Path, write, option: str = "--timeline", reading: Path | None = None) -> None:
-    """Write via a temp file in the same folder, so a failure never leaves a half-written file.
-    A symbolic link is written through (the file it names is replaced); a device, pipe or socket,
-    which a replacement would turn into a plain file, is refused, and so is `reading`, the file
-    the command reads its input from."""
+def _output_file(path: Path, option: str, reading: Path | None = None) -> Path:
+    """The file an output option will replace: a symbolic link's target (written through), or
+    the path; one error line for what must not be replaced: a folder, a device, pipe or socket
+    (a replacement would turn it into a plain file), a link that loops, a missing folder, or
+    `reading`, the file the command reads its input from."""
     import os
-    import tempfile
+
+    import errno
 
     path = Path(path)
+    try:
+        os.stat(path)                 # follows links: a loop is ELOOP, a dangling link a new file
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{str(path)!r} is a symbolic link that loops", option=option) from None
     target = Path(os.path.realpath(path))
     if not target.parent.is_dir():
         what = "is a file, not a folder" if target.parent.exists() else "does not exist"
-        raise ConfigError(f"folder {str(path.parent)!r} {what}", option=option)
+        raise ConfigError(f"folder {str(target.parent)!r} {what}", option=option)
     if target.is_dir():
         raise ConfigError(f"{str(path)!r} is a folder, not a file", option=option)
     if target.exists() and not target.is_file():
         raise ConfigError(f"{str(path)!r} is not a regular file (a device, pipe or socket)", option=option)
     if reading is not None and target.exists() and reading.exists() and os.path.samefile(reading, target):
         raise ConfigError(f"{str(path)!r} is the trace being read", option=option)
+    return target
+
+
+def _write_atomically(path: Path, write, option: str = "--timeline", reading: Path | None = None) -> None:
+    """Write via a temp file in the same folder, so a failure never leaves a half-written file
+    (what may be replaced: `_output_file`)."""
+    import os
+    import tempfile
+
+    target = _output_file(path, option, reading)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

@@ -237,7 +237,8 @@ def test_the_clusters_windows_apply_where_a_revision_sets_none():
 def test_go_durations_read_as_knative_reads_the_window():
     from kpilot_operator.reconcile import go_duration_s
 
-    assert [go_duration_s(t) for t in ("60s", "1m", "1m30s", "1.5m", "90000ms")] == [60, 60, 90, 90, 90]
+    assert [go_duration_s(t) for t in ("60s", "1m", "1m30s", "1.5m", "90000ms", "+60s", "0")] == [60, 60, 90, 90, 90, 60, 0]
+    assert [round(go_duration_s(t), 9) for t in ("60000000us", "60000000\u00b5s", "60000000000ns")] == [60, 60, 60]
     assert all(math.isnan(go_duration_s(t)) for t in ("", "60", "1 m", "m", "1d"))
 
 
@@ -638,3 +639,20 @@ def test_holding_on_stale_metrics_moves_a_target_outside_a_new_band_inside():
     inside = run(sp, [ServiceView("s1", "ns", False, ("r1",), base_target=3, band=1.5)], [h], {},
                  last_fresh={"r1": NOW - 60})
     assert inside.writes == [] and inside.services[0].reason == "MetricsStaleHolding"
+
+
+@pytest.mark.parametrize("status, why", [(403, "not granted"), (404, "not found")])
+def test_an_unreadable_autoscaler_config_says_its_windows_are_assumed(status, why):
+    import asyncio
+
+    from kpilot_operator.knative import KnativeCluster
+    from kpilot_operator.kube import ApiError
+
+    class NoConfigMap:
+        async def get_configmap(self, namespace, name):
+            raise ApiError(status, "configmaps \"config-autoscaler\"")
+
+    info = asyncio.run(KnativeCluster(NoConfigMap(), version_override="1.23.0").knative())
+    assert info.cluster_autoscaling == {} and info.default_target == 100
+    assert info.default_target_source == (f"assumed (Knative's default): config-autoscaler {why}, so its "
+                                          "windows are assumed Knative's too")

@@ -243,7 +243,12 @@ def test_the_timeline_is_written_through_a_link_and_never_over_what_is_not_a_pla
     assert link.is_symlink() and real.read_text().startswith("t,arrivals,")
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    (tmp_path / "astray.csv").symlink_to("/nonexistent-kpilot-dir/x.csv")
     for timeline, needle in ((fifo, "is not a regular file (a device, pipe or socket)"),
+                             (tmp_path / "loop_a", "is a symbolic link that loops"),
+                             (tmp_path / "astray.csv", "folder '/nonexistent-kpilot-dir' does not exist"),
                              (trace, "is the trace being read"),
                              (trace / "x.csv", "is a file, not a folder"),
                              (Path("/proc/kpilot-x.csv"), "cannot write '/proc/kpilot-x.csv'")):

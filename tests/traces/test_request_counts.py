@@ -219,3 +219,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_an_output_that_may_not_be_replaced_stops_the_run_before_any_file_is_written(prometheus, tmp_path):
+    # A pipe named as one Service's file was refused only when its turn came: the others were written.
+    import os
+
+    prom = prometheus(series=SHOP)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "search.csv")
+    proc = export(prom.url, out)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith("search.csv' is not a regular file (a device, pipe or socket)")
+    assert sorted(p.name for p in out.iterdir()) == ["search.csv"]        # cart.csv not written

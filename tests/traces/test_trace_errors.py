@@ -201,3 +201,16 @@ def test_a_service_time_beyond_float32_is_one_line_without_a_warning(fx):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert "needs inf s of work" in line
+
+
+def test_a_count_tables_own_mean_duration_out_of_range_is_one_error(tmp_path):
+    # The message read options['service'], which the user had not given: a KeyError traceback.
+    p = tmp_path / "counts.csv"
+    p.write_text("time,requests,mean_duration_s\n0,1,1e6\n60,1,1e6\n")
+    assert message(p) == f"{p}: the mean duration, 1e+06 s, must be positive and at most 604800 s"
+
+
+def test_of_two_columns_alike_but_for_spaces_the_first_is_read(tmp_path):
+    p = tmp_path / "twice.csv"
+    p.write_text("timestamp,duration, duration\n0,0.5,9\n1,0.25,9\n")
+    assert list(load_trace(p).service) == [0.5, 0.25]

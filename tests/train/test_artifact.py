@@ -354,3 +354,15 @@ def test_a_trace_too_short_for_a_window_is_left_out_with_a_note(tiny_config, tmp
               progress=False, log=lambda m: None)
     assert str(err.value) == (f"option --trace / env.traces: no trace has 2 or more requests in its training "
                               f"window 0:0.7 of its span (split.train): {one}")
+
+
+def test_a_minimum_scale_above_the_training_simulators_capacity_is_refused_before_any_work(tiny_config, tmp_path):
+    from kpilot.errors import ConfigError
+    from kpilot.train.trainer import train
+
+    cfg = tiny_config(sim={"kpa": {"min_scale": 300, "initial_scale": 300}})
+    with pytest.raises(ConfigError) as err:
+        train(cfg, tmp_path / "o", progress=False, log=lambda m: pytest.fail(f"worked before refusing: {m}"))
+    assert str(err.value) == ("option --config: sim.kpa.min_scale 300 is above the training simulator's capacity "
+                              "of 192 pods (set sim.pod.max_pods)")
+    assert not (tmp_path / "o").exists()

@@ -170,6 +170,10 @@ def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path):
     # The same key in two sections is two keys.
     cfg = load_config(_write(tmp_path, "env:\n  synthetic: [synthetic:poisson]\neval:\n  seed: 4\nseed: 2\n"))
     assert (cfg.seed, cfg.eval.seed) == (2, 4)
+    # A merge key's values are defaults the mapping's own keys override, not duplicates of them.
+    cfg = load_config(_write(tmp_path, "env: {synthetic: [synthetic:poisson]}\n"
+                                       "ppo: {gamma: 0.9, <<: {n_epochs: 5, gamma: 0.5}}\n"))
+    assert (cfg.ppo.gamma, cfg.ppo.n_epochs) == (0.9, 5)
 
 
 def test_a_bad_cold_start_model_is_refused_with_the_config_not_when_simulating(tmp_path):

@@ -69,8 +69,9 @@ def _read(path: Path, columns: list[str], overrides: dict | None = None) -> pl.D
     """The named columns, without the empty rows polars makes of blank lines at the file's end.
     Names are matched as `read_header` gives them, without the spaces around them (a header
     `timestamp, duration` has a column `duration`)."""
-    in_file = {_bare(name): name for name in
-               pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy").collect_schema().names()}
+    in_file: dict[str, str] = {}
+    for name in pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy").collect_schema().names():
+        in_file.setdefault(_bare(name), name)     # the first of two alike, as read_header's index finds
     raw = [in_file.get(name, name) for name in columns]
     overrides = {in_file.get(k, k): v for k, v in overrides.items()} if overrides else None
     frame = pl.scan_csv(path, infer_schema=False, schema_overrides=overrides,

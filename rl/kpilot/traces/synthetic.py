@@ -133,7 +133,8 @@ def lognormal_options(options: dict, src: str, default_service_s: float) -> tupl
     service = float_option(options, "service", default_service_s, src)
     cv = float_option(options, "cv", 1.0, src)
     if not 0 < service <= MAX_SERVICE_S:
-        raise TraceError(f"service={options['service']} must be positive and at most {MAX_SERVICE_S:g} s", path=src)
+        what = f"service={options['service']}" if "service" in options else f"the mean duration, {service:g} s,"
+        raise TraceError(f"{what} must be positive and at most {MAX_SERVICE_S:g} s", path=src)
     if not 0 <= cv <= MAX_CV:
         raise TraceError(f"cv={options['cv']} must be in [0, {MAX_CV:g}]", path=src)
     return service, cv

@@ -47,7 +47,12 @@ def training_sim(cfg: TrainConfig) -> SimConfig:
     pod = sim.pod
     user_pod = (cfg.sim or {}).get("pod") or {}
     caps = {k: v for k, v in TRAINING_CAPACITY.items() if k not in user_pod}
-    return replace(sim, pod=replace(pod, **caps))
+    sim = replace(sim, pod=replace(pod, **caps))
+    for name in ("min_scale", "initial_scale"):     # else episodes silently run at the capacity
+        if getattr(sim.kpa, name) > sim.pod.max_pods:
+            raise ConfigError(f"sim.kpa.{name} {getattr(sim.kpa, name)} is above the training simulator's "
+                              f"capacity of {sim.pod.max_pods} pods (set sim.pod.max_pods)", option="--config")
+    return sim
 
 
 def env_config(cfg: TrainConfig, traces) -> EnvConfig:
@@ -305,6 +310,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     # What can be refused is refused before traces load and the rule is calibrated (minutes).
     check_out(out)
     check_run_dir(run_dir, resuming=resume is not None)
+    training_sim(cfg)
     checkpoint = find_checkpoint(Path(resume)) if resume is not None else None
     if checkpoint is not None and (done := checkpoint_timesteps(checkpoint[0])) is not None \
             and done >= cfg.total_timesteps:
