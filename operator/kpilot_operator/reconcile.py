@@ -68,7 +68,8 @@ WINDOW = "autoscaling.knative.dev/window"
 PANIC_WINDOW = "autoscaling.knative.dev/panic-window-percentage"
 AGGREGATION = "autoscaling.knative.dev/metric-aggregation-algorithm"
 # config-autoscaler's keys for the cluster-wide values of these annotations.
-CLUSTER_KEYS = {WINDOW: "stable-window", PANIC_WINDOW: "panic-window-percentage"}
+CLUSTER_KEYS = {WINDOW: "stable-window", PANIC_WINDOW: "panic-window-percentage",
+                UTILIZATION: "container-concurrency-target-percentage"}
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ns": 1e-9}
 
@@ -173,9 +174,10 @@ class Holder:
     @property
     def utilization(self) -> float:
         """The share of the target Knative aims for per pod: the revision's
-        target-utilization-percentage annotation (1-100), else Knative's default 70 %."""
+        target-utilization-percentage annotation (1-100), else the cluster's
+        container-concurrency-target-percentage, else Knative's default 70 %."""
         try:
-            value = float(self.annotations[UTILIZATION])
+            value = float({**self.cluster_autoscaling, **self.annotations}[UTILIZATION])
         except (KeyError, ValueError):
             return KNATIVE_DEFAULT_UTILIZATION
         return value / 100.0 if math.isfinite(value) and 1.0 <= value <= 100.0 else KNATIVE_DEFAULT_UTILIZATION

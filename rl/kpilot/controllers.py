@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kpilot.errors import ConfigError
-from kpilot.observation import METRICS_SOURCES, encode, pod_autoscaler_readings
+from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, METRICS_SOURCES, encode, pod_autoscaler_readings
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.replay import KpaDefault, StaticTarget
 
@@ -28,6 +28,9 @@ class PolicyController:
     metrics: str = "prometheus"
     bounds: tuple[float, float] | None = None
     base: float | None = None
+    # With metrics "kubernetes": the utilization the PodAutoscaler's desired scale is inverted at,
+    # the simulator's container_concurrency_target_percentage / 100 (the operator: the revision's).
+    utilization: float = KNATIVE_DEFAULT_UTILIZATION
 
     def __post_init__(self):
         if self.metrics not in METRICS_SOURCES:
@@ -36,7 +39,7 @@ class PolicyController:
     def decide(self, raw_obs: dict, *, first: bool = False) -> float:
         if self.metrics == "kubernetes":
             raw_obs = {**raw_obs, **pod_autoscaler_readings(raw_obs["ready_pods"], raw_obs["desired_pods"],
-                                                            raw_obs["target"])}
+                                                            raw_obs["target"], self.utilization)}
         base = None
         if self.policy.observes_base:
             base = self.base if self.base is not None else raw_obs["target"]

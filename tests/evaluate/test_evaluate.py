@@ -243,6 +243,12 @@ def test_kubernetes_metrics_show_the_policy_only_what_a_podautoscaler_reads(tiny
     assert runs["kubernetes"][1:] == runs["prometheus"][1:]
     with pytest.raises(ValueError, match="metrics must be one of prometheus, kubernetes"):
         rl_controller(art, "statsd")
+    # Inverted at the utilization the replays' Knative aims for (it was always 70 %).
+    from dataclasses import replace
+
+    half = replace(art, sim=replace(art.sim, kpa=replace(art.sim.kpa, container_concurrency_target_percentage=50.0)))
+    assert rl_controller(half, "kubernetes").utilization == 0.5 and k8s.utilization == 0.7
+    assert rl_controller(half, "kubernetes").decide(raw) == prom.decide({**raw, **pod_autoscaler_readings(3.0, 4.0, 2.5, 0.5)})
 
 
 def _cost_before(trace: str, controller, art) -> float:

@@ -656,3 +656,13 @@ def test_an_unreadable_autoscaler_config_says_its_windows_are_assumed(status, wh
     assert info.cluster_autoscaling == {} and info.default_target == 100
     assert info.default_target_source == (f"assumed (Knative's default): config-autoscaler {why}, so its "
                                           "windows are assumed Knative's too")
+
+
+def test_the_clusters_utilization_applies_where_a_revision_sets_none():
+    from kpilot_operator.knative import cluster_autoscaling_from
+
+    cluster = cluster_autoscaling_from({"data": {"container-concurrency-target-percentage": "50"}})
+    assert Holder("Revision", "ns", "r1", "s1", "1", {}, cluster_autoscaling=cluster).utilization == 0.5
+    own = {"autoscaling.knative.dev/target-utilization-percentage": "80"}
+    assert Holder("Revision", "ns", "r1", "s1", "1", own, cluster_autoscaling=cluster).utilization == 0.8
+    assert Holder("Revision", "ns", "r1", "s1", "1", {}).utilization == 0.7

@@ -102,7 +102,13 @@ def _number(name: str, value, low: float, *, strict: bool = False) -> float:
 
 def rl_controller(artifact: Artifact, metrics: str = "prometheus") -> PolicyController:
     return PolicyController(artifact.policy, interval_s=artifact.interval_s, name=f"rl:{artifact.name}",
-                            metrics=metrics)
+                            metrics=metrics, utilization=replay_utilization(artifact))
+
+
+def replay_utilization(artifact: Artifact) -> float:
+    """The utilization the replays' Knative aims for, at which a Prometheus-less policy inverts
+    the desired scale (the operator uses each revision's)."""
+    return artifact.sim.kpa.container_concurrency_target_percentage / 100.0
 
 
 @dataclass
@@ -126,7 +132,7 @@ def tuned_policy(artifact: Artifact, base: float, band: float | None, tuned_on, 
                  metrics: str = "prometheus", chose: str | None = None) -> TunedPolicy:
     return TunedPolicy(artifact.policy, interval_s=artifact.interval_s, name=name, metrics=metrics,
                        bounds=None if band is None else band_bounds(base, band), base=base, band=band,
-                       tuned_on=tuple(tuned_on), chose=chose)
+                       tuned_on=tuple(tuned_on), chose=chose, utilization=replay_utilization(artifact))
 
 
 def parse_baselines(text: str | None) -> list[str]:
