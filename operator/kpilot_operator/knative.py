@@ -131,8 +131,8 @@ def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Ite
 
 
 def cluster_autoscaling_from(configmap: dict) -> dict[str, str]:
-    """config-autoscaler's stable and panic windows, keyed by the revision annotations that
-    override them (reconcile.CLUSTER_KEYS)."""
+    """config-autoscaler's stable window, panic window and utilization, keyed by the revision
+    annotations that override them (reconcile.CLUSTER_KEYS)."""
     data = (configmap or {}).get("data") or {}
     return {annotation: str(data[key]) for annotation, key in CLUSTER_KEYS.items() if key in data}
 

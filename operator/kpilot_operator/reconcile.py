@@ -74,6 +74,18 @@ _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|h|m|s
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ns": 1e-9}
 
 
+def autoscaling_setting(annotations: Mapping[str, str], cluster: Mapping[str, str] | None,
+                        key: str) -> tuple[str, str] | None:
+    """(value, where it is set) of an autoscaling annotation `key` as Knative resolves it: the
+    revision's annotation, else config-autoscaler's cluster-wide value (`cluster`, keyed as in
+    CLUSTER_KEYS); None when neither sets it."""
+    if key in annotations:
+        return annotations[key], key
+    if key in (cluster or {}):
+        return cluster[key], f"config-autoscaler's {CLUSTER_KEYS[key]}"
+    return None
+
+
 def go_duration_s(text: str) -> float:
     """A duration as Go's time.ParseDuration reads it (60s, 1m30s, 1.5m, +60s, 60000ms) in
     seconds; NaN when unreadable."""
@@ -95,27 +107,19 @@ def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping
     Knative's averages over the windows it trained with (`trained_kpa`: the manifest's simulator
     kpa section; Knative's defaults where absent): another stable window, panic window or a
     weighted average would show it another load (a 300 s window reads a fifth of a new load).
-    `cluster`: config-autoscaler's windows, keyed by the annotations that override them."""
+    `cluster`: config-autoscaler's settings, keyed by the annotations that override them."""
     cls, metric = annotations.get(CLASS, KPA_CLASS), annotations.get(METRIC, "concurrency")
     if cls != KPA_CLASS:
         return f"autoscaling class {cls}: kpilot sets concurrency targets for the KPA only"
     if metric != "concurrency":
         return f"autoscaling metric {metric}: kpilot sets concurrency targets only"
     trained = trained_kpa or {}
-
-    def setting(key: str) -> tuple[str, str] | None:     # (value, where it is set)
-        if key in annotations:
-            return annotations[key], key
-        if key in (cluster or {}):
-            return cluster[key], f"config-autoscaler's {CLUSTER_KEYS[key]}"
-        return None
-
-    if window := setting(WINDOW):
+    if window := autoscaling_setting(annotations, cluster, WINDOW):
         want = float(trained.get("stable_window_s", 60.0))
         if not abs(go_duration_s(window[0]) - want) < 1e-6:
             return (f"{window[1]} {window[0]}: the policy observes concurrency averaged over the "
                     f"{want:g} s stable window it was trained with")
-    if panic := setting(PANIC_WINDOW):
+    if panic := autoscaling_setting(annotations, cluster, PANIC_WINDOW):
         want = float(trained.get("panic_window_percentage", 10.0))
         if not abs(parse_target(panic[0]) - want) < 1e-6:
             return f"{panic[1]} {panic[0]}: the policy was trained with a panic window of {want:g} %"
@@ -156,8 +160,8 @@ class Holder:
     annotations: Mapping[str, str]
     default_target: float = KNATIVE_DEFAULT_TARGET   # what Knative runs without the annotation
     container_concurrency: float = 0.0               # the revision's hard limit; 0: none
-    # config-autoscaler's stable window and panic window, as the annotations that override them
-    # per revision: what the revision runs where it sets neither.
+    # config-autoscaler's stable window, panic window and utilization, keyed by the annotations
+    # that override them per revision (CLUSTER_KEYS): what the revision runs where it sets none.
     cluster_autoscaling: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -176,9 +180,12 @@ class Holder:
         """The share of the target Knative aims for per pod: the revision's
         target-utilization-percentage annotation (1-100), else the cluster's
         container-concurrency-target-percentage, else Knative's default 70 %."""
+        setting = autoscaling_setting(self.annotations, self.cluster_autoscaling, UTILIZATION)
+        if setting is None:
+            return KNATIVE_DEFAULT_UTILIZATION
         try:
-            value = float({**self.cluster_autoscaling, **self.annotations}[UTILIZATION])
-        except (KeyError, ValueError):
+            value = float(setting[0])
+        except ValueError:
             return KNATIVE_DEFAULT_UTILIZATION
         return value / 100.0 if math.isfinite(value) and 1.0 <= value <= 100.0 else KNATIVE_DEFAULT_UTILIZATION
 

@@ -336,8 +336,8 @@ def simulate(
     metrics = {"trace": trace, "policy": controller.name, **result.metrics}
     from kpilot.sim.replay import capacity_note
 
-    if note := capacity_note(result.metrics, sim):
-        err_console.print(f"kpilot: note: {note}", markup=False)
+    if result.metrics["pod_capacity_reached"]:
+        err_console.print(f"kpilot: note: {capacity_note(sim)}", markup=False)
     if json_out:
         typer.echo(json.dumps(metrics))
         return

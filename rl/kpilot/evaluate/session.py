@@ -206,7 +206,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                 row["metrics_source"] = metrics    # the operator's source it read through
         capped = [row["policy"] for row in r if row.get("pod_capacity_reached")]
         if capped:
-            notes.append(f"{spec}: {', '.join(capped)}: {capacity_note({'pod_capacity_reached': True}, sim)}")
+            notes.append(f"{spec}: {', '.join(capped)}: {capacity_note(sim)}")
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
         own = next((row for row in r if row["policy"].startswith("rl:")), None)

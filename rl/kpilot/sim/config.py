@@ -117,10 +117,9 @@ class SimConfig:
         if kpa.max_scale and kpa.min_scale > kpa.max_scale:
             raise ConfigError(f"field kpa.min_scale: {kpa.min_scale} is above kpa.max_scale "
                               f"{kpa.max_scale}", path=source)
-        for name in ("min_scale", "initial_scale"):     # else silently run at the simulator's capacity
-            if getattr(kpa, name) > config.pod.max_pods:
-                raise ConfigError(f"field kpa.{name}: {getattr(kpa, name)} is above pod.max_pods "
-                                  f"{config.pod.max_pods}, the simulator's capacity", path=source)
+        if over := config.scale_over_capacity():
+            raise ConfigError(f"field kpa.{over[0]}: {over[1]} is above pod.max_pods "
+                              f"{config.pod.max_pods}, the simulator's capacity", path=source)
         # Knative's own checks of these keys (pkg/autoscaler/config/config.go).
         if not knative_rules:
             return config
@@ -131,6 +130,14 @@ class SimConfig:
             raise ConfigError(f"field kpa.max_scale: must be between 1 and kpa.max_scale_limit "
                               f"({kpa.max_scale_limit}) when that is set, got {kpa.max_scale}", path=source)
         return config
+
+    def scale_over_capacity(self) -> tuple[str, int] | None:
+        """(key, value) of a kpa minimum or initial scale above pod.max_pods, which the simulator
+        would silently run at its capacity; None when both fit."""
+        for name in ("min_scale", "initial_scale"):
+            if getattr(self.kpa, name) > self.pod.max_pods:
+                return name, getattr(self.kpa, name)
+        return None
 
     def with_overrides(self, **kw) -> "SimConfig":
         return replace(self, **kw)

@@ -29,11 +29,10 @@ METRIC_KEYS = ("requests", "completed", "failed", "trace_failed", "rejected", "l
                "panic_seconds", "duration_s", "warmup_s", "pod_capacity_reached")
 
 
-def capacity_note(metrics: dict, config: SimConfig) -> str | None:
-    """A note when a replay ran out of the simulator's pods (pod.max_pods) below any Knative
-    max-scale: Knative would have started more, so latency and violations are the simulator's."""
-    if not metrics.get("pod_capacity_reached"):
-        return None
+def capacity_note(config: SimConfig) -> str:
+    """What to say of a replay that ran out of the simulator's pods (its metrics'
+    pod_capacity_reached): Knative would have started more, so latency and violations are the
+    simulator's."""
     return (f"the replay reached the simulator's capacity of {config.pod.max_pods} pods (pod.max_pods), "
             "below any Knative max-scale: its latency and SLO figures are the simulator's limit, not Knative's")
 

@@ -48,10 +48,9 @@ def training_sim(cfg: TrainConfig) -> SimConfig:
     user_pod = (cfg.sim or {}).get("pod") or {}
     caps = {k: v for k, v in TRAINING_CAPACITY.items() if k not in user_pod}
     sim = replace(sim, pod=replace(pod, **caps))
-    for name in ("min_scale", "initial_scale"):     # else episodes silently run at the capacity
-        if getattr(sim.kpa, name) > sim.pod.max_pods:
-            raise ConfigError(f"sim.kpa.{name} {getattr(sim.kpa, name)} is above the training simulator's "
-                              f"capacity of {sim.pod.max_pods} pods (set sim.pod.max_pods)", option="--config")
+    if over := sim.scale_over_capacity():      # its smaller capacity: checked again
+        raise ConfigError(f"sim.kpa.{over[0]} {over[1]} is above the training simulator's "
+                          f"capacity of {sim.pod.max_pods} pods (set sim.pod.max_pods)", option="--config")
     return sim
 
 
