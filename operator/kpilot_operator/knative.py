@@ -198,7 +198,7 @@ class KnativeCluster:
     async def _detect(self) -> KnativeInfo:
         info = await self._detect_version()
         # The target a revision without the annotation runs at: the cluster's, where readable
-        # (a Role in knative-serving, operator/README.md); Knative's own default otherwise.
+        # (the shipped ClusterRole grants config-autoscaler); Knative's own default otherwise.
         try:
             configmap = await self.api.get_configmap(KNATIVE_NAMESPACE, AUTOSCALER_CONFIGMAP)
         except ApiError as exc:

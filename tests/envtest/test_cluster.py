@@ -207,8 +207,8 @@ def test_operator_token_authenticates_as_the_service_account_and_cannot_read_sec
 def test_shipped_role_allows_only_what_it_must(envtest):
     from kubernetes import client
 
-    def can(verb, resource, group="", namespace="default"):
-        review = {"spec": {"resourceAttributes": {"verb": verb, "resource": resource,
+    def can(verb, resource, group="", namespace="default", name=""):
+        review = {"spec": {"resourceAttributes": {"verb": verb, "resource": resource, "name": name,
                                                   "group": group, "namespace": namespace}}}
         with envtest.operator_client() as api:
             return client.AuthorizationV1Api(api).create_self_subject_access_review(review).status.allowed
@@ -220,6 +220,11 @@ def test_shipped_role_allows_only_what_it_must(envtest):
     assert can("patch", "podautoscalers", "autoscaling.internal.knative.dev")
     assert not can("list", "secrets")
     assert not can("patch", "services", "serving.knative.dev")
+    # Knative's cluster-wide autoscaling settings, that one ConfigMap and no other.
+    assert can("get", "configmaps", namespace="knative-serving", name="config-autoscaler")
+    assert not can("get", "configmaps", namespace="knative-serving", name="config-network")
+    assert not can("list", "configmaps", namespace="knative-serving")
+    assert not can("patch", "configmaps", namespace="knative-serving", name="config-autoscaler")
 
 
 @pytest.mark.envtest

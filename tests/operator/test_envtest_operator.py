@@ -144,6 +144,37 @@ async def test_podautoscaler_path_on_knative_1_20_and_delete_restores(as_operato
 
 
 @pytest.mark.asyncio
+async def test_the_shipped_role_reads_the_clusters_autoscaler_config(as_operator, envtest_namespace, policy_file):
+    # Read as the operator's ServiceAccount: the default target and the windows come from the
+    # cluster's config-autoscaler, and a revision under a 5-minute stable window is left alone.
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    env, ns = as_operator, envtest_namespace
+    core = client.CoreV1Api(env.admin_client())
+    try:
+        core.create_namespace({"metadata": {"name": "knative-serving"}})
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    core.create_namespaced_config_map("knative-serving", {
+        "metadata": {"name": "config-autoscaler"},
+        "data": {"container-concurrency-target-default": "20", "stable-window": "5m"}})
+    env.create_knative_app(ns, "svc", service_labels={"kpilot": "on"})
+    try:
+        async with running_operator():
+            create_policy(env, ns, path_policy(ns, policy_file, prom_url=None, mode="Enforce"))
+            await eventually(lambda: service_reason(env, ns, "svc") == "UnsupportedAutoscaling",
+                             timeout=20, what="the 5-minute window seen")
+            status = policy(env, ns)["status"]
+            assert status["defaultTarget"] == 20 and status["defaultTargetSource"] == "config-autoscaler"
+            message = {s["name"]: s for s in status["services"]}["svc"]["message"]
+            assert "config-autoscaler's stable-window 5m" in message
+            assert TARGET not in annotations(env, ns, "svc-00001")
+    finally:
+        core.delete_namespaced_config_map("config-autoscaler", "knative-serving")
+
+
+@pytest.mark.asyncio
 async def test_two_replicas_one_acts_and_the_other_takes_over(as_operator, envtest_namespace, prom, policy_file,
                                                              caplog):
     # The Deployment runs two replicas with Kopf peering. Kopf pauses every operator whose

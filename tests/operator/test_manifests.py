@@ -128,6 +128,8 @@ def test_rbac_is_least_privilege():
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kpilot-operator", "namespace": "kpilot-system"}]
     for rule in role["rules"]:
         assert "secrets" not in rule["resources"] and "*" not in rule["verbs"] and "*" not in rule["resources"]
+        if "configmaps" in rule["resources"]:   # Knative's autoscaler settings only, read-only
+            assert rule["resourceNames"] == ["config-autoscaler"] and rule["verbs"] == ["get"], rule
         if {"patch", "update", "create", "delete"} & set(rule["verbs"]):
             allowed = {"revisions", "podautoscalers", "autoscalingpolicies", "autoscalingpolicies/status",
                        "events", "clusterkopfpeerings", "kopfpeerings"}
