@@ -156,9 +156,11 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     for spec, full in loaded:
         if not len(full):
             raise ConfigError(f"{spec}: the trace has no requests; nothing to score", option="--trace")
-        tuning = scored_window(spec, full, tune_on, warmup_s, "to tune on") if tune_on else None
-        if tuning is not None and tune_bin_s > 0:
+        tuning = None
+        if tune_on and tune_bin_s > 0:
             tuning = tuning_history(spec, full, tune_on, warmup_s, tune_bin_s)
+        elif tune_on:
+            tuning = scored_window(spec, full, tune_on, warmup_s, "to tune on")
         trace = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
         traces.append((spec, trace, tuning, full))
     if report_dir is not None:      # after the inputs are read (a refused run leaves no folder), before the replays
@@ -210,7 +212,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         rows.extend(r)
         results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
         own = next((row for row in r if row["policy"].startswith("rl:")), None)
-        span = float(full.meta.get("span_s") or full.span_s)
+        span = full.recorded_span_s
         if own is not None and window is not None and trace.warmup_s > 0 and span > 0 and spec not in not_held_out:
             carried = carried_from_training(artifact, trained, spec, full, window,
                                             window[0] - trace.warmup_s / span, own)
@@ -250,7 +252,7 @@ def tuning_history(spec: str, full, tune_on, warmup_s: float, bin_s: float):
     shows it at the window's end: requests per `bin_s` bin by when they finished, with their mean
     duration, re-synthesised (kpilot.evaluate.rolling.observed_history); the last bin is not
     scraped yet. A window with no finished request in its scraped bins is an error."""
-    span = float(full.meta.get("span_s") or full.span_s)
+    span = full.recorded_span_s
     start, end = tune_on[0] * span, tune_on[1] * span
     history = observed_history(full, end, end - start + warmup_s, bin_s)
     history.meta["warmup_s"] = min(warmup_s, max(0.0, history.meta["span_s"] - (end - start)))

@@ -20,7 +20,7 @@ def trace_stats(trace: Trace) -> dict:
     """Rows, failures, span, mean and peak rates, inter-arrival CV, service percentiles."""
     n = len(trace)
     arr = trace.arrivals
-    span = float(trace.meta.get("span_s", trace.span_s))
+    span = trace.recorded_span_s
     stats = {"format": trace.meta.get("format"), "source": trace.meta.get("source"), "rows": n,
              "failed": int(trace.failed.sum()), "span_s": span,
              "first_arrival_s": float(arr[0]) if n else None,

@@ -37,6 +37,12 @@ class Trace:
         """Seconds from time 0 to the last arrival (at least 1)."""
         return float(max(1.0, np.ceil(self.arrivals[-1]) if len(self.arrivals) else 1.0))
 
+    @property
+    def recorded_span_s(self) -> float:
+        """Seconds the trace covers as its reader recorded them (a count table's last bin, a
+        synthetic workload's duration), which can run past the last arrival; else span_s."""
+        return float(self.meta.get("span_s") or self.span_s)
+
     def window(self, start_s: float, end_s: float) -> "Trace":
         """The requests arriving in [start_s, end_s), re-based to start at 0 (its clock too)."""
         lo, hi = np.searchsorted(self.arrivals, [start_s, end_s], side="left")

@@ -67,7 +67,7 @@ def trace_record(trace, traces_dir: str | None = None) -> dict:
     if traces_dir and source.startswith(traces_dir.rstrip("/") + "/"):
         source = "${KPILOT_TRACES}/" + source[len(traces_dir.rstrip("/")) + 1:]
     return {"source": source, "format": meta.get("format"), "sha256": meta.get("checksum"),
-            "rows": int(meta.get("rows", len(trace))), "span_s": float(meta.get("span_s", trace.span_s))}
+            "rows": int(meta.get("rows", len(trace))), "span_s": trace.recorded_span_s}
 
 
 def build_manifest(*, name: str, config_dict: dict, env_dict: dict, sim_dict: dict, reward_dict: dict,

@@ -23,7 +23,7 @@ WARMUP_TICK_S = 2.0
 def time_window(trace: Trace, lo: float, hi: float, *, warmup_s: float = 0.0) -> Trace:
     """The requests in [lo, hi) of the trace's span (fractions), re-based to 0; with `warmup_s`,
     preceded by up to that much of the trace (never before its start), which is not scored."""
-    span = float(trace.meta.get("span_s") or trace.span_s)
+    span = trace.recorded_span_s
     start, end = lo * span, (hi * span if hi < 1.0 else span + 1.0)
     warm = WARMUP_TICK_S * math.floor(min(max(0.0, warmup_s), start) / WARMUP_TICK_S)
     begin = start - warm
@@ -39,7 +39,7 @@ def time_window(trace: Trace, lo: float, hi: float, *, warmup_s: float = 0.0) ->
 
 def time_window_s(trace: Trace, seconds: float) -> Trace:
     """The first `seconds` of a trace (all of it when shorter)."""
-    span = float(trace.meta.get("span_s") or trace.span_s)
+    span = trace.recorded_span_s
     return trace if seconds >= span else time_window(trace, 0.0, seconds / span)
 
 
