@@ -274,8 +274,15 @@ class Write:
     target: float | None          # None for a restore to "absent"
 
 
+def rounded(observation: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in observation.items()}
+
+
 @dataclass
 class ServiceStatus:
+    """One Service's outcome this tick. Where its traffic splits over several revisions, the
+    Service-level fields are the last revision's (in status.traffic order) and `by_revision` keeps
+    each one's, observation and decision included."""
     name: str
     revisions: list[str]
     reason: str
@@ -289,6 +296,10 @@ class ServiceStatus:
     def record(self, revision: str) -> None:
         """Keep this revision's outcome: a Service splitting traffic shows each one's."""
         entry = {"name": revision, "reason": self.reason}
+        if self.observation is not None:
+            entry["lastObservation"] = rounded(self.observation)
+        if self.decision is not None:
+            entry["lastDecision"] = self.decision
         if self.applied is not None:
             entry["appliedTarget"] = self.applied
         if self.message:
@@ -302,7 +313,7 @@ class ServiceStatus:
         if self.bounds is not None:
             out["bounds"] = {"minTarget": self.bounds[0], "maxTarget": self.bounds[1]}
         if self.observation is not None:
-            out["lastObservation"] = {k: round(float(v), 4) for k, v in self.observation.items()}
+            out["lastObservation"] = rounded(self.observation)
         if self.decision is not None:
             out["lastDecision"] = self.decision
         if self.applied is not None:
@@ -424,7 +435,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
     plan = Plan(writes, statuses, fresh)
     for status, holder in candidates:
         previous = holder.current_target
-        status.applied, status.message = None, ""       # this revision's outcome, recorded below
+        # This revision's outcome, recorded below: nothing carried over from another revision.
+        status.applied, status.message, status.observation, status.decision = None, "", None, None
         min_target, max_target = bounds_of[status.name]
         if holder.container_concurrency > 0:     # Knative would cap a higher target: do not write one
             max_target = min(max_target, holder.container_concurrency)

@@ -265,6 +265,22 @@ def test_a_service_splitting_traffic_shows_each_revisions_outcome():
                                        ).services[0].as_dict("now")
 
 
+def test_a_split_services_revisions_do_not_mix_their_observations():
+    # r1 observed and decided; r2 has no reading: the Service-level summary is r2's (stale,
+    # holding) and must not show r1's observation and decision as if they were r2's.
+    split = ServiceView("s1", "ns", False, ("r1", "r2"))
+    plan = run(spec(), [split], [holder("r1", **{TARGET: "70"}), holder("r2", **{TARGET: "70"})],
+               {"r1": reading()})
+    out = plan.services[0].as_dict("now")
+    entries = {e["name"]: e for e in out["revisionStatus"]}
+    assert entries["r1"]["reason"] == "Applied" and entries["r1"]["lastDecision"] == 40
+    assert entries["r1"]["lastObservation"]["concurrency_stable"] == reading()["concurrency_stable"]
+    assert entries["r2"]["reason"] == "MetricsStaleHolding"
+    assert "lastObservation" not in entries["r2"] and "lastDecision" not in entries["r2"]
+    assert out["reason"] == "MetricsStaleHolding"
+    assert "lastObservation" not in out and "lastDecision" not in out and out["appliedTarget"] == 70
+
+
 def test_targets_never_end_outside_the_bounds():
     kw = dict(max_step_ratio=10, cooldown_s=0, last_change_at=None, now=NOW)
     # A previous target just above the maximum is pulled inside, not kept by the deadband.
