@@ -54,12 +54,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
                                http=aiohttp.ClientSession())
         memo.owned_api = api
     peering = settings.peering
-    if memo.get("owned_api") is not None and peering.mandatory and not peering.standalone and peering.clusterwide:
-        try:
-            if await memo.owned_api.ensure_cluster_peering(peering.name):
-                logger.info("created the ClusterKopfPeering %s", peering.name)
-        except kube.ApiError as exc:         # e.g. its CRD, applied with the operator, not served yet
-            raise kopf.TemporaryError(f"cannot create the ClusterKopfPeering {peering.name}: {exc}", delay=5.0)
+    if memo.get("owned_api") is not None and peering.mandatory and not peering.standalone:
+        # Cluster-wide: one ClusterKopfPeering. Namespaced (`--namespace`): Kopf pauses each
+        # namespace's watch until a KopfPeering there exists, silently but for a debug line.
+        wheres = [None] if peering.clusterwide else list(memo.get("peering_namespaces") or [])
+        for where in wheres:
+            kind = "ClusterKopfPeering" if where is None else f"KopfPeering in {where}"
+            try:
+                if await memo.owned_api.ensure_peering(peering.name, where):
+                    logger.info("created the %s %s", kind, peering.name)
+            except kube.ApiError as exc:     # e.g. its CRD, applied with the operator, not served yet
+                raise kopf.TemporaryError(f"cannot create the {kind} {peering.name}: {exc}", delay=5.0)
     port = int(os.environ.get("KPILOT_METRICS_PORT", "8080"))
     if port and not memo.get("metrics_started"):
         start_http_server(port)

@@ -124,19 +124,27 @@ class KubeApi:
     async def get_secret(self, namespace: str, name: str) -> dict:
         return await self.call(self.core.read_namespaced_secret, name, namespace)
 
-    async def ensure_cluster_peering(self, name: str) -> bool:
-        """Create the ClusterKopfPeering `name` unless it exists; True if created. Kopf needs the
-        object before it acts, and the manifests cannot hold it: one `kubectl apply -k` cannot
-        create a custom resource beside the CRD that defines it."""
+    async def ensure_peering(self, name: str, namespace: str | None = None) -> bool:
+        """Create Kopf's peering object `name` unless it exists (a ClusterKopfPeering, or with
+        `namespace` a KopfPeering there); True if created. Kopf needs the object before it acts,
+        and the manifests cannot hold it: one `kubectl apply -k` cannot create a custom resource
+        beside the CRD that defines it."""
+        if namespace is None:
+            plural, body = "clusterkopfpeerings", {"kind": "ClusterKopfPeering", "metadata": {"name": name}}
+            get, create = self.custom.get_cluster_custom_object, self.custom.create_cluster_custom_object
+            where: tuple[str, ...] = ()
+        else:
+            plural, body = "kopfpeerings", {"kind": "KopfPeering", "metadata": {"name": name, "namespace": namespace}}
+            get, create = self.custom.get_namespaced_custom_object, self.custom.create_namespaced_custom_object
+            where = (namespace,)
         try:
-            await self.call(self.custom.get_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", name)
+            await self.call(get, "kopf.dev", "v1", *where, plural, name)
             return False
         except ApiError as exc:
             if exc.status != 404:
                 raise
-        body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
         try:
-            await self.call(self.custom.create_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", body)
+            await self.call(create, "kopf.dev", "v1", *where, plural, {"apiVersion": "kopf.dev/v1", **body})
         except ApiError as exc:
             if exc.status != 409:            # another replica created it first
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 
 import kopf
@@ -11,6 +12,7 @@ from kpilot import kube_credentials
 from kpilot.errors import ConfigError
 
 PRIORITY_ENV = "KPILOT_PEERING_PRIORITY"
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")   # a DNS label, as Kubernetes names namespaces
 
 
 def peering_priority(current: int = 0) -> int:
@@ -39,6 +41,14 @@ def run(*, namespaces: list[str] | None = None, standalone: bool = True,
 
     if log_format not in LOG_FORMATS:
         raise ConfigError(f"expected one of {', '.join(LOG_FORMATS)}, got {log_format!r}", option="--log-format")
+    if namespaces and not standalone:
+        # Namespaced peering needs a KopfPeering in each namespace, created at startup: only for
+        # namespaces named outright, not for a pattern whose namespaces come and go.
+        for namespace in namespaces:
+            if not NAMESPACE_NAME.fullmatch(namespace):
+                raise ConfigError(f"{namespace!r} with --no-standalone: replicas coordinate through a "
+                                  f"KopfPeering in each namespace they serve, so name each namespace "
+                                  f"(no patterns)", option="--namespace")
     peering_priority()          # a bad $KPILOT_PEERING_PRIORITY is one line here, not a failed startup
     try:                        # no credentials: one line here, not Kopf's tracebacks from its startup
         kube_credentials.load_configuration()
@@ -53,4 +63,5 @@ def run(*, namespaces: list[str] | None = None, standalone: bool = True,
         clusterwide=not namespaces,
         namespaces=namespaces or (),
         liveness_endpoint=liveness,
+        memo=kopf.Memo(peering_namespaces=list(namespaces or ())),
     )

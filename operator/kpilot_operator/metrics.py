@@ -11,7 +11,9 @@ Kubernetes (no Prometheus): PA status.actualScale / desiredScale only, through
 kpilot.observation.pod_autoscaler_readings (which `kpilot evaluate --metrics kubernetes` replays a
 policy through): the autoscaler's own decision is inverted for concurrency (stable = panic =
 desiredScale x target x utilization, the most it can have observed when it asked for that many
-pods; the revision's target-utilization-percentage, else Knative's default 70 %); request rate and latencies read 0. A
+pods; utilization as `Holder.utilization` resolves it: the revision's
+target-utilization-percentage, else config-autoscaler's container-concurrency-target-percentage,
+else Knative's default 70 %); request rate and latencies read 0. A
 degraded mode (operator/README.md has what it costs): use Prometheus in production.
 """
 

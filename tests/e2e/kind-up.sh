@@ -54,6 +54,7 @@ if ! kind load docker-image "$IMAGE" --name "$CLUSTER"; then
   arch=$(docker info -f '{{.Architecture}}' | sed 's/x86_64/amd64/;s/aarch64/arm64/')
   docker image save --platform "linux/$arch" "$IMAGE" | kind load image-archive /dev/stdin --name "$CLUSTER"
 fi
+k apply -f manifests/peering.yaml
 k apply -k tests/e2e/overlay
 k -n kpilot-system rollout restart deployment/kpilot-operator   # pick up a rebuilt image
 k -n kpilot-system rollout status deployment/kpilot-operator --timeout=180s

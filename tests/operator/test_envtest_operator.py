@@ -366,3 +366,22 @@ def test_the_operator_creates_its_cluster_peering(envtest):
                               extra_env={"KPILOT_PEERING_NAME": name})
     assert exists(), lines
     assert any(line["message"] == f"created the ClusterKopfPeering {name}" for line in lines), lines
+
+
+def test_a_namespaced_replica_creates_its_peering_and_acts(envtest, envtest_namespace, policy_file):
+    # With --namespace, Kopf waits for a KopfPeering in each namespace: none was created, so the
+    # replica never acted and said so only at debug level.
+    ns, name = envtest_namespace, f"kpilot-ns-{os.getpid()}"
+    envtest.create_knative_app(ns, "svc", revision_annotations={TARGET: "70"}, service_labels={"kpilot": "on"})
+    create_policy(envtest, ns, path_policy(ns, policy_file, prom_url=None, mode="Enforce"))
+    try:
+        lines = _operator_command(envtest, ["--no-standalone", "-n", ns],
+                                  until=lambda _: annotations(envtest, ns, "svc-00001").get(TARGET) == "40",
+                                  extra_env={"KPILOT_PEERING_NAME": name})
+        assert annotations(envtest, ns, "svc-00001").get(TARGET) == "40", lines
+        assert co(envtest).get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", name)
+        assert any(line["message"] == f"created the KopfPeering in {ns} {name}" for line in lines), lines
+    finally:   # no operator of a later test should restore this one
+        co(envtest).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p", {"metadata": {"finalizers": []}})
+        co(envtest).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p")
+

@@ -115,8 +115,14 @@ def test_kustomization_references_exist_and_build():
     require_kubectl()
     out = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
-    assert {"CustomResourceDefinition", "ClusterRole", "Deployment", "ConfigMap"} <= set(kinds)
+    built = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert {"CustomResourceDefinition", "ClusterRole", "Deployment", "ConfigMap"} <= {d["kind"] for d in built}
+    # Kopf's peering CRDs are shared by every Kopf operator: `kubectl delete -k manifests/` must
+    # not take them (and the other operators' peering objects) away; they are applied on their own.
+    crds = {d["metadata"]["name"] for d in built if d["kind"] == "CustomResourceDefinition"}
+    assert crds == {"autoscalingpolicies.kpilot.dev"}
+    peering = {d["metadata"]["name"] for d in docs("peering.yaml")}
+    assert peering == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
 
 
 def test_rbac_is_least_privilege():

@@ -443,6 +443,22 @@ def test_a_bad_peering_priority_is_one_line_before_the_operator_starts():
                                                 "expected an integer, got 'high'"]
 
 
+
+def test_a_namespace_pattern_with_peering_is_one_line_before_the_operator_starts():
+    # Replicas of a namespaced operator coordinate through a KopfPeering per namespace, created at
+    # startup: a pattern's namespaces cannot be known then.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kpilot = Path(sys.executable).with_name("kpilot")
+    proc = subprocess.run([str(kpilot), "operator", "run", "--no-standalone", "-n", "team-a", "-n", "team-*"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "kpilot: error: option --namespace: 'team-*' with --no-standalone: replicas coordinate through a "
+        "KopfPeering in each namespace they serve, so name each namespace (no patterns)"]
+
 def test_no_credentials_is_one_line_before_the_operator_starts(tmp_path):
     import os
     import subprocess
