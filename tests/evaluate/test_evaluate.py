@@ -361,3 +361,37 @@ def test_a_warm_up_reaching_into_training_is_flagged_when_its_requests_are_charg
         assert carried_from_training(artifact, identities, trained, trace, (0.8, 1.0), 0.4, carried) is None
     held_out = load_trace("synthetic:bursty:rate=4,duration=1500,seed=2")      # never trained on
     assert carried_from_training(artifact, identities, trained, held_out, (0.8, 1.0), 0.4, row) is None
+
+
+def test_each_table_column_shows_its_own_metric():
+    # The terminal table's cells, parsed back, against the JSON row each came from: a column that
+    # showed another metric (p50 as p95, violations as their rate, a ratio as a saving) would pass
+    # the label checks above.
+    from rich.console import Console
+
+    from kpilot.env.reward import RewardConfig
+    from kpilot.evaluate.report import summary_table
+
+    rows = run_evaluation([TRACE], None, ["kpa", "static:1", "static:3"], seed=2).rows
+    console = Console(width=240, record=True, color_system=None)
+    console.print(summary_table(rows))
+    cells = {}
+    for line in console.export_text().splitlines():
+        parts = [c.strip() for c in line.split("│")[1:-1]]
+        if len(parts) == 10 and parts[1].split(" ")[0] in ("kpa", "static:1", "static:3"):
+            cells[parts[1].split(" ")[0]] = parts
+    assert set(cells) == {"kpa", "static:1", "static:3"}
+    reward = RewardConfig()
+    cost = {r["policy"]: cost_per_request(r, reward) for r in rows}
+    best = min(cost["static:1"], cost["static:3"])
+    for r in rows:
+        _, _, score, vs_kpa, vs_best, slo, p95, cold, pods, requests = cells[r["policy"]]
+        assert float(score) == pytest.approx(-cost[r["policy"]], abs=5e-5)
+        assert float(vs_kpa.rstrip("%")) / 100 == pytest.approx(1 - cost[r["policy"]] / cost["kpa"], abs=5e-4)
+        if r["policy"] != "kpa":
+            assert float(vs_best) == pytest.approx(cost[r["policy"]] / best, abs=5e-4)
+        assert float(slo.rstrip("%")) / 100 == pytest.approx(r["slo_violations"] / r["requests"], abs=5e-5)
+        assert float(p95) == pytest.approx(r["latency_p95_s"], abs=5e-3)
+        assert float(cold.replace(",", "")) == r["cold_starts"]
+        assert float(pods) == pytest.approx(r["mean_pods"], abs=0.05)
+        assert int(requests.replace(",", "")) == r["requests"]

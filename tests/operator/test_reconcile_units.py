@@ -109,6 +109,34 @@ def test_decide_applies_policy_target_in_one_batch():
     assert plan.services[0].observation["concurrency_stable"] == 30 and plan.decisions == 1
 
 
+
+def test_each_revision_is_decided_on_its_own_observation():
+    # A policy whose answer moves with every feature: the decision must be the policy's answer to
+    # the revision's own readings, its current target and the time of day, revision by revision
+    # in one batched call (the constant policies elsewhere would answer anything the same).
+    from kpilot.action import ActionSpec
+    from kpilot.observation import N_FEATURES, encode
+    from kpilot.policy import policy_to_bytes
+    import numpy as np
+
+    weights = np.linspace(0.02, 0.08, N_FEATURES)[None, :]
+    policy = policy_from_bytes(policy_to_bytes(layers=[(weights, np.array([-0.3]))], obs_mean=np.zeros(N_FEATURES),
+                                               obs_var=np.ones(N_FEATURES), action_spec=ActionSpec(1.0, 200.0)))
+    services = [ServiceView("s1", "ns", False, ("r1",)), ServiceView("s2", "ns", False, ("r2",))]
+    holders = {"r1": holder("r1", "s1", **{TARGET: "70"}), "r2": holder("r2", "s2", **{TARGET: "12"})}
+    readings = {"r1": reading(), "r2": reading(concurrency_stable=3.0, request_rate=2.0, latency_p95_s=2.5)}
+    plan = decide(policy_name="p", spec=spec(bounds={"minTarget": 1, "maxTarget": 200}, maxStepRatio=100),
+                  services=services, holders=holders, readings=readings, policy=policy, last_fresh={}, now=NOW)
+
+    def expected(rev: str, current: float) -> float:
+        raw = {k: v for k, v in readings[rev].items() if k != "sample_time"}
+        obs = encode(**{**raw, "target": current, "time_of_day_s": NOW % 86400.0})
+        return guardrails.round_target(float(np.ravel(policy.target(obs))[0]))
+
+    decisions = {st.name: st.decision for st in plan.services}
+    assert decisions == {"s1": expected("r1", 70.0), "s2": expected("r2", 12.0)}
+    assert decisions["s1"] != decisions["s2"]
+
 def test_the_policy_step_limit_applies_unless_the_spec_sets_one():
     from kpilot.action import ActionSpec
     from kpilot.observation import N_FEATURES
@@ -401,6 +429,16 @@ def test_version_detection_picks_the_write_path():
 def test_prometheus_queries_are_fixed_and_namespace_scoped():
     assert QUERIES_PER_TICK == 9
     assert all('k8s_namespace_name="ns"' in promql(f, "ns", 30) for f in QUERIES)
+    # The series the observation contract names (kpilot.observation), rates over the decision
+    # interval (30 s at least: a shorter range would hold under two scrapes), and the p95.
+    sel = 'k8s_namespace_name="shop"'
+    assert promql("concurrency_stable", "shop", 45) == f"max by (kn_revision_name) (kn_revision_concurrency_stable{{{sel}}})"
+    assert promql("desired_pods", "shop", 45) == f"max by (kn_revision_name) (kn_revision_pods_desired{{{sel}}})"
+    assert promql("request_rate", "shop", 45) == (
+        f"sum by (kn_revision_name) (rate(kn_serving_invocation_duration_seconds_count{{{sel}}}[45s]))")
+    assert promql("latency_p95_s", "shop", 10) == (
+        f"histogram_quantile(0.95, sum by (kn_revision_name, le) "
+        f"(rate(kn_serving_invocation_duration_seconds_bucket{{{sel}}}[30s])))")
     series = {f: {} for f in QUERIES}
     for f in ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic"):
         series[f] = {"r1": 2.0, "r2": 1.0}
