@@ -38,8 +38,9 @@ def test_service_times_follow_the_episode_service_scale(seed):
 def test_rate_scale_replicates_or_thins_the_arrivals():
     # The 10 decision intervals after the warm-up hold 300 of the trace's requests.
     def arrivals(factor):
-        _, steps = _run(EnvConfig(episode_s=300.0, service_scale=(1.0, 1.0),
-                                  rate_scale=(factor, factor)), seed=0)
+        info, steps = _run(EnvConfig(episode_s=300.0, service_scale=(1.0, 1.0),
+                                     rate_scale=(factor, factor)), seed=0)
+        assert info["rate_scale"] == pytest.approx(factor)
         return sum(step_info["arrivals"] for _, step_info in steps)
 
     # x2: a jittered copy of each request (jitter < 1 s can move one across either end).

@@ -206,7 +206,8 @@ class BatchedAutoscalingEnv:
         span = trace.span_s
         start = float(self.rng.uniform(0.0, span - length)) if span > length else 0.0
         window = trace.window(start, start + length)
-        window = _rescale_rate(window, _log_uniform(self.rng, cfg.rate_scale), self.rng)
+        rate = _log_uniform(self.rng, cfg.rate_scale)
+        window = _rescale_rate(window, rate, self.rng)
         svc = _log_uniform(self.rng, cfg.service_scale)
         window = window.scaled(svc)
         if cfg.idle_start > 0 and self.rng.random() < cfg.idle_start:
@@ -221,7 +222,7 @@ class BatchedAutoscalingEnv:
             # its position instead of teaching a daily pattern, and held-out windows come later.
             tod = float(self.rng.uniform(0.0, 86400.0))
         info = {"trace": trace.meta.get("source", f"trace{k}"), "trace_index": k, "window_start_s": start,
-                "service_scale": svc, "time_of_day_s": tod}
+                "service_scale": svc, "rate_scale": rate, "time_of_day_s": tod}
         if cfg.observe_base:
             times, bases = self.bases[id(trace)]
             info["base_target"] = float(bases[max(0, int(np.searchsorted(times, start, side="right")) - 1)])
