@@ -402,3 +402,34 @@ def test_without_prometheus_the_desired_pods_are_the_scale_the_podautoscaler_app
     assert prometheus["ready_pods"][0] == kubernetes["ready_pods"][0] == 1
     assert prometheus["desired_pods"][0] == 0 and kubernetes["desired_pods"][0] == 1
     assert kubernetes["starting_pods"][0] == 0
+
+
+def test_latency_percentiles_are_of_the_requests_own_latencies():
+    # One pod serving one request at a time: four 1 s requests at 0.5 s finish at 1.5, 2.5, 3.5 and
+    # 4.5 s, then a 6 s one that came at 0.6 s at 10.5 s: latencies 1, 2, 3, 4 and 9.9 s.
+    # Percentiles interpolate linearly between order statistics (rank q x (n - 1) = 4q).
+    trace = make_trace([0.5, 0.5, 0.5, 0.5, 0.6], [1.0, 1.0, 1.0, 1.0, 6.0])
+    m = replay(trace, config=cfg(min_scale=1, max_scale=1, container_concurrency=1)).metrics
+    assert m["latency_p50_s"] == pytest.approx(3.0)
+    assert m["latency_p95_s"] == pytest.approx(4.0 + 0.8 * 5.9)
+    assert m["latency_p99_s"] == pytest.approx(4.0 + 0.96 * 5.9)
+    assert m["latency_mean_s"] == pytest.approx(19.9 / 5)
+
+
+def test_panic_time_is_from_the_first_tick_over_the_threshold_to_a_stable_window_after_the_last():
+    # One pod at target 1: the revision panics when the 6 s panic window averages over 1 request
+    # (2 x target per pod, the 200 % threshold). Four 4 s requests at 0 s share the one core until
+    # 16 s (concurrency 4). Ticks every 2 s: over at 2 s; the last tick whose window holds more
+    # than 6 request-seconds is 20 s (14-20 s holds 2 s at 4: 8); panic ends at the first tick more than the
+    # 60 s stable window after that, 82 s. A short request at 200 s keeps the replay running past it.
+    trace = make_trace([0.0] * 4 + [200.0], [4.0] * 4 + [0.5])
+    m = replay(trace, StaticTarget(1.0), config=cfg(min_scale=1, max_scale=1)).metrics
+    assert m["panic_seconds"] == pytest.approx(82.0 - 2.0)
+
+
+def test_cold_start_rate_is_the_share_of_requests_that_waited_for_a_pod():
+    # The revision's first pod is up at once and serves the request at 10 s; by 300.5 s the
+    # revision is at zero and that request waits for a 3 s cold start: one of two requests.
+    r = replay(make_trace([10.0, 300.5], [1.0, 1.0]), StaticTarget(1.0), config=cfg(cold_start="fixed:3"))
+    assert r.metrics["cold_starts"] == 1
+    assert r.metrics["cold_start_rate"] == pytest.approx(1 / 2)

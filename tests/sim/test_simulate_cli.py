@@ -125,21 +125,68 @@ def test_failed_run_leaves_an_existing_timeline_untouched(tmp_path):
         assert path.read_text() == "precious\n"
 
 
-def test_demo_prints_kpa_and_static_targets():
+def test_demo_compares_the_shipped_policy_with_the_rule_kpa_and_every_static_target():
+    from kpilot.evaluate.baselines import STATIC_GRID
+
     r = kpilot("demo")
     assert r.returncode == 0, r.stderr
-    assert "kpa" in r.stdout and "static:" in r.stdout
+    # The table's policy column, one row per controller, in table order; the best static target
+    # is marked where it stands.
+    rows = [line.split("│")[2].strip() for line in r.stdout.splitlines() if line.startswith("│")]
+    best = [name for name in rows if name.endswith(" (best static)")]
+    assert len(best) == 1 and best[0].startswith("static:")
+    names = [name.removesuffix(" (best static)") for name in rows]
+    assert names == ["rl:default", "rule:aimd", "kpa", *(f"static:{t:g}" for t in STATIC_GRID)]
+    assert "policies/default" in r.stdout
 
 
-def test_bench_components_report_positive_rates():
-    from kpilot.bench import bench_env, bench_retune, bench_simulator
+def test_bench_reports_what_it_measured(monkeypatch):
+    """The bench's figures are its own measurements, whatever the machine's speed: a fake clock
+    stands in for the timer where the bench times, and the simulator's rate is checked against
+    the replay's own measured seconds."""
+    import types
 
-    sim = bench_simulator(requests=20_000, repeats=1)
-    env = bench_env(num_envs=4, steps=5, repeats=1)
-    retune = bench_retune(rate=0.5, repeats=1)
-    assert sim["sim_requests"] == 20_000 and sim["sim_requests_per_s"] > 0
-    assert env["env_num_envs"] == 4 and env["env_steps_per_s"] > 0
-    assert retune["retune_requests_per_s"] == 0.5 and retune["retune_service_s"] > 0
+    import kpilot.bench as bench
+    import kpilot.retune
+
+    replays, real_replay = [], bench.replay
+
+    def recorded_replay(trace, *args, **kwargs):
+        result = real_replay(trace, *args, **kwargs)
+        replays.append(result)
+        return result
+
+    monkeypatch.setattr(bench, "replay", recorded_replay)
+    sim = bench.bench_simulator(requests=20_000, repeats=1)
+    _compile, timed = replays                     # the untimed compile run, then the timed one
+    # 200 s of Poisson arrivals at 100 req/s: 20,000 requests replayed, at their count over the
+    # replay's own seconds.
+    assert timed.metrics["requests"] == sim["sim_requests"] == 20_000
+    assert sim["sim_requests_per_s"] == pytest.approx(20_000 / timed.wall_s)
+
+    def clock(*laps):                             # perf_counter: start, end, start, end, ...
+        ticks = iter(t for lap in laps for t in (0.0, lap))
+        return types.SimpleNamespace(perf_counter=lambda: next(ticks))
+
+    # Three repeats timed 2, 4 and 5 s: 4 envs x 5 steps over each, and their median reported.
+    monkeypatch.setattr(bench, "time", clock(2.0, 4.0, 5.0))
+    env = bench.bench_env(num_envs=4, steps=5, repeats=3)
+    assert env == {"env_num_envs": 4, "env_steps_per_s": pytest.approx(20 / 4.0)}
+
+    retunes, real_retune = [], kpilot.retune.retune
+
+    def recorded_retune(traffic, *args, **kwargs):
+        retunes.append((traffic, kwargs["seeds"]))
+        return real_retune(traffic, *args, **kwargs)
+
+    monkeypatch.setattr(kpilot.retune, "retune", recorded_retune)
+    monkeypatch.setattr(bench, "time", clock(5.0, 1.0, 3.0))
+    retune = bench.bench_retune(rate=0.5, repeats=3)
+    assert retune == {"retune_requests_per_s": 0.5, "retune_service_s": pytest.approx(3.0)}
+    # Each timed run retunes one Service of 0.5 req/s (30 requests a minute) under three seeds.
+    for traffic, seeds in retunes[1:]:
+        assert seeds == [0, 1, 2] and [{count for _, count, _ in s.rows} for s in traffic] == [{30}]
+    assert len(retunes) == 4                      # one untimed compile run, three timed
 
 
 @pytest.mark.traces

@@ -1,9 +1,9 @@
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from kpilot.traces import make_trace
@@ -19,13 +19,20 @@ def run(*args):
 def test_trace_stats_is_pure_and_correct():
     t = make_trace([0.1, 0.2, 0.3, 5.5, 70.0], [1, 2, 3, 4, 5], [False, True, False, False, False],
                    format="generic", span_s=71.0)
-    s = trace_stats(t)
-    assert s["rows"] == 5 and s["failed"] == 1 and s["span_s"] == 71.0
-    assert s["peak_rate_1s_rps"] == 3 and s["peak_rate_60s_rps"] == pytest.approx(4 / 60)
-    assert s["mean_rate_rps"] == pytest.approx(5 / 71)
-    assert s["service_p50_s"] == 3 and s["service_mean_s"] == 3
-    gaps = np.diff(t.arrivals)
-    assert s["interarrival_cv"] == pytest.approx(gaps.std() / gaps.mean())
+    # Every field `kpilot trace inspect` prints, worked out by hand. Gaps: 0.1, 0.1, 5.2, 64.5 (mean
+    # 17.475, population variance 4187.31 / 4 - 17.475^2 = 741.451875). Service percentiles
+    # interpolate linearly between order statistics (numpy's default): the q-th sits at rank
+    # q x (n - 1) = 4q of 1..5, so p90 = 4 + 0.6 x (5 - 4) and p99 = 4 + 0.96.
+    assert trace_stats(t) == {
+        "format": "generic", "source": None, "rows": 5, "failed": 1, "span_s": 71.0,
+        "first_arrival_s": 0.1, "last_arrival_s": 70.0, "mean_rate_rps": pytest.approx(5 / 71),
+        "peak_rate_1s_rps": 3.0,                          # 0.1, 0.2, 0.3 in second 0
+        "peak_rate_60s_rps": pytest.approx(4 / 60),        # four in the first minute
+        "interarrival_cv": pytest.approx(math.sqrt(741.451875) / 17.475),
+        "max_gap_s": pytest.approx(64.5),
+        "service_mean_s": 3.0, "service_p50_s": 3.0,
+        "service_p90_s": pytest.approx(4.6), "service_p99_s": pytest.approx(4.96),
+    }
 
 
 def test_cli_json(fx):
