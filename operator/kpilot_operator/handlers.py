@@ -20,7 +20,7 @@ from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all
 
 # How often the timer checks whether a policy's decisionIntervalSeconds has elapsed: Kopf's timer
 # interval is fixed at registration, the decision interval is per object and may change.
-TIMER_RESOLUTION_S = float(os.environ.get("KPILOT_TIMER_RESOLUTION_S", "1.0"))
+TIMER_RESOLUTION_S = float(os.environ.get("KPILOT_TIMER_RESOLUTION_S", "1.0").strip())
 FINALIZER = "kpilot.dev/restore-targets"
 
 
@@ -42,7 +42,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kpilot.dev", key="last-handled-configuration")
     settings.posting.level = logging.WARNING          # Kopf's own log lines are not Events
-    settings.watching.server_timeout = int(os.environ.get("KPILOT_WATCH_TIMEOUT_S", "300"))  # the API wants an integer
+    settings.watching.server_timeout = int(os.environ.get("KPILOT_WATCH_TIMEOUT_S", "300").strip())  # the API wants an integer
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
     # Peering (its name from `kpilot operator run --no-standalone`) is mandatory when named, as Kopf
@@ -65,7 +65,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
                     logger.info("created the %s %s", kind, peering.name)
             except kube.ApiError as exc:     # e.g. its CRD, applied with the operator, not served yet
                 raise kopf.TemporaryError(f"cannot create the {kind} {peering.name}: {exc}", delay=5.0)
-    port = int(os.environ.get("KPILOT_METRICS_PORT", "8080"))
+    port = int(os.environ.get("KPILOT_METRICS_PORT", "8080").strip())
     if port and not memo.get("metrics_started"):
         start_http_server(port)
         memo.metrics_started = True

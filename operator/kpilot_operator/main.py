@@ -29,6 +29,29 @@ def peering_priority(current: int = 0) -> int:
     return current if current else secrets.randbelow(2**31 - 1) + 1
 
 
+# Numeric settings read from the environment (the Deployment sets some): (type, least, most).
+NUMERIC_ENV = {"KPILOT_METRICS_PORT": (int, 0, 65535),            # 0: no metrics endpoint
+               "KPILOT_TIMER_RESOLUTION_S": (float, 0.01, 3600.0),
+               "KPILOT_WATCH_TIMEOUT_S": (int, 1, 86400)}
+
+
+def check_environment() -> None:
+    """One line naming the variable for a setting that is not a number in range (they were
+    tracebacks, one at import, one at startup)."""
+    for name, (kind, least, most) in NUMERIC_ENV.items():
+        text = os.environ.get(name)
+        if text is None:
+            continue
+        what = "an integer" if kind is int else "a number"
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            raise ConfigError(f"environment variable {name}: expected {what}, got {text!r}") from None
+        if not least <= value <= most:      # NaN fails this too
+            raise ConfigError(f"environment variable {name}: expected {what} from {least:g} to {most:g}, "
+                              f"got {text!r}")
+
+
 LOG_FORMATS = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}
 
 
@@ -37,6 +60,7 @@ def run(*, namespaces: list[str] | None = None, standalone: bool = True,
     """Run until interrupted. Liveness/readiness on KPILOT_HEALTH_ENDPOINT (default :8081/healthz).
     Logs at INFO (DEBUG with `verbose`) on stderr, as `kopf run` sets them up: kopf.run alone
     configures no logging, and the operator said nothing, its warnings included."""
+    check_environment()              # before the handlers' import reads the timer resolution
     import kpilot_operator.handlers  # noqa: F401  (registers the handlers)
 
     if log_format not in LOG_FORMATS:

@@ -497,6 +497,25 @@ def test_a_namespace_pattern_with_peering_is_one_line_before_the_operator_starts
         "kpilot: error: option --namespace: 'team-*' with --no-standalone: replicas coordinate through a "
         "KopfPeering in each namespace they serve, so name each namespace (no patterns)"]
 
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("KPILOT_METRICS_PORT", "http", "expected an integer, got 'http'"),
+    ("KPILOT_METRICS_PORT", "70000", "expected an integer from 0 to 65535, got '70000'"),
+    ("KPILOT_TIMER_RESOLUTION_S", "nan", "expected a number from 0.01 to 3600, got 'nan'"),
+    ("KPILOT_WATCH_TIMEOUT_S", "5m", "expected an integer, got '5m'"),
+])
+def test_a_bad_numeric_setting_is_one_line_before_the_operator_starts(name, value, expected):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kpilot = Path(sys.executable).with_name("kpilot")
+    proc = subprocess.run([str(kpilot), "operator", "run"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, name: value})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"kpilot: error: environment variable {name}: {expected}"]
+
 def test_no_credentials_is_one_line_before_the_operator_starts(tmp_path):
     import os
     import subprocess

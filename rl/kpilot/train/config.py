@@ -65,7 +65,7 @@ class EnvSection:
     change_penalty: float = 0.0      # training reward per doubling or halving of the target (kpilot.env.core)
     immediate_cuts: bool = False     # with smoothing: a lower target takes effect at once (kpilot.action)
     lateness_shaping: bool = False   # shape rewards with projected lateness at ppo.gamma (kpilot.env.core)
-    observe_base: bool = False       # observe the target tuned on the trace before (observation version 2)
+    observe_base: bool = False       # observe the target tuned on the trace before (observation kpilot-obs/4)
     base_window_s: float = 1800.0    # ... on this much of it
     base_band: float = 0.0           # > 0: training decisions kept within this factor of the base
 
