@@ -90,7 +90,7 @@ def trace_from_prometheus(
 
     from rich.table import Table
 
-    from kpilot.traces.prometheus_export import parse_duration, read_traffic
+    from kpilot.traces.prometheus_export import SOURCES_FILE, parse_duration, read_traffic, recorded_sources
 
     span = parse_duration(since, "--since")
     # One row does not say how wide its bin is: the trace reader would refuse the file. (A bad
@@ -106,6 +106,7 @@ def trace_from_prometheus(
     out.mkdir(exist_ok=True)
     for entry in traffic:          # before writing any: one run writes all of its traces or none
         _output_file(out / f"{entry.name}.csv", "--out")
+    _output_file(out / SOURCES_FILE, "--out")
     table = Table(title=f"{namespace}: requests per {step:g} s bin, last {since}")
     for column in ("name", "requests", "bins with requests", "mean duration (s)", "trace"):
         table.add_column(column, justify="left" if column in ("name", "trace") else "right")
@@ -114,6 +115,8 @@ def trace_from_prometheus(
         _write_atomically(path, lambda tmp, e=entry: Path(tmp).write_text(e.csv()), option="--out")
         table.add_row(entry.name, f"{entry.requests:,}", f"{entry.busy_bins} of {len(entry.rows)}",
                       f"{entry.mean_duration_s:.3g}", str(path))
+    sources = recorded_sources(out, [e.name for e in traffic], by, namespace)
+    _write_atomically(out / SOURCES_FILE, lambda tmp: Path(tmp).write_text(sources), option="--out")
     out_console().print(table)
 
 
@@ -121,12 +124,17 @@ def _read_token(token_file: Optional[Path]) -> str | None:
     if token_file is None:
         return None
     try:
-        return token_file.read_text().strip()
+        token = token_file.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"cannot read {str(token_file)!r}: {exc.strerror}", option="--token-file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{str(token_file)!r} is not a text file (a bearer token is text)",
                           option="--token-file") from None
+    # Never echoed: an error naming the token would put it in a CronJob's logs.
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"{str(token_file)!r} must hold one bearer token: one line, no spaces "
+                          f"or control characters", option="--token-file")
+    return token
 
 
 RETUNE_SELECTOR = "kpilot.dev/autoscale=enabled"     # the label manifests/sample-policy.yaml selects

@@ -104,6 +104,11 @@ def test_each_services_traffic_becomes_a_trace_kpilot_tune_reads(prometheus, tmp
                and "[60s]" in q["query"] and q["step"] == "60" for q in prom.queries)
     assert {(q["start"], q["end"]) for q in prom.queries} == {(f"{T0 + 60:.0f}", f"{T0 + 600:.0f}")}
     assert all(q["auth"] == "Bearer s3cret" for q in prom.queries)
+    # A new pod's series counted from zero (what it served before its first scrape), the others
+    # by increase() (checked against a real Prometheus 2.42: a burst of 300 requests on a pod
+    # scraped once read 0 by increase() alone).
+    assert all("max_over_time(" in q["query"] and "unless count_over_time(" in q["query"]
+               and ") or increase(" in q["query"] for q in prom.queries)
     # A sample at t covers (t - 60, t]; every bin is a row, counts rounded (0.2 requests: none),
     # the mean taken before rounding.
     rows = (out / "cart.csv").read_text().splitlines()
@@ -125,8 +130,79 @@ def test_each_services_traffic_becomes_a_trace_kpilot_tune_reads(prometheus, tmp
     assert row["base_target"] > 0 and row["band"] in (1.0, 1.5) and row["service"] == "cart"
     table = subprocess.run([str(KPILOT), "tune", "--trace", str(out / "cart.csv"), "--replays", "1",
                             "--warmup", "0"], capture_output=True, text=True, timeout=300)
-    assert (f"kubectl annotate ksvc cart --overwrite kpilot.dev/base-target={row['base_target']:g} "
+    assert (f"kubectl annotate ksvc cart -n shop --overwrite kpilot.dev/base-target={row['base_target']:g} "
             f"kpilot.dev/band={row['band']:g}") in table.stdout
+
+
+def test_fractional_counts_are_rounded_so_that_a_services_total_is_kept(prometheus, tmp_path):
+    # increase() extrapolates: one request under 15 s scrapes reads 1.33, one between two windows
+    # 0.4 in each. Rounded bin by bin this sparse Service read 2 requests; it served 4.
+    counts = [1.33, 0.0, 1.33, 0.4, 0.4, 0.4]
+    prom = prometheus({("count", "sparse"): [(T0 + 60 * (k + 1), c) for k, c in enumerate(counts)],
+                       ("sum", "sparse"): [(T0 + 60 * (k + 1), 0.5 * c) for k, c in enumerate(counts)]})
+    proc = export(prom.url, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(",") for line in (tmp_path / "out/sparse.csv").read_text().splitlines()[1:]]
+    assert [int(r[1]) for r in rows] == [1, 0, 2, 0, 0, 1, 0, 0, 0, 0]   # 1.33, 2.66, 3.06, 3.46, 3.86
+    assert sum(int(r[1]) for r in rows) == round(sum(counts)) == 4
+    assert {r[2] for r in rows if int(r[1])} == {"0.5"}         # sum / count before rounding
+
+
+def test_the_token_goes_only_to_prometheus_own_origin(prometheus, tmp_path):
+    # A proxy in front of Prometheus that redirects elsewhere (a login page) must not get the
+    # token; a redirect within the same origin (a path prefix) keeps it.
+    import http.server
+    import threading
+
+    elsewhere = prometheus(SHOP)
+    seen = []
+    answer = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"kn_service_name": "cart"}, "values": [[T0 + 60, "3"]]}]}}).encode()
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.startswith("/away/"):
+                self.send_response(302)
+                self.send_header("Location", elsewhere.url + self.path[len("/away"):])
+            elif not self.path.startswith("/prom/"):
+                self.send_response(302)
+                self.send_header("Location", "/prom" + self.path)
+            else:
+                seen.append(self.headers.get("Authorization"))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            if self.path.startswith("/prom/"):
+                self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    token = write(tmp_path, "s3cret\n", "token")
+    try:
+        base = f"http://127.0.0.1:{proxy.server_port}"
+        proc = export(f"{base}/away", tmp_path / "a", "--token-file", token)
+        assert proc.returncode == 0, proc.stderr
+        assert len(elsewhere.queries) == 2 and all(q["auth"] is None for q in elsewhere.queries)
+        proc = export(base, tmp_path / "b", "--token-file", token)
+        assert proc.returncode == 0, proc.stderr
+        assert seen == ["Bearer s3cret"] * 2
+    finally:
+        proxy.shutdown()
+
+
+def test_a_token_file_of_more_than_one_token_is_refused_without_echoing_it(prometheus, tmp_path):
+    prom = prometheus(SHOP)
+    for text in ("first-SECRET\nsecond\n", "with space-SECRET\n", "\n"):
+        token = write(tmp_path, text, "token")
+        proc = export(prom.url, tmp_path / "out", "--token-file", token)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and "SECRET" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"kpilot: error: option --token-file: {str(token)!r} must hold one bearer token: one line, "
+            "no spaces or control characters"]
+    assert not prom.queries
 
 
 def test_bins_are_whole_steps_on_the_steps_grid(prometheus, tmp_path):
@@ -146,6 +222,24 @@ def test_by_revision_groups_by_the_revision_label(prometheus, tmp_path):
     proc = export(prom.url, tmp_path / "out", "--by", "revision")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out/cart-00002.csv").read_text().splitlines()[1] == f"{T0:.0f},5,0.2"
+    # A revision is no Service: kpilot tune prints no `kubectl annotate ksvc cart-00002`.
+    tuned = subprocess.run([str(KPILOT), "tune", "--trace", str(tmp_path / "out/cart-00002.csv"), "--replays", "1",
+                            "--warmup", "0", "--last", "1"], capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "ksvc cart-00002" not in tuned.stdout
+    assert "is revision cart-00002's traffic (from-prometheus --by revision)" in tuned.stderr
+    # The same folder then read by Service: those files name their Service, and its namespace.
+    prom = prometheus(SHOP)
+    assert export(prom.url, tmp_path / "out").returncode == 0
+    sources = json.loads((tmp_path / "out/from-prometheus.json").read_text())["files"]
+    assert sources == {"cart-00002.csv": {"by": "revision", "namespace": "shop"},
+                       "cart.csv": {"by": "service", "namespace": "shop"},
+                       "search.csv": {"by": "service", "namespace": "shop"}}
+    tuned = subprocess.run([str(KPILOT), "tune", "--trace", str(tmp_path / "out/search.csv"), "--replays", "1",
+                            "--warmup", "0", "--last", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0, tuned.stderr
+    (row,) = json.loads(tuned.stdout)
+    assert row["service"] == "search" and row["namespace"] == "shop" and "revision" not in row
 
 
 @pytest.mark.parametrize("setup, args, expect", [

@@ -21,6 +21,7 @@ from kpilot.evaluate.baselines import tune_static
 from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, load_artifact
 from kpilot.evaluate.session import scored_window
 from kpilot.traces import load_trace
+from kpilot.traces.prometheus_export import source_of
 from kpilot.traces.spec import parse_spec
 
 
@@ -42,17 +43,28 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
                                    option="--last")) for spec in specs]      # load all first: fail fast
     out = []
     for spec, trace in traces:
-        # `kpilot trace from-prometheus` names each file after its Service.
-        service = parse_spec(spec).path.stem if trace.meta.get("format") == "request-counts" else None
+        names = names_of(parse_spec(spec).path) if trace.meta.get("format") == "request-counts" else {}
         target, target_cost = tune_static(trace, artifact.sim, artifact.reward, seeds=seeds)
         pays, policy_cost = band_pays(artifact, target, target_cost, band, trace, artifact.sim,
                                       artifact.reward, seeds, metrics)
         chosen = band if pays else 1.0
         out.append({"trace": spec, "window": list(window), "base_target": target, "band": chosen,
                     "target_cost": target_cost, "policy_cost": policy_cost, "policy": f"rl:{artifact.name}",
-                    "metrics_source": metrics, "service": service,
+                    "metrics_source": metrics, "service": names.get("service"), **names,
                     "annotations": {BASE_TARGET: f"{target:g}", BAND: f"{chosen:g}"}})
     return out
+
+
+def names_of(path) -> dict:
+    """What a request-counts file is the traffic of: {"service"} (its name), with "namespace"
+    where known; or {"revision", "namespace"} for one of `kpilot trace from-prometheus --by
+    revision`, which has no Service to annotate. from-prometheus names each file after its Service
+    or revision and records which beside the files; any other file is taken as a Service's."""
+    source = source_of(path)
+    if source is None:
+        return {"service": path.stem}
+    kind = "service" if source["by"] == "service" else "revision"
+    return {kind: path.stem, "namespace": source.get("namespace")}
 
 
 def annotation_args(annotations: dict[str, str]) -> str:
@@ -67,7 +79,7 @@ def kubectl_annotate(service: str, annotations: dict[str, str], namespace: str |
 
 def annotate_commands(rows: list[dict]) -> list[str]:
     """`kubectl annotate` for each row that names its Service (add -n NAMESPACE)."""
-    return [kubectl_annotate(r["service"], r["annotations"]) for r in rows if r.get("service")]
+    return [kubectl_annotate(r["service"], r["annotations"], r.get("namespace")) for r in rows if r.get("service")]
 
 
 def recommendation_table(rows: list[dict]):

@@ -2,18 +2,22 @@
 request histogram in Prometheus, as one request-counts trace per Service (request_counts.py) for
 `kpilot tune` and `kpilot evaluate`.
 
-Two range queries, whatever the number of Services, with the bin width as their step:
+Two range queries, whatever the number of Services, with the bin width as their step, for the
+histogram's _count and _sum (X below, selected by k8s_namespace_name="NS"):
 
-    sum by (LABEL) (increase(kn_serving_invocation_duration_seconds_count{k8s_namespace_name="NS"}[STEP]))
-    sum by (LABEL) (increase(kn_serving_invocation_duration_seconds_sum{k8s_namespace_name="NS"}[STEP]))
+    sum by (LABEL) ((max_over_time(X[STEP]) unless count_over_time(X[1h] offset STEP)) or increase(X[STEP]))
 
+increase() counts only the growth between a series' own samples, and queue-proxy's series appears
+with a pod's first request: what a new pod served before its first scrape, a whole burst from
+zero on a short-lived pod, was not counted at all. A series born in the bin (no sample in the hour
+before it) is therefore counted from zero, by its greatest value; the others by increase().
 Bins are whole steps on the step's grid (unix time a multiple of STEP), the last one ending at or
 before --end (default now); a sample at time t covers (t - STEP, t], so its row's bin starts at
 t - STEP, and every bin of the range is a row, 0 where nothing was served. increase()
-extrapolates to the range's edges, so counts come back fractional: a bin's count is rounded, its
-mean duration is sum / count before rounding. It also counts only the growth between a series' own
-samples: requests a pod served before its first scrape are partly missed, so bursts from zero on
-short-lived pods read low; scrape at least twice per bin. LABEL is kn_service_name (all of a Service's
+extrapolates to the range's edges, so counts come back fractional: each Service's counts are
+rounded cumulatively (its total kept: rounded bin by bin, a Service of one request a minute under
+15 s scrapes read 6 % low, sparser ones up to 22 %), and a bin's mean duration is sum / count
+before rounding. Scrape at least twice per bin. LABEL is kn_service_name (all of a Service's
 revisions together) or kn_revision_name (`--by revision`); as for the operator, queue-proxy's
 series must carry it and k8s_namespace_name (Knative exports them as resource attributes: relabel
 them from the pods' serving.knative.dev labels and namespace; operator/README.md).
@@ -30,10 +34,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kpilot.errors import ConfigError
 
 LABELS = {"service": "kn_service_name", "revision": "kn_revision_name"}
+# Written beside the traces: what each file's name is (a Service's or a revision's) and where it
+# runs, so that `kpilot tune` names the Service to annotate only when the file is one's.
+SOURCES_FILE = "from-prometheus.json"
 HISTOGRAM = "kn_serving_invocation_duration_seconds"
 MAX_BIN_REQUESTS = 1e12      # a million requests a second for a week: beyond it, a broken series
 MAX_POINTS = 11_000          # Prometheus refuses a range query of more points per series
@@ -80,10 +88,17 @@ class ServiceTraffic:
         return sum(count * mean for count, mean in timed) / served if served else float("nan")
 
 
+BORN_LOOKBACK = "1h"   # a series with no sample this long before a bin is a new pod's
+
+
 def queries(namespace: str, label: str, step_s: int) -> tuple[str, str]:
     sel = f'k8s_namespace_name="{namespace}"'
-    return tuple(f"sum by ({label}) (increase({HISTOGRAM}_{part}{{{sel}}}[{step_s}s]))"
-                 for part in ("count", "sum"))
+    out = []
+    for part in ("count", "sum"):
+        series = f"{HISTOGRAM}_{part}{{{sel}}}"
+        born = f"max_over_time({series}[{step_s}s]) unless count_over_time({series}[{BORN_LOOKBACK}] offset {step_s}s)"
+        out.append(f"sum by ({label}) (({born}) or increase({series}[{step_s}s]))")
+    return tuple(out)
 
 
 def bins(since_s: float, end: float, step_s: int) -> tuple[int, int]:
@@ -147,13 +162,15 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None,
                               "the relabeling of queue-proxy's series", option="--url")
     traffic = []
     for name in sorted(counts):
-        rows = []
+        rows, served, counted = [], 0.0, 0
         for start in range(first, stop, step):
             raw = counts[name].get(float(start + step), 0.0)
             if raw > MAX_BIN_REQUESTS:
                 raise ConfigError(f"{name} served {raw:.3g} requests in the {step} s from {start}: not a "
                                   "request count", option="--url")
-            count = int(round(raw))
+            served += raw                      # rounded cumulatively: fractions add up across bins
+            count = int(round(served)) - counted
+            counted += count
             total = sums.get(name, {}).get(float(start + step))
             mean = total / raw if count > 0 and total is not None and total > 0 else None
             rows.append((start, count, mean))
@@ -168,16 +185,29 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None,
     return traffic
 
 
+class _SameOriginAuth(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, carrying the bearer token only to the same scheme, host
+    and port: a Prometheus behind a proxy that redirects elsewhere (a login page) does not get it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        auth = req.unredirected_hdrs.get("Authorization")
+        old_origin, new_origin = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if new is not None and auth and (old_origin.scheme, old_origin.netloc) == (new_origin.scheme, new_origin.netloc):
+            new.add_unredirected_header("Authorization", auth)
+        return new
+
+
 def _query_range(url: str, query: str, label: str, start: int, end: int, step_s: int,
                  token: str | None, timeout_s: float) -> dict[str, dict[float, float]]:
     """`label`'s value -> {sample time: value} for a range query; one clear error when it fails."""
     params = urllib.parse.urlencode({"query": query, "start": str(start), "end": str(end),
                                      "step": str(step_s)})
     request = urllib.request.Request(f"{url.rstrip('/')}/api/v1/query_range?{params}")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
+    if token:    # not sent on where a redirect leads, unless it is the same origin (_SameOriginAuth)
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with urllib.request.build_opener(_SameOriginAuth).open(request, timeout=timeout_s) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
         detail = _error_detail(exc)
@@ -226,3 +256,25 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
         return f": {json.loads(exc.read()).get('error', '')}"
     except (ValueError, AttributeError, OSError):
         return ""
+
+
+def recorded_sources(folder: Path, names: list[str], by: str, namespace: str) -> str:
+    """SOURCES_FILE's text for `folder` after this run: the entries already there, and this run's
+    files (NAME.csv) with what their name is and the namespace."""
+    doc: dict = {}
+    try:
+        doc = json.loads((folder / SOURCES_FILE).read_text())
+    except (OSError, ValueError):
+        pass
+    files = doc.get("files") if isinstance(doc, dict) and isinstance(doc.get("files"), dict) else {}
+    files.update({f"{name}.csv": {"by": by, "namespace": namespace} for name in names})
+    return json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n"
+
+
+def source_of(trace_path: Path) -> dict | None:
+    """What `kpilot trace from-prometheus` recorded of this file ({"by", "namespace"}), or None."""
+    try:
+        entry = json.loads((trace_path.parent / SOURCES_FILE).read_text())["files"][trace_path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return entry if isinstance(entry, dict) and entry.get("by") in LABELS else None

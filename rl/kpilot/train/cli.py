@@ -159,9 +159,14 @@ def tune_command(
     if json_out:
         print(json.dumps(rows, indent=1))
     else:
-        from kpilot.cli import out_console
+        from kpilot.cli import err_console, out_console
 
         console = out_console()
         console.print(recommendation_table(rows))
         for command in annotate_commands(rows):
             console.print(command, highlight=False, soft_wrap=True)
+        for row in rows:
+            if row.get("revision"):
+                err_console.print(f"kpilot: note: {row['trace']} is revision {row['revision']}'s traffic "
+                                  "(from-prometheus --by revision): set its annotations on that revision's "
+                                  "Service", markup=False)
