@@ -5,12 +5,14 @@ request histogram in Prometheus, as one request-counts trace per Service (reques
 Two range queries, whatever the number of Services, with the bin width as their step, for the
 histogram's _count and _sum (X below, selected by k8s_namespace_name="NS"):
 
-    sum by (LABEL) ((max_over_time(X[STEP]) unless count_over_time(X[1h] offset STEP)) or increase(X[STEP]))
+    sum by (LABEL) ((max_over_time(X[STEP]) unless X offset STEP) or increase(X[STEP]))
 
 increase() counts only the growth between a series' own samples, and queue-proxy's series appears
 with a pod's first request: what a new pod served before its first scrape, a whole burst from
-zero on a short-lived pod, was not counted at all. A series born in the bin (no sample in the hour
-before it) is therefore counted from zero, by its greatest value; the others by increase().
+zero on a short-lived pod, was not counted at all. A series born in the bin (none at its start,
+within Prometheus's 5-minute lookback: a cheap test, where a range lookback would load every
+sample of the hour at every step) is therefore counted from zero, by its greatest value; the
+others by increase().
 Bins are whole steps on the step's grid (unix time a multiple of STEP), the last one ending at or
 before --end (default now); a sample at time t covers (t - STEP, t], so its row's bin starts at
 t - STEP, and every bin of the range is a row, 0 where nothing was served. increase()
@@ -88,15 +90,12 @@ class ServiceTraffic:
         return sum(count * mean for count, mean in timed) / served if served else float("nan")
 
 
-BORN_LOOKBACK = "1h"   # a series with no sample this long before a bin is a new pod's
-
-
 def queries(namespace: str, label: str, step_s: int) -> tuple[str, str]:
     sel = f'k8s_namespace_name="{namespace}"'
     out = []
     for part in ("count", "sum"):
         series = f"{HISTOGRAM}_{part}{{{sel}}}"
-        born = f"max_over_time({series}[{step_s}s]) unless count_over_time({series}[{BORN_LOOKBACK}] offset {step_s}s)"
+        born = f"max_over_time({series}[{step_s}s]) unless {series} offset {step_s}s"
         out.append(f"sum by ({label}) (({born}) or increase({series}[{step_s}s]))")
     return tuple(out)
 
