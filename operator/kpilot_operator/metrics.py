@@ -28,7 +28,17 @@ import aiohttp
 from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, pod_autoscaler_readings
 from kpilot_operator.reconcile import KNATIVE_DEFAULT_TARGET, Holder
 
-# field -> PromQL template; {sel} is the namespace matcher, {w} the rate window.
+# Per-second rate of a queue-proxy counter over the window, a new pod's series counted from zero:
+# queue-proxy's series appears with a pod's first request, and rate() alone counts only growth
+# between a series' own samples, so what a pod started from zero served before its first scrape
+# was lost, and the interval after a scale from zero read a lower rate and latency than the
+# simulator (which counts every completion) shows. {ws} is the window in seconds.
+def _rate(metric: str) -> str:
+    return ("((max_over_time(%(m)s{{{sel}}}[{w}]) / {ws} unless %(m)s{{{sel}}} offset {w}) "
+            "or rate(%(m)s{{{sel}}}[{w}]))") % {"m": metric}
+
+
+# field -> PromQL template; {sel} is the namespace matcher, {w} the rate window, {ws} its seconds.
 QUERIES: dict[str, str] = {
     "concurrency_stable": 'max by (kn_revision_name) (kn_revision_concurrency_stable{{{sel}}})',
     "concurrency_panic": 'max by (kn_revision_name) (kn_revision_concurrency_panic{{{sel}}})',
@@ -36,10 +46,10 @@ QUERIES: dict[str, str] = {
     "desired_pods": 'max by (kn_revision_name) (kn_revision_pods_desired{{{sel}}})',
     "panic": 'max by (kn_revision_name) (kn_revision_panic_mode{{{sel}}})',
     "sample_time": 'max by (kn_revision_name) (timestamp(kn_revision_concurrency_stable{{{sel}}}))',
-    "request_rate": 'sum by (kn_revision_name) (rate(kn_serving_invocation_duration_seconds_count{{{sel}}}[{w}]))',
-    "latency_sum_rate": 'sum by (kn_revision_name) (rate(kn_serving_invocation_duration_seconds_sum{{{sel}}}[{w}]))',
-    "latency_p95_s": ('histogram_quantile(0.95, sum by (kn_revision_name, le) '
-                      '(rate(kn_serving_invocation_duration_seconds_bucket{{{sel}}}[{w}])))'),
+    "request_rate": f"sum by (kn_revision_name) {_rate('kn_serving_invocation_duration_seconds_count')}",
+    "latency_sum_rate": f"sum by (kn_revision_name) {_rate('kn_serving_invocation_duration_seconds_sum')}",
+    "latency_p95_s": ("histogram_quantile(0.95, sum by (kn_revision_name, le) "
+                      f"{_rate('kn_serving_invocation_duration_seconds_bucket')})"),
 }
 AUTOSCALER_FIELDS = ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic")
 REQUEST_FIELDS = ("request_rate", "latency_sum_rate", "latency_p95_s")   # queue-proxy series
@@ -60,7 +70,8 @@ class MetricsUnavailable(Exception):
 
 
 def promql(field: str, namespace: str, window_s: float) -> str:
-    return QUERIES[field].format(sel=f'k8s_namespace_name="{namespace}"', w=f"{max(int(window_s), 30)}s")
+    seconds = max(int(window_s), 30)
+    return QUERIES[field].format(sel=f'k8s_namespace_name="{namespace}"', w=f"{seconds}s", ws=seconds)
 
 
 def _finite(value: float) -> float:

@@ -24,7 +24,8 @@ Features, in order (raw value -> encoded value):
 | 5 | target              | requests per pod; the revision's autoscaling.knative.dev/target as     | log      |
 |   |                     | Knative resolves it (cluster default, capped by containerConcurrency)  |          |
 | 6 | request_rate        | req/s completed over the last decision interval; queue-proxy's         | log1p    |
-|   |                     | rate(kn_serving_invocation_duration_seconds_count)                     |          |
+|   |                     | rate(kn_serving_invocation_duration_seconds_count), a new pod's series |          |
+|   |                     | counted from zero (kpilot_operator.metrics)                            |          |
 | 7 | latency_mean_s      | s, mean over the interval of what queue-proxy times: from the request  | log1p    |
 |   |                     | reaching its pod (past the activator and queue-proxy's own queue) to   |          |
 |   |                     | its response; invocation_duration sum / count                          |          |
