@@ -75,6 +75,11 @@ def test_negative_warmup(tiny_policy):
            expect="option --warmup: expected seconds >= 0")
 
 
+def test_a_warmup_without_a_window_is_refused_not_ignored(tiny_policy):
+    _fails("--trace", TRACE, "--policy", str(tiny_policy), "--warmup", "100",
+           expect="option --warmup: a warm-up runs before a --window; without one every trace is replayed whole")
+
+
 def test_time_of_day_shift_must_be_finite(tiny_policy):
     _fails("--trace", TRACE, "--policy", str(tiny_policy), "--time-of-day-shift", "nan",
            expect="--time-of-day-shift")

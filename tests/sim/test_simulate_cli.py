@@ -98,6 +98,8 @@ def test_a_policy_with_smoothing_takes_over_knatives_target_at_once(tmp_path):
     (("--trace", SMALL, "--policy", "static:inf"), "finite number >= 0.01"),
     (("--trace", SMALL, "--policy", "/no/such/policy"), "/no/such/policy"),
     (("--trace", SMALL, "--cold-start", "lognormal:1"), "option --cold-start: bad cold-start model 'lognormal:1': expected lognormal:MEAN,SD"),
+    (("--trace", SMALL, "--cold-start", "tables/nosuch.csv"),
+     "option --cold-start: no cold-start table 'tables/nosuch.csv' (a relative path is read from the working directory"),
     (("--trace", SMALL, "--cores", "0"), "option --cores"),
     (("--trace", SMALL, "--seed", "x"), "--seed"),
     (("--trace", SMALL, "--timeline", "/no/such/dir/t.csv"), "option --timeline"),
@@ -224,6 +226,7 @@ def test_config_yaml_overrides_knative_defaults_and_rejects_unknown_keys(tmp_pat
     bad.write_text("kpa:\n  stable_windw_s: 30\n")
     r = kpilot("simulate", "--trace", SMALL, "--config", str(bad))
     assert r.returncode == 2 and "kpa.stable_windw_s" in r.stderr and str(bad) in r.stderr
+    assert "unknown setting (valid: " in r.stderr and " stable_window_s," in r.stderr   # what it should be
     typed = tmp_path / "typed.yaml"
     typed.write_text("pod:\n  cores: many\n")
     r = kpilot("simulate", "--trace", SMALL, "--config", str(typed))

@@ -79,6 +79,19 @@ def test_coldstart_total_must_match_components(tmp_path):
     assert str(info.value).startswith(f"{p}, line 3, column 2 (totalCost_cold_start): totalCost_cold_start 9")
 
 
+def test_coldstart_totals_rounded_to_the_millisecond_are_accepted(tmp_path):
+    # 0.078 + 0.164 + 0.189 + 0.118 = 0.549 against a total of 0.547: each of the five values rounded
+    # to the millisecond can be off by half of one, 2.5 ms in all.
+    p = tmp_path / "cs.csv"
+    p.write_text(",totalCost_cold_start,podAllocationCost,deployCodeCost,deployDependencyCost,schedulingCost\n"
+                 "0,0.547,0.078,0.164,0.189,0.118\n")
+    assert load_coldstart_table(p) == pytest.approx([0.549])
+    p.write_text(",totalCost_cold_start,podAllocationCost,deployCodeCost,deployDependencyCost,schedulingCost\n"
+                 "0,0.553,0.078,0.164,0.189,0.118\n")
+    with pytest.raises(TraceError, match="totalCost_cold_start 0.553 differs from the sum of its components 0.549"):
+        load_coldstart_table(p)
+
+
 def _csv(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)

@@ -108,7 +108,8 @@ class SimConfig:
                                       path=source)
             bad = sorted(set(sub) - {f.name for f in fields(klass)})
             if bad:
-                raise ConfigError(f"field {name}.{bad[0]}: unknown setting", path=source)
+                valid = ", ".join(sorted(f.name for f in fields(klass)))
+                raise ConfigError(f"field {name}.{bad[0]}: unknown setting (valid: {valid})", path=source)
             parts[name] = klass(**sub)
             for key, value in sub.items():
                 check_range(f"{name}.{key}", value, source)

@@ -61,9 +61,9 @@ def evaluate_command(
                                   "last --retune-over of the traffic seen)."),
     window: Optional[str] = typer.Option(None, "--window", help="Replay only START:END (fractions of each "
                                          "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
-    warmup: float = typer.Option(600.0, "--warmup", help="With --window: replay up to this many seconds "
-                                 "of the trace before the window first, unscored, so that every policy "
-                                 "starts on a running revision."),
+    warmup: Optional[float] = typer.Option(None, "--warmup", help="With --window: replay up to this many "
+                                           "seconds of the trace before the window first, unscored, so that "
+                                           "every policy starts on a running revision. [default: 600]"),
     time_of_day_shift: float = typer.Option(0.0, "--time-of-day-shift", help="Move every trace's clock by this "
                                             "many seconds: checks that the policy reads the load, not the hour."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
@@ -98,6 +98,10 @@ def evaluate_command(
 
     chosen = parse_baselines(baselines)
     win = parse_window(window)
+    if warmup is not None and win is None:   # it would be ignored: a whole trace starts at its start
+        raise ConfigError("a warm-up runs before a --window; without one every trace is replayed whole",
+                          option="--warmup")
+    warmup = EVALUATE_WARMUP_S if warmup is None else warmup
     _check_replay_options(warmup, replays)
     if not math.isfinite(time_of_day_shift):
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
@@ -122,6 +126,9 @@ def evaluate_command(
         out_console().print(summary_table(result.rows))
         if report is not None:
             Console(stderr=True).print(f"report written to {report}", markup=False)
+
+
+EVALUATE_WARMUP_S = 600.0
 
 
 def _check_replay_options(warmup: float, replays: int) -> None:
