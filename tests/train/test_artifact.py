@@ -282,7 +282,10 @@ def test_resume_trains_with_the_configs_ppo_settings_and_keeps_its_network(tiny_
     changed = tiny_config(total_timesteps=384, ppo={"n_steps": 32, "batch_size": 32, "n_epochs": 3,
                                                     "learning_rate": 0.01, "lr_schedule": "constant",
                                                     "gamma": 0.5, "net_arch": [16, 16]})
-    train(changed, tmp_path / "p", run_dir=tmp_path / "run", resume=run, progress=False, log=lambda m: None)
+    said = []
+    train(changed, tmp_path / "p", run_dir=tmp_path / "run", resume=run, progress=False, log=said.append)
+    # The summary counts what this run trained, and says the total.
+    assert any(m.startswith("trained 128 timesteps more (384 in all) in ") for m in said), said
     model = PPO.load(tmp_path / "run" / "checkpoints" / "ppo_384_steps.zip", device="cpu")
     assert (model.batch_size, model.n_epochs, model.gamma, model.learning_rate) == (32, 3, 0.5, 0.01)
     assert model.num_timesteps == 384
@@ -328,6 +331,12 @@ def test_a_fresh_run_refuses_a_run_dir_holding_another_runs_checkpoints(tiny_run
     assert str(err.value) == (f"option --run-dir, {run}: holds an earlier run's checkpoints (ppo_256_steps.zip, ...): "
                               f"--resume {run} continues it; for a fresh run give another --run-dir or remove it")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    # Not given, the run dir is --out's runs/: the error says so rather than blame an unused option.
+    (tmp_path / "o2" / "runs").mkdir(parents=True)
+    (tmp_path / "o2" / "runs" / "checkpoints").mkdir()
+    (tmp_path / "o2" / "runs" / "checkpoints" / "ppo_256_steps.zip").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"option --run-dir \(not given: the default, --out's runs/\), "):
+        train(tiny_config(), tmp_path / "o2", progress=False, log=lambda m: pytest.fail(m))
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match="option --run-dir, .*afile: is a file, not a folder"):
         train(tiny_config(), tmp_path / "o", run_dir=tmp_path / "afile", progress=False, log=lambda m: pytest.fail(m))
@@ -366,3 +375,20 @@ def test_a_minimum_scale_above_the_training_simulators_capacity_is_refused_befor
     assert str(err.value) == ("option --config: sim.kpa.min_scale 300 is above the training simulator's capacity "
                               "of 192 pods (set sim.pod.max_pods)")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_batch_larger_than_an_update_is_one_note_not_sb3s_warning(tiny_config, tmp_path, recwarn):
+    # --n-envs 4 under the default config's batch of 1024: SB3 trains on the 128 steps of an
+    # update alone and warns in its own words; kpilot says so once and passes what SB3 would use.
+    from stable_baselines3 import PPO
+
+    from kpilot.train.trainer import train
+
+    said = []
+    train(tiny_config(total_timesteps=128, ppo={"n_steps": 32, "batch_size": 1024, "n_epochs": 1, "net_arch": [16, 16]},
+                      eval={"every_timesteps": 0, "rule_grid": {"hi_s": [1.0], "down": [0.5], "up": [1.5]}}),
+          tmp_path / "p", progress=False, log=said.append)
+    assert ("note: ppo.batch_size 1024 is more than one update's steps, ppo.n_steps x n_envs = 32 x 4: each "
+            "epoch trains on those 128 as one mini-batch") in said
+    assert not [w for w in recwarn if "mini-batch" in str(w.message)]
+    assert PPO.load(tmp_path / "p" / "model.zip", device="cpu").batch_size == 128

@@ -174,7 +174,7 @@ def _previous_artifact(out: Path):
                           "beat; move it or give another --out", path=str(out), option="--out") from None
 
 
-def check_run_dir(run_dir: Path, resuming: bool) -> None:
+def check_run_dir(run_dir: Path, resuming: bool, defaulted: bool = False) -> None:
     """`--run-dir` must be a folder; a fresh run refuses one that holds an earlier run's
     checkpoints: its own would overwrite some of them and sort among the rest, and `--resume`
     would then continue whichever run got furthest."""
@@ -182,9 +182,11 @@ def check_run_dir(run_dir: Path, resuming: bool) -> None:
         raise ConfigError("is a file, not a folder", path=str(run_dir), option="--run-dir")
     earlier = sorted((run_dir / "checkpoints").glob("*_steps.zip")) if (run_dir / "checkpoints").is_dir() else []
     if earlier and not resuming:
+        # Not given, it is --out's runs/: a second training run into the same --out meets the first's.
+        option = "--run-dir (not given: the default, --out's runs/)" if defaulted else "--run-dir"
         raise ConfigError(f"holds an earlier run's checkpoints ({earlier[-1].name}, ...): --resume {run_dir} "
                           "continues it; for a fresh run give another --run-dir or remove it",
-                          path=str(run_dir), option="--run-dir")
+                          path=str(run_dir), option=option)
 
 
 def checkpoint_timesteps(ckpt: Path) -> int | None:
@@ -250,11 +252,14 @@ def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
     return path, (vn if vn.is_file() else None)
 
 
-def ppo_settings(p) -> dict:
-    """The config's PPO hyperparameters as PPO takes them (not the network: `policy_kwargs`)."""
+def ppo_settings(p, n_envs: int) -> dict:
+    """The config's PPO hyperparameters as PPO takes them (not the network: `policy_kwargs`). A
+    mini-batch is at most one update's steps (n_steps x n_envs): SB3 trains on those alone anyway,
+    with a warning of its own (`batch_note` says it once, in kpilot's words)."""
     lr = (lambda progress_remaining: p.learning_rate * progress_remaining) if p.lr_schedule == "linear" \
         else p.learning_rate
-    return dict(learning_rate=lr, n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
+    return dict(learning_rate=lr, n_steps=p.n_steps, batch_size=min(p.batch_size, p.n_steps * n_envs),
+                n_epochs=p.n_epochs,
                 gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
                 vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm)
 
@@ -273,7 +278,7 @@ def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_d
     try:
         vecnorm = VecNormalize.load(str(vn_path), venv) if vn_path else make_vecnorm()
         model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"),
-                         **ppo_settings(cfg.ppo))
+                         **ppo_settings(cfg.ppo, cfg.n_envs))
     except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, KeyError, AssertionError,
             RuntimeError) as exc:        # RuntimeError: torch reading a corrupt policy.pth inside the zip
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -304,11 +309,12 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     from kpilot.env.vector import KnativeAutoscalingVecEnv
 
     torch.set_num_threads(max(1, threads))
+    given_run_dir = bool(run_dir)
     out, run_dir = Path(out), Path(run_dir) if run_dir else Path(out) / "runs"
     command = command or " ".join(shlex.quote(a) for a in ["kpilot", *sys.argv[1:]])
     # What can be refused is refused before traces load and the rule is calibrated (minutes).
     check_out(out)
-    check_run_dir(run_dir, resuming=resume is not None)
+    check_run_dir(run_dir, resuming=resume is not None, defaulted=not given_run_dir)
     training_sim(cfg)
     checkpoint = find_checkpoint(Path(resume)) if resume is not None else None
     if checkpoint is not None and (done := checkpoint_timesteps(checkpoint[0])) is not None \
@@ -356,6 +362,9 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
         return VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
                             clip_reward=nz.clip_reward, gamma=p.gamma)
 
+    if p.batch_size > p.n_steps * cfg.n_envs:
+        log(f"note: ppo.batch_size {p.batch_size} is more than one update's steps, ppo.n_steps x n_envs = "
+            f"{p.n_steps} x {cfg.n_envs}: each epoch trains on those {p.n_steps * cfg.n_envs} as one mini-batch")
     if checkpoint is not None:
         ckpt, vn_path = checkpoint
         if vn_path is None:
@@ -364,7 +373,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
         log(f"resumed from {ckpt} at {model.num_timesteps} timesteps")
     else:
         vecnorm = new_vecnorm()
-        model = PPO("MlpPolicy", vecnorm, **ppo_settings(p), seed=cfg.seed, device="cpu", verbose=0,
+        model = PPO("MlpPolicy", vecnorm, **ppo_settings(p, cfg.n_envs), seed=cfg.seed, device="cpu", verbose=0,
                     tensorboard_log=str(run_dir / "tb"),
                     policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)},
                                    "activation_fn": torch.nn.Tanh, "log_std_init": p.log_std_init,
@@ -440,7 +449,10 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     # Always keep the final state resumable, whatever was selected as best.
     model.save(run_dir / "checkpoints" / f"ppo_{model.num_timesteps}_steps.zip")
     vecnorm.save(str(run_dir / "checkpoints" / f"ppo_vecnormalize_{model.num_timesteps}_steps.pkl"))
-    log(f"trained {model.num_timesteps} timesteps in {wall:.0f}s: {sps:.0f} env steps/s; artifact in {out}")
+    new_steps = model.num_timesteps - state["steps0"]
+    done = (f"{new_steps} timesteps" if new_steps == model.num_timesteps
+            else f"{new_steps} timesteps more ({model.num_timesteps} in all)")
+    log(f"trained {done} in {wall:.0f}s: {sps:.0f} env steps/s; artifact in {out}")
     return {"timesteps": int(model.num_timesteps), "wall_s": wall, "env_steps_per_s": sps,
             "best_validation": state["best"], "rule": rule_summary, "out": str(out)}
 
