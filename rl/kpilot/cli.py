@@ -271,8 +271,9 @@ def _write_atomically(path: Path, write, option: str = "--timeline", reading: Pa
 
 
 def _sim_config(cold_start: Optional[str], cores: Optional[float], container_concurrency: Optional[int],
-                config: Optional[Path]):
-    """Simulator settings: Knative's defaults, then the --config YAML, then explicit options."""
+                config: Optional[Path], trained: dict | None = None):
+    """Simulator settings: Knative's defaults, then those a policy was trained under (`trained`,
+    its manifest's sim sections), then the --config YAML, then explicit options."""
     import dataclasses
 
     from kpilot.sim.coldstart import parse_cold_start
@@ -284,7 +285,12 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
         base = read_yaml(config) or {}
         if not isinstance(base, dict):
             raise ConfigError("expected a mapping with kpa/pod/slo sections", path=str(config))
-    sim = SimConfig.from_dict(base, source=str(config) if config else None)
+    if trained:     # key by key: a YAML's pod.cores leaves the policy's pod.cold_start as it was
+        merged = {name: dict(section) for name, section in trained.items() if isinstance(section, dict)}
+        for name, section in base.items():
+            merged[name] = {**merged.get(name, {}), **section} if isinstance(section, dict) else section
+        base = merged
+    sim = SimConfig.from_dict(base, source=str(config) if config else None, knative_rules=not trained)
     for option, key, value in (("--cores", "pod.cores", cores),
                                ("--container-concurrency", "pod.container_concurrency", container_concurrency)):
         if value is not None:
@@ -300,6 +306,23 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
     return dataclasses.replace(sim, pod=pod)
 
 
+def _trained_settings(policy: str) -> tuple[dict, float | None]:
+    """A policy artifact's simulator settings (its manifest's sim sections) and decision interval,
+    which `kpilot evaluate` replays it under; nothing for kpa, static:N or a policy without a
+    training manifest."""
+    if policy.strip() == "kpa" or policy.strip().startswith("static:"):
+        return {}, None
+    from kpilot.errors import PolicyError
+    from kpilot.evaluate.runner import load_artifact
+
+    try:
+        artifact = load_artifact(policy)
+    except PolicyError:
+        return {}, None      # parse_controller says what is wrong with it, or it has no manifest
+    sim = (artifact.manifest.get("config") or {}).get("sim") or {}
+    return (sim if isinstance(sim, dict) else {}), artifact.interval_s
+
+
 @app.command()
 def simulate(
     trace: str = typer.Option(..., "--trace", help="Trace file, PATH?opts, or synthetic:NAME[:k=v,...]."),
@@ -312,7 +335,8 @@ def simulate(
     container_concurrency: Optional[int] = typer.Option(
         None, "--container-concurrency", help="Hard limit of requests per pod (0 = unlimited, the default)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with kpa/pod/slo overrides."),
-    interval: float = typer.Option(30.0, "--interval", help="Seconds between policy decisions."),
+    interval: Optional[float] = typer.Option(None, "--interval", help="Seconds between policy decisions "
+                                             "(default: the interval a policy artifact was trained at, else 30)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for cold starts and load balancing, and for "
                            "the trace's own draws (arrivals within whole-second or per-minute timestamps, a "
                            "synthetic workload without seed=)."),
@@ -326,10 +350,15 @@ def simulate(
     from kpilot.sim.replay import replay
     from kpilot.traces import load_trace
 
-    if not (math.isfinite(interval) and interval > 0):
+    if interval is not None and not (math.isfinite(interval) and interval > 0):
         raise ConfigError(f"must be a number > 0, got {interval:g}", option="--interval")
-    sim = _sim_config(cold_start, cores, container_concurrency, config)
-    controller = parse_controller(policy, interval_s=interval)
+    trained, trained_interval = _trained_settings(policy)
+    sim = _sim_config(cold_start, cores, container_concurrency, config, trained)
+    if trained:
+        err_console.print(f"kpilot: note: simulated under the settings {policy} was trained with (its manifest's "
+                          f"sim: {json.dumps(trained, sort_keys=True)}); --config and options override them",
+                          markup=False)
+    controller = parse_controller(policy, interval_s=interval or trained_interval or 30.0)
     tr = load_trace(trace, fmt, seed=seed)
     if len(tr) == 0:
         raise ConfigError("the trace has no requests", path=trace)

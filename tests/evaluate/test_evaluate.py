@@ -395,3 +395,37 @@ def test_each_table_column_shows_its_own_metric():
         assert float(cold.replace(",", "")) == r["cold_starts"]
         assert float(pods) == pytest.approx(r["mean_pods"], abs=0.05)
         assert int(requests.replace(",", "")) == r["requests"]
+
+
+def test_simulate_replays_a_policy_under_its_training_settings_as_evaluate_does(tmp_path):
+    # A policy trained on 2-core pods: simulate used Knative's 1 core while evaluate used 2, and the
+    # two commands disagreed on the same trace, seed and policy.
+    from kpilot.train.config import config_from_dict
+    from kpilot.train.trainer import train
+
+    cfg = config_from_dict({
+        "name": "twocores", "n_envs": 4, "total_timesteps": 128, "sim": {"pod": {"cores": 2}},
+        "env": {"synthetic": ["synthetic:bursty:rate=4,duration=1500,seed=1"], "episode_s": 300,
+                "decision_interval_s": 20},
+        "ppo": {"n_steps": 32, "batch_size": 64, "n_epochs": 1, "net_arch": [8]},
+        "eval": {"every_timesteps": 0, "rule_grid": {"hi_s": [1.0], "down": [0.5], "up": [1.5]}},
+        "checkpoint": {"every_timesteps": 1000},
+    }, "twocores")
+    policy = tmp_path / "twocores"
+    train(cfg, policy, progress=False, command="test", log=lambda m: None)
+
+    def simulate(*extra):
+        proc = subprocess.run([str(KPILOT), "simulate", "--trace", TRACE, "--policy", str(policy), "--json", *extra],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout), proc.stderr
+
+    evaluated = next(r for r in _cli_json("--trace", TRACE, "--policy", str(policy), "--baselines", "kpa")
+                     if r["policy"] == "rl:twocores")
+    simulated, note = simulate()
+    keys = ("pod_seconds", "latency_p95_s", "cold_starts", "slo_violations")
+    assert {k: simulated[k] for k in keys} == {k: evaluated[k] for k in keys}
+    assert 'simulated under the settings' in note and '"cores": 2' in note
+    # Options still override: one core per pod is slower.
+    one_core, _ = simulate("--cores", "1")
+    assert one_core["latency_p95_s"] > simulated["latency_p95_s"]
