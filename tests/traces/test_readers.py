@@ -84,6 +84,17 @@ def test_azure_llm(fx):
     assert not t.failed.any()
 
 
+def test_generic_unix_timestamps_keep_their_time_of_day(tmp_path):
+    # An access log in unix seconds: 1,700,000,000 is 22:13:20 UTC. It replayed from midnight,
+    # while the same traffic as request counts kept its hour (the policy observes the hour).
+    log = tmp_path / "access.csv"
+    log.write_text("timestamp,duration\n1700000000.5,0.1\n1700000030.25,0.2\n")
+    trace = load_trace(str(log))
+    assert trace.meta["start_time_of_day_s"] == 80000.0 and list(trace.arrivals) == [0.5, 30.25]
+    log.write_text("timestamp,duration\n0.5,0.1\n30.25,0.2\n")
+    assert load_trace(str(log)).meta["start_time_of_day_s"] == 0.0
+
+
 def test_generic_duration_and_tokens(fx):
     t = load_trace(fx("generic_duration.csv"))
     assert t.meta["format"] == "generic"

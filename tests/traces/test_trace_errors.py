@@ -57,6 +57,20 @@ def test_missing_file_and_bad_options(fx, tmp_path):
     assert "positive integer" in message(f"{fx('azure2019/invocations.csv')}?top=0")
 
 
+def test_azure_2019_durations_of_another_excerpt_are_refused_not_pooled(fx, tmp_path):
+    # No function in common: every service time came from the pooled row, silently.
+    (tmp_path / "invocations.csv").write_bytes(fx("azure2019/invocations.csv").read_bytes())
+    lines = fx("azure2019/durations.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    at = header.index("HashFunction")
+    other = [lines[0]] + [",".join(f"other{i}" if k == at else v for k, v in enumerate(line.split(",")))
+                          for i, line in enumerate(lines[1:])]
+    (tmp_path / "durations.csv").write_text("\n".join(other) + "\n")
+    assert message(tmp_path / "invocations.csv").endswith(
+        f"none of the 3 selected functions is in the durations file {tmp_path / 'durations.csv'} "
+        "(by HashFunction): is it this excerpt's?")
+
+
 def test_azure_2019_without_its_durations_names_the_fix(fx, tmp_path):
     (tmp_path / "invocations.csv").write_bytes(fx("azure2019/invocations.csv").read_bytes())
     assert message(tmp_path / "invocations.csv") == (

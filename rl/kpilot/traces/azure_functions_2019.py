@@ -80,6 +80,9 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
                          "percentiles beside them (durations.csv) or named with ?durations=PATH",
                          path=str(path))
     table, missing = _percentile_table(dpath, ids)
+    if missing == len(ids):      # every service time would come from the pooled row: another excerpt's file
+        raise TraceError(f"none of the {len(ids)} selected functions is in the durations file {dpath} (by "
+                         "HashFunction): is it this excerpt's?", path=str(path))
     rng = np.random.default_rng(seed)
     per_cell = counts.ravel()
     minute_start = np.tile((labels - labels[0]) * 60.0, len(ids))

@@ -2,7 +2,9 @@
 
 Columns (by name, any order, extra columns ignored):
     timestamp                       arrival, seconds (any origin; rebased to the whole second of the
-                                    earliest request, meta origin_s)
+                                    earliest request, meta origin_s); the time of day is read from it
+                                    as unix seconds mod 86400, as request-counts reads its bins
+                                    (timestamps from 0 start at midnight)
     duration                        service seconds, or else
     input_tokens, output_tokens     token counts, turned into service time by the LLM model
     failed (optional)               1/0, true/false, yes/no
@@ -58,7 +60,8 @@ def read_generic(path: Path, header: list[str], options: dict, *, service_model:
         raise TraceError(f"option spread={options['spread']!r}: expected 1/0, true/false or yes/no", path=str(path))
     if spread in TRUE:
         arrivals = spread_whole_seconds(arrivals, seed)
-    return make_trace(arrivals, service, failed, origin_s=origin, service_model=model)
+    return make_trace(arrivals, service, failed, origin_s=origin, service_model=model,
+                      start_time_of_day_s=origin % 86400.0)
 
 
 def _failed_column(path: Path, header: list[str]) -> np.ndarray:

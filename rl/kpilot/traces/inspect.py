@@ -38,7 +38,7 @@ def trace_stats(trace: Trace) -> dict:
         p50, p90, p99 = np.percentile(svc, [50, 90, 99])
         stats.update(service_mean_s=float(svc.mean()), service_p50_s=float(p50),
                      service_p90_s=float(p90), service_p99_s=float(p99))
-    for key in ("start_time_of_day_s", "selection", "functions", "checksum"):
+    for key in ("start_time_of_day_s", "selection", "functions", "functions_without_durations", "checksum"):
         if trace.meta.get(key) is not None:
             stats[key] = trace.meta[key]
     return stats
