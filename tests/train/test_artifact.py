@@ -392,3 +392,26 @@ def test_a_batch_larger_than_an_update_is_one_note_not_sb3s_warning(tiny_config,
             "epoch trains on those 128 as one mini-batch") in said
     assert not [w for w in recwarn if "mini-batch" in str(w.message)]
     assert PPO.load(tmp_path / "p" / "model.zip", device="cpu").batch_size == 128
+
+
+def test_resuming_a_run_reuses_its_rule_calibration_unless_what_it_depends_on_changed(tiny_config, tmp_path):
+    # The calibration was the slow part of a short run, and --resume repeated it from scratch.
+    from kpilot.train.trainer import train
+
+    run, out = tmp_path / "run", tmp_path / "p"
+    first = []
+    train(tiny_config(total_timesteps=128), out, run_dir=run, progress=False, log=first.append)
+    assert any(m.startswith("calibrating the rule baseline on ") for m in first), first
+    again = []
+    summary = train(tiny_config(total_timesteps=256), out, run_dir=run, resume=run, progress=False, log=again.append)
+    assert not any(m.startswith("calibrating") for m in again), again
+    assert any(m.startswith("rule baseline as this run calibrated it") for m in again), again
+    recorded = json.loads((out / "manifest.json").read_text())["manifest"]["rule_baseline"]
+    assert summary["rule"]["params"] == recorded["params"]
+    # Another grid: calibrated afresh.
+    grid = {"every_timesteps": 128, "rule_grid": {"hi_s": [2.0], "down": [0.5], "up": [1.5]}}
+    other = []
+    summary = train(tiny_config(total_timesteps=384, eval=grid), out, run_dir=run, resume=run, progress=False,
+                    log=other.append)
+    assert any(m.startswith("calibrating the rule baseline on ") for m in other), other
+    assert summary["rule"]["params"]["hi_s"] == 2.0

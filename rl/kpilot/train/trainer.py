@@ -30,7 +30,7 @@ import yaml
 
 from kpilot.env.core import EnvConfig
 from kpilot.errors import ConfigError
-from kpilot.evaluate.baselines import calibrate_rule, geomean, mean_cost, static_controllers
+from kpilot.evaluate.baselines import AimdRule, calibrate_rule, geomean, mean_cost, static_controllers
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
 from kpilot.train.config import TrainConfig, traces_dir
@@ -172,6 +172,30 @@ def _previous_artifact(out: Path):
     except PolicyError as exc:
         raise ConfigError(f"cannot read the policy artifact there ({exc.message}), which a resumed run must "
                           "beat; move it or give another --out", path=str(out), option="--out") from None
+
+
+RULE_FILE = "rule_baseline.json"     # in the run dir: the calibration and what it depended on
+
+
+def _rule_key(cfg: TrainConfig, records: list[dict]) -> str:
+    """Everything the rule's calibration depends on, hashed: the training windows' files and cut,
+    the simulator, the reward, the grid, the seed, the decision interval and the target bounds."""
+    import hashlib
+
+    inputs = {"traces": records, "specs": cfg.trace_specs(), "seed": cfg.seed, "train": list(cfg.split.train),
+              "seconds": cfg.eval.rule_calibration_s, "sim": cfg.sim, "reward": vars(cfg.reward),
+              "grid": cfg.eval.rule_grid, "eval_seed": cfg.eval.seed, "interval": cfg.env.decision_interval_s,
+              "bounds": [cfg.env.min_target, cfg.env.max_target]}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _recorded_rule(run_dir: Path, key: str) -> dict | None:
+    """The rule summary the run recorded for these inputs, or None (none, another key, unreadable)."""
+    try:
+        doc = json.loads((run_dir / RULE_FILE).read_text())
+        return doc["rule"] if doc["key"] == key and isinstance(doc["rule"]["params"], dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def check_run_dir(run_dir: Path, resuming: bool, defaulted: bool = False) -> None:
@@ -338,15 +362,27 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     full_records = [trace_record(w, traces_dir()) for w in train_w]
     log(f"traces: {len(specs)}; training windows {s.train}, validation {s.validation}, test {s.test} (held out)")
 
-    # 2. The rule baseline, calibrated on the training windows (request level).
+    # 2. The rule baseline, calibrated on the training windows (request level); a resumed run
+    # reuses its run's calibration when nothing it depends on changed (it is the slow part of a
+    # short run).
     eval_sim = SimConfig.from_dict(cfg.sim)
-    t0 = time.perf_counter()
-    calib = [time_window_s(w, cfg.eval.rule_calibration_s) for w in train_w]
-    rule, rule_summary = calibrate_rule(calib, eval_sim, cfg.reward, seed=cfg.eval.seed,
-                                        grid=cfg.eval.rule_grid or None,
-                                        interval_s=cfg.env.decision_interval_s,
-                                        min_target=cfg.env.min_target, max_target=cfg.env.max_target)
-    log(f"rule baseline calibrated in {time.perf_counter() - t0:.1f}s: {rule_summary['params']}")
+    rule_key = _rule_key(cfg, full_records)
+    reused = _recorded_rule(run_dir, rule_key) if resume is not None else None
+    if reused is not None:
+        rule, rule_summary = AimdRule(**reused["params"]), reused
+        log(f"rule baseline as this run calibrated it ({run_dir / RULE_FILE}): {rule_summary['params']}")
+    else:
+        t0 = time.perf_counter()
+        log(f"calibrating the rule baseline on {len(train_w)} training windows (up to "
+            f"{cfg.eval.rule_calibration_s:g} s of each; eval.rule_calibration_s and eval.rule_grid size it)")
+        calib = [time_window_s(w, cfg.eval.rule_calibration_s) for w in train_w]
+        rule, rule_summary = calibrate_rule(calib, eval_sim, cfg.reward, seed=cfg.eval.seed,
+                                            grid=cfg.eval.rule_grid or None,
+                                            interval_s=cfg.env.decision_interval_s,
+                                            min_target=cfg.env.min_target, max_target=cfg.env.max_target)
+        log(f"rule baseline calibrated in {time.perf_counter() - t0:.1f}s: {rule_summary['params']}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RULE_FILE).write_text(json.dumps({"key": rule_key, "rule": rule_summary}, indent=1) + "\n")
 
     # 3. Environment. Episodes pick a window uniformly from this list: repeating a real trace's
     # window weights it (real traces are few, synthetic ones many).
