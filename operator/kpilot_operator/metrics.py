@@ -26,16 +26,13 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, pod_autoscaler_readings
+from kpilot.promql import counted_from_zero
 from kpilot_operator.reconcile import KNATIVE_DEFAULT_TARGET, Holder
 
-# Per-second rate of a queue-proxy counter over the window, a new pod's series counted from zero:
-# queue-proxy's series appears with a pod's first request, and rate() alone counts only growth
-# between a series' own samples, so what a pod started from zero served before its first scrape
-# was lost, and the interval after a scale from zero read a lower rate and latency than the
-# simulator (which counts every completion) shows. {ws} is the window in seconds.
 def _rate(metric: str) -> str:
-    return ("((max_over_time(%(m)s{{{sel}}}[{w}]) / {ws} unless %(m)s{{{sel}}} offset {w}) "
-            "or rate(%(m)s{{{sel}}}[{w}]))") % {"m": metric}
+    """rate() of a queue-proxy counter over the window, a new pod's series counted from zero
+    (kpilot.promql; rate() alone read a scale from zero's first interval low), as a template."""
+    return counted_from_zero(metric + "{{{sel}}}", "{w}", per_second="{ws}")
 
 
 # field -> PromQL template; {sel} is the namespace matcher, {w} the rate window, {ws} its seconds.

@@ -437,13 +437,15 @@ def test_prometheus_queries_are_fixed_and_namespace_scoped():
     # A new pod's series (none there a window ago) is counted from zero: rate() alone lost what it
     # served before its first scrape (a burst of 300 read 0 req/s against Prometheus 2.42; now 10).
     count = f"kn_serving_invocation_duration_seconds_count{{{sel}}}"
+    # "New": no sample in the 5 minutes before the window (a range lookback: one failed scrape's
+    # staleness marker made an instant `offset` read a 100,000-request pod as new).
     assert promql("request_rate", "shop", 45) == (
-        f"sum by (kn_revision_name) ((max_over_time({count}[45s]) / 45 unless {count} offset 45s) "
+        f"sum by (kn_revision_name) ((max_over_time({count}[45s]) / 45 unless count_over_time({count}[5m] offset 45s)) "
         f"or rate({count}[45s]))")
     bucket = f"kn_serving_invocation_duration_seconds_bucket{{{sel}}}"
     assert promql("latency_p95_s", "shop", 10) == (
         f"histogram_quantile(0.95, sum by (kn_revision_name, le) "
-        f"((max_over_time({bucket}[30s]) / 30 unless {bucket} offset 30s) or rate({bucket}[30s])))")
+        f"((max_over_time({bucket}[30s]) / 30 unless count_over_time({bucket}[5m] offset 30s)) or rate({bucket}[30s])))")
     series = {f: {} for f in QUERIES}
     for f in ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic"):
         series[f] = {"r1": 2.0, "r2": 1.0}

@@ -107,8 +107,8 @@ def test_each_services_traffic_becomes_a_trace_kpilot_tune_reads(prometheus, tmp
     # A new pod's series counted from zero (what it served before its first scrape), the others
     # by increase() (checked against a real Prometheus 2.42: a burst of 300 requests on a pod
     # scraped once read 0 by increase() alone).
-    assert all("(max_over_time(" in q["query"] and "[60s]) unless kn_serving" in q["query"]
-               and " offset 60s) or increase(" in q["query"] for q in prom.queries)
+    assert all("(max_over_time(" in q["query"] and "[60s]) unless count_over_time(kn_serving" in q["query"]
+               and "[5m] offset 60s)) or increase(" in q["query"] for q in prom.queries)
     # A sample at t covers (t - 60, t]; every bin is a row, counts rounded (0.2 requests: none),
     # the mean taken before rounding.
     rows = (out / "cart.csv").read_text().splitlines()

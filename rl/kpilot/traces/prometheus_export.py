@@ -5,14 +5,10 @@ request histogram in Prometheus, as one request-counts trace per Service (reques
 Two range queries, whatever the number of Services, with the bin width as their step, for the
 histogram's _count and _sum (X below, selected by k8s_namespace_name="NS"):
 
-    sum by (LABEL) ((max_over_time(X[STEP]) unless X offset STEP) or increase(X[STEP]))
+    sum by (LABEL) ((max_over_time(X[STEP]) unless count_over_time(X[5m] offset STEP)) or increase(X[STEP]))
 
-increase() counts only the growth between a series' own samples, and queue-proxy's series appears
-with a pod's first request: what a new pod served before its first scrape, a whole burst from
-zero on a short-lived pod, was not counted at all. A series born in the bin (none at its start,
-within Prometheus's 5-minute lookback: a cheap test, where a range lookback would load every
-sample of the hour at every step) is therefore counted from zero, by its greatest value; the
-others by increase().
+a new pod's series counted from zero (kpilot.promql: what it served before its first scrape was
+otherwise lost), the others by increase().
 Bins are whole steps on the step's grid (unix time a multiple of STEP), the last one ending at or
 before --end (default now); a sample at time t covers (t - STEP, t], so its row's bin starts at
 t - STEP, and every bin of the range is a row, 0 where nothing was served. increase()
@@ -39,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kpilot.errors import ConfigError
+from kpilot.promql import counted_from_zero
 
 LABELS = {"service": "kn_service_name", "revision": "kn_revision_name"}
 # Written beside the traces: what each file's name is (a Service's or a revision's) and where it
@@ -92,12 +89,8 @@ class ServiceTraffic:
 
 def queries(namespace: str, label: str, step_s: int) -> tuple[str, str]:
     sel = f'k8s_namespace_name="{namespace}"'
-    out = []
-    for part in ("count", "sum"):
-        series = f"{HISTOGRAM}_{part}{{{sel}}}"
-        born = f"max_over_time({series}[{step_s}s]) unless {series} offset {step_s}s"
-        out.append(f"sum by ({label}) (({born}) or increase({series}[{step_s}s]))")
-    return tuple(out)
+    return tuple(f"sum by ({label}) {counted_from_zero(f'{HISTOGRAM}_{part}{{{sel}}}', f'{step_s}s')}"
+                 for part in ("count", "sum"))
 
 
 def bins(since_s: float, end: float, step_s: int) -> tuple[int, int]:
