@@ -63,7 +63,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
             try:
                 if await memo.owned_api.ensure_peering(peering.name, where):
                     logger.info("created the %s %s", kind, peering.name)
-            except kube.ApiError as exc:     # e.g. its CRD, applied with the operator, not served yet
+            except kube.ApiError as exc:
+                if where is not None and exc.status == 404 and "namespaces" in str(exc):
+                    # One namespace not there yet must not hold up the others.
+                    logger.warning("namespace %s does not exist: its policies wait until it does and the "
+                                   "operator restarts (its KopfPeering is created at start)", where)
+                    continue
+                # e.g. the peering CRD, applied with the operator, not served yet: retried.
                 raise kopf.TemporaryError(f"cannot create the {kind} {peering.name}: {exc}", delay=5.0)
     port = int(os.environ.get("KPILOT_METRICS_PORT", "8080").strip())
     if port and not memo.get("metrics_started"):

@@ -375,12 +375,16 @@ def test_a_namespaced_replica_creates_its_peering_and_acts(envtest, envtest_name
     envtest.create_knative_app(ns, "svc", revision_annotations={TARGET: "70"}, service_labels={"kpilot": "on"})
     create_policy(envtest, ns, path_policy(ns, policy_file, prom_url=None, mode="Enforce"))
     try:
-        lines = _operator_command(envtest, ["--no-standalone", "-n", ns],
+        # A namespace that does not exist yet is a warning, not a startup that never ends.
+        later = f"later-{os.getpid()}"
+        lines = _operator_command(envtest, ["--no-standalone", "-n", ns, "-n", later],
                                   until=lambda _: annotations(envtest, ns, "svc-00001").get(TARGET) == "40",
                                   extra_env={"KPILOT_PEERING_NAME": name})
         assert annotations(envtest, ns, "svc-00001").get(TARGET) == "40", lines
         assert co(envtest).get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", name)
         assert any(line["message"] == f"created the KopfPeering in {ns} {name}" for line in lines), lines
+        assert any(line["message"].startswith(f"namespace {later} does not exist: its policies wait")
+                   and line["severity"] == "warn" for line in lines), lines
     finally:   # no operator of a later test should restore this one
         co(envtest).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p", {"metadata": {"finalizers": []}})
         co(envtest).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p")
