@@ -280,9 +280,11 @@ def rounded(observation: Mapping[str, float]) -> dict[str, float]:
 
 @dataclass
 class ServiceStatus:
-    """One Service's outcome this tick. Where its traffic splits over several revisions, the
-    Service-level fields are the last revision's (in status.traffic order) and `by_revision` keeps
-    each one's, observation and decision included."""
+    """One Service's outcome this tick. Where its traffic splits over several revisions,
+    `by_revision` keeps each one's, observation and decision included, and the Service-level fields
+    are those of the last revision recorded: the revisions left alone come first (not found,
+    another policy's, unsupported), then those the policy decides for, each in status.traffic
+    order; a failed write makes the Service WriteFailed."""
     name: str
     revisions: list[str]
     reason: str

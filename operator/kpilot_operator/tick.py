@@ -242,7 +242,10 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
         if error:
             telemetry.ERRORS.labels(kind="WriteFailed", **labels).inc()
             if w.service in by_service:
-                by_service[w.service].reason, by_service[w.service].message = "WriteFailed", error[:300]
+                svc = by_service[w.service]
+                svc.reason, svc.message = "WriteFailed", error[:300]
+                if w.holder.name in svc.by_revision:      # the revision's own entry says so too
+                    svc.by_revision[w.holder.name].update(reason="WriteFailed", message=error[:300])
         else:
             telemetry.APPLIED.labels(reason=w.reason, **labels).inc()
             if w.target is not None and not isinstance(w.intent, Restore):

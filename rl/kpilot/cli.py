@@ -285,12 +285,13 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
         base = read_yaml(config) or {}
         if not isinstance(base, dict):
             raise ConfigError("expected a mapping with kpa/pod/slo sections", path=str(config))
+    sim = SimConfig.from_dict(base, source=str(config) if config else None)   # the YAML as Knative checks it
     if trained:     # key by key: a YAML's pod.cores leaves the policy's pod.cold_start as it was
         merged = {name: dict(section) for name, section in trained.items() if isinstance(section, dict)}
         for name, section in base.items():
-            merged[name] = {**merged.get(name, {}), **section} if isinstance(section, dict) else section
-        base = merged
-    sim = SimConfig.from_dict(base, source=str(config) if config else None, knative_rules=not trained)
+            merged[name] = {**merged.get(name, {}), **section}
+        # As evaluate loads a manifest: a policy trained before Knative's rules were checked replays.
+        sim = SimConfig.from_dict(merged, source=str(config) if config else None, knative_rules=False)
     for option, key, value in (("--cores", "pod.cores", cores),
                                ("--container-concurrency", "pod.container_concurrency", container_concurrency)):
         if value is not None:
@@ -354,10 +355,15 @@ def simulate(
         raise ConfigError(f"must be a number > 0, got {interval:g}", option="--interval")
     trained, trained_interval = _trained_settings(policy)
     sim = _sim_config(cold_start, cores, container_concurrency, config, trained)
-    if trained:
-        err_console.print(f"kpilot: note: simulated under the settings {policy} was trained with (its manifest's "
-                          f"sim: {json.dumps(trained, sort_keys=True)}); --config and options override them",
-                          markup=False)
+    if trained_interval is not None:
+        used = [f"sim {json.dumps(trained, sort_keys=True)}"] if trained else []
+        if interval is None:
+            used.append(f"a decision every {trained_interval:g} s")
+        if used:
+            err_console.print(f"kpilot: note: {policy} replays as it was trained: {'; '.join(used)} (--config, "
+                              "--interval and options override them); kpa and static:N run under --config "
+                              "alone, so give them the same settings to compare, or use kpilot evaluate",
+                              markup=False)
     controller = parse_controller(policy, interval_s=interval or trained_interval or 30.0)
     tr = load_trace(trace, fmt, seed=seed)
     if len(tr) == 0:

@@ -425,7 +425,13 @@ def test_simulate_replays_a_policy_under_its_training_settings_as_evaluate_does(
     simulated, note = simulate()
     keys = ("pod_seconds", "latency_p95_s", "cold_starts", "slo_violations")
     assert {k: simulated[k] for k in keys} == {k: evaluated[k] for k in keys}
-    assert 'simulated under the settings' in note and '"cores": 2' in note
+    assert "replays as it was trained: sim {\"pod\": {\"cores\": 2}}; a decision every 20 s" in note
     # Options still override: one core per pod is slower.
     one_core, _ = simulate("--cores", "1")
     assert one_core["latency_p95_s"] > simulated["latency_p95_s"]
+    # The user's own --config is checked as Knative checks it, whatever the policy's settings.
+    bad = tmp_path / "sim.yaml"
+    bad.write_text("kpa:\n  initial_scale: 0\n")
+    proc = subprocess.run([str(KPILOT), "simulate", "--trace", TRACE, "--policy", str(policy), "--config", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "kpa.initial_scale: 0 needs kpa.allow_zero_initial_scale" in proc.stderr

@@ -169,3 +169,31 @@ async def test_off_restores_even_when_the_rest_of_the_spec_is_invalid():
                             TickState())
     assert annotations.get(TARGET) == "55" and annotations.get(ORIGINAL) == "70"
     assert "paused Services excepted" in status["conditions"][0]["message"]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_write_on_a_split_service_is_said_on_its_revision_too():
+    # Two revisions share the traffic; the write to the second fails. The Service-level reason said
+    # WriteFailed while that revision's own entry still said it was applied.
+    from kpilot_operator.knative import WriteFailed
+
+    class Failing(GatedCluster):
+        async def write(self, holder, intent):
+            if holder.name == "svc-0-00002":
+                raise WriteFailed("conflicts, 5 times")
+            return await super().write(holder, intent)
+
+    cluster = Failing()
+    second = json.loads(json.dumps(cluster.revisions["svc-0-00001"]))
+    second["metadata"]["name"] = "svc-0-00002"
+    cluster.revisions["svc-0-00002"] = second
+    cluster.services[0]["status"]["traffic"] = [{"revisionName": "svc-0-00001", "percent": 50},
+                                                {"revisionName": "svc-0-00002", "percent": 50}]
+    cluster.pas.append({"metadata": {"name": "svc-0-00002"}, "status": {"actualScale": 3, "desiredScale": 3}})
+    rt = Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e6)
+    status = await run_tick(rt, "p", "bench", SPEC, TickState())
+    (service,) = status["services"]
+    entries = {e["name"]: e for e in service["revisionStatus"]}
+    assert service["reason"] == "WriteFailed"
+    assert entries["svc-0-00002"]["reason"] == "WriteFailed" and "conflicts" in entries["svc-0-00002"]["message"]
+    assert entries["svc-0-00001"]["reason"] != "WriteFailed"

@@ -98,6 +98,7 @@ def test_a_policy_with_smoothing_takes_over_knatives_target_at_once(tmp_path):
     (("--trace", SMALL, "--policy", "static:inf"), "finite number >= 0.01"),
     (("--trace", SMALL, "--policy", "/no/such/policy"), "/no/such/policy"),
     (("--trace", SMALL, "--cold-start", "lognormal:1"), "option --cold-start: bad cold-start model 'lognormal:1': expected lognormal:MEAN,SD"),
+    (("--trace", SMALL, "--cold-start", "fixd:2.5"), "option --cold-start: bad cold-start model 'fixd:2.5': expected fixed:S"),
     (("--trace", SMALL, "--cold-start", "tables/nosuch.csv"),
      "option --cold-start: no cold-start table 'tables/nosuch.csv' (a relative path is read from the working directory"),
     (("--trace", SMALL, "--cores", "0"), "option --cores"),

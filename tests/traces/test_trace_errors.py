@@ -67,8 +67,12 @@ def test_azure_2019_durations_of_another_excerpt_are_refused_not_pooled(fx, tmp_
                           for i, line in enumerate(lines[1:])]
     (tmp_path / "durations.csv").write_text("\n".join(other) + "\n")
     assert message(tmp_path / "invocations.csv").endswith(
-        f"none of the 3 selected functions is in the durations file {tmp_path / 'durations.csv'} "
+        f"none of the 3 functions is in the durations file {tmp_path / 'durations.csv'} "
         "(by HashFunction): is it this excerpt's?")
+    # One function missing from a file that has the others: pooled, as documented, and counted.
+    (tmp_path / "durations.csv").write_text("\n".join(l for l in lines if not l.split(",")[at] == "abc111") + "\n")
+    alone = load_trace(f"{tmp_path / 'invocations.csv'}?function=abc111")
+    assert len(alone) > 0 and alone.meta["functions_without_durations"] == 1
 
 
 def test_azure_2019_without_its_durations_names_the_fix(fx, tmp_path):

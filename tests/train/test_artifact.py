@@ -400,14 +400,14 @@ def test_resuming_a_run_reuses_its_rule_calibration_unless_what_it_depends_on_ch
 
     run, out = tmp_path / "run", tmp_path / "p"
     first = []
-    train(tiny_config(total_timesteps=128), out, run_dir=run, progress=False, log=first.append)
+    calibrated = train(tiny_config(total_timesteps=128), out, run_dir=run, progress=False, log=first.append)["rule"]
     assert any(m.startswith("calibrating the rule baseline on ") for m in first), first
     again = []
     summary = train(tiny_config(total_timesteps=256), out, run_dir=run, resume=run, progress=False, log=again.append)
     assert not any(m.startswith("calibrating") for m in again), again
     assert any(m.startswith("rule baseline as this run calibrated it") for m in again), again
-    recorded = json.loads((out / "manifest.json").read_text())["manifest"]["rule_baseline"]
-    assert summary["rule"]["params"] == recorded["params"]
+    assert summary["rule"] == calibrated                     # the first run's calibration, as it was
+    assert json.loads((out / "manifest.json").read_text())["manifest"]["rule_baseline"]["params"] == calibrated["params"]
     # Another grid: calibrated afresh.
     grid = {"every_timesteps": 128, "rule_grid": {"hi_s": [2.0], "down": [0.5], "up": [1.5]}}
     other = []

@@ -94,7 +94,7 @@ def parse_cold_start(spec: str) -> ColdStartModel:
 
         samples = np.asarray(load_coldstart_table(path), dtype=np.float64)
         return ColdStartModel(KIND_EMPIRICAL, samples=np.minimum(samples, MAX_COLD_START_S), spec=raw)
-    if "/" in spec or path.suffix:      # meant as a table: say it is not there, and where it was looked for
+    if "/" in spec or path.suffix.lower() == ".csv":    # meant as a table: not there, and where it was looked for
         where = "" if path.is_absolute() else f" (a relative path is read from the working directory, {Path.cwd()})"
         raise ConfigError(f"no cold-start table {raw!r}{where}", option="--cold-start")
     raise ConfigError(f"bad cold-start model {raw!r}: expected fixed:S, lognormal:MEAN,SD, "

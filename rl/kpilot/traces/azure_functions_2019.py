@@ -68,6 +68,7 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
     counts = np.column_stack(list(read_numeric(path, header, minutes).values()))
     _check_counts(path, header, minutes, counts)
     counts = counts.astype(np.int64)
+    every_id = ids
     keep = select_functions(ids, counts.sum(axis=1), options, str(path))
     ids, counts = ids[keep], counts[keep]
     if counts.sum() == 0:
@@ -79,9 +80,9 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
         raise TraceError(f"no durations file {dpath}: Azure Functions 2019 invocations need the duration "
                          "percentiles beside them (durations.csv) or named with ?durations=PATH",
                          path=str(path))
-    table, missing = _percentile_table(dpath, ids)
-    if missing == len(ids):      # every service time would come from the pooled row: another excerpt's file
-        raise TraceError(f"none of the {len(ids)} selected functions is in the durations file {dpath} (by "
+    table, missing, shared = _percentile_table(dpath, ids, every_id)
+    if not shared:      # every service time would come from the pooled row: another excerpt's file
+        raise TraceError(f"none of the {len(every_id)} functions is in the durations file {dpath} (by "
                          "HashFunction): is it this excerpt's?", path=str(path))
     rng = np.random.default_rng(seed)
     per_cell = counts.ravel()
@@ -105,8 +106,9 @@ def _check_counts(path: Path, header: list[str], minutes: list[str], counts: np.
                          path=str(path), line=int(row) + 2, column=column_label(header, minutes[col]))
 
 
-def _percentile_table(dpath: Path, ids: np.ndarray) -> tuple[np.ndarray, int]:
-    """Per selected function, its 7 duration percentiles (ms); and how many had to be pooled."""
+def _percentile_table(dpath: Path, ids: np.ndarray, every_id: np.ndarray) -> tuple[np.ndarray, int, bool]:
+    """Per selected function, its 7 duration percentiles (ms); how many had to be pooled; and
+    whether the file has any of `every_id` (the whole invocations file's functions) at all."""
     dheader = read_header(dpath)
     require_columns(dpath, dheader, ["HashFunction", "Count", *PERCENTILE_COLUMNS], "azure-functions-2019 durations")
     num = read_numeric(dpath, dheader, ["Count", *PERCENTILE_COLUMNS])
@@ -122,7 +124,7 @@ def _percentile_table(dpath: Path, ids: np.ndarray) -> tuple[np.ndarray, int]:
         first.setdefault(fid, i)
     rows = np.array([first.get(fid, -1) for fid in ids])
     table = np.where((rows >= 0)[:, None], pct[np.maximum(rows, 0)], pooled)
-    return table, int((rows < 0).sum())
+    return table, int((rows < 0).sum()), bool(set(first) & set(every_id.tolist()))
 
 
 def _sample_percentiles(table: np.ndarray, func_of: np.ndarray, rng: np.random.Generator) -> np.ndarray:
