@@ -64,7 +64,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
                 if await memo.owned_api.ensure_peering(peering.name, where):
                     logger.info("created the %s %s", kind, peering.name)
             except kube.ApiError as exc:
-                if where is not None and exc.status == 404 and "namespaces" in str(exc):
+                if where is not None and exc.status == 404 and f'namespaces "{where}" not found' in str(exc):
                     # One namespace not there yet must not hold up the others.
                     logger.warning("namespace %s does not exist: its policies wait until it does and the "
                                    "operator restarts (its KopfPeering is created at start)", where)

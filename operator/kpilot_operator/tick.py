@@ -91,6 +91,18 @@ async def metrics_source(rt: Runtime, spec: PolicySpec, namespace: str):
     return PrometheusMetrics(spec.metrics.url, spec.metrics.timeout_s, token, rt.http)
 
 
+def _unwritten(svc, w, note: str, reason: str | None = None) -> None:
+    """The revision's own entry of a split Service: what it runs is still the target before this
+    write, and why (a write that failed, or one the fresh object no longer needed)."""
+    entry = svc.by_revision.get(w.holder.name)
+    if entry is None:
+        return
+    entry["appliedTarget"] = w.previous
+    entry["message"] = f"{entry['message']}; {note}" if entry.get("message") else note
+    if reason:
+        entry["reason"] = reason
+
+
 async def apply_writes(rt: Runtime, writes: list[Write]) -> tuple[dict[int, str], set[int]]:
     """Perform the writes concurrently (bounded); returns index -> error for those that failed,
     and the indices the fresh object no longer needed (gone, or changed by someone else)."""
@@ -236,6 +248,7 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
                 note = "not written: the revision changed or went away since it was read"
                 svc = by_service[w.service]
                 svc.message = f"{svc.message}; {note}" if svc.message else note
+                _unwritten(svc, w, note)
             continue
         error = failures.get(i)
         _event_for_write(rt, name, bodies, w, error)
@@ -244,8 +257,7 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
             if w.service in by_service:
                 svc = by_service[w.service]
                 svc.reason, svc.message = "WriteFailed", error[:300]
-                if w.holder.name in svc.by_revision:      # the revision's own entry says so too
-                    svc.by_revision[w.holder.name].update(reason="WriteFailed", message=error[:300])
+                _unwritten(svc, w, error[:300], reason="WriteFailed")
         else:
             telemetry.APPLIED.labels(reason=w.reason, **labels).inc()
             if w.target is not None and not isinstance(w.intent, Restore):

@@ -285,13 +285,21 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
         base = read_yaml(config) or {}
         if not isinstance(base, dict):
             raise ConfigError("expected a mapping with kpa/pod/slo sections", path=str(config))
-    sim = SimConfig.from_dict(base, source=str(config) if config else None)   # the YAML as Knative checks it
+    source = str(config) if config else None
+    sim = SimConfig.from_dict(base, source=source, knative_rules=not trained)   # the YAML's keys, types, ranges
     if trained:     # key by key: a YAML's pod.cores leaves the policy's pod.cold_start as it was
         merged = {name: dict(section) for name, section in trained.items() if isinstance(section, dict)}
         for name, section in base.items():
-            merged[name] = {**merged.get(name, {}), **section}
-        # As evaluate loads a manifest: a policy trained before Knative's rules were checked replays.
-        sim = SimConfig.from_dict(merged, source=str(config) if config else None, knative_rules=False)
+            merged[name] = {**merged.get(name, {}), **(section or {})}   # an empty section: nothing
+        try:         # Knative's rules between keys, on what will run
+            sim = SimConfig.from_dict(merged, source=source)
+        except ConfigError:
+            try:     # a policy trained before those rules were checked replays, as evaluate replays it
+                SimConfig.from_dict(trained)
+            except ConfigError:
+                sim = SimConfig.from_dict(merged, source=source, knative_rules=False)
+            else:
+                raise
     for option, key, value in (("--cores", "pod.cores", cores),
                                ("--container-concurrency", "pod.container_concurrency", container_concurrency)):
         if value is not None:
@@ -318,8 +326,12 @@ def _trained_settings(policy: str) -> tuple[dict, float | None]:
 
     try:
         artifact = load_artifact(policy)
-    except PolicyError:
-        return {}, None      # parse_controller says what is wrong with it, or it has no manifest
+    except PolicyError as exc:
+        # A policy.json without a training manifest replays under the defaults; a missing one is
+        # parse_controller's to report; a manifest evaluate would refuse is refused here too.
+        if "no training manifest" in exc.message or "no such policy directory" in exc.message:
+            return {}, None
+        raise
     sim = (artifact.manifest.get("config") or {}).get("sim") or {}
     return (sim if isinstance(sim, dict) else {}), artifact.interval_s
 

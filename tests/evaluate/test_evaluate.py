@@ -404,7 +404,8 @@ def test_simulate_replays_a_policy_under_its_training_settings_as_evaluate_does(
     from kpilot.train.trainer import train
 
     cfg = config_from_dict({
-        "name": "twocores", "n_envs": 4, "total_timesteps": 128, "sim": {"pod": {"cores": 2}},
+        "name": "twocores", "n_envs": 4, "total_timesteps": 128,
+        "sim": {"pod": {"cores": 2}, "kpa": {"allow_zero_initial_scale": True}},
         "env": {"synthetic": ["synthetic:bursty:rate=4,duration=1500,seed=1"], "episode_s": 300,
                 "decision_interval_s": 20},
         "ppo": {"n_steps": 32, "batch_size": 64, "n_epochs": 1, "net_arch": [8]},
@@ -425,13 +426,26 @@ def test_simulate_replays_a_policy_under_its_training_settings_as_evaluate_does(
     simulated, note = simulate()
     keys = ("pod_seconds", "latency_p95_s", "cold_starts", "slo_violations")
     assert {k: simulated[k] for k in keys} == {k: evaluated[k] for k in keys}
-    assert "replays as it was trained: sim {\"pod\": {\"cores\": 2}}; a decision every 20 s" in note
+    assert ('replays as it was trained: sim {"kpa": {"allow_zero_initial_scale": true}, "pod": {"cores": 2}}; '
+            'a decision every 20 s') in note
     # Options still override: one core per pod is slower.
     one_core, _ = simulate("--cores", "1")
     assert one_core["latency_p95_s"] > simulated["latency_p95_s"]
-    # The user's own --config is checked as Knative checks it, whatever the policy's settings.
-    bad = tmp_path / "sim.yaml"
-    bad.write_text("kpa:\n  initial_scale: 0\n")
-    proc = subprocess.run([str(KPILOT), "simulate", "--trace", TRACE, "--policy", str(policy), "--config", str(bad)],
+    # A --config is checked as Knative checks what will run: the YAML over the policy's settings.
+    def with_config(text):
+        path = tmp_path / "sim.yaml"
+        path.write_text(text)
+        return subprocess.run([str(KPILOT), "simulate", "--trace", TRACE, "--policy", str(policy), "--config",
+                               str(path), "--json"], capture_output=True, text=True, timeout=120)
+    assert with_config("kpa:\n  initial_scale: 0\n").returncode == 0      # the policy allows zero
+    assert with_config("pod:\n").returncode == 0                           # an empty section: nothing
+    refused = with_config("kpa:\n  max_scale_limit: 5\n  max_scale: 10\n")
+    assert refused.returncode == 2 and "kpa.max_scale: must be between 1 and kpa.max_scale_limit" in refused.stderr
+    # A manifest evaluate refuses (a setting this version does not know) is refused here too, not
+    # replayed under the defaults.
+    doc = json.loads((policy / "policy.json").read_text())
+    doc["manifest"]["config"]["sim"]["pod"]["removed_setting"] = 1
+    (policy / "policy.json").write_text(json.dumps(doc))
+    proc = subprocess.run([str(KPILOT), "simulate", "--trace", TRACE, "--policy", str(policy)],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "kpa.initial_scale: 0 needs kpa.allow_zero_initial_scale" in proc.stderr
+    assert proc.returncode == 2 and "malformed manifest" in proc.stderr and "Traceback" not in proc.stderr

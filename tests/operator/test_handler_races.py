@@ -196,4 +196,5 @@ async def test_a_failed_write_on_a_split_service_is_said_on_its_revision_too():
     entries = {e["name"]: e for e in service["revisionStatus"]}
     assert service["reason"] == "WriteFailed"
     assert entries["svc-0-00002"]["reason"] == "WriteFailed" and "conflicts" in entries["svc-0-00002"]["message"]
-    assert entries["svc-0-00001"]["reason"] != "WriteFailed"
+    assert entries["svc-0-00002"]["appliedTarget"] == 100            # still what it runs: Knative's default
+    assert entries["svc-0-00001"]["reason"] != "WriteFailed" and entries["svc-0-00001"]["appliedTarget"] == 30

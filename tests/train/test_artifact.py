@@ -408,6 +408,11 @@ def test_resuming_a_run_reuses_its_rule_calibration_unless_what_it_depends_on_ch
     assert any(m.startswith("rule baseline as this run calibrated it") for m in again), again
     assert summary["rule"] == calibrated                     # the first run's calibration, as it was
     assert json.loads((out / "manifest.json").read_text())["manifest"]["rule_baseline"]["params"] == calibrated["params"]
+    # Resumed into another run dir: the checkpoint's run dir has the record.
+    elsewhere = []
+    train(tiny_config(total_timesteps=320), tmp_path / "p2", run_dir=tmp_path / "run2", resume=run, progress=False,
+          log=elsewhere.append)
+    assert any(m.startswith("rule baseline as this run calibrated it") for m in elsewhere), elsewhere
     # Another grid: calibrated afresh.
     grid = {"every_timesteps": 128, "rule_grid": {"hi_s": [2.0], "down": [0.5], "up": [1.5]}}
     other = []
@@ -415,3 +420,20 @@ def test_resuming_a_run_reuses_its_rule_calibration_unless_what_it_depends_on_ch
                     log=other.append)
     assert any(m.startswith("calibrating the rule baseline on ") for m in other), other
     assert summary["rule"]["params"]["hi_s"] == 2.0
+
+
+def test_a_changed_cold_start_table_is_calibrated_afresh_on_resume(tiny_config, tmp_path):
+    # The rule's key held the table's path, not its contents: edited costs reused a stale rule.
+    import shutil
+
+    from kpilot.train.trainer import train
+
+    table = tmp_path / "cold.csv"
+    shutil.copy(Path(__file__).parents[1] / "fixtures" / "traces" / "huawei_coldstart.csv", table)
+    cfg = lambda steps: tiny_config(total_timesteps=steps, sim={"pod": {"cold_start": str(table)}})
+    run, out = tmp_path / "run", tmp_path / "p"
+    train(cfg(128), out, run_dir=run, progress=False, log=lambda m: None)
+    table.write_text(table.read_text().replace("0,0,0.1,1,7,0.5,0.1,0.1,0.1,0.2,R1", "0,0,0.1,1,7,5.0,1.0,1.0,1.0,2.0,R1"))
+    said = []
+    train(cfg(256), out, run_dir=run, resume=run, progress=False, log=said.append)
+    assert any(m.startswith("calibrating the rule baseline on ") for m in said), said

@@ -182,10 +182,17 @@ def _rule_key(cfg: TrainConfig, records: list[dict]) -> str:
     the simulator, the reward, the grid, the seed, the decision interval and the target bounds."""
     import hashlib
 
-    inputs = {"traces": records, "specs": cfg.trace_specs(), "seed": cfg.seed, "train": list(cfg.split.train),
-              "seconds": cfg.eval.rule_calibration_s, "sim": cfg.sim, "reward": vars(cfg.reward),
-              "grid": cfg.eval.rule_grid, "eval_seed": cfg.eval.seed, "interval": cfg.env.decision_interval_s,
-              "bounds": [cfg.env.min_target, cfg.env.max_target]}
+    from kpilot import __version__
+    from kpilot.evaluate.baselines import RULE_GRID
+    from kpilot.traces.csvio import sha256_file
+
+    cold_start = SimConfig.from_dict(cfg.sim).pod.cold_start
+    table = sha256_file(Path(cold_start)) if Path(cold_start).is_file() else None   # a table: its contents
+    inputs = {"traces": records, "seed": cfg.seed, "train": list(cfg.split.train),
+              "seconds": cfg.eval.rule_calibration_s, "sim": cfg.sim, "cold_start_table": table,
+              "reward": vars(cfg.reward), "grid": {**RULE_GRID, **(cfg.eval.rule_grid or {})},
+              "eval_seed": cfg.eval.seed, "interval": cfg.env.decision_interval_s,
+              "bounds": [cfg.env.min_target, cfg.env.max_target], "kpilot": __version__}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -367,10 +374,12 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     # short run).
     eval_sim = SimConfig.from_dict(cfg.sim)
     rule_key = _rule_key(cfg, full_records)
-    reused = _recorded_rule(run_dir, rule_key) if resume is not None else None
+    # The run dir of this run, or of the checkpoint resumed (a resume may write elsewhere).
+    reused = next((r for d in dict.fromkeys([run_dir, *([checkpoint[0].parent.parent] if checkpoint else [])])
+                   if (r := _recorded_rule(d, rule_key)) is not None), None) if resume is not None else None
     if reused is not None:
         rule, rule_summary = AimdRule(**reused["params"]), reused
-        log(f"rule baseline as this run calibrated it ({run_dir / RULE_FILE}): {rule_summary['params']}")
+        log(f"rule baseline as this run calibrated it ({RULE_FILE}): {rule_summary['params']}")
     else:
         t0 = time.perf_counter()
         log(f"calibrating the rule baseline on {len(train_w)} training windows (up to "
@@ -381,8 +390,8 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
                                             interval_s=cfg.env.decision_interval_s,
                                             min_target=cfg.env.min_target, max_target=cfg.env.max_target)
         log(f"rule baseline calibrated in {time.perf_counter() - t0:.1f}s: {rule_summary['params']}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RULE_FILE).write_text(json.dumps({"key": rule_key, "rule": rule_summary}, indent=1) + "\n")
+    run_dir.mkdir(parents=True, exist_ok=True)    # this run's record, for its own --resume
+    (run_dir / RULE_FILE).write_text(json.dumps({"key": rule_key, "rule": rule_summary}, indent=1) + "\n")
 
     # 3. Environment. Episodes pick a window uniformly from this list: repeating a real trace's
     # window weights it (real traces are few, synthetic ones many).
