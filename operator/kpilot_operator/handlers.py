@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 import aiohttp
 import kopf
 from prometheus_client import start_http_server
 
 from kpilot_operator import knative, kube
-from kpilot_operator.main import peering_priority
+from kpilot_operator.main import env_setting, peering_priority
 from kpilot_operator.spec import GROUP, PLURAL, VERSION, DEFAULT_INTERVAL_S
 from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick, unavailable_status
 
 # How often the timer checks whether a policy's decisionIntervalSeconds has elapsed: Kopf's timer
 # interval is fixed at registration, the decision interval is per object and may change.
-TIMER_RESOLUTION_S = float(os.environ.get("KPILOT_TIMER_RESOLUTION_S", "1.0").strip())
+TIMER_RESOLUTION_S = float(env_setting("KPILOT_TIMER_RESOLUTION_S"))
 FINALIZER = "kpilot.dev/restore-targets"
 
 
@@ -42,7 +41,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kpilot.dev", key="last-handled-configuration")
     settings.posting.level = logging.WARNING          # Kopf's own log lines are not Events
-    settings.watching.server_timeout = int(os.environ.get("KPILOT_WATCH_TIMEOUT_S", "300").strip())  # the API wants an integer
+    settings.watching.server_timeout = env_setting("KPILOT_WATCH_TIMEOUT_S")  # an integer, as the API wants
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
     # Peering (its name from `kpilot operator run --no-standalone`) is mandatory when named, as Kopf
@@ -71,7 +70,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
                     continue
                 # e.g. the peering CRD, applied with the operator, not served yet: retried.
                 raise kopf.TemporaryError(f"cannot create the {kind} {peering.name}: {exc}", delay=5.0)
-    port = int(os.environ.get("KPILOT_METRICS_PORT", "8080").strip())
+    port = env_setting("KPILOT_METRICS_PORT")
     if port and not memo.get("metrics_started"):
         start_http_server(port)
         memo.metrics_started = True

@@ -29,27 +29,34 @@ def peering_priority(current: int = 0) -> int:
     return current if current else secrets.randbelow(2**31 - 1) + 1
 
 
-# Numeric settings read from the environment (the Deployment sets some): (type, least, most).
-NUMERIC_ENV = {"KPILOT_METRICS_PORT": (int, 0, 65535),            # 0: no metrics endpoint
-               "KPILOT_TIMER_RESOLUTION_S": (float, 0.01, 3600.0),
-               "KPILOT_WATCH_TIMEOUT_S": (int, 1, 86400)}
+# Numeric settings read from the environment (the Deployment sets some): (type, least, most, default).
+NUMERIC_ENV = {"KPILOT_METRICS_PORT": (int, 0, 65535, 8080),            # 0: no metrics endpoint
+               "KPILOT_TIMER_RESOLUTION_S": (float, 0.01, 3600.0, 1.0),
+               "KPILOT_WATCH_TIMEOUT_S": (int, 1, 86400, 300)}
+
+
+def env_setting(name: str) -> int | float:
+    """A NUMERIC_ENV setting: its default when unset; ConfigError, one line naming the variable,
+    for a value that is not a number in range (they were tracebacks, one at import, one at startup)."""
+    kind, least, most, default = NUMERIC_ENV[name]
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    what = "an integer" if kind is int else "a number"
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        raise ConfigError(f"environment variable {name}: expected {what}, got {text!r}") from None
+    if not least <= value <= most:      # NaN fails this too
+        raise ConfigError(f"environment variable {name}: expected {what} from {least:g} to {most:g}, "
+                          f"got {text!r}")
+    return value
 
 
 def check_environment() -> None:
-    """One line naming the variable for a setting that is not a number in range (they were
-    tracebacks, one at import, one at startup)."""
-    for name, (kind, least, most) in NUMERIC_ENV.items():
-        text = os.environ.get(name)
-        if text is None:
-            continue
-        what = "an integer" if kind is int else "a number"
-        try:
-            value = kind(text.strip())
-        except ValueError:
-            raise ConfigError(f"environment variable {name}: expected {what}, got {text!r}") from None
-        if not least <= value <= most:      # NaN fails this too
-            raise ConfigError(f"environment variable {name}: expected {what} from {least:g} to {most:g}, "
-                              f"got {text!r}")
+    """Every NUMERIC_ENV setting checked, before anything reads one."""
+    for name in NUMERIC_ENV:
+        env_setting(name)
 
 
 LOG_FORMATS = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}
