@@ -177,7 +177,7 @@ def _previous_artifact(out: Path):
 RULE_FILE = "rule_baseline.json"     # in the run dir: the calibration and what it depended on
 
 
-def _rule_key(cfg: TrainConfig, records: list[dict]) -> str:
+def _rule_key(cfg: TrainConfig, sim: SimConfig, records: list[dict]) -> str:
     """Everything the rule's calibration depends on, hashed: the training windows' files and cut,
     the simulator, the reward, the grid, the seed, the decision interval and the target bounds."""
     import hashlib
@@ -186,8 +186,8 @@ def _rule_key(cfg: TrainConfig, records: list[dict]) -> str:
     from kpilot.evaluate.baselines import RULE_GRID
     from kpilot.traces.csvio import sha256_file
 
-    cold_start = SimConfig.from_dict(cfg.sim).pod.cold_start
-    table = sha256_file(Path(cold_start)) if Path(cold_start).is_file() else None   # a table: its contents
+    cold_start = Path(sim.pod.cold_start)
+    table = sha256_file(cold_start) if cold_start.is_file() else None   # a table: its contents
     inputs = {"traces": records, "seed": cfg.seed, "train": list(cfg.split.train),
               "seconds": cfg.eval.rule_calibration_s, "sim": cfg.sim, "cold_start_table": table,
               "reward": vars(cfg.reward), "grid": {**RULE_GRID, **(cfg.eval.rule_grid or {})},
@@ -286,12 +286,11 @@ def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
 def ppo_settings(p, n_envs: int) -> dict:
     """The config's PPO hyperparameters as PPO takes them (not the network: `policy_kwargs`). A
     mini-batch is at most one update's steps (n_steps x n_envs): SB3 trains on those alone anyway,
-    with a warning of its own (`batch_note` says it once, in kpilot's words)."""
+    with a warning of its own (`train` notes it once, in kpilot's words)."""
     lr = (lambda progress_remaining: p.learning_rate * progress_remaining) if p.lr_schedule == "linear" \
         else p.learning_rate
     return dict(learning_rate=lr, n_steps=p.n_steps, batch_size=min(p.batch_size, p.n_steps * n_envs),
-                n_epochs=p.n_epochs,
-                gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
+                n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
                 vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm)
 
 
@@ -373,10 +372,12 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     # reuses its run's calibration when nothing it depends on changed (it is the slow part of a
     # short run).
     eval_sim = SimConfig.from_dict(cfg.sim)
-    rule_key = _rule_key(cfg, full_records)
-    # The run dir of this run, or of the checkpoint resumed (a resume may write elsewhere).
-    reused = next((r for d in dict.fromkeys([run_dir, *([checkpoint[0].parent.parent] if checkpoint else [])])
-                   if (r := _recorded_rule(d, rule_key)) is not None), None) if resume is not None else None
+    rule_key = _rule_key(cfg, eval_sim, full_records)
+    reused = None
+    if checkpoint is not None:     # this run's dir, or the checkpoint's (a resume may write elsewhere)
+        for folder in (run_dir, checkpoint[0].parent.parent):
+            if (reused := _recorded_rule(folder, rule_key)) is not None:
+                break
     if reused is not None:
         rule, rule_summary = AimdRule(**reused["params"]), reused
         log(f"rule baseline as this run calibrated it ({RULE_FILE}): {rule_summary['params']}")
