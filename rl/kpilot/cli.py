@@ -323,13 +323,16 @@ def _trained_settings(policy: str) -> tuple[dict, float | None]:
         return {}, None
     from kpilot.errors import PolicyError
     from kpilot.evaluate.runner import load_artifact
+    from kpilot.policy import load_policy
 
+    if not Path(policy).exists():
+        return {}, None             # parse_controller's to report
     try:
         artifact = load_artifact(policy)
-    except PolicyError as exc:
-        # A policy.json without a training manifest replays under the defaults; a missing one is
-        # parse_controller's to report; a manifest evaluate would refuse is refused here too.
-        if "no training manifest" in exc.message or "no such policy directory" in exc.message:
+    except PolicyError:
+        # A policy.json without a training manifest replays under the defaults; a manifest
+        # evaluate would refuse is refused here too.
+        if not isinstance(load_policy(policy).manifest.get("manifest"), dict):
             return {}, None
         raise
     sim = (artifact.manifest.get("config") or {}).get("sim") or {}
