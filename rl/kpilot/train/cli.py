@@ -15,6 +15,10 @@ from rich.console import Console
 
 from kpilot.errors import ConfigError
 
+# Replayed before a window, unscored, so that every policy starts on a running revision
+# (evaluate's --window, tune's --last).
+WARMUP_S = 600.0
+
 
 def train_command(
     config: Optional[Path] = typer.Option(None, "--config", "-c",
@@ -63,7 +67,7 @@ def evaluate_command(
                                          "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
     warmup: Optional[float] = typer.Option(None, "--warmup", help="With --window: replay up to this many "
                                            "seconds of the trace before the window first, unscored, so that "
-                                           "every policy starts on a running revision. [default: 600]"),
+                                           f"every policy starts on a running revision. [default: {WARMUP_S:g}]"),
     time_of_day_shift: float = typer.Option(0.0, "--time-of-day-shift", help="Move every trace's clock by this "
                                             "many seconds: checks that the policy reads the load, not the hour."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
@@ -101,7 +105,7 @@ def evaluate_command(
     if warmup is not None and win is None:   # it would be ignored: a whole trace starts at its start
         raise ConfigError("a warm-up runs before a --window; without one every trace is replayed whole",
                           option="--warmup")
-    warmup = EVALUATE_WARMUP_S if warmup is None else warmup
+    warmup = WARMUP_S if warmup is None else warmup
     _check_replay_options(warmup, replays)
     if not math.isfinite(time_of_day_shift):
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
@@ -128,9 +132,6 @@ def evaluate_command(
             Console(stderr=True).print(f"report written to {report}", markup=False)
 
 
-EVALUATE_WARMUP_S = 600.0
-
-
 def _check_replay_options(warmup: float, replays: int) -> None:
     """`--warmup` and `--replays`, as evaluate and tune share them."""
     if not warmup >= 0.0:
@@ -146,7 +147,7 @@ def tune_command(
                                           "shipped policies/default)."),
     last: float = typer.Option(0.2, "--last", help="Choose on this last fraction of each trace."),
     band: float = typer.Option(1.5, "--band", help="The band to try the policy in (a factor >= 1)."),
-    warmup: float = typer.Option(600.0, "--warmup", help="Replay up to this many seconds before the window "
+    warmup: float = typer.Option(WARMUP_S, "--warmup", help="Replay up to this many seconds before the window "
                                  "first, unscored."),
     replays: int = typer.Option(3, "--replays", help="Simulator seeds per replay (--seed, --seed+1, ...)."),
     seed: int = typer.Option(0, "--seed", min=0, help="First simulator seed; also seeds the traces' own "
