@@ -67,7 +67,7 @@ def evaluate_command(
                                          "trace's span), e.g. 0.8:1 for the held-out last 20 %."),
     warmup: Optional[float] = typer.Option(None, "--warmup", help="With --window: replay up to this many "
                                            "seconds of the trace before the window first, unscored, so that "
-                                           f"every policy starts on a running revision. [default: {WARMUP_S:g}]"),
+                                           f"every policy starts on a running revision (default {WARMUP_S:g} s)."),
     time_of_day_shift: float = typer.Option(0.0, "--time-of-day-shift", help="Move every trace's clock by this "
                                             "many seconds: checks that the policy reads the load, not the hour."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per policy per trace."),
