@@ -362,7 +362,7 @@ def simulate(
     """Replay a trace through the KPA model, pods and cold starts; print what users saw."""
     import json
 
-    from kpilot.controllers import parse_controller
+    from kpilot.controllers import DEFAULT_INTERVAL_S, parse_controller
     from kpilot.sim.replay import replay
     from kpilot.traces import load_trace
 
@@ -371,15 +371,21 @@ def simulate(
     trained, trained_interval = _trained_settings(policy)
     sim = _sim_config(cold_start, cores, container_concurrency, config, trained)
     if trained_interval is not None:
-        used = [f"sim {json.dumps(trained, sort_keys=True)}"] if trained else []
-        if interval is None:
+        # Say so only where the trained settings change what runs: a policy trained under the
+        # defaults at 30 s replays exactly as kpa and static:N do.
+        try:
+            changed = bool(trained) and sim != _sim_config(cold_start, cores, container_concurrency, config, {})
+        except ConfigError:         # --config is valid only over the trained settings: they matter
+            changed = True
+        used = [f"sim {json.dumps(trained, sort_keys=True)}"] if changed else []
+        if interval is None and trained_interval != DEFAULT_INTERVAL_S:
             used.append(f"a decision every {trained_interval:g} s")
         if used:
             err_console.print(f"kpilot: note: {policy} replays as it was trained: {'; '.join(used)} (--config, "
                               "--interval and options override them); kpa and static:N run under --config "
                               "alone, so give them the same settings to compare, or use kpilot evaluate",
                               markup=False)
-    controller = parse_controller(policy, interval_s=interval or trained_interval or 30.0)
+    controller = parse_controller(policy, interval_s=interval or trained_interval or DEFAULT_INTERVAL_S)
     tr = load_trace(trace, fmt, seed=seed)
     if len(tr) == 0:
         raise ConfigError("the trace has no requests", path=trace)

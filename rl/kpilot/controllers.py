@@ -12,6 +12,8 @@ from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, METRICS_SOURCES, enc
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.replay import KpaDefault, StaticTarget
 
+DEFAULT_INTERVAL_S = 30.0      # seconds between a policy's decisions, the operator's default too
+
 
 @dataclass
 class PolicyController:
@@ -23,7 +25,7 @@ class PolicyController:
     reads `base`, or the revision's current target where there is none."""
 
     policy: ExportedPolicy
-    interval_s: float = 30.0
+    interval_s: float = DEFAULT_INTERVAL_S
     name: str = "rl"
     metrics: str = "prometheus"
     bounds: tuple[float, float] | None = None
@@ -61,7 +63,7 @@ def static_target(text: str) -> float | None:
     return target if 0.01 <= target < float("inf") else None
 
 
-def parse_controller(option: str, *, interval_s: float = 30.0):
+def parse_controller(option: str, *, interval_s: float = DEFAULT_INTERVAL_S):
     """`kpa`, `static:TARGET` or a policy path (directory or policy.json)."""
     text = option.strip()
     if text == "kpa":

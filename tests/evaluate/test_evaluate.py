@@ -449,3 +449,15 @@ def test_simulate_replays_a_policy_under_its_training_settings_as_evaluate_does(
     proc = subprocess.run([str(KPILOT), "simulate", "--trace", TRACE, "--policy", str(policy)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "malformed manifest" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_simulate_says_nothing_of_training_settings_that_change_nothing():
+    # The shipped policy was trained under the simulator defaults at a decision every 30 s: it
+    # replays exactly as kpa and static:N do, and a note saying otherwise is noise.
+    from kpilot.evaluate.session import REPO_DEFAULT_POLICY
+
+    proc = subprocess.run([str(KPILOT), "simulate", "--trace", TRACE, "--policy", str(REPO_DEFAULT_POLICY), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["requests"] > 0
+    assert "replays as it was trained" not in proc.stderr
