@@ -370,22 +370,42 @@ def test_the_operator_creates_its_cluster_peering(envtest):
 
 def test_a_namespaced_replica_creates_its_peering_and_acts(envtest, envtest_namespace, policy_file):
     # With --namespace, Kopf waits for a KopfPeering in each namespace: none was created, so the
-    # replica never acted and said so only at debug level.
+    # replica never acted and said so only at debug level. A namespace made after the operator
+    # started waited for a restart.
+    import time
+
+    from kubernetes import client
+
     ns, name = envtest_namespace, f"kpilot-ns-{os.getpid()}"
+    later = f"later-{os.getpid()}"
     envtest.create_knative_app(ns, "svc", revision_annotations={TARGET: "70"}, service_labels={"kpilot": "on"})
     create_policy(envtest, ns, path_policy(ns, policy_file, prom_url=None, mode="Enforce"))
+    started, made_later = time.monotonic(), []
+
+    def both_served(_port) -> bool:
+        if not made_later and time.monotonic() - started > 5:      # after the operator's startup
+            client.CoreV1Api(envtest.admin_client()).create_namespace({"metadata": {"name": later}})
+            envtest.create_knative_app(later, "svc", revision_annotations={TARGET: "70"},
+                                       service_labels={"kpilot": "on"})
+            create_policy(envtest, later, path_policy(later, policy_file, prom_url=None, mode="Enforce"))
+            made_later.append(later)
+        return bool(made_later) and all(annotations(envtest, where, "svc-00001").get(TARGET) == "40"
+                                        for where in (ns, later))
     try:
-        # A namespace that does not exist yet is a warning, not a startup that never ends.
-        later = f"later-{os.getpid()}"
-        lines = _operator_command(envtest, ["--no-standalone", "-n", ns, "-n", later],
-                                  until=lambda _: annotations(envtest, ns, "svc-00001").get(TARGET) == "40",
-                                  extra_env={"KPILOT_PEERING_NAME": name})
+        # A namespace that does not exist yet is a warning, not a startup that never ends, and it
+        # is served once it exists.
+        lines = _operator_command(envtest, ["--no-standalone", "-n", ns, "-n", later], until=both_served,
+                                  extra_env={"KPILOT_PEERING_NAME": name}, timeout_s=90)
         assert annotations(envtest, ns, "svc-00001").get(TARGET) == "40", lines
-        assert co(envtest).get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", name)
-        assert any(line["message"] == f"created the KopfPeering in {ns} {name}" for line in lines), lines
+        assert made_later and annotations(envtest, later, "svc-00001").get(TARGET) == "40", lines
+        for where in (ns, later):
+            assert co(envtest).get_namespaced_custom_object("kopf.dev", "v1", where, "kopfpeerings", name)
+            assert any(line["message"] == f"created the KopfPeering in {where} {name}" for line in lines), lines
         assert any(line["message"].startswith(f"namespace {later} does not exist: its policies wait")
                    and line["severity"] == "warn" for line in lines), lines
-    finally:   # no operator of a later test should restore this one
-        co(envtest).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p", {"metadata": {"finalizers": []}})
-        co(envtest).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p")
+    finally:   # no operator of a later test should restore these
+        for where in (ns, *made_later):
+            co(envtest).patch_namespaced_custom_object(GROUP, VERSION, where, PLURAL, "p",
+                                                       {"metadata": {"finalizers": []}})
+            co(envtest).delete_namespaced_custom_object(GROUP, VERSION, where, PLURAL, "p")
 
