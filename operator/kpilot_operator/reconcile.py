@@ -384,13 +384,15 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
     for svc in services:
         status = ServiceStatus(svc.name, list(svc.traffic_revisions), "Pending")
         statuses.append(status)
-        if svc.paused:
-            status.reason, status.message = "Paused", f"{PAUSED}=true on the Service"
+        if svc.paused or svc.invalid:
+            # Held as they are, every revision of the Service, with or without traffic: a revision
+            # that loses its traffic while paused keeps a hand-set target (as Off keeps it).
+            kept.update(h.name for h in holders.values() if h.service == svc.name)
             kept.update(svc.traffic_revisions)
-            continue
-        if svc.invalid:
-            status.reason, status.message = "InvalidAnnotation", f"{svc.invalid}; holding the current target"
-            kept.update(svc.traffic_revisions)
+            if svc.paused:
+                status.reason, status.message = "Paused", f"{PAUSED}=true on the Service"
+            else:
+                status.reason, status.message = "InvalidAnnotation", f"{svc.invalid}; holding the current target"
             continue
         bounds_of[svc.name] = guardrails.service_bounds(spec.min_target, spec.max_target, svc.base_target,
                                                         svc.band or spec.band)

@@ -329,6 +329,14 @@ def test_decide_paused_claimed_released_dryrun_and_off():
     assert run(spec(), [SVC], [at_25], {"r1": reading()}).writes          # not paused: moved
     plan = run(spec(), [paused], [at_25], {"r1": reading()})
     assert plan.writes == [] and plan.services[0].reason == "Paused"
+    # A paused Service's revision that loses its traffic keeps its (hand-set) target: it is not
+    # released, as a Service leaving the selector is.
+    rolled = ServiceView("s1", "ns", True, ("r2",))
+    hand_set = holder(**{TARGET: "10", ORIGINAL: "70", OWNER: "p"})
+    plan = run(spec(), [rolled], [hand_set, holder("r2", **{TARGET: "90"})], {"r2": reading()})
+    assert plan.writes == [] and plan.services[0].reason == "Paused"
+    invalid = ServiceView("s1", "ns", False, ("r2",), invalid="kpilot.dev/band: 'x' is not a number")
+    assert run(spec(), [invalid], [hand_set], {"r2": reading()}).writes == []
     other = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "q"})
     assert run(spec(), [SVC], [other], {"r1": reading()}).services[0].reason == "ClaimedByOtherPolicy"
     released = run(spec(), [], [owned], {})            # the Service left the selector
