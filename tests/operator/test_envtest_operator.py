@@ -238,7 +238,7 @@ async def test_two_replicas_one_acts_and_the_other_takes_over(as_operator, envte
     {"bounds": {"minTarget": 0, "maxTarget": 5}},
     {"policy": {"path": "/p", "sha256": "not-hex"}}, {"metrics": {"prometheus": {"url": "ftp://x"}}},
     {"policy": {"sha256": "a" * 64}}, {"band": 0.5},
-    # Integer zeros pass a `minimum` the API server truncates to 0: `not: {enum: [0]}` refuses them.
+    # Integer zeros pass a `minimum` the API server truncates to 0: `not: {maximum: 0}` refuses them.
     {"maxStepRatio": 0}, {"fallbackTarget": 0},
     {"metrics": {"prometheus": {"url": "http://127.0.0.1:9", "timeoutSeconds": 0}}},
 ], ids=lambda p: f"{next(iter(p))}-{json.dumps(p)[-12:]}")
@@ -249,6 +249,24 @@ def test_api_server_rejects_bad_specs(envtest, envtest_namespace, patch):
     with pytest.raises(ApiException) as err:
         create_policy(envtest, envtest_namespace, body)
     assert err.value.status == 422, err.value.body
+
+
+@pytest.mark.parametrize("patch", [
+    {"maxStepRatio": 0.5}, {"maxStepRatio": 0.25}, {"bounds": {"minTarget": 0.5, "maxTarget": 0.9}},
+    {"fallbackTarget": 0.5}, {"metrics": {"prometheus": {"url": "http://127.0.0.1:9", "timeoutSeconds": 0.5}}},
+    {"maxStepRatio": 2}, {"fallbackTarget": 1},
+], ids=lambda p: json.dumps(p)[-24:])
+def test_api_server_accepts_fractions_and_integers(envtest, envtest_namespace, patch):
+    # The guard against integer zeros used to refuse every fraction below 1 (a step limit tighter
+    # than x2, the README's own `maxStepRatio: 0.5`): the API server's enum check truncates it to 0.
+    body = autoscaling_policy("ok", envtest_namespace, sha="a" * 64, prom_url="http://127.0.0.1:9")
+    body["spec"].update(patch)
+    try:
+        create_policy(envtest, envtest_namespace, body)
+        stored = co(envtest).get_namespaced_custom_object(GROUP, VERSION, envtest_namespace, PLURAL, "ok")
+        assert stored["spec"].items() >= {k: v for k, v in patch.items() if k != "metrics"}.items()
+    finally:
+        co(envtest).delete_namespaced_custom_object(GROUP, VERSION, envtest_namespace, PLURAL, "ok")
 
 
 def test_role_cannot_read_secrets_or_patch_services(envtest, envtest_namespace):
