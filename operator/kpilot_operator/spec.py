@@ -6,6 +6,7 @@ module fills in the same defaults and checks what a schema cannot express (minTa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from kpilot.action import valid_band
@@ -122,11 +123,50 @@ def parse_spec(spec: dict) -> PolicySpec:
         raise SpecError(f"fallbackTarget must be positive, got {parsed.fallback_target:g}")
     if parsed.band is not None and not valid_band(parsed.band):
         raise SpecError(f"band must be >= 1 (1 pins each Service's base target), got {parsed.band}")
-    for expr in parsed.selector.get("matchExpressions") or []:
-        # The API server rejects `key in ()`: the policy would report Knative unreadable forever.
-        if isinstance(expr, dict) and expr.get("operator") in ("In", "NotIn") and not expr.get("values"):
-            raise SpecError(f"selector expression on {expr.get('key')!r}: {expr['operator']} needs at least one value")
+    if (problem := selector_problem(parsed.selector)) is not None:
+        raise SpecError(problem)
     return parsed
+
+
+# Kubernetes label syntax: a name of up to 63 alphanumerics, '-', '_' or '.' (alphanumeric at both
+# ends), a key optionally prefixed by a DNS subdomain and '/'; a value is a name or empty.
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _label_key_ok(key) -> bool:
+    if not isinstance(key, str):
+        return False
+    prefix, _, name = key.rpartition("/")
+    return bool(_LABEL_NAME.fullmatch(name)) and (
+        not prefix and "/" not in key or len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.fullmatch(prefix)))
+
+
+def _label_value_ok(value) -> bool:
+    return isinstance(value, str) and (value == "" or bool(_LABEL_NAME.fullmatch(value)))
+
+
+def selector_problem(selector: dict) -> str | None:
+    """Why the API server would refuse this label selector, or None. Checked here because the
+    API server's 400 on every list would read as Knative being unreadable, forever, and `Off`
+    could not list what to restore."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if not _label_key_ok(key):
+            return f"selector matchLabels: {key!r} is not a valid label key"
+        if not _label_value_ok(value):
+            return f"selector matchLabels {key}: {value!r} is not a valid label value"
+    for expr in selector.get("matchExpressions") or []:
+        key, op = expr.get("key"), expr.get("operator")
+        if not _label_key_ok(key):
+            return f"selector expression: {key!r} is not a valid label key"
+        if op in ("In", "NotIn"):
+            # The API server rejects `key in ()`.
+            if not expr.get("values"):
+                return f"selector expression on {key!r}: {op} needs at least one value"
+            for value in expr["values"]:
+                if not _label_value_ok(value):
+                    return f"selector expression on {key!r}: {value!r} is not a valid label value"
+    return None
 
 
 def step_ratio(spec: PolicySpec, policy_step_ratio: float | None) -> float:

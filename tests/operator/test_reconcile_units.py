@@ -417,6 +417,18 @@ def test_spec_defaults_and_errors():
     assert spec(band=2).band == 2 and spec().band is None
     with pytest.raises(SpecError, match="In needs at least one value"):
         spec(selector={"matchExpressions": [{"key": "tier", "operator": "In", "values": []}]})
+    # What the API server would refuse on every list (a 400 that read as Knative unreadable, and
+    # left Off nothing it could list) is a spec error.
+    for selector, why in (({"matchLabels": {"tier": "web api"}}, "'web api' is not a valid label value"),
+                          ({"matchLabels": {"bad key": "x"}}, "'bad key' is not a valid label key"),
+                          ({"matchLabels": {"Example.com/x": "1"}}, "'Example.com/x' is not a valid label key"),
+                          ({"matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["a", "-b"]}]},
+                           "'-b' is not a valid label value"),
+                          ({"matchLabels": {"x": "a" * 64}}, "is not a valid label value")):
+        with pytest.raises(SpecError, match=why):
+            spec(selector=selector)
+    assert spec(selector={"matchLabels": {"app.kubernetes.io/part-of": "shop", "tier": "", "v": "1.2_b-3"},
+                          "matchExpressions": [{"key": "kpilot.dev/x", "operator": "Exists"}]}).selector
 
 
 def test_selector_semantics():
