@@ -198,3 +198,20 @@ async def test_a_failed_write_on_a_split_service_is_said_on_its_revision_too():
     assert entries["svc-0-00002"]["reason"] == "WriteFailed" and "conflicts" in entries["svc-0-00002"]["message"]
     assert entries["svc-0-00002"]["appliedTarget"] == 100            # still what it runs: Knative's default
     assert entries["svc-0-00001"]["reason"] != "WriteFailed" and entries["svc-0-00001"]["appliedTarget"] == 30
+
+
+@pytest.mark.asyncio
+async def test_a_call_after_the_client_closed_is_an_api_error_not_a_crash():
+    # On SIGTERM Kopf may leave a tick running ("orphaned") past the cleanup that closes the
+    # client: its next call raised RuntimeError from the shut-down pool, a traceback and exit 1.
+    from kubernetes import client
+
+    from kpilot_operator.kube import ApiError, KubeApi
+
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"
+    api = KubeApi(configuration)
+    await api.close()
+    with pytest.raises(ApiError, match="the operator is stopping") as err:
+        await api.call(api.core.list_namespace)
+    assert err.value.status == 0
