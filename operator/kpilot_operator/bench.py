@@ -36,6 +36,7 @@ class InMemoryCluster:
             "name": f"svc-{i}-00001", "namespace": NS, "resourceVersion": "1", "annotations": {},
             "labels": {"serving.knative.dev/service": f"svc-{i}"}}, "spec": {}} for i in range(services)}
         self.policy = policy
+        self.policies: set[str] | None = None      # the AutoscalingPolicies there (None: unknown)
         self.writes = 0
 
     async def knative(self) -> KnativeInfo:
@@ -56,6 +57,9 @@ class InMemoryCluster:
                 meta["annotations"][key] = value
         self.writes += 1
         return True
+
+    async def policy_names(self, namespace) -> set[str] | None:
+        return self.policies
 
     async def read_configmap(self, namespace, name, key) -> bytes:
         return self.policy

@@ -23,11 +23,12 @@ from kpilot.action import is_paused, valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
 from kpilot_operator.reconcile import (BAND, BASE_TARGET, CLUSTER_KEYS, KNATIVE_DEFAULT_TARGET, Assert, Holder,
                                        Restore, ServiceView, annotation_delta)
-from kpilot_operator.spec import selector_matches, selector_to_query
+from kpilot_operator.spec import GROUP, PLURAL, VERSION, selector_matches, selector_to_query
 
 SERVICES: Resource = ("serving.knative.dev", "v1", "services")
 REVISIONS: Resource = ("serving.knative.dev", "v1", "revisions")
 PODAUTOSCALERS: Resource = ("autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers")
+POLICIES: Resource = (GROUP, VERSION, PLURAL)
 REVISION_CRD = "revisions.serving.knative.dev"
 KNATIVE_NAMESPACE = "knative-serving"
 AUTOSCALER_CONFIGMAP = "config-autoscaler"
@@ -175,6 +176,7 @@ class Cluster(Protocol):
     async def list_services(self, namespace: str, selector: dict) -> list[ServiceView]: ...
     async def list_holders(self, namespace: str, write_path: str) -> tuple[dict[str, Holder], list[dict]]: ...
     async def write(self, holder: Holder, intent: Assert | Restore) -> bool: ...
+    async def policy_names(self, namespace: str) -> set[str] | None: ...
     async def read_configmap(self, namespace: str, name: str, key: str) -> bytes: ...
     async def read_secret(self, namespace: str, name: str, key: str) -> str: ...
 
@@ -266,6 +268,14 @@ class KnativeCluster:
             await self._missing_on_404(exc)   # gone: nothing is left to hold a target
         info = self._info[1] if self._info else KnativeInfo(None, write_path, "")
         return holders_from(write_path, revisions, pas, info.default_target, info.cluster_autoscaling), pas
+
+    async def policy_names(self, namespace: str) -> set[str] | None:
+        """The AutoscalingPolicies of the namespace (one being deleted included); None if unreadable."""
+        try:
+            items = await self.api.list_objects(POLICIES, namespace)
+        except ApiError:
+            return None
+        return {(p.get("metadata") or {}).get("name") for p in items}
 
     @staticmethod
     def _ref(holder: Holder) -> tuple[Resource, str, str]:

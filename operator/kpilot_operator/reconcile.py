@@ -225,6 +225,8 @@ class Assert:
     policy: str
     now: float
     expected: str | None = None
+    # A policy that no longer exists whose holder this one takes over, its original kept.
+    adopt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,7 @@ def annotation_delta(annotations: Mapping[str, str], intent: Assert | Restore) -
             return {}
         return {TARGET: None if original == ABSENT else original,
                 ORIGINAL: None, OWNER: None, CHANGED_AT: None, **legacy}
-    if original is not None and owner != intent.policy:
+    if original is not None and owner != intent.policy and (intent.adopt is None or owner != intent.adopt):
         return {}
     if intent.expected is not None and annotations.get(TARGET, ABSENT) != intent.expected:
         return {}
@@ -343,8 +345,11 @@ def usable(reading: Mapping[str, float] | None, now: float, staleness_s: float) 
 
 def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
            holders: Mapping[str, Holder], readings: Mapping[str, Mapping[str, float]],
-           policy, last_fresh: Mapping[str, float], now: float) -> Plan:
-    """One tick for one AutoscalingPolicy. `policy` is an ExportedPolicy (None only in Off mode)."""
+           policy, last_fresh: Mapping[str, float], now: float,
+           gone_owners: frozenset[str] | set[str] = frozenset()) -> Plan:
+    """One tick for one AutoscalingPolicy. `policy` is an ExportedPolicy (None only in Off mode).
+    `gone_owners`: policies recorded as owners on holders that no longer exist (their finalizer
+    was removed by hand): what this policy selects of theirs it takes over, their original kept."""
     writes: list[Write] = []
     statuses: list[ServiceStatus] = []
     fresh = dict(last_fresh)
@@ -364,7 +369,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
     def assert_target(holder: Holder, service: str, reason: str, previous: float, target: float) -> None:
         # `expected`: the annotation this decision read, so a change made in between is not overwritten.
         writes.append(Write(holder, Assert(guardrails.format_target(target), policy_name, now,
-                                           holder.annotations.get(TARGET, ABSENT)),
+                                           holder.annotations.get(TARGET, ABSENT),
+                                           adopt=holder.owner if holder.owner in gone_owners else None),
                             service, reason, previous, target))
 
     if spec.mode == "Off":
@@ -405,7 +411,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             holder = holders.get(rev)
             if holder is None:
                 status.reason, status.message = "RevisionNotFound", f"{rev} not found"
-            elif holder.owner not in (None, policy_name):
+            elif holder.owner not in (None, policy_name) and holder.owner not in gone_owners:
                 status.reason, status.message = "ClaimedByOtherPolicy", f"{rev} is managed by {holder.owner}"
             elif (why := unsupported_autoscaling(holder.annotations, trained_kpa,
                                                  holder.cluster_autoscaling)) is not None:
@@ -460,11 +466,15 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             if g.changed and spec.mode == "DryRun":
                 status.reason, status.applied = "DryRun", previous
                 status.message = f"would set {guardrails.format_target(g.target)} ({g.reason})"
-            elif g.changed:
+            elif g.changed or holder.owner in gone_owners:     # taking over records the owner
                 assert_target(holder, status.name, g.reason, previous, g.target)
             if policy.observes_base and base_of[status.name] is None:
                 # It runs, but on a base that follows its own decisions: say so where people look.
                 note = f"the policy reads a {BASE_TARGET} and this Service has none: it reads the current target"
+                status.message = f"{status.message}; {note}" if status.message else note
+            if holder.owner in gone_owners:
+                note = (f"{holder.name} was managed by {holder.owner}, which no longer exists: taken over, "
+                        "its original kept")
                 status.message = f"{status.message}; {note}" if status.message else note
             status.record(holder.name)
             continue

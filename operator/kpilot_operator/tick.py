@@ -231,9 +231,16 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
             telemetry.ERRORS.labels(kind="MetricsUnavailable", **labels).inc()
             conds.append(condition(state, "MetricsAvailable", False, "Unavailable", str(exc), now))
 
+    # Owners recorded on holders whose policy is gone (its finalizer removed by hand): looked up
+    # only when there are other owners than this policy, and none counts as gone if unreadable.
+    owners = {h.owner for h in holders.values()} - {None, name}
+    existing = await rt.cluster.policy_names(namespace) if owners and spec.mode != "Off" else None
+    gone = frozenset(owners - existing) if existing is not None else frozenset()
+
     t0 = time.perf_counter()
     plan: Plan = decide(policy_name=name, spec=spec, services=services, holders=holders,
-                        readings=readings, policy=policy, last_fresh=state.last_fresh, now=now)
+                        readings=readings, policy=policy, last_fresh=state.last_fresh, now=now,
+                        gone_owners=gone)
     telemetry.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
     state.last_fresh = plan.last_fresh
     telemetry.DECISIONS.labels(mode=spec.mode, **labels).inc(plan.decisions)

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from kpilot_operator.reconcile import ORIGINAL
+from kpilot_operator.reconcile import ORIGINAL, OWNER
 from operator_helpers import eventually, running_operator, use_kubeconfig
 from operator_support import autoscaling_policy, constant_policy_bytes, sha
 
@@ -121,6 +121,38 @@ async def test_revision_path_dryrun_enforce_new_revision_override_and_off(
         await eventually(lambda: annotations(env, ns, "svc-a-00002").get(TARGET) == "90"
                          and ORIGINAL not in annotations(env, ns, "svc-a-00002")
                          and annotations(env, ns, "svc-a-00001").get(TARGET) == "70", timeout=20, what="restored")
+
+
+@pytest.mark.asyncio
+async def test_revisions_of_a_policy_let_go_by_hand_are_taken_over_and_restored(
+        as_operator, envtest_namespace, policy_file):
+    # Removing a policy's finalizer by hand (the README's way out without an operator) left its
+    # revisions owned by a name nothing answers to: a later policy reported a conflict forever
+    # and nothing could restore them. A live owner still keeps what it manages.
+    env, ns = as_operator, envtest_namespace
+    env.create_knative_app(ns, "orphan", service_labels={"kpilot": "on"},
+                           revision_annotations={TARGET: "55", ORIGINAL: "70", OWNER: "old"})
+    env.create_knative_app(ns, "owned", service_labels={"kpilot": "on"},
+                           revision_annotations={TARGET: "55", ORIGINAL: "70", OWNER: "live"})
+    live = autoscaling_policy("live", ns, sha=sha(POLICY40), prom_url=None, mode="DryRun")
+    live["spec"]["policy"] = {"path": policy_file, "sha256": sha(POLICY40)}
+    live["spec"]["selector"] = {"matchLabels": {"kpilot": "elsewhere"}}
+    create_policy(env, ns, live)
+    async with running_operator():
+        create_policy(env, ns, path_policy(ns, policy_file, prom_url=None, mode="Enforce"))
+        await eventually(lambda: annotations(env, ns, "orphan-00001").get(OWNER) == "p", timeout=20,
+                         what="the orphaned revision taken over")
+        assert annotations(env, ns, "orphan-00001")[ORIGINAL] == "70"
+        await eventually(lambda: service_reason(env, ns, "owned") == "ClaimedByOtherPolicy", timeout=20,
+                         what="the live owner's revision left alone")
+        assert annotations(env, ns, "owned-00001")[OWNER] == "live"
+        patch_policy(env, ns, {"mode": "Off"})
+        await eventually(lambda: annotations(env, ns, "orphan-00001").get(TARGET) == "70"
+                         and OWNER not in annotations(env, ns, "orphan-00001"), timeout=20, what="restored")
+        assert annotations(env, ns, "owned-00001")[TARGET] == "55"
+    for name in ("p", "live"):   # no operator of a later test should act on these
+        co(env).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"metadata": {"finalizers": []}})
+        co(env).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
 
 
 @pytest.mark.asyncio

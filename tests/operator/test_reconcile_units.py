@@ -347,6 +347,28 @@ def test_decide_paused_claimed_released_dryrun_and_off():
     assert [w.holder.name for w in off.writes] == ["r1"]
 
 
+def test_a_revision_of_a_policy_that_no_longer_exists_is_taken_over_with_its_original():
+    # A policy whose finalizer was removed by hand left its revisions owned by a name nothing
+    # answers to: every later policy reported ClaimedByOtherPolicy and none could restore them.
+    orphan = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "old"})
+    assert run(spec(), [SVC], [orphan], {"r1": reading()}).services[0].reason == "ClaimedByOtherPolicy"
+    plan = decide(policy_name="p", spec=spec(), services=[SVC], holders={"r1": orphan}, readings={"r1": reading()},
+                  policy=POLICY, last_fresh={}, now=NOW, gone_owners={"old"})
+    (write,) = plan.writes          # the policy's 40 is the target already: the write takes ownership
+    assert write.intent.adopt == "old" and "was managed by old, which no longer exists" in plan.services[0].message
+    delta = annotation_delta(orphan.annotations, write.intent)
+    adopted = holder(**{**orphan.annotations, **delta})
+    assert delta[OWNER] == "p" and TARGET not in delta and adopted.annotations[ORIGINAL] == "70"
+    # What it took over it restores, to the original from before any policy.
+    off = run(spec(mode="Off"), [SVC], [adopted], {})
+    assert annotation_delta(adopted.annotations, off.writes[0].intent)[TARGET] == "70"
+    # A live owner is still another policy's, and an Assert not marked to adopt changes nothing.
+    assert annotation_delta(orphan.annotations, replace(write.intent, adopt=None)) == {}
+    dry = decide(policy_name="p", spec=spec(mode="DryRun"), services=[SVC], holders={"r1": orphan},
+                 readings={"r1": reading()}, policy=POLICY, last_fresh={}, now=NOW, gone_owners={"old"})
+    assert dry.writes == []
+
+
 def test_a_base_target_bounds_the_policy_to_its_band():
     # The constant policy proposes 40; the spec allows 2..150.
     assert guardrails.service_bounds(2, 150, None, None) == (2, 150)
