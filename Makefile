@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# `make demo TRAIN=1` trains a fresh, short policy first (kpilot demo --train) and evaluates that.
 demo: $(STAMP)
-	$(BIN)/kpilot demo
+	$(BIN)/kpilot demo $(if $(TRAIN),--train)
 
 test: $(STAMP)
 	$(BIN)/python -m kpilot.sim.warmup

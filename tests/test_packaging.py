@@ -1,5 +1,6 @@
 """The repo layout must never shadow the standard library's `operator` module."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,14 @@ def test_version_and_a_missing_extra_are_one_line(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip() == ("kpilot: error: this needs matplotlib, which kpilot's train extra installs: "
                                   "pip install 'kpilot[train]'")
+
+
+def test_make_demo_trains_only_when_asked():
+    # The issue: `make demo` trains nothing by default; a flag trains a fresh policy.
+    def demo_command(*args):
+        proc = subprocess.run(["make", "-n", "demo", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "MAKEFLAGS": ""})
+        assert proc.returncode == 0, proc.stderr
+        return [line.split() for line in proc.stdout.splitlines() if "kpilot demo" in line][-1]
+    assert demo_command()[1:] == ["demo"]
+    assert demo_command("TRAIN=1")[1:] == ["demo", "--train"]

@@ -20,7 +20,9 @@ Features, in order (raw value -> encoded value):
 |   |                     | reads PA status.desiredScale, the scale applied after them, and so do  |          |
 |   |                     | `--metrics kubernetes` replays (they differ while a last pod is held   |          |
 |   |                     | before scale to zero, and under min-scale)                             |          |
-| 4 | starting_pods       | pods wanted, not yet ready: max(0, desired - ready)                    | log1p    |
+| 4 | starting_pods       | pods wanted, not yet ready: max(0, desired - ready). The cold starts   | log1p    |
+|   |                     | under way: Knative exports no count of requests that waited for a pod, |          |
+|   |                     | so this is what the policy sees of cold starts in both worlds          |          |
 | 5 | target              | requests per pod; the revision's autoscaling.knative.dev/target as     | log      |
 |   |                     | Knative resolves it (cluster default, capped by containerConcurrency)  |          |
 | 6 | request_rate        | req/s completed over the last decision interval; queue-proxy's         | log1p    |
