@@ -301,6 +301,35 @@ def test_api_server_accepts_fractions_and_integers(envtest, envtest_namespace, p
         co(envtest).delete_namespaced_custom_object(GROUP, VERSION, envtest_namespace, PLURAL, "ok")
 
 
+def test_the_status_schema_keeps_everything_a_tick_writes(envtest, envtest_namespace):
+    # The status has a schema (it was an open object): a field the schema missed would be pruned
+    # by the API server without a word. Everything a tick can write goes in and comes back out.
+    from kpilot_operator.reconcile import ServiceStatus
+    from kpilot_operator.tick import TickState, condition, iso
+
+    ns = envtest_namespace
+    body = autoscaling_policy("st", ns, sha="a" * 64, prom_url=None)
+    create_policy(envtest, ns, body)
+    split = ServiceStatus("svc", ["svc-00001", "svc-00002"], "Applied", bounds=(2.0, 4.5))
+    for rev, target in (("svc-00001", 3.0), ("svc-00002", 2.5)):
+        split.observation, split.decision, split.applied = {"ready_pods": 2.0, "request_rate": 1.25}, target, target
+        split.message = f"{rev} message"
+        split.record(rev)
+    state = TickState()
+    status = {"observedGeneration": 1, "mode": "Enforce", "policySha256": "a" * 64, "knativeVersion": "1.23.0",
+              "writePath": "Revision", "defaultTarget": 100, "defaultTargetSource": "config-autoscaler",
+              "managedServices": 1, "staleRevisions": 0,
+              "conditions": [condition(state, "Ready", True, "Reconciled", "1 services, 2 writes", 1.7e9),
+                             condition(state, "MetricsAvailable", False, "Unavailable", "no answer", 1.7e9)],
+              "services": [split.as_dict(iso(1.7e9))]}
+    assert status["services"][0]["revisionStatus"] and status["services"][0]["bounds"]
+    try:
+        co(envtest).patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "st", {"status": status})
+        assert policy(envtest, ns, "st")["status"] == json.loads(json.dumps(status))
+    finally:
+        co(envtest).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "st")
+
+
 def test_role_cannot_read_secrets_or_patch_services(envtest, envtest_namespace):
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
