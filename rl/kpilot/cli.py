@@ -87,6 +87,7 @@ def trace_from_prometheus(
 ):
     """Each Service's requests per bin and their mean duration, from queue-proxy's histogram in
     Prometheus: request-counts traces for `kpilot tune` and `kpilot evaluate`."""
+    import contextlib
 
     from rich.table import Table
 
@@ -103,20 +104,28 @@ def trace_from_prometheus(
         raise ConfigError(f"folder {str(out.parent)!r} does not exist", option="--out")
     token = _read_token(token_file)
     traffic = read_traffic(url, namespace, since_s=span, end=end, step_s=step, by=by, token=token)
-    out.mkdir(exist_ok=True)
-    for entry in traffic:          # before writing any: one run writes all of its traces or none
-        _output_file(out / f"{entry.name}.csv", "--out")
-    _output_file(out / SOURCES_FILE, "--out")
+    created = not out.exists()
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {str(out)!r} ({exc.strerror or type(exc).__name__})",
+                          option="--out") from None
+    sources = recorded_sources(out, [e.name for e in traffic], by, namespace)
+    files = [(out / f"{e.name}.csv", lambda tmp, e=e: Path(tmp).write_text(e.csv())) for e in traffic]
+    files.append((out / SOURCES_FILE, lambda tmp: Path(tmp).write_text(sources)))
+    try:           # one run writes all of its traces and their record, or changes nothing
+        _write_all(files, option="--out")
+    except ConfigError:
+        if created:               # a refused run leaves no folder
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     table = Table(title=f"{namespace}: requests per {step:g} s bin, last {since}")
     for column in ("name", "requests", "bins with requests", "mean duration (s)", "trace"):
         table.add_column(column, justify="left" if column in ("name", "trace") else "right")
     for entry in traffic:
-        path = out / f"{entry.name}.csv"
-        _write_atomically(path, lambda tmp, e=entry: Path(tmp).write_text(e.csv()), option="--out")
         table.add_row(entry.name, f"{entry.requests:,}", f"{entry.busy_bins} of {len(entry.rows)}",
-                      f"{entry.mean_duration_s:.3g}", str(path))
-    sources = recorded_sources(out, [e.name for e in traffic], by, namespace)
-    _write_atomically(out / SOURCES_FILE, lambda tmp: Path(tmp).write_text(sources), option="--out")
+                      f"{entry.mean_duration_s:.3g}", str(out / f"{entry.name}.csv"))
     out_console().print(table)
 
 
@@ -169,7 +178,8 @@ def retune(
     from kpilot.traces.prometheus_export import check_query, parse_duration, read_traffic
 
     span = parse_duration(over, "--over")
-    if not span >= 2 * step:
+    # A NaN or infinite --step is check_query's to report, naming --step.
+    if math.isfinite(step) and step > 0 and not span >= 2 * step:
         raise ConfigError(f"expected at least two --step bins ({2 * step:g} s), got {over}", option="--over")
     check_query(url, namespace, since_s=span + WARMUP_S, end=end, step_s=step, since_option="--over")
     artifact = load_artifact(policy or REPO_DEFAULT_POLICY)
@@ -217,11 +227,12 @@ def retune(
         raise ConfigError(f"{len(failed)} of {len(done)} Services not annotated; {failed[0]}", option="--apply")
 
 
-def _output_file(path: Path, option: str, reading: Path | None = None) -> Path:
+def _output_file(path: Path, option: str, reading: dict | None = None) -> Path:
     """The file an output option will replace: a symbolic link's target (written through), or
     the path; one error line for what must not be replaced: a folder, a device, pipe or socket
     (a replacement would turn it into a plain file), a link that loops, a missing folder, or
-    `reading`, the file the command reads its input from."""
+    what the command reads its input from (`reading`: path -> what it is, e.g. "the trace"; a
+    folder's files, e.g. a policy artifact's, are all of it)."""
     import os
 
     import errno
@@ -240,34 +251,53 @@ def _output_file(path: Path, option: str, reading: Path | None = None) -> Path:
         raise ConfigError(f"{str(path)!r} is a folder, not a file", option=option)
     if target.exists() and not target.is_file():
         raise ConfigError(f"{str(path)!r} is not a regular file (a device, pipe or socket)", option=option)
-    if reading is not None and target.exists() and reading.exists() and os.path.samefile(reading, target):
-        raise ConfigError(f"{str(path)!r} is the trace being read", option=option)
+    for source, what in (reading or {}).items():
+        source = Path(source)
+        if not (target.exists() and source.exists()):
+            continue
+        if source.is_dir() and target.is_relative_to(os.path.realpath(source)):
+            raise ConfigError(f"{str(path)!r} is part of {what} being read", option=option)
+        if os.path.samefile(source, target):
+            raise ConfigError(f"{str(path)!r} is {what} being read", option=option)
     return target
 
 
-def _write_atomically(path: Path, write, option: str = "--timeline", reading: Path | None = None) -> None:
+def _write_atomically(path: Path, write, option: str = "--timeline", reading: dict | None = None) -> None:
     """Write via a temp file in the same folder, so a failure never leaves a half-written file
     (what may be replaced: `_output_file`)."""
+    _write_all([(path, write)], option, reading)
+
+
+def _write_all(files: list, option: str, reading: dict | None = None) -> None:
+    """Write each (path, write(tmp)) to a temp file in its file's folder, then move them all into
+    place: a failure before the moves (a folder that cannot be written, a full disk) leaves every
+    file as it was, and never a half-written one (what may be replaced: `_output_file`)."""
     import os
     import tempfile
 
-    target = _output_file(path, option, reading)
-    tmp = None
+    targets = [_output_file(path, option, reading) for path, _ in files]     # all checked first
+    umask = os.umask(0)
+    os.umask(umask)
+    temps, failed = [], None
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        write(tmp)
-        # mkstemp's file is owner-only: give it the mode the file had, or a new file's (umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~umask)
-        os.replace(tmp, target)
+        for (path, write), target in zip(files, targets):
+            failed = path
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            temps.append(tmp)
+            os.close(fd)
+            write(tmp)
+            # mkstemp's file is owner-only: give it the mode the file had, or a new file's (umask).
+            os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~umask)
+        for (path, _), tmp, target in zip(files, temps, targets):
+            failed = path
+            os.replace(tmp, target)
     except OSError as exc:
-        raise ConfigError(f"cannot write {str(path)!r} ({exc.strerror or type(exc).__name__})",
+        raise ConfigError(f"cannot write {str(failed)!r} ({exc.strerror or type(exc).__name__})",
                           option=option) from None
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def _sim_config(cold_start: Optional[str], cores: Optional[float], container_concurrency: Optional[int],
@@ -339,6 +369,26 @@ def _trained_settings(policy: str) -> tuple[dict, float | None]:
     return (sim if isinstance(sim, dict) else {}), artifact.interval_s
 
 
+def _inputs_read(trace: str, tr, policy: str, config: Optional[Path], cold_start: str) -> dict:
+    """The files `simulate` reads (path -> what it is), which --timeline must never replace."""
+    from kpilot.sim.coldstart import PRESETS
+    from kpilot.traces.spec import parse_spec
+
+    reading = {}
+    if (path := parse_spec(trace).path) is not None:
+        reading[path] = "the trace"
+    if tr.meta.get("durations_file"):         # an Azure Functions 2019 trace's companion file
+        reading[Path(tr.meta["durations_file"])] = "the trace's durations file"
+    if not (policy.strip() == "kpa" or policy.strip().startswith("static:")):
+        reading[Path(policy.strip())] = "the policy"            # a folder: every file in it
+    if config is not None:
+        reading[config] = "the --config file"
+    table = Path(PRESETS.get(cold_start.strip(), cold_start.strip()))
+    if table.is_file():
+        reading[table] = "the cold-start table"
+    return reading
+
+
 @app.command()
 def simulate(
     trace: str = typer.Option(..., "--trace", help="Trace file, PATH?opts, or synthetic:NAME[:k=v,...]."),
@@ -370,6 +420,11 @@ def simulate(
         raise ConfigError(f"must be a number > 0, got {interval:g}", option="--interval")
     trained, trained_interval = _trained_settings(policy)
     sim = _sim_config(cold_start, cores, container_concurrency, config, trained)
+    # The autoscaler reads a target on its ticks: deciding more often changes nothing, and a
+    # tiny interval made a replay that never ended.
+    if interval is not None and interval < sim.kpa.tick_s:
+        raise ConfigError(f"must be at least the autoscaler's {sim.kpa.tick_s:g} s tick (kpa.tick_s), "
+                          f"got {interval:g}", option="--interval")
     if trained_interval is not None:
         # Say so only where the trained settings change what runs: a policy trained under the
         # defaults at 30 s replays exactly as kpa and static:N do.
@@ -389,14 +444,14 @@ def simulate(
     tr = load_trace(trace, fmt, seed=seed)
     if len(tr) == 0:
         raise ConfigError("the trace has no requests", path=trace)
+    reading = _inputs_read(trace, tr, policy, config, sim.pod.cold_start)
+    if timeline is not None:
+        _output_file(timeline, "--timeline", reading)       # before the replay, not after it
     result = replay(tr, controller, sim, seed=seed, timeline=timeline is not None)
     if timeline is not None:
         import polars as pl
 
-        from kpilot.traces.spec import parse_spec
-
-        _write_atomically(timeline, lambda tmp: pl.DataFrame(result.timeline).write_csv(tmp),
-                          reading=parse_spec(trace).path)
+        _write_atomically(timeline, lambda tmp: pl.DataFrame(result.timeline).write_csv(tmp), reading=reading)
     metrics = {"trace": trace, "policy": controller.name, **result.metrics}
     from kpilot.sim.replay import capacity_note
 
@@ -439,17 +494,22 @@ def bench(
 def demo(
     train: bool = typer.Option(False, "--train", help="Train a fresh policy first (synthetic workloads, "
                                "a few minutes) and evaluate that instead of the shipped one."),
-    out: Path = typer.Option(Path("runs/demo-policy"), "--out", help="Where --train writes its policy."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where --train writes its policy "
+                                       "(default runs/demo-policy)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for the replays."),
 ):
     """Evaluate the shipped policy against KPA defaults, the static grid and the tuned rule on the
     bundled workload (a held-out seed of synthetic:demo), and print the table."""
     from kpilot.evaluate.session import DEMO_TRACE, REPO_DEFAULT_POLICY, demo_table
 
+    if out is not None and not train:       # it would be ignored: only --train writes a policy
+        raise ConfigError("a policy is written there only with --train; without it the shipped policy "
+                          "is evaluated", option="--out")
     policy_dir = REPO_DEFAULT_POLICY
     if train:
         from kpilot.train.trainer import train_quick
 
+        out = out or Path("runs/demo-policy")
         train_quick(out)
         policy_dir = out
     console = out_console()
@@ -502,6 +562,12 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # A group run without a command: the help is the whole answer (Typer's Rich help is
+            # already printed; plain Click's is the message), with Click's exit code 2.
+            if exc.format_message().strip():
+                err_console.print(exc.format_message(), markup=False)
+            sys.exit(exc.exit_code)
         # Usage errors (unknown option, bad value) come from the CLI parser Typer bundles;
         # they carry format_message() and exit_code 2. Render them as one line too.
         if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:

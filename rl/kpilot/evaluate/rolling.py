@@ -30,12 +30,19 @@ DEFAULT_EVERY_S = 1200.0      # 20 minutes
 DEFAULT_OVER_S = 5760.0       # 96 minutes: the suites' 20 % window of an 8-hour trace
 DEFAULT_BIN_S = 60.0          # `kpilot trace from-prometheus`'s default step
 WARMUP_S = 300.0              # replayed first, unscored, as `kpilot tune --warmup` does
+# `kpilot retune` runs from a CronJob, at most once a minute; each re-tune replays the grid, so a
+# schedule of milliseconds never finished.
+MIN_EVERY_S = 60.0
 
 
 def check_schedule(every_s: float, over_s: float, bin_s: float = DEFAULT_BIN_S) -> None:
-    """`--retune-every`, `--retune-over` and `--retune-bin`: positive, and at least two bins to tune on."""
+    """`--retune-every`, `--retune-over` and `--retune-bin`: a minute or more, seconds >= 0, and at
+    least two bins to tune on."""
     if not (math.isfinite(every_s) and every_s > 0):
         raise ConfigError(f"expected a positive duration, got {every_s:g} s", option="--retune-every")
+    if every_s < MIN_EVERY_S:
+        raise ConfigError(f"expected at least {MIN_EVERY_S:g} s (a CronJob runs `kpilot retune` at most once "
+                          f"a minute), got {every_s:g} s", option="--retune-every")
     if not (math.isfinite(bin_s) and bin_s >= 0):
         raise ConfigError(f"expected seconds >= 0 (0: every request), got {bin_s:g}", option="--retune-bin")
     if not (math.isfinite(over_s) and over_s >= max(2 * bin_s, 1.0)):

@@ -23,7 +23,8 @@ from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
 from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget, mean_cost
 from kpilot.observation import METRICS_SOURCES
-from kpilot.policy import ExportedPolicy, load_policy
+from kpilot.policy import POLICY_FILE, ExportedPolicy, load_policy
+from kpilot.sim.coldstart import parse_cold_start
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
 
@@ -62,15 +63,21 @@ def load_artifact(path: str | Path) -> Artifact:
     try:
         sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {}, knative_rules=False)
         reward = RewardConfig(**{k: _number(f"reward.{k}", v, 0.0) for k, v in doc["reward"].items()})
-        interval = _number("env.decision_interval_s", doc["env"]["decision_interval_s"], 0.0, strict=True)
+        interval = _interval("env.decision_interval_s", doc["env"]["decision_interval_s"], sim)
         _check_training_record(doc)
         rule_doc = doc.get("rule_baseline")
         rule = AimdRule(**rule_doc["params"]) if rule_doc else None
         if rule is not None:
             for name, value in rule.params().items():
                 _number(f"rule_baseline.params.{name}", value, 0.0, strict=True)
+            _interval("rule_baseline.params.interval_s", rule.interval_s, sim)
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
         raise PolicyError(f"malformed manifest ({type(exc).__name__}: {exc})", path=str(p)) from None
+    try:        # here, not at the first replay, where it read as a --cold-start the user never gave
+        parse_cold_start(sim.pod.cold_start)
+    except ConfigError as exc:
+        source = p / POLICY_FILE if p.is_dir() else p
+        raise PolicyError(f"manifest config.sim.pod.cold_start: {exc.message}", path=str(source)) from None
     name = policy.manifest.get("name") or p.resolve().name
     return Artifact(name, policy, sim, reward, interval, rule, doc)
 
@@ -98,6 +105,15 @@ def _number(name: str, value, low: float, *, strict: bool = False) -> float:
     if not (math.isfinite(value) and (value > low if strict else value >= low)):
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
     return float(value)
+
+
+def _interval(name: str, value, sim: SimConfig) -> float:
+    """A decision interval: at least the simulator's tick, on which the autoscaler reads a target
+    (shorter changes nothing; a tiny one never ended a replay)."""
+    interval = _number(name, value, 0.0, strict=True)
+    if interval < sim.kpa.tick_s:
+        raise ValueError(f"{name} must be at least the autoscaler's {sim.kpa.tick_s:g} s tick, got {value!r}")
+    return interval
 
 
 def rl_controller(artifact: Artifact, metrics: str = "prometheus") -> PolicyController:

@@ -11,6 +11,7 @@ traffic.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from kpilot.action import BAND_ANNOTATION as BAND
@@ -21,7 +22,7 @@ from kpilot.evaluate.baselines import tune_static
 from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, load_artifact
 from kpilot.evaluate.session import scored_window
 from kpilot.traces import load_trace
-from kpilot.traces.prometheus_export import source_of
+from kpilot.traces.prometheus_export import is_k8s_name, source_of
 from kpilot.traces.spec import parse_spec
 
 
@@ -41,9 +42,10 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
     window = (1.0 - last, 1.0)
     traces = [(spec, scored_window(spec, load_trace(spec, seed=seed), window, warmup_s, "to tune on",
                                    option="--last")) for spec in specs]      # load all first: fail fast
+    traces = [(spec, trace, names_of(parse_spec(spec).path) if trace.meta.get("format") == "request-counts" else {})
+              for spec, trace in traces]
     out = []
-    for spec, trace in traces:
-        names = names_of(parse_spec(spec).path) if trace.meta.get("format") == "request-counts" else {}
+    for spec, trace, names in traces:
         target, target_cost = tune_static(trace, artifact.sim, artifact.reward, seeds=seeds)
         pays, policy_cost = band_pays(artifact, target, target_cost, band, trace, artifact.sim,
                                       artifact.reward, seeds, metrics)
@@ -72,14 +74,29 @@ def annotation_args(annotations: dict[str, str]) -> str:
 
 
 def kubectl_annotate(service: str, annotations: dict[str, str], namespace: str | None = None) -> str:
-    """The `kubectl annotate` line that sets `annotations` on a Knative Service."""
-    where = f" -n {namespace}" if namespace else ""
-    return f"kubectl annotate ksvc {service}{where} --overwrite {annotation_args(annotations)}"
+    """The `kubectl annotate` line that sets `annotations` on a Knative Service, quoted for a shell."""
+    where = f" -n {shlex.quote(namespace)}" if namespace else ""
+    args = " ".join(shlex.quote(f"{k}={v}") for k, v in annotations.items())
+    return f"kubectl annotate ksvc {shlex.quote(service)}{where} --overwrite {args}"
 
 
 def annotate_commands(rows: list[dict]) -> list[str]:
-    """`kubectl annotate` for each row that names its Service (add -n NAMESPACE)."""
-    return [kubectl_annotate(r["service"], r["annotations"], r.get("namespace")) for r in rows if r.get("service")]
+    """`kubectl annotate` for each row that names its Service (add -n NAMESPACE). Where the name
+    or namespace is not a Kubernetes name (a file named `My Service; echo pwned.csv` is no
+    Service's traffic) a shell comment says so instead: no such Service, and nothing to run."""
+    lines = []
+    for r in rows:
+        if not r.get("service"):
+            continue
+        bad = [f"{what} {r[key]!r}" for key, what in (("service", "Service name"), ("namespace", "namespace"))
+               if r.get(key) is not None and not is_k8s_name(r[key])]
+        if bad:     # repr: no newline or quote in a name can end the comment
+            lines.append(f"# kpilot: no kubectl line for {r['trace']!r}: {' and '.join(bad)} "
+                         f"{'is' if len(bad) == 1 else 'are'} not a Kubernetes name (a DNS-1123 label: "
+                         "lowercase letters, digits and '-', at most 63)")
+        else:
+            lines.append(kubectl_annotate(r["service"], r["annotations"], r.get("namespace")))
+    return lines
 
 
 def recommendation_table(rows: list[dict]):

@@ -34,8 +34,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kpilot.errors import ConfigError
+from kpilot.errors import ConfigError, TraceError
 from kpilot.promql import counted_from_zero
+from kpilot.traces.model import MAX_SERVICE_S
 
 LABELS = {"service": "kn_service_name", "revision": "kn_revision_name"}
 # Written beside the traces: what each file's name is (a Service's or a revision's) and where it
@@ -100,7 +101,7 @@ def bins(since_s: float, end: float, step_s: int) -> tuple[int, int]:
     return stop - int(math.ceil(since_s / step_s)) * step_s, stop
 
 
-def _is_k8s_name(text: str) -> bool:
+def is_k8s_name(text: str) -> bool:
     return bool(_K8S_NAME.fullmatch(text)) and len(text) <= 63
 
 
@@ -109,7 +110,7 @@ def check_query(url: str, namespace: str, *, since_s: float, end: float | None, 
     """read_traffic's options, checked without asking Prometheus (so that a caller can check them
     before slower work, such as finding credentials): the first and past-the-last bin starts and
     the step."""
-    if not _is_k8s_name(namespace):
+    if not is_k8s_name(namespace):
         raise ConfigError(f"not a Kubernetes namespace name: {namespace!r}", option="--namespace")
     if by not in LABELS:
         raise ConfigError(f"expected one of {', '.join(LABELS)}, got {by!r}", option="--by")
@@ -149,7 +150,7 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None,
     counts = _query_range(url, count_q, label, first + step, stop, step, token, timeout_s)
     sums = _query_range(url, sum_q, label, first + step, stop, step, token, timeout_s)
     for name in counts:
-        if not _is_k8s_name(name):
+        if not is_k8s_name(name):
             raise ConfigError(f"a series has {label}={name!r}, which is not a Kubernetes name; check "
                               "the relabeling of queue-proxy's series", option="--url")
     traffic = []
@@ -165,6 +166,9 @@ def read_traffic(url: str, namespace: str, *, since_s: float, end: float | None,
             counted += count
             total = sums.get(name, {}).get(float(start + step))
             mean = total / raw if count > 0 and total is not None and total > 0 else None
+            if mean is not None and not mean <= MAX_SERVICE_S:     # the request-counts reader's limit
+                raise ConfigError(f"{name}'s requests in the {step} s from {start} took {mean:.3g} s on average: "
+                                  f"not a duration (at most {MAX_SERVICE_S:g} s, a week)", option="--url")
             rows.append((start, count, mean))
         entry = ServiceTraffic(name, rows)
         if entry.requests:
@@ -264,9 +268,27 @@ def recorded_sources(folder: Path, names: list[str], by: str, namespace: str) ->
 
 
 def source_of(trace_path: Path) -> dict | None:
-    """What `kpilot trace from-prometheus` recorded of this file ({"by", "namespace"}), or None."""
+    """What `kpilot trace from-prometheus` recorded of this file ({"by", "namespace"}), or None
+    where the folder has no record of it. TraceError for a record that cannot be read: ignored, it
+    would have `kpilot tune` take a revision's file for a Service's."""
+    record = trace_path.parent / SOURCES_FILE
+    shape = '{"files": {"NAME.csv": {"by": "service" or "revision", "namespace": NAMESPACE}, ...}}'
     try:
-        entry = json.loads((trace_path.parent / SOURCES_FILE).read_text())["files"][trace_path.name]
-    except (OSError, ValueError, KeyError, TypeError):
+        doc = json.loads(record.read_text())
+    except FileNotFoundError:
         return None
-    return entry if isinstance(entry, dict) and entry.get("by") in LABELS else None
+    except OSError as exc:
+        raise TraceError(f"cannot read ({exc.strerror or type(exc).__name__})", path=str(record)) from None
+    except ValueError as exc:
+        raise TraceError(f"not valid JSON ({exc}); from-prometheus writes {shape}", path=str(record)) from None
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict):
+        raise TraceError(f"not what from-prometheus writes: {shape}", path=str(record))
+    entry = files.get(trace_path.name)
+    if entry is None:
+        return None
+    if not (isinstance(entry, dict) and entry.get("by") in LABELS
+            and isinstance(entry.get("namespace"), (str, type(None)))):
+        raise TraceError(f"the entry for {trace_path.name} is not what from-prometheus writes: {shape}",
+                         path=str(record))
+    return entry
