@@ -147,6 +147,19 @@ def test_one_run_writes_all_of_its_traces_or_none(prometheus, tmp_path, capsys, 
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before      # cart.csv too; no temp files
 
 
+def test_a_corrupt_record_in_out_is_refused_not_replaced(prometheus, tmp_path, capsys):
+    # from-prometheus used to read a corrupt record as empty and write a new one over it: the
+    # earlier runs' entries were lost, and their revision files then read as Services'.
+    out = tmp_path / "traces"
+    out.mkdir()
+    (out / "from-prometheus.json").write_text("{not json")
+    code, err = main(export(prometheus(SHOP).url, out), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "from-prometheus.json" in err
+    assert "not valid JSON" in err
+    assert sorted(p.name for p in out.iterdir()) == ["from-prometheus.json"]
+    assert (out / "from-prometheus.json").read_text() == "{not json"
+
+
 def test_a_mean_duration_its_reader_would_refuse_is_not_written(prometheus, tmp_path):
     prom = prometheus({("count", "cart"): [(T0 + 60, 2.0)], ("sum", "cart"): [(T0 + 60, 4e300)]})
     out = tmp_path / "traces"

@@ -254,25 +254,14 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
         return ""
 
 
-def recorded_sources(folder: Path, names: list[str], by: str, namespace: str) -> str:
-    """SOURCES_FILE's text for `folder` after this run: the entries already there, and this run's
-    files (NAME.csv) with what their name is and the namespace."""
-    doc: dict = {}
-    try:
-        doc = json.loads((folder / SOURCES_FILE).read_text())
-    except (OSError, ValueError):
-        pass
-    files = doc.get("files") if isinstance(doc, dict) and isinstance(doc.get("files"), dict) else {}
-    files.update({f"{name}.csv": {"by": by, "namespace": namespace} for name in names})
-    return json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n"
+_RECORD_SHAPE = '{"files": {"NAME.csv": {"by": "service" or "revision", "namespace": NAMESPACE}, ...}}'
 
 
-def source_of(trace_path: Path) -> dict | None:
-    """What `kpilot trace from-prometheus` recorded of this file ({"by", "namespace"}), or None
-    where the folder has no record of it. TraceError for a record that cannot be read: ignored, it
-    would have `kpilot tune` take a revision's file for a Service's."""
-    record = trace_path.parent / SOURCES_FILE
-    shape = '{"files": {"NAME.csv": {"by": "service" or "revision", "namespace": NAMESPACE}, ...}}'
+def _recorded_files(folder: Path) -> dict | None:
+    """The `files` of `folder`'s SOURCES_FILE, None where there is none; TraceError for one that
+    cannot be read (ignoring it would have `kpilot tune` take a revision's file for a Service's,
+    and from-prometheus replace the record of earlier runs)."""
+    record = folder / SOURCES_FILE
     try:
         doc = json.loads(record.read_text())
     except FileNotFoundError:
@@ -280,15 +269,34 @@ def source_of(trace_path: Path) -> dict | None:
     except OSError as exc:
         raise TraceError(f"cannot read ({exc.strerror or type(exc).__name__})", path=str(record)) from None
     except ValueError as exc:
-        raise TraceError(f"not valid JSON ({exc}); from-prometheus writes {shape}", path=str(record)) from None
+        raise TraceError(f"not valid JSON ({exc}); from-prometheus writes {_RECORD_SHAPE}",
+                         path=str(record)) from None
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, dict):
-        raise TraceError(f"not what from-prometheus writes: {shape}", path=str(record))
+        raise TraceError(f"not what from-prometheus writes: {_RECORD_SHAPE}", path=str(record))
+    return files
+
+
+def recorded_sources(folder: Path, names: list[str], by: str, namespace: str) -> str:
+    """SOURCES_FILE's text for `folder` after this run: the entries already there, and this run's
+    files (NAME.csv) with what their name is and the namespace."""
+    files = dict(_recorded_files(folder) or {})
+    files.update({f"{name}.csv": {"by": by, "namespace": namespace} for name in names})
+    return json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n"
+
+
+def source_of(trace_path: Path) -> dict | None:
+    """What `kpilot trace from-prometheus` recorded of this file ({"by", "namespace"}), or None
+    where the folder has no record of it (TraceError for a record that cannot be read)."""
+    record = trace_path.parent / SOURCES_FILE
+    files = _recorded_files(trace_path.parent)
+    if files is None:
+        return None
     entry = files.get(trace_path.name)
     if entry is None:
         return None
     if not (isinstance(entry, dict) and entry.get("by") in LABELS
             and isinstance(entry.get("namespace"), (str, type(None)))):
-        raise TraceError(f"the entry for {trace_path.name} is not what from-prometheus writes: {shape}",
+        raise TraceError(f"the entry for {trace_path.name} is not what from-prometheus writes: {_RECORD_SHAPE}",
                          path=str(record))
     return entry
