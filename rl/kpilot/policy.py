@@ -94,6 +94,17 @@ def _optional_number(section: dict, key: str, valid, meaning: str, source: str) 
     return float(value)
 
 
+def _refuse_unknown(section, known: set, what: str, source: str) -> None:
+    """A setting this kpilot does not know may change how the policy acts (a newer format): running
+    the policy without it would differ from what was trained and evaluated, so it is refused."""
+    if not isinstance(section, dict):
+        raise TypeError(f"{what} must be a mapping, got {type(section).__name__}")
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise PolicyError(f"{what} setting {unknown[0]!r} is unknown to this kpilot "
+                          f"({__version__}); upgrade it to run this policy", path=source)
+
+
 def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: str | None = None
                       ) -> ExportedPolicy:
     """Parse and validate an exported policy. Raises PolicyError with the reason."""
@@ -111,6 +122,7 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
     where = "observation"       # the part being read, named when it is malformed
     try:
         obs = doc["observation"]
+        _refuse_unknown(obs, {"version", "features"}, "observation", source)
         if obs["version"] not in FEATURES_BY_VERSION:
             raise PolicyError(f"observation spec version {obs['version']!r} is not one this kpilot "
                               f"reads ({', '.join(map(repr, FEATURES_BY_VERSION))}); retrain or upgrade",
@@ -120,18 +132,15 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
             raise PolicyError("observation feature list differs from this kpilot's", path=source)
         where = "normalization"
         norm = doc["normalization"]
+        _refuse_unknown(norm, {"mean", "var", "clip", "epsilon"}, "normalization", source)
         mean = np.asarray(norm["mean"], dtype=np.float64)
         var = np.asarray(norm["var"], dtype=np.float64)
         where = "action"
         act = doc["action"]
         if act.get("kind") != "log-target":
-            raise PolicyError(f"unknown action kind {act.get('kind')!r}", path=source)
-        # A setting this kpilot does not know changes how the policy's picks become targets:
-        # running the policy without it would differ from what was trained and evaluated.
-        unknown = sorted(set(act) - {"kind", *(f.name for f in fields(ActionSpec))})
-        if unknown:
-            raise PolicyError(f"action setting {unknown[0]!r} is unknown to this kpilot "
-                              f"({__version__}); upgrade it to run this policy", path=source)
+            raise PolicyError(f"action kind {act.get('kind')!r} is unknown to this kpilot ({__version__}); "
+                              "upgrade it to run this policy", path=source)
+        _refuse_unknown(act, {"kind", *(f.name for f in fields(ActionSpec))}, "action", source)
         # Both are absent in artifacts from before the step limit and smoothing: None.
         step = _optional_number(act, "max_step_ratio", lambda x: x > 0,
                                 "a positive number or null (no limit)", source)
@@ -143,9 +152,13 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         spec = ActionSpec(float(act["min_target"]), float(act["max_target"]), step, smoothing, cuts)
         where = "network"
         net = doc["network"]
+        _refuse_unknown(net, {"activation", "layers"}, "network", source)
         activation = net["activation"]
         if activation not in _ACTIVATIONS:
-            raise PolicyError(f"unknown activation {activation!r}", path=source)
+            raise PolicyError(f"network activation {activation!r} is unknown to this kpilot ({__version__}); "
+                              "upgrade it to run this policy", path=source)
+        for i, layer in enumerate(net["layers"]):
+            _refuse_unknown(layer, {"weight", "bias"}, f"network layer {i}", source)
         layers = tuple((np.asarray(l["weight"], dtype=np.float64), np.asarray(l["bias"], dtype=np.float64))
                        for l in net["layers"])
         where = "normalization"

@@ -200,24 +200,52 @@ def markdown_summary(rows: list[dict], reward) -> str:
     return "\n".join(lines)
 
 
+REPORT_SUMMARY = "summary.md"
+
+
 def write_report(out: Path, result, reward) -> None:
+    """The summary and plots, written into a staging folder inside `out` first; only once all of
+    them are written do they replace the last report's files, whose other plots go last: a failed
+    write (a full disk, a folder where a file goes) is one error line and leaves that report whole."""
+    import os
+    import shutil
+    import tempfile
+
     import matplotlib
+
+    from kpilot.errors import ConfigError
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    # A folder reused for another evaluation keeps nothing of the last one's plots (only ours go).
-    for kind in ("timeline", "frontier"):
-        for old in out.glob(f"[0-9][0-9]-*-{kind}.png"):
-            old.unlink()
-    (out / "summary.md").write_text(markdown_summary(result.rows, reward))
-    for k, (trace, group) in enumerate(_by_trace(result.rows).items()):
-        stem = f"{k:02d}-" + "".join(ch if ch.isalnum() else "_" for ch in Path(trace).name)[:60]
-        replays = result.results.get(trace, {})
-        _timeline_plot(plt, out / f"{stem}-timeline.png", trace, group, replays.get("replays", {}),
-                       replays.get("arrivals"))
-        _frontier_plot(plt, out / f"{stem}-frontier.png", trace, group, reward)
+    staging = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".kpilot-report-", dir=out))
+        (staging / REPORT_SUMMARY).write_text(markdown_summary(result.rows, reward))
+        for k, (trace, group) in enumerate(_by_trace(result.rows).items()):
+            stem = f"{k:02d}-" + "".join(ch if ch.isalnum() else "_" for ch in Path(trace).name)[:60]
+            replays = result.results.get(trace, {})
+            _timeline_plot(plt, staging / f"{stem}-timeline.png", trace, group, replays.get("replays", {}),
+                           replays.get("arrivals"))
+            _frontier_plot(plt, staging / f"{stem}-frontier.png", trace, group, reward)
+        written = sorted(p.name for p in staging.iterdir())
+        for name in written:        # before any is moved: a stop half way would mix two reports
+            if (out / name).is_dir():
+                raise ConfigError(f"{str(out / name)!r} is a folder, not a file", option="--report")
+        for name in written:
+            os.replace(staging / name, out / name)
+        # A folder reused for another evaluation keeps nothing of the last one's plots (only ours go).
+        for kind in ("timeline", "frontier"):
+            for old in out.glob(f"[0-9][0-9]-*-{kind}.png"):
+                if old.name not in written:
+                    old.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report in {str(out)!r} "
+                          f"({exc.strerror or type(exc).__name__})", option="--report") from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _timeline_plot(plt, path: Path, trace: str, group: list[dict], results: dict, arr) -> None:

@@ -227,12 +227,21 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
 
 
 def prepare_report_dir(path: Path) -> None:
-    """Create `--report`'s folder, or say why it cannot be one."""
+    """Create `--report`'s folder, or say why it cannot be one (before the replays, which the
+    report would otherwise be lost after)."""
+    import os
+
+    from kpilot.evaluate.report import REPORT_SUMMARY
+
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the report folder {str(path)!r}: "
                           f"{exc.strerror or type(exc).__name__}", option="--report") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"the report folder {str(path)!r} is not writable", option="--report")
+    if (path / REPORT_SUMMARY).is_dir():
+        raise ConfigError(f"{str(path / REPORT_SUMMARY)!r} is a folder, not a file", option="--report")
 
 
 def scored_window(spec: str, trace, window, warmup_s: float, purpose: str, option: str = "--window"):

@@ -26,6 +26,12 @@ from kpilot.yaml_file import number_as_text_hint, read_yaml
 TRACES_VAR = "KPILOT_TRACES"
 DEFAULT_TRACES_DIR = "../shared/traces"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ppo_default.yaml"
+# Upper bounds far above any useful run, below what crashes or exhausts memory on allocation
+# (libgomp segfaults on 100000 threads; a rollout buffer of n_steps x n_envs steps is allocated up front).
+MAX_THREADS = 256
+MAX_N_ENVS = 4096
+MAX_ROLLOUT_STEPS = 2**22              # ppo.n_steps x n_envs
+MAX_LAYER_WIDTH, MAX_LAYERS = 4096, 8
 
 
 def traces_dir() -> str:
@@ -229,11 +235,18 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name)) and cfg.name.strip(".") != "", "name",
          "must be letters, digits, '.', '_' or '-' (it names a folder of logs)")
     need(cfg.n_envs >= 1, "n_envs", "must be at least 1")
+    need(cfg.n_envs <= MAX_N_ENVS, "n_envs", f"must be at most {MAX_N_ENVS}")
     need(cfg.ppo.n_epochs >= 1, "ppo.n_epochs", "must be at least 1")
+    # Beyond these the losses overflow float32 into NaN or a RuntimeError mid-run.
     need(cfg.ppo.clip_range > 0, "ppo.clip_range", "must be positive")
+    need(cfg.ppo.clip_range <= 1, "ppo.clip_range", "must be at most 1")
     need(0 <= cfg.ppo.gae_lambda <= 1, "ppo.gae_lambda", "must be in [0, 1]")
     need(cfg.ppo.ent_coef >= 0, "ppo.ent_coef", "must be >= 0")
+    need(cfg.ppo.ent_coef <= 1, "ppo.ent_coef", "must be at most 1")
     need(cfg.ppo.vf_coef >= 0, "ppo.vf_coef", "must be >= 0")
+    need(cfg.ppo.vf_coef <= 100, "ppo.vf_coef", "must be at most 100")
+    need(-20 <= cfg.ppo.log_std_init <= 2, "ppo.log_std_init",
+         "must be in [-20, 2] (the log of the action noise's standard deviation, actions span [-1, 1])")
     need(cfg.ppo.max_grad_norm > 0, "ppo.max_grad_norm", "must be positive")
     need(cfg.normalize.clip_obs > 0, "normalize.clip_obs", "must be positive")
     need(cfg.normalize.clip_reward > 0, "normalize.clip_reward", "must be positive")
@@ -250,13 +263,21 @@ def _validate(cfg: TrainConfig, source: str) -> None:
                      for v in values), f"eval.rule_grid.{key}", "must be a list of positive numbers")
     need(cfg.total_timesteps >= 1, "total_timesteps", "must be positive")
     need(cfg.ppo.n_steps >= 2, "ppo.n_steps", "must be at least 2")
+    need(cfg.ppo.n_steps * cfg.n_envs <= MAX_ROLLOUT_STEPS, "ppo.n_steps",
+         f"x n_envs ({cfg.ppo.n_steps} x {cfg.n_envs}) must be at most {MAX_ROLLOUT_STEPS}: the rollout "
+         "buffer holds that many steps")
     need(cfg.ppo.batch_size >= 2, "ppo.batch_size", "must be at least 2")
     need(cfg.ppo.learning_rate > 0, "ppo.learning_rate", "must be positive")
+    need(cfg.ppo.learning_rate <= 1, "ppo.learning_rate", "must be at most 1")
     need(cfg.ppo.lr_schedule in ("constant", "linear"), "ppo.lr_schedule", "must be constant or linear")
+    # Each real trace's window is listed this many times in the episode pool.
     need(cfg.env.real_weight >= 1, "env.real_weight", "must be at least 1")
+    need(cfg.env.real_weight <= 1000, "env.real_weight", "must be at most 1000")
     need(0 < cfg.ppo.gamma <= 1, "ppo.gamma", "must be in (0, 1]")
-    need(all(isinstance(n, int) and n > 0 for n in cfg.ppo.net_arch), "ppo.net_arch",
-         "must be a list of positive layer widths")
+    need(len(cfg.ppo.net_arch) <= MAX_LAYERS
+         and all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_LAYER_WIDTH
+                 for n in cfg.ppo.net_arch), "ppo.net_arch",
+         f"must be a list of at most {MAX_LAYERS} layer widths in [1, {MAX_LAYER_WIDTH}]")
     need(0 < cfg.env.min_target < cfg.env.max_target, "env.min_target",
          "must satisfy 0 < env.min_target < env.max_target")
     need(0.0 <= cfg.env.idle_start <= 1.0, "env.idle_start", "must be a share in [0, 1]")
@@ -269,6 +290,7 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(not cfg.env.observe_base or cfg.split.validation[0] > 0, "split.validation",
          "must start after the traces' start with env.observe_base (its base is tuned on the window before)")
     need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")
+    need(cfg.eval.replays <= 1000, "eval.replays", "must be at most 1000")
     need(0.0 <= cfg.eval.select_after < 1.0, "eval.select_after", "must be in [0, 1)")
     need(cfg.env.reward_units in REWARD_UNITS, "env.reward_units", f"must be one of {', '.join(REWARD_UNITS)}")
     need(cfg.env.decision_interval_s > 0, "env.decision_interval_s", "must be positive")
@@ -276,6 +298,12 @@ def _validate(cfg: TrainConfig, source: str) -> None:
          "must be at least one decision interval")
     for name in ("service_scale", "cold_start_scale", "rate_scale"):
         need(getattr(cfg.env, name)[0] > 0, f"env.{name}", "must be positive")
+    # Arrivals are replicated this many times: 1e300 never finishes.
+    need(cfg.env.rate_scale[1] <= 100, "env.rate_scale", "must be at most 100")
+    for key in ("traces", "synthetic"):
+        for i, spec in enumerate(getattr(cfg.env, key)):
+            need(isinstance(spec, str), f"env.{key}[{i}]",
+                 f"must be a string (a trace spec: a path or synthetic:NAME), got {spec!r}")
     for name in ("train", "validation", "test"):
         lo, hi = getattr(cfg.split, name)
         need(0.0 <= lo < hi <= 1.0, f"split.{name}", "must be [start, end] fractions with 0 <= start < end <= 1")
@@ -293,6 +321,10 @@ def _validate(cfg: TrainConfig, source: str) -> None:
         raise ConfigError(f"sim: {exc.message}", path=source) from None
     except TypeError as exc:
         raise ConfigError(f"sim: {exc}", path=source) from None
+    # A decision between two autoscaler ticks changes nothing, and one far shorter stops the
+    # clock advancing (t + interval == t): the rule's calibration never ends.
+    need(cfg.env.decision_interval_s >= sim.kpa.tick_s, "env.decision_interval_s",
+         f"must be at least the simulator's tick, sim.kpa.tick_s = {sim.kpa.tick_s:g} s")
     try:        # parsed here, not when the first simulation starts minutes later
         parse_cold_start(sim.pod.cold_start)
     except ConfigError as exc:

@@ -33,7 +33,7 @@ from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import AimdRule, calibrate_rule, geomean, mean_cost, static_controllers
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
-from kpilot.train.config import TrainConfig, traces_dir
+from kpilot.train.config import MAX_THREADS, TrainConfig, traces_dir
 from kpilot.train.export import build_manifest, export_bytes, export_policy, trace_record
 from kpilot.train.split import has_scored_requests, time_window, time_window_s, usable_windows
 
@@ -117,14 +117,15 @@ def validation_bases(traces, cfg: TrainConfig, sim: SimConfig) -> list[float]:
 
 def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict) -> None:
     """Write the artifact beside `out`, then swap it in: a run stopped mid-write (Ctrl-C while a
-    new best model is saved) leaves the previous artifact whole, never a model.zip of one
-    checkpoint beside the policy.json of another."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)             # mkdtemp's 0700 would hide the policy from others
+    new best model is saved) or a failed write (a full disk: one error line) leaves the previous
+    artifact whole, never a model.zip of one checkpoint beside the policy.json of another."""
+    staging = retired = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)             # mkdtemp's 0700 would hide the policy from others
         model.save(staging / MODEL_FILE)
         if vecnorm is not None:
             vecnorm.save(str(staging / VECNORM_FILE))
@@ -144,8 +145,19 @@ def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict)
             if not (out / extra.name).exists():
                 os.replace(extra, out / extra.name)
         shutil.rmtree(retired, ignore_errors=True)
+    except OSError as exc:
+        if retired is not None and retired.exists() and not out.exists():
+            os.replace(retired, out)        # the swap failed half way: the previous artifact back
+        raise _write_error(exc, out, "--out") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)     # gone already unless a write failed
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)     # gone already unless a write failed
+
+
+def _write_error(exc: OSError, folder: Path, option: str) -> ConfigError:
+    """A write that failed mid-run (a full disk, a folder made read-only) as one error line."""
+    what = f" {exc.filename}" if exc.filename else ""
+    return ConfigError(f"cannot write{what} ({exc.strerror or type(exc).__name__})", path=str(folder), option=option)
 
 
 def _plain(x):
@@ -205,16 +217,28 @@ def _recorded_rule(run_dir: Path, key: str) -> dict | None:
         return None
 
 
+DEFAULT_RUN_DIR_OPTION = "--run-dir (not given: the default, --out's runs/)"
+
+
 def check_run_dir(run_dir: Path, resuming: bool, defaulted: bool = False) -> None:
     """`--run-dir` must be a folder; a fresh run refuses one that holds an earlier run's
     checkpoints: its own would overwrite some of them and sort among the rest, and `--resume`
     would then continue whichever run got furthest."""
+    # Not given, it is --out's runs/: a second training run into the same --out meets the first's.
+    option = DEFAULT_RUN_DIR_OPTION if defaulted else "--run-dir"
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("is a file, not a folder", path=str(run_dir), option="--run-dir")
+        raise ConfigError("is a file, not a folder", path=str(run_dir), option=option)
+    # Writable, or creatable, now: it is first written after the traces load and the rule is calibrated.
+    for folder in (run_dir, run_dir / "checkpoints"):
+        existing = folder.resolve()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"cannot create it ({existing} is a file)", path=str(run_dir), option=option)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"is not writable ({existing})", path=str(run_dir), option=option)
     earlier = sorted((run_dir / "checkpoints").glob("*_steps.zip")) if (run_dir / "checkpoints").is_dir() else []
     if earlier and not resuming:
-        # Not given, it is --out's runs/: a second training run into the same --out meets the first's.
-        option = "--run-dir (not given: the default, --out's runs/)" if defaulted else "--run-dir"
         raise ConfigError(f"holds an earlier run's checkpoints ({earlier[-1].name}, ...): --resume {run_dir} "
                           "continues it; for a fresh run give another --run-dir or remove it",
                           path=str(run_dir), option=option)
@@ -305,16 +329,27 @@ def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_d
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
+    def refused(detail: str):
+        return ConfigError(f"cannot resume from it ({detail}); it must be a whole checkpoint of a run "
+                           f"observing {venv.observation_space.shape[0]} features as this config does",
+                           path=str(ckpt), option="--resume")
+
+    def first_line(exc: Exception) -> str:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
     try:
         vecnorm = VecNormalize.load(str(vn_path), venv) if vn_path else make_vecnorm()
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, AssertionError) as exc:
+        raise refused(f"its normalisation file {vn_path.name}: {first_line(exc)}") from None
+    try:
         model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"),
                          **ppo_settings(cfg.ppo, cfg.n_envs))
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, KeyError, AssertionError,
-            RuntimeError) as exc:        # RuntimeError: torch reading a corrupt policy.pth inside the zip
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot resume from it or its normalisation file ({detail}); it must be a "
-                          f"whole checkpoint of a run observing {venv.observation_space.shape[0]} features "
-                          "as this config does", path=str(ckpt), option="--resume") from None
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, RuntimeError):
+        # torch reading a corrupt weights file (policy.pth) inside the zip; not its message, which
+        # advises loading with weights_only=False: that would run whatever the file holds.
+        raise refused("the checkpoint is unreadable or corrupt") from None
+    except (ValueError, KeyError, AssertionError) as exc:      # another observation, a missing entry
+        raise refused(first_line(exc)) from None
     net = model.policy_kwargs.get("net_arch")
     wanted = {"pi": list(cfg.ppo.net_arch), "vf": list(cfg.ppo.net_arch)}
     if net != wanted:
@@ -338,7 +373,9 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
 
     from kpilot.env.vector import KnativeAutoscalingVecEnv
 
-    torch.set_num_threads(max(1, threads))
+    if not 1 <= threads <= MAX_THREADS:       # libgomp segfaults on a huge count; 0 is no count
+        raise ConfigError(f"expected 1 to {MAX_THREADS} threads, got {threads}", option="--threads")
+    torch.set_num_threads(threads)
     given_run_dir = bool(run_dir)
     out, run_dir = Path(out), Path(run_dir) if run_dir else Path(out) / "runs"
     command = command or " ".join(shlex.quote(a) for a in ["kpilot", *sys.argv[1:]])
@@ -391,8 +428,12 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
                                             interval_s=cfg.env.decision_interval_s,
                                             min_target=cfg.env.min_target, max_target=cfg.env.max_target)
         log(f"rule baseline calibrated in {time.perf_counter() - t0:.1f}s: {rule_summary['params']}")
-    run_dir.mkdir(parents=True, exist_ok=True)    # this run's record, for its own --resume
-    (run_dir / RULE_FILE).write_text(json.dumps({"key": rule_key, "rule": rule_summary}, indent=1) + "\n")
+    run_option = "--run-dir" if given_run_dir else DEFAULT_RUN_DIR_OPTION
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)    # this run's record, for its own --resume
+        (run_dir / RULE_FILE).write_text(json.dumps({"key": rule_key, "rule": rule_summary}, indent=1) + "\n")
+    except OSError as exc:
+        raise _write_error(exc, run_dir, run_option) from None
 
     # 3. Environment. Episodes pick a window uniformly from this list: repeating a real trace's
     # window weights it (real traces are few, synthetic ones many).
@@ -483,8 +524,11 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     ])
     remaining = cfg.total_timesteps - model.num_timesteps
     if remaining > 0:
-        model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=progress,
-                    reset_num_timesteps=resume is None, tb_log_name=cfg.name)
+        try:        # checkpoints and TensorBoard logs go to the run dir (the artifact's own errors name --out)
+            model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=progress,
+                        reset_num_timesteps=resume is None, tb_log_name=cfg.name)
+        except OSError as exc:
+            raise _write_error(exc, run_dir, run_option) from None
     wall = time.perf_counter() - state["t0"]
     sps = (model.num_timesteps - state["steps0"]) / max(1e-9, wall)
     # The final model is a candidate too (and the only one when validation is off).
@@ -493,8 +537,11 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     else:
         _write_artifact(out, model, vecnorm, cfg, manifest(None))
     # Always keep the final state resumable, whatever was selected as best.
-    model.save(run_dir / "checkpoints" / f"ppo_{model.num_timesteps}_steps.zip")
-    vecnorm.save(str(run_dir / "checkpoints" / f"ppo_vecnormalize_{model.num_timesteps}_steps.pkl"))
+    try:
+        model.save(run_dir / "checkpoints" / f"ppo_{model.num_timesteps}_steps.zip")
+        vecnorm.save(str(run_dir / "checkpoints" / f"ppo_vecnormalize_{model.num_timesteps}_steps.pkl"))
+    except OSError as exc:
+        raise _write_error(exc, run_dir, run_option) from None
     new_steps = model.num_timesteps - state["steps0"]
     done = (f"{new_steps} timesteps" if new_steps == model.num_timesteps
             else f"{new_steps} timesteps more ({model.num_timesteps} in all)")
