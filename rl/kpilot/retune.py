@@ -15,6 +15,7 @@ or without request durations, keeps what it has.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -110,6 +111,9 @@ def _call(what: str, fn, *args, **kwargs):
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise ConfigError(f"cannot {what}: the API server is unreachable ({type(exc).__name__})",
                           option="--apply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:    # a body cut off, or not UTF-8
+        raise ConfigError(f"cannot {what}: unexpected answer (not JSON: {type(exc).__name__})",
+                          option="--apply") from None
 
 
 def selected_services(namespace: str, selector: str, api_client) -> dict[str, dict]:
@@ -118,9 +122,28 @@ def selected_services(namespace: str, selector: str, api_client) -> dict[str, di
     from kubernetes import client
 
     api = client.CustomObjectsApi(api_client)
-    listed = _call(f"list Knative Services in {namespace!r}", api.list_namespaced_custom_object, *KNATIVE[:2],
-                   namespace, KNATIVE[2], label_selector=selector) or {"items": []}
-    return {item["metadata"]["name"]: item["metadata"].get("annotations") or {} for item in listed["items"]}
+    what = f"list Knative Services in {namespace!r}"
+    listed = _call(what, api.list_namespaced_custom_object, *KNATIVE[:2], namespace, KNATIVE[2],
+                   label_selector=selector)
+    if listed is None:                  # 404: no Knative Services here
+        listed = {"items": []}
+    # A server that is not a Kubernetes API server (a proxy's page, another service's JSON) can
+    # answer 200: its answer is one line, not a KeyError, and no Service is annotated on it.
+    items = listed.get("items") if isinstance(listed, dict) else None
+    metas = [item.get("metadata") if isinstance(item, dict) else None for item in items] \
+        if isinstance(items, list) else [None]
+    if not all(isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("annotations") or {}, dict)
+               for m in metas):
+        raise ConfigError(f"cannot {what}: unexpected answer (not a Kubernetes list of objects with metadata: "
+                          f"{_excerpt(listed)})", option="--apply")
+    return {m["name"]: m.get("annotations") or {} for m in metas}
+
+
+def _excerpt(answer) -> str:
+    """The start of an API answer for an error line: printable, on one line."""
+    text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+    return (text[:80] + ("..." if len(text) > 80 else "")) or "an empty body"
 
 
 def annotate(results: list[Retuned], current: dict[str, dict], namespace: str, api_client) -> list[tuple[str, str]]:

@@ -175,6 +175,10 @@ RANGES = {
 # Where the upper limit is the simulator's (arrays per pod and per tick), not Knative's.
 SIMULATOR_LIMITS = {"kpa.scale_down_delay_s", "kpa.tick_s", "pod.container_concurrency", "pod.max_pods",
                     "pod.unlimited_in_service", "pod.queue_capacity"}
+# The SLO's upper limits, the simulator's, checked once a value is in RANGES: slowdown x service +
+# offset_s stays finite for any float32 service time (1e308 overflowed: numpy's warning on stderr),
+# and an offset beyond a year, the longest trace, can never be missed.
+SLO_LIMITS = {"slo.slowdown": 1e6, "slo.offset_s": 366 * 86400.0}
 
 
 def check_range(key: str, value, source: str | None = None, *, option: str | None = None) -> None:
@@ -191,6 +195,8 @@ def check_range(key: str, value, source: str | None = None, *, option: str | Non
         low = f"> {lo:g}" if open_lo else f">= {lo:g}"
         problem = None if inside else f"must be {low}" + ("" if math.isinf(hi) else f" and <= {hi:g}") \
             + (" (the simulator's limit)" if key in SIMULATOR_LIMITS else "")
+        if inside and value > SLO_LIMITS.get(key, math.inf):
+            problem = f"must be <= {SLO_LIMITS[key]:g} (the simulator's limit)"
     if problem is not None:
         message = f"{problem}, got {value!r}"
         raise ConfigError(message, option=option) if option else \

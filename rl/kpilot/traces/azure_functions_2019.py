@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from kpilot.errors import TraceError
-from kpilot.traces.csvio import (check_non_negative, column_label, read_frame, read_header,
+from kpilot.traces.csvio import (check_at_most, check_non_negative, column_label, read_frame, read_header,
                                  read_numeric, require_columns, sha256_file)
-from kpilot.traces.model import Trace, check_request_total, make_trace
+from kpilot.traces.model import EXACT, MAX_SERVICE_S, Trace, check_request_total, count_too_large, make_trace
 from kpilot.traces.selection import select_functions, selection_label
 from kpilot.traces.spreading import uniform_in_bins
 
@@ -73,7 +73,7 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
     ids, counts = ids[keep], counts[keep]
     if counts.sum() == 0:
         raise TraceError("the selected functions have no invocations", path=str(path))
-    check_request_total(counts.sum(), str(path))
+    check_request_total(counts.sum(dtype=np.float64), str(path))      # in float: int64 could wrap
 
     dpath = durations_path(path, options)
     if not dpath.is_file():        # name the fix, not only the file that is not there
@@ -99,11 +99,13 @@ def read_azure_functions_2019(path: Path, header: list[str], options: dict, *, s
 
 
 def _check_counts(path: Path, header: list[str], minutes: list[str], counts: np.ndarray) -> None:
-    bad = (counts < 0) | (counts != np.floor(counts))
+    bad = (counts < 0) | (counts != np.floor(counts)) | (counts > EXACT)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise TraceError(f"invocation count {counts[row, col]:g} is not a non-negative integer",
-                         path=str(path), line=int(row) + 2, column=column_label(header, minutes[col]))
+        where = dict(path=str(path), line=int(row) + 2, column=column_label(header, minutes[col]))
+        if counts[row, col] > EXACT:        # the int64 cast after this check would turn it negative
+            raise TraceError(count_too_large("invocation count", counts[row, col]), **where)
+        raise TraceError(f"invocation count {counts[row, col]:g} is not a non-negative integer", **where)
 
 
 def _percentile_table(dpath: Path, ids: np.ndarray, every_id: np.ndarray) -> tuple[np.ndarray, int, bool]:
@@ -114,10 +116,15 @@ def _percentile_table(dpath: Path, ids: np.ndarray, every_id: np.ndarray) -> tup
     num = read_numeric(dpath, dheader, ["Count", *PERCENTILE_COLUMNS])
     for name in PERCENTILE_COLUMNS:
         check_non_negative(dpath, dheader, name, num[name], "negative duration")
+        # Bounded (ms), the pooled mean below cannot overflow, nor its samples exceed float32.
+        check_at_most(dpath, dheader, name, num[name], MAX_SERVICE_S * 1000.0,
+                      f"at most {MAX_SERVICE_S * 1000.0:g} ms (a week) of work for one request")
     pct = np.column_stack([num[c] for c in PERCENTILE_COLUMNS])
     pct = np.maximum.accumulate(pct, axis=1)  # percentiles must not decrease
     weights = np.maximum(num["Count"], 0)
-    pooled = (pct * weights[:, None]).sum(axis=0) / max(weights.sum(), 1.0)
+    # Scaled by a power of two to below 1: the same mean to the bit, where Counts such as 1e308 overflowed.
+    weights = np.ldexp(weights, -np.frexp(weights.max())[1])
+    pooled = (pct * weights[:, None]).sum(axis=0) / (weights.sum() or 1.0)
     dids = read_frame(dpath, ["HashFunction"]).get_column("HashFunction").to_numpy().astype(str)
     first = {}
     for i, fid in enumerate(dids):

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from kpilot.errors import TraceError
-from kpilot.traces.csvio import check_non_negative, read_frame, read_numeric, require_columns
-from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.csvio import check_at_most, check_non_negative, read_frame, read_numeric, require_columns
+from kpilot.traces.model import MAX_SERVICE_S, Trace, check_span, make_trace
 from kpilot.traces.selection import select_functions, selection_label
 
 SIGNATURE = {"end_timestamp", "duration", "func"}
@@ -29,6 +29,9 @@ def read_azure_functions_2021(path: Path, header: list[str], options: dict, *, s
     cols = read_numeric(path, header, NUMERIC)
     end, duration = cols["end_timestamp"], cols["duration"]
     check_non_negative(path, header, "duration", duration, "negative duration")
+    # Bounded, end - duration cannot overflow; check_span then keeps the rebase from overflowing.
+    check_at_most(path, header, "duration", duration, MAX_SERVICE_S,
+                  f"at most {MAX_SERVICE_S:g} s (a week) of work for one request; are durations in seconds?")
     selection = selection_label(options)
     n_functions = None
     if "function" in options or "top" in options:
@@ -43,6 +46,7 @@ def read_azure_functions_2021(path: Path, header: list[str], options: dict, *, s
         if not len(end):
             raise TraceError("no invocations for the selected functions", path=str(path))
     arrivals = end - duration
+    check_span(arrivals, str(path))
     origin = float(np.floor(arrivals.min()))
     return make_trace(arrivals - origin, duration, None, origin_s=origin, selection=selection,
                       functions=n_functions)

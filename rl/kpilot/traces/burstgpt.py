@@ -22,7 +22,7 @@ import polars as pl
 
 from kpilot.errors import TraceError
 from kpilot.traces.csvio import check_non_negative, read_frame, read_numeric, require_columns
-from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.model import Trace, check_span, make_trace
 from kpilot.traces.service_model import LlmServiceModel
 from kpilot.traces.spreading import spread_whole_seconds
 
@@ -44,6 +44,7 @@ def read_burstgpt(path: Path, header: list[str], options: dict, *, service_model
     ts, inp, out = cols["Timestamp"], cols["Request tokens"], cols["Response tokens"]
     for name in NUMERIC[1:]:
         check_non_negative(path, header, name, cols[name], "negative token count")
+    check_span(ts, str(path))       # before the rebase, which would overflow past a year's span
     origin = float(np.floor(ts.min()))
     arrivals = spread_whole_seconds(ts - origin, seed)
     failed = out == 0

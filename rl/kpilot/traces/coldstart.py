@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from kpilot.errors import TraceError
-from kpilot.traces.csvio import (column_label, drop_elided, read_frame,
+from kpilot.traces.csvio import (check_at_most, column_label, drop_elided, read_frame,
                                  read_header, read_numeric, require_columns)
+from kpilot.traces.model import MAX_SERVICE_S
 
 SIGNATURE = {"totalCost_cold_start"}
 COMPONENTS = ["podAllocationCost", "deployCodeCost", "deployDependencyCost", "schedulingCost"]
@@ -43,6 +44,9 @@ def load_coldstart_table(path: str | Path) -> np.ndarray:
             row = int(rows[np.argmax(neg)])
             raise TraceError(f"negative time {cols[name][np.argmax(neg)]:g}", path=str(path),
                              line=row + 2, column=column_label(header, name))
+        # Bounded, the components' sum below cannot overflow (1e308 + 1e308).
+        check_at_most(path, header, name, cols[name], MAX_SERVICE_S,
+                      f"at most {MAX_SERVICE_S:g} s (a week) for one cold start; are the times in seconds?", rows)
     total = np.sum([cols[c] for c in COMPONENTS], axis=0)
     off = np.abs(total - cols[TOTAL]) > ROUNDING_S + 1e-3 * np.abs(cols[TOTAL])
     if off.any():

@@ -39,14 +39,26 @@ def checksum_in_background(*paths: Path):
     return future
 
 
+NOT_TEXT = {**{magic: f"{name}-compressed: decompress it first" for magic, name in (
+    (b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"))}, b"\xff\xfe": "UTF-16 text: save it as UTF-8",
+    b"\xfe\xff": "UTF-16 text: save it as UTF-8"}     # a file's first bytes: why it is not text
+
+
 def read_header(path: Path) -> list[str]:
-    """The column names on the first line; TraceError if the file is missing or empty."""
+    """The column names on the first line; TraceError if the file is missing, empty or not text."""
     if not path.exists():
         raise TraceError("no such file", path=str(path))
     if path.is_dir():
         raise TraceError("is a directory, not a trace file", path=str(path))
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         first = fh.readline()
+    # Binary or compressed: its bytes, echoed in an error line, put control characters on the terminal.
+    if any(c < " " and c not in "\t\r\n" or c == "\x7f" for c in first):
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+        kind = next((why for m, why in NOT_TEXT.items() if magic.startswith(m)), "compressed or binary?")
+        raise TraceError(f"not a text CSV ({kind})", path=str(path))
     if not first.strip():
         raise TraceError("empty file (no header, no data rows)", path=str(path))
     return [name.strip() for name in next(csv.reader([first]))]
@@ -69,6 +81,11 @@ def _read(path: Path, columns: list[str], overrides: dict | None = None) -> pl.D
     """The named columns, without the empty rows polars makes of blank lines at the file's end.
     Names are matched as `read_header` gives them, without the spaces around them (a header
     `timestamp, duration` has a column `duration`)."""
+    twice = next((name for i, name in enumerate(columns) if name in columns[:i]), None)
+    if twice is not None:       # one per function column (huawei-requests): polars' error named no file or line
+        at = [str(i + 1) for i, name in enumerate(read_header(path)) if name == twice]
+        raise TraceError(f"column {twice!r} appears more than once in the header (columns {', '.join(at)})",
+                         path=str(path), line=1)
     in_file: dict[str, str] = {}
     for name in pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy").collect_schema().names():
         in_file.setdefault(_bare(name), name)     # the first of two alike, as read_header's index finds
@@ -182,11 +199,23 @@ def check_non_negative(path: Path, header: list[str], name: str, values: np.ndar
                          column=column_label(header, name))
 
 
+def check_at_most(path: Path, header: list[str], name: str, values: np.ndarray, limit: float,
+                  why: str, rows: np.ndarray | None = None) -> None:
+    """TraceError at the first entry of `values` (column `name`) above `limit` (`why` says so);
+    `rows` maps to original data-row numbers where rows were dropped."""
+    over = values > limit
+    if over.any():
+        i = int(np.argmax(over))
+        raise TraceError(f"{name} {values[i]:g}: {why}", path=str(path),
+                         line=(i if rows is None else int(rows[i])) + 2, column=column_label(header, name))
+
+
 def check_increasing(path: Path, header: list[str], name: str, shown: np.ndarray, rows: np.ndarray | None = None,
                      order: np.ndarray | None = None) -> None:
     """TraceError at the first row whose `order` (default: the `shown` values of column `name`) does
     not exceed the previous row's; `rows` maps to original data-row numbers where rows were dropped."""
-    back = np.diff(shown if order is None else order) <= 0
+    order = shown if order is None else order
+    back = order[1:] <= order[:-1]      # not np.diff: 1e308 after -1e308 overflows (a numpy warning)
     if back.any():
         i = int(np.argmax(back)) + 1
         raise TraceError(f"{name} {shown[i]:g} does not come after the previous row's {shown[i - 1]:g} "

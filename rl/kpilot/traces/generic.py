@@ -21,7 +21,7 @@ import numpy as np
 from kpilot.errors import TraceError
 from kpilot.traces.csvio import (check_non_negative, column_label, read_frame, read_numeric,
                                  require_columns)
-from kpilot.traces.model import Trace, make_trace
+from kpilot.traces.model import Trace, check_span, make_trace
 from kpilot.traces.service_model import LlmServiceModel
 from kpilot.traces.spreading import spread_whole_seconds
 
@@ -53,6 +53,7 @@ def read_generic(path: Path, header: list[str], options: dict, *, service_model:
         model = service_model.as_dict()
     failed = _failed_column(path, header) if "failed" in header else None
     ts = cols["timestamp"]
+    check_span(ts, str(path))       # before the rebase, which would overflow past a year's span
     origin = float(np.floor(ts.min()))
     arrivals = ts - origin
     spread = options.get("spread", "1").strip().lower()

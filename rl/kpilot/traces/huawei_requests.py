@@ -54,9 +54,9 @@ import numpy as np
 import polars as pl
 
 from kpilot.errors import TraceError
-from kpilot.traces.csvio import (ELIDED, check_increasing, column_label, read_numeric_rows,
+from kpilot.traces.csvio import (ELIDED, check_at_most, check_increasing, column_label, read_numeric_rows,
                                  read_rows_skipping_elided, require_columns)
-from kpilot.traces.model import Trace, check_request_total, make_trace
+from kpilot.traces.model import EXACT, Trace, check_request_total, count_too_large, make_trace
 from kpilot.traces.selection import select_functions, selection_label
 from kpilot.traces.spreading import bin_width, uniform_in_bins
 from kpilot.traces.synthetic import lognormal_options, lognormal_service
@@ -96,7 +96,7 @@ def read_huawei_requests(path: Path, header: list[str], options: dict, *, seed: 
         funcs, counts = [f for f, k in zip(funcs, keep) if k], counts[:, keep]
     if counts.sum() == 0:
         raise TraceError("the selected functions have no requests", path=src)
-    check_request_total(counts.sum(), src)
+    check_request_total(counts.sum(dtype=np.float64), src)       # in float: int64 could wrap
     width = bin_width(str(path), t, options)
 
     rng = np.random.default_rng(seed)
@@ -120,6 +120,9 @@ def _absolute_times(path: Path, header: list[str], day: np.ndarray, time: np.nda
             kind = "integer" if name == "day" else "number"
             raise TraceError(f"{name} {(day if name == 'day' else time)[i]:g} is not a non-negative {kind}",
                              path=str(path), line=int(rows[i]) + 2, column=column_label(header, name))
+    # day x 86400 below overflows for a day such as 1e308; past 2**53 s, seconds are inexact anyway.
+    check_at_most(path, header, "day", day, EXACT // DAY_S,
+                  f"at most {EXACT // DAY_S:.0f} (2**53 seconds, beyond which times are inexact)", rows)
     off = np.floor(time / DAY_S) != day
     if not off.any():
         t, of_day = time, False
@@ -159,12 +162,14 @@ def _counts(path: Path, header: list[str], frame: pl.DataFrame, funcs: list[str]
         values.append(parsed.fill_null(0.0).fill_nan(0.0).to_numpy())
     counts = np.column_stack(values)
     bad_text = np.column_stack(non_numeric)
-    bad = bad_text | (counts < 0) | ~np.isfinite(counts) | (counts != np.floor(counts))
+    bad = bad_text | (counts < 0) | ~np.isfinite(counts) | (counts != np.floor(counts)) | (counts > EXACT)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         where = dict(path=str(path), line=int(rows[row]) + 2, column=column_label(header, funcs[col]))
         if bad_text[row, col]:
             raise TraceError(f"non-numeric value {frame.get_column(funcs[col])[int(row)]!r}", **where)
+        if EXACT < counts[row, col] < np.inf:     # the int64 cast below would turn it negative
+            raise TraceError(count_too_large("request count", counts[row, col]), **where)
         raise TraceError(f"request count {counts[row, col]:g} is not a non-negative integer", **where)
     return counts.astype(np.int64)
 

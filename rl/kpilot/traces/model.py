@@ -82,6 +82,13 @@ class Trace:
 MAX_REQUESTS = 50_000_000      # ~0.7 GB of arrays; the busiest real excerpt has 3 M
 MAX_SPAN_S = 366 * 86400.0     # a year: replays tick every 2 s through idle time too
 MAX_SERVICE_S = 7 * 86400.0    # a week of work for one request: longer is a unit slip or an overflow
+EXACT = 2.0 ** 53              # beyond, a float is no exact count or second (and int64 is near overflow)
+
+
+def count_too_large(what: str, value: float) -> str:
+    """The message for a count table's cell above EXACT: one such cell is over MAX_REQUESTS already,
+    and summing or casting such cells overflows (cells up to EXACT meet check_request_total)."""
+    return f"{what} {value:g}: at most {MAX_REQUESTS:,} requests in all (memory)"
 
 
 def check_request_total(total: float, source: str) -> None:
@@ -101,7 +108,17 @@ def check_limits(trace: Trace, source: str) -> None:
                          f"times must be finite and non-negative (a duration or option out of range?)",
                          path=source)
     check_request_total(len(trace), source)
-    span = float(trace.arrivals[-1] - min(0.0, trace.arrivals[0])) if len(trace) else 0.0
+    _check_span(float(trace.arrivals[-1]) - min(0.0, float(trace.arrivals[0])) if len(trace) else 0.0, source)
+
+
+def check_span(times: np.ndarray, source: str) -> None:
+    """check_limits' span check on a reader's raw times, before it subtracts the earliest: times
+    such as 1e308 and -1e308 overflow to inf on the way (numpy's warning on stderr)."""
+    if len(times):      # Python floats: a difference beyond float64 is inf, without a warning
+        _check_span(float(times.max()) - float(times.min()), source)
+
+
+def _check_span(span: float, source: str) -> None:
     if not span <= MAX_SPAN_S:
         raise TraceError(f"the requests span {span:.4g} s: at most {MAX_SPAN_S:.4g} s (a year); "
                          "are the timestamps in the unit the format expects?", path=source)

@@ -31,7 +31,7 @@ import polars as pl
 
 from kpilot.errors import TraceError
 from kpilot.traces.csvio import check_increasing, column_label, read_frame, read_numeric, require_columns
-from kpilot.traces.model import Trace, check_request_total, make_trace
+from kpilot.traces.model import EXACT, Trace, check_request_total, check_span, count_too_large, make_trace
 from kpilot.traces.spreading import bin_width, uniform_in_bins
 from kpilot.traces.synthetic import lognormal_options, lognormal_service
 
@@ -49,19 +49,23 @@ def read_request_counts(path: Path, header: list[str], options: dict, *, seed: i
     frame = read_frame(path, ["time", "requests"] + ([MEAN] if MEAN in header else []))   # one read
     cols = read_numeric(path, header, ["time", "requests"], frame)
     t, counts = cols["time"], cols["requests"]
-    bad = (counts < 0) | (counts != np.floor(counts))
+    bad = (counts < 0) | (counts != np.floor(counts)) | (counts > EXACT)
     if bad.any():
         i = int(np.argmax(bad))
-        raise TraceError(f"request count {counts[i]:g} is not a non-negative integer", path=src,
-                         line=i + 2, column=column_label(header, "requests"))
+        where = dict(path=src, line=i + 2, column=column_label(header, "requests"))
+        if counts[i] > EXACT:               # summed, such counts overflow; cast, they turn negative
+            raise TraceError(count_too_large("request count", counts[i]), **where)
+        raise TraceError(f"request count {counts[i]:g} is not a non-negative integer", **where)
     check_increasing(path, header, "time", t)
+    check_span(t, src)                  # before t - t[0], which would overflow past a year's span
     check_request_total(counts.sum(), src)
     counts = counts.astype(np.int64)
     if counts.sum() == 0:
         raise TraceError("no requests in any bin", path=src)
     means = _bin_means(path, header, frame, counts) if MEAN in header else np.full(len(t), np.nan)
     given = np.isfinite(means)
-    weighted = float((means[given] * counts[given]).sum() / counts[given].sum()) if counts[given].sum() else None
+    # Weights that sum to 1: a mean such as 1e308 times its count overflowed (lognormal_options refuses it).
+    weighted = float((means[given] * (counts[given] / counts[given].sum())).sum()) if counts[given].sum() else None
     fallback, cv = lognormal_options(options, src, weighted or DEFAULT_SERVICE_S)
     width = bin_width(src, t, options)
 
