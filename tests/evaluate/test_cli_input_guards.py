@@ -209,6 +209,14 @@ def test_a_file_name_that_is_no_service_name_gets_a_note_not_a_command(tmp_path)
     assert lines[1].startswith("kubectl annotate ksvc cart --overwrite kpilot.dev/base-target=") and len(lines) == 2
 
 
+def test_a_note_prints_the_name_as_it_is_not_as_markup(tmp_path):
+    # Rich read "[bold]" in a file name as a style and dropped it from the note.
+    bad = counts_file(tmp_path / "shop[bold]x.csv")
+    proc = tune(bad)
+    assert proc.returncode == 0, proc.stderr
+    assert "Service name 'shop[bold]x' is not a Kubernetes name" in proc.stdout
+
+
 def test_a_namespace_that_is_no_kubernetes_name_gets_a_note_not_a_command(tmp_path):
     counts_file(tmp_path / "cart.csv")
     (tmp_path / "from-prometheus.json").write_text(json.dumps(

@@ -87,12 +87,13 @@ def _read(path: Path, columns: list[str], overrides: dict | None = None) -> pl.D
         raise TraceError(f"column {twice!r} appears more than once in the header (columns {', '.join(at)})",
                          path=str(path), line=1)
     in_file: dict[str, str] = {}
-    for name in pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy").collect_schema().names():
+    # glob=False: a file name is a name; polars would read `svc[1].csv` as a pattern and find nothing.
+    for name in pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy", glob=False).collect_schema().names():
         in_file.setdefault(_bare(name), name)     # the first of two alike, as read_header's index finds
     raw = [in_file.get(name, name) for name in columns]
     overrides = {in_file.get(k, k): v for k, v in overrides.items()} if overrides else None
-    frame = pl.scan_csv(path, infer_schema=False, schema_overrides=overrides,
-                        encoding="utf8-lossy").select(raw).collect().rename(dict(zip(raw, columns)))
+    frame = pl.scan_csv(path, infer_schema=False, schema_overrides=overrides, encoding="utf8-lossy",
+                        glob=False).select(raw).collect().rename(dict(zip(raw, columns)))
     blank = min(trailing_blank_lines(path), frame.height)
     if blank and frame.tail(blank).null_count().sum_horizontal().item() == blank * len(columns):
         frame = frame.head(frame.height - blank)

@@ -177,7 +177,7 @@ def tune_command(
         console = out_console()
         console.print(recommendation_table(rows))
         for command in annotate_commands(rows):
-            console.print(command, highlight=False, soft_wrap=True)
+            console.print(command, highlight=False, soft_wrap=True, markup=False)
         for row in rows:
             if row.get("revision"):
                 err_console.print(f"kpilot: note: {row['trace']} is revision {row['revision']}'s traffic "
