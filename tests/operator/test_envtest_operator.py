@@ -303,9 +303,11 @@ def test_api_server_accepts_fractions_and_integers(envtest, envtest_namespace, p
 
 def test_the_status_schema_keeps_everything_a_tick_writes(envtest, envtest_namespace):
     # The status has a schema (it was an open object): a field the schema missed would be pruned
-    # by the API server without a word. Everything a tick can write goes in and comes back out.
+    # by the API server without a word. Everything a tick can write goes in and comes back out:
+    # the keys are those run_tick writes (checked below against a real tick's).
+    from kpilot_operator.bench import InMemoryCluster
     from kpilot_operator.reconcile import ServiceStatus
-    from kpilot_operator.tick import TickState, condition, iso
+    from kpilot_operator.tick import Runtime, TickState, condition, iso, run_tick
 
     ns = envtest_namespace
     body = autoscaling_policy("st", ns, sha="a" * 64, prom_url=None)
@@ -316,13 +318,20 @@ def test_the_status_schema_keeps_everything_a_tick_writes(envtest, envtest_names
         split.message = f"{rev} message"
         split.record(rev)
     state = TickState()
-    status = {"observedGeneration": 1, "mode": "Enforce", "policySha256": "a" * 64, "knativeVersion": "1.23.0",
+    status = {"lastTick": iso(1.7e9), "observedGeneration": 1, "mode": "Enforce", "policySha256": "a" * 64, "knativeVersion": "1.23.0",
               "writePath": "Revision", "defaultTarget": 100, "defaultTargetSource": "config-autoscaler",
               "managedServices": 1, "staleRevisions": 0,
               "conditions": [condition(state, "Ready", True, "Reconciled", "1 services, 2 writes", 1.7e9),
                              condition(state, "MetricsAvailable", False, "Unavailable", "no answer", 1.7e9)],
               "services": [split.as_dict(iso(1.7e9))]}
     assert status["services"][0]["revisionStatus"] and status["services"][0]["bounds"]
+    real = asyncio.run(run_tick(Runtime(cluster=InMemoryCluster(1, constant_policy_bytes(40.0)), clock=lambda: 1.7e9,
+                                        emit_event=lambda *a: None),
+                                "p", "bench", {**body["spec"], "policy": {"configMap": {"name": "c"},
+                                                                          "sha256": sha(constant_policy_bytes(40.0))},
+                                               "selector": {}}, TickState()))
+    assert set(real) | {"observedGeneration"} <= set(status), set(real) - set(status)
+    assert set(real["services"][0]) <= set(status["services"][0])
     try:
         co(envtest).patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "st", {"status": status})
         assert policy(envtest, ns, "st")["status"] == json.loads(json.dumps(status))
