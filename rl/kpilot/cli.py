@@ -301,9 +301,10 @@ def _write_all(files: list, option: str, reading: dict | None = None) -> None:
 
 
 def _sim_config(cold_start: Optional[str], cores: Optional[float], container_concurrency: Optional[int],
-                config: Optional[Path], trained: dict | None = None):
+                config: Optional[Path], trained: dict | None = None, trained_source: str | None = None):
     """Simulator settings: Knative's defaults, then those a policy was trained under (`trained`,
-    its manifest's sim sections), then the --config YAML, then explicit options."""
+    its manifest's sim sections, from `trained_source`), then the --config YAML, then explicit
+    options."""
     import dataclasses
 
     from kpilot.sim.coldstart import parse_cold_start
@@ -336,6 +337,11 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
             check_range(key, value, option=option)
     given = {"cold_start": cold_start, "cores": cores, "container_concurrency": container_concurrency}
     pod = dataclasses.replace(sim.pod, **{k: v for k, v in given.items() if v is not None})
+    from_yaml = isinstance(base.get("pod"), dict) and "cold_start" in base["pod"]
+    if cold_start is None and not from_yaml and "cold_start" in ((trained or {}).get("pod") or {}):
+        from kpilot.evaluate.runner import check_cold_start
+
+        check_cold_start(pod.cold_start, trained_source or "the policy")     # the manifest's, named so
     try:
         parse_cold_start(pod.cold_start)       # validate early: one clear line, nothing written yet
     except ConfigError as exc:
@@ -345,28 +351,29 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
     return dataclasses.replace(sim, pod=pod)
 
 
-def _trained_settings(policy: str) -> tuple[dict, float | None]:
-    """A policy artifact's simulator settings (its manifest's sim sections) and decision interval,
-    which `kpilot evaluate` replays it under; nothing for kpa, static:N or a policy without a
-    training manifest."""
+def _trained_settings(policy: str) -> tuple[dict, float | None, str | None]:
+    """A policy artifact's simulator settings (its manifest's sim sections), decision interval and
+    file, which `kpilot evaluate` replays it under; nothing for kpa, static:N or a policy without a
+    training manifest. Not checked for replay: simulate's options may override them."""
     if policy.strip() == "kpa" or policy.strip().startswith("static:"):
-        return {}, None
+        return {}, None, None
     from kpilot.errors import PolicyError
     from kpilot.evaluate.runner import load_artifact
-    from kpilot.policy import load_policy
+    from kpilot.policy import POLICY_FILE, load_policy
 
     if not Path(policy).exists():
-        return {}, None             # parse_controller's to report
+        return {}, None, None       # parse_controller's to report
     try:
-        artifact = load_artifact(policy)
+        artifact = load_artifact(policy, replayable=False)
     except PolicyError:
         # A policy.json without a training manifest replays under the defaults; a manifest
         # evaluate would refuse is refused here too.
         if not isinstance(load_policy(policy).manifest.get("manifest"), dict):
-            return {}, None
+            return {}, None, None
         raise
     sim = (artifact.manifest.get("config") or {}).get("sim") or {}
-    return (sim if isinstance(sim, dict) else {}), artifact.interval_s
+    source = str(Path(policy) / POLICY_FILE if Path(policy).is_dir() else Path(policy))
+    return (sim if isinstance(sim, dict) else {}), artifact.interval_s, source
 
 
 def _inputs_read(trace: str, tr, policy: str, config: Optional[Path], cold_start: str) -> dict:
@@ -418,13 +425,17 @@ def simulate(
 
     if interval is not None and not (math.isfinite(interval) and interval > 0):
         raise ConfigError(f"must be a number > 0, got {interval:g}", option="--interval")
-    trained, trained_interval = _trained_settings(policy)
-    sim = _sim_config(cold_start, cores, container_concurrency, config, trained)
+    trained, trained_interval, trained_source = _trained_settings(policy)
+    sim = _sim_config(cold_start, cores, container_concurrency, config, trained, trained_source)
     # The autoscaler reads a target on its ticks: deciding more often changes nothing, and a
     # tiny interval made a replay that never ended.
     if interval is not None and interval < sim.kpa.tick_s:
         raise ConfigError(f"must be at least the autoscaler's {sim.kpa.tick_s:g} s tick (kpa.tick_s), "
                           f"got {interval:g}", option="--interval")
+    if interval is None and trained_interval is not None:
+        from kpilot.evaluate.runner import check_interval
+
+        check_interval("env.decision_interval_s", trained_interval, sim, trained_source)
     if trained_interval is not None:
         # Say so only where the trained settings change what runs: a policy trained under the
         # defaults at 30 s replays exactly as kpa and static:N do.

@@ -180,8 +180,28 @@ def test_an_interval_below_the_autoscalers_tick_is_refused(interval):
 @pytest.mark.parametrize("command", [("simulate",), ("tune", "--replays", "1"), ("evaluate", "--baselines", "kpa")])
 def test_a_manifest_interval_below_the_tick_is_refused_naming_the_policy_and_key(tmp_path, command):
     policy = policy_copy(tmp_path, lambda m: m["env"].__setitem__("decision_interval_s", 1e-300))
-    line = one_error(kpilot(*command, "--trace", TRACE, "--policy", policy, timeout=30), f"{policy}: ")
-    assert "env.decision_interval_s must be at least the autoscaler's 2 s tick, got 1e-300" in line
+    line = one_error(kpilot(*command, "--trace", TRACE, "--policy", policy, timeout=30), f"{policy / 'policy.json'}: ")
+    assert "manifest env.decision_interval_s must be at least the autoscaler's 2 s tick, got 1e-300" in line
+
+
+def test_simulate_overrides_a_manifests_interval_and_cold_start_table(tmp_path):
+    # What simulate's options override is the user's to replace, not a reason to refuse the policy:
+    # an interval an earlier kpilot trained at, a table recorded on the training machine.
+    def edit(m):
+        m["env"]["decision_interval_s"] = 1
+        m["config"]["sim"] = {"pod": {"cold_start": "/data/tables/cold_start_table.csv"}}
+    policy = policy_copy(tmp_path, edit)
+    proc = kpilot("simulate", "--trace", TRACE, "--policy", policy, "--interval", "30", "--cold-start", "huawei",
+                  "--json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["requests"] > 0
+    # Without the options each is named as the manifest's.
+    line = one_error(kpilot("simulate", "--trace", TRACE, "--policy", policy, "--cold-start", "huawei", timeout=60),
+                     f"{policy / 'policy.json'}: ")
+    assert "manifest env.decision_interval_s must be at least the autoscaler's 2 s tick, got 1" in line
+    line = one_error(kpilot("simulate", "--trace", TRACE, "--policy", policy, "--interval", "30", timeout=60),
+                     f"{policy / 'policy.json'}: ")
+    assert "manifest config.sim.pod.cold_start: no cold-start table '/data/tables/cold_start_table.csv'" in line
 
 
 def test_a_retune_schedule_below_a_minute_is_refused():

@@ -47,8 +47,10 @@ class Artifact:
     manifest: dict = field(default_factory=dict)
 
 
-def load_artifact(path: str | Path) -> Artifact:
-    """Load and check a policy directory (or policy.json); PolicyError says what is wrong."""
+def load_artifact(path: str | Path, *, replayable: bool = True) -> Artifact:
+    """Load and check a policy directory (or policy.json); PolicyError says what is wrong. With
+    `replayable`, also that its settings can be replayed as they are (`kpilot simulate` checks
+    them itself, after its options override them)."""
     p = Path(path)
     if not p.exists():
         raise PolicyError("no such policy directory", path=str(p))
@@ -63,21 +65,21 @@ def load_artifact(path: str | Path) -> Artifact:
     try:
         sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {}, knative_rules=False)
         reward = RewardConfig(**{k: _number(f"reward.{k}", v, 0.0) for k, v in doc["reward"].items()})
-        interval = _interval("env.decision_interval_s", doc["env"]["decision_interval_s"], sim)
+        interval = _number("env.decision_interval_s", doc["env"]["decision_interval_s"], 0.0, strict=True)
         _check_training_record(doc)
         rule_doc = doc.get("rule_baseline")
         rule = AimdRule(**rule_doc["params"]) if rule_doc else None
         if rule is not None:
             for name, value in rule.params().items():
                 _number(f"rule_baseline.params.{name}", value, 0.0, strict=True)
-            _interval("rule_baseline.params.interval_s", rule.interval_s, sim)
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
         raise PolicyError(f"malformed manifest ({type(exc).__name__}: {exc})", path=str(p)) from None
-    try:        # here, not at the first replay, where it read as a --cold-start the user never gave
-        parse_cold_start(sim.pod.cold_start)
-    except ConfigError as exc:
-        source = p / POLICY_FILE if p.is_dir() else p
-        raise PolicyError(f"manifest config.sim.pod.cold_start: {exc.message}", path=str(source)) from None
+    if replayable:
+        source = str(p / POLICY_FILE if p.is_dir() else p)
+        check_interval("env.decision_interval_s", interval, sim, source)
+        if rule is not None:
+            check_interval("rule_baseline.params.interval_s", rule.interval_s, sim, source)
+        check_cold_start(sim.pod.cold_start, source)
     name = policy.manifest.get("name") or p.resolve().name
     return Artifact(name, policy, sim, reward, interval, rule, doc)
 
@@ -107,13 +109,21 @@ def _number(name: str, value, low: float, *, strict: bool = False) -> float:
     return float(value)
 
 
-def _interval(name: str, value, sim: SimConfig) -> float:
-    """A decision interval: at least the simulator's tick, on which the autoscaler reads a target
-    (shorter changes nothing; a tiny one never ended a replay)."""
-    interval = _number(name, value, 0.0, strict=True)
+def check_interval(name: str, interval: float, sim: SimConfig, source: str) -> None:
+    """A manifest's decision interval must be at least the simulator's tick, on which the
+    autoscaler reads a target (shorter changes nothing; a tiny one never ended a replay)."""
     if interval < sim.kpa.tick_s:
-        raise ValueError(f"{name} must be at least the autoscaler's {sim.kpa.tick_s:g} s tick, got {value!r}")
-    return interval
+        raise PolicyError(f"manifest {name} must be at least the autoscaler's {sim.kpa.tick_s:g} s tick, "
+                          f"got {interval:g}", path=source)
+
+
+def check_cold_start(model: str, source: str) -> None:
+    """A manifest's cold-start model, named as the manifest's, not as a --cold-start the user
+    never gave (a table recorded on the training machine may be missing here)."""
+    try:
+        parse_cold_start(model)
+    except ConfigError as exc:
+        raise PolicyError(f"manifest config.sim.pod.cold_start: {exc.message}", path=source) from None
 
 
 def rl_controller(artifact: Artifact, metrics: str = "prometheus") -> PolicyController:
