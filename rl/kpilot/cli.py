@@ -387,7 +387,13 @@ def _inputs_read(trace: str, tr, policy: str, config: Optional[Path], cold_start
     if tr.meta.get("durations_file"):         # an Azure Functions 2019 trace's companion file
         reading[Path(tr.meta["durations_file"])] = "the trace's durations file"
     if not (policy.strip() == "kpa" or policy.strip().startswith("static:")):
-        reading[Path(policy.strip())] = "the policy"            # a folder: every file in it
+        path = Path(policy.strip())
+        if path.is_dir():           # the artifact's own files; others there (an earlier timeline) are not
+            from kpilot.policy import ARTIFACT_FILES
+
+            reading.update({path / name: "part of the policy" for name in ARTIFACT_FILES})
+        else:
+            reading[path] = "the policy"
     if config is not None:
         reading[config] = "the --config file"
     table = Path(PRESETS.get(cold_start.strip(), cold_start.strip()))

@@ -34,6 +34,9 @@ from kpilot.observation import FEATURES_BY_VERSION, OBS_VERSION, OBS_VERSION_BAS
 
 POLICY_FORMAT = "kpilot-policy/1"
 POLICY_FILE = "policy.json"
+# The rest of a `kpilot train` artifact directory beside the export.
+MODEL_FILE, VECNORM_FILE, MANIFEST_FILE, CONFIG_FILE = "model.zip", "vecnormalize.pkl", "manifest.json", "config.yaml"
+ARTIFACT_FILES = (POLICY_FILE, MODEL_FILE, VECNORM_FILE, MANIFEST_FILE, CONFIG_FILE)
 _ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
 
 

@@ -100,6 +100,15 @@ def test_the_timeline_never_replaces_a_file_the_simulation_reads(tmp_path, name)
     assert target.read_bytes() == before, f"{target} was replaced"
 
 
+def test_a_timeline_in_the_policy_folder_can_be_written_again(tmp_path):
+    # Only the artifact's own files are protected: an earlier run's timeline beside them is not.
+    policy = policy_copy(tmp_path)
+    for _ in range(2):
+        proc = kpilot("simulate", "--trace", TRACE, "--policy", policy, "--timeline", policy / "timeline.csv", "--json")
+        assert proc.returncode == 0, proc.stderr
+    assert (policy / "timeline.csv").read_text().startswith("t,")
+
+
 # --- 2, 3, 10. trace from-prometheus ---
 
 def export(url, out, *extra):

@@ -31,6 +31,7 @@ import yaml
 from kpilot.env.core import EnvConfig
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import AimdRule, calibrate_rule, geomean, mean_cost, static_controllers
+from kpilot.policy import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, VECNORM_FILE
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
 from kpilot.train.config import MAX_THREADS, TrainConfig, traces_dir
@@ -39,7 +40,6 @@ from kpilot.train.split import has_scored_requests, time_window, time_window_s, 
 
 # Simulator capacity for 64 parallel training simulations (memory), not a Knative setting.
 TRAINING_CAPACITY = {"max_pods": 192, "unlimited_in_service": 256, "queue_capacity": 20_000}
-MODEL_FILE, VECNORM_FILE, MANIFEST_FILE, CONFIG_FILE = "model.zip", "vecnormalize.pkl", "manifest.json", "config.yaml"
 
 
 def training_sim(cfg: TrainConfig) -> SimConfig:
