@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from kpilot.errors import ConfigError, KpilotError
+from kpilot.outputs import output_file, write_all, write_atomically
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn Knative autoscaling targets from real request traces.")
@@ -114,7 +115,7 @@ def trace_from_prometheus(
     files = [(out / f"{e.name}.csv", lambda tmp, e=e: Path(tmp).write_text(e.csv())) for e in traffic]
     files.append((out / SOURCES_FILE, lambda tmp: Path(tmp).write_text(sources)))
     try:           # one run writes all of its traces and their record, or changes nothing
-        _write_all(files, option="--out")
+        write_all(files, option="--out")
     except ConfigError:
         if created:               # a refused run leaves no folder
             with contextlib.suppress(OSError):
@@ -225,79 +226,6 @@ def retune(
     failed = [f"{name}: {what[len('failed: '):]}" for name, what in done.items() if what.startswith("failed")]
     if failed:
         raise ConfigError(f"{len(failed)} of {len(done)} Services not annotated; {failed[0]}", option="--apply")
-
-
-def _output_file(path: Path, option: str, reading: dict | None = None) -> Path:
-    """The file an output option will replace: a symbolic link's target (written through), or
-    the path; one error line for what must not be replaced: a folder, a device, pipe or socket
-    (a replacement would turn it into a plain file), a link that loops, a missing folder, or
-    what the command reads its input from (`reading`: path -> what it is, e.g. "the trace"; a
-    folder's files, e.g. a policy artifact's, are all of it)."""
-    import os
-
-    import errno
-
-    path = Path(path)
-    try:
-        os.stat(path)                 # follows links: a loop is ELOOP, a dangling link a new file
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ConfigError(f"{str(path)!r} is a symbolic link that loops", option=option) from None
-    target = Path(os.path.realpath(path))
-    if not target.parent.is_dir():
-        what = "is a file, not a folder" if target.parent.exists() else "does not exist"
-        raise ConfigError(f"folder {str(target.parent)!r} {what}", option=option)
-    if target.is_dir():
-        raise ConfigError(f"{str(path)!r} is a folder, not a file", option=option)
-    if target.exists() and not target.is_file():
-        raise ConfigError(f"{str(path)!r} is not a regular file (a device, pipe or socket)", option=option)
-    for source, what in (reading or {}).items():
-        source = Path(source)
-        if not (target.exists() and source.exists()):
-            continue
-        if source.is_dir() and target.is_relative_to(os.path.realpath(source)):
-            raise ConfigError(f"{str(path)!r} is part of {what} being read", option=option)
-        if os.path.samefile(source, target):
-            raise ConfigError(f"{str(path)!r} is {what} being read", option=option)
-    return target
-
-
-def _write_atomically(path: Path, write, option: str = "--timeline", reading: dict | None = None) -> None:
-    """Write via a temp file in the same folder, so a failure never leaves a half-written file
-    (what may be replaced: `_output_file`)."""
-    _write_all([(path, write)], option, reading)
-
-
-def _write_all(files: list, option: str, reading: dict | None = None) -> None:
-    """Write each (path, write(tmp)) to a temp file in its file's folder, then move them all into
-    place: a failure before the moves (a folder that cannot be written, a full disk) leaves every
-    file as it was, and never a half-written one (what may be replaced: `_output_file`)."""
-    import os
-    import tempfile
-
-    targets = [_output_file(path, option, reading) for path, _ in files]     # all checked first
-    umask = os.umask(0)
-    os.umask(umask)
-    temps, failed = [], None
-    try:
-        for (path, write), target in zip(files, targets):
-            failed = path
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            temps.append(tmp)
-            os.close(fd)
-            write(tmp)
-            # mkstemp's file is owner-only: give it the mode the file had, or a new file's (umask).
-            os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~umask)
-        for (path, _), tmp, target in zip(files, temps, targets):
-            failed = path
-            os.replace(tmp, target)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {str(failed)!r} ({exc.strerror or type(exc).__name__})",
-                          option=option) from None
-    finally:
-        for tmp in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 def _sim_config(cold_start: Optional[str], cores: Optional[float], container_concurrency: Optional[int],
@@ -463,12 +391,12 @@ def simulate(
         raise ConfigError("the trace has no requests", path=trace)
     reading = _inputs_read(trace, tr, policy, config, sim.pod.cold_start)
     if timeline is not None:
-        _output_file(timeline, "--timeline", reading)       # before the replay, not after it
+        output_file(timeline, "--timeline", reading)       # before the replay, not after it
     result = replay(tr, controller, sim, seed=seed, timeline=timeline is not None)
     if timeline is not None:
         import polars as pl
 
-        _write_atomically(timeline, lambda tmp: pl.DataFrame(result.timeline).write_csv(tmp), reading=reading)
+        write_atomically(timeline, lambda tmp: pl.DataFrame(result.timeline).write_csv(tmp), reading=reading)
     metrics = {"trace": trace, "policy": controller.name, **result.metrics}
     from kpilot.sim.replay import capacity_note
 

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -82,6 +83,23 @@ def test_report_summary_that_is_a_folder_is_refused_and_the_previous_plots_kept(
     assert code == 2
     assert _error_line(lines) == f"kpilot: error: option --report: '{report}/summary.md' is a folder, not a file"
     assert _snapshot(report) == {k: v for k, v in before.items() if k != "summary.md"}
+
+
+def test_report_writes_through_a_link_and_keeps_a_files_mode(capsys, tmp_path):
+    # The staged report used to replace a linked summary.md with a plain file (the linked one
+    # left stale) and reset a private file's mode to the umask's.
+    report, docs = tmp_path / "report", tmp_path / "docs"
+    docs.mkdir()
+    report.mkdir()
+    (docs / "summary.md").write_text("old")
+    (report / "summary.md").symlink_to(docs / "summary.md")
+    code, _ = _kpilot(capsys, "evaluate", "--trace", TRACE, "--baselines", "kpa", "--report", report)
+    assert code == 0
+    assert (report / "summary.md").is_symlink() and (docs / "summary.md").read_text().startswith("#")
+    private = next(report.glob("*-timeline.png"))
+    private.chmod(0o600)
+    code, _ = _kpilot(capsys, "evaluate", "--trace", TRACE, "--baselines", "kpa", "--report", report)
+    assert code == 0 and stat.S_IMODE(private.stat().st_mode) == 0o600
 
 
 def test_report_on_a_full_disk_is_one_line_and_leaves_the_previous_report_whole(capsys, tmp_path, monkeypatch):

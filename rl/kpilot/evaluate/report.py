@@ -207,13 +207,13 @@ def write_report(out: Path, result, reward) -> None:
     """The summary and plots, written into a staging folder inside `out` first; only once all of
     them are written do they replace the last report's files, whose other plots go last: a failed
     write (a full disk, a folder where a file goes) is one error line and leaves that report whole."""
-    import os
     import shutil
     import tempfile
 
     import matplotlib
 
     from kpilot.errors import ConfigError
+    from kpilot.outputs import write_all
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -230,11 +230,9 @@ def write_report(out: Path, result, reward) -> None:
                            replays.get("arrivals"))
             _frontier_plot(plt, staging / f"{stem}-frontier.png", trace, group, reward)
         written = sorted(p.name for p in staging.iterdir())
-        for name in written:        # before any is moved: a stop half way would mix two reports
-            if (out / name).is_dir():
-                raise ConfigError(f"{str(out / name)!r} is a folder, not a file", option="--report")
-        for name in written:
-            os.replace(staging / name, out / name)
+        # All checked, then all moved in (write_all): links written through, modes kept.
+        write_all([(out / name, lambda tmp, name=name: shutil.copyfile(staging / name, tmp)) for name in written],
+                  option="--report")
         # A folder reused for another evaluation keeps nothing of the last one's plots (only ours go).
         for kind in ("timeline", "frontier"):
             for old in out.glob(f"[0-9][0-9]-*-{kind}.png"):
