@@ -354,11 +354,13 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
     statuses: list[ServiceStatus] = []
     fresh = dict(last_fresh)
     kept: set[str] = set()            # owned holders that must NOT be restored this tick
+    selected = {s.name for s in services}
     trained_kpa = ((policy.manifest.get("manifest") or {}).get("simulator") or {}).get("kpa") \
         if policy is not None else None
 
     def restore(holder: Holder, service: str | None, reason: str) -> None:
-        if holder.owner == policy_name:
+        # Its own, or a gone policy's it selects (taken over to be let go, its original kept).
+        if holder.owner == policy_name or holder.owner in gone_owners and service in selected:
             # The original goes back as it was written, whatever it says; what Knative will run
             # then is resolved as any target is (an unreadable one: the default).
             original = holder.original
@@ -473,8 +475,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
                 note = f"the policy reads a {BASE_TARGET} and this Service has none: it reads the current target"
                 status.message = f"{status.message}; {note}" if status.message else note
             if holder.owner in gone_owners:
-                note = (f"{holder.name} was managed by {holder.owner}, which no longer exists: taken over, "
-                        "its original kept")
+                note = (f"{holder.name} was managed by {holder.owner}, which no longer exists: "
+                        + ("would take it over" if spec.mode == "DryRun" else "taken over") + ", its original kept")
                 status.message = f"{status.message}; {note}" if status.message else note
             status.record(holder.name)
             continue
@@ -520,7 +522,8 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             status.applied = writes[-1].target if writes and writes[-1].holder is holder else previous
         status.record(holder.name)
 
-    # 4. Whatever this policy owns but no longer manages (left the selector, lost traffic): restore.
+    # 4. Whatever this policy owns but no longer manages (left the selector, lost traffic): restore;
+    # so are a gone policy's revisions of a Service it selects that carry no traffic.
     for holder in holders.values():
         if holder.name not in kept and not any(w.holder is holder for w in writes):
             restore(holder, holder.service, "Released")

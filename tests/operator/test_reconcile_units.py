@@ -364,9 +364,22 @@ def test_a_revision_of_a_policy_that_no_longer_exists_is_taken_over_with_its_ori
     assert annotation_delta(adopted.annotations, off.writes[0].intent)[TARGET] == "70"
     # A live owner is still another policy's, and an Assert not marked to adopt changes nothing.
     assert annotation_delta(orphan.annotations, replace(write.intent, adopt=None)) == {}
-    dry = decide(policy_name="p", spec=spec(mode="DryRun"), services=[SVC], holders={"r1": orphan},
-                 readings={"r1": reading()}, policy=POLICY, last_fresh={}, now=NOW, gone_owners={"old"})
-    assert dry.writes == []
+    def gone(sp, services, holders, readings, last_fresh=None):
+        return decide(policy_name="p", spec=sp, services=services, holders={h.name: h for h in holders},
+                      readings=readings, policy=POLICY, last_fresh=last_fresh or {}, now=NOW, gone_owners={"old"})
+    dry = gone(spec(mode="DryRun"), [SVC], [orphan], {"r1": reading()})
+    assert dry.writes == [] and "would take it over" in dry.services[0].message
+    # Stale without a fallback: restored to the original, as its own would be (it said
+    # FallbackRestored and wrote nothing).
+    (stale,) = gone(spec(staleAfterSeconds=30), [SVC], [orphan], {}, last_fresh={"r1": NOW - 31}).writes
+    assert isinstance(stale.intent, Restore) and stale.reason == "FallbackRestored" and stale.target == 70
+    # A revision of a selected Service that lost its traffic is let go, restored; one of a Service
+    # this policy does not select stays as it is.
+    idle = holder("r0", **{TARGET: "40", ORIGINAL: "70", OWNER: "old"})
+    elsewhere = holder("x1", "other", **{TARGET: "40", ORIGINAL: "70", OWNER: "old"})
+    plan = gone(spec(), [SVC], [orphan, idle, elsewhere], {"r1": reading()})
+    assert {w.holder.name: (type(w.intent).__name__, w.reason) for w in plan.writes} == {
+        "r1": ("Assert", plan.writes[0].reason), "r0": ("Restore", "Released")}
 
 
 def test_a_base_target_bounds_the_policy_to_its_band():
