@@ -248,3 +248,11 @@ def test_a_compressed_cold_start_table_is_named_not_echoed(tmp_path):
     path.write_bytes(gzip.compress((FIXTURES / "huawei_coldstart.csv").read_bytes()))
     assert one_error_line(kpilot("simulate", "--trace", SMALL, "--cold-start", path)) == (
         f"kpilot: error: {path}: not a text CSV (gzip-compressed: decompress it first)")
+
+
+def test_an_unknown_format_names_the_option_not_the_file():
+    trace = FIXTURES / "azure2021_unsorted.csv"
+    for command in (("trace", "inspect", "--format", "nope", str(trace)),
+                    ("simulate", "--trace", str(trace), "--format", "nope")):
+        line = one_error_line(kpilot(*command))
+        assert line.startswith("kpilot: error: option --format: unknown format 'nope'; known formats: burstgpt,")

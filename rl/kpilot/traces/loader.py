@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kpilot.errors import TraceError
+from kpilot.errors import ConfigError, TraceError
 from kpilot.traces import azure_functions_2019 as az19, azure_functions_2021 as az21
 from kpilot.traces import azure_llm, burstgpt, coldstart, generic, huawei_requests as hw, request_counts
 from kpilot.traces.csvio import checksum_in_background, read_header
@@ -83,7 +83,7 @@ def resolve_format(path: Path, fmt: str | None, header: list[str]) -> str:
     if fmt is None:
         return detect_format(path, header)
     if fmt not in FORMATS:
-        raise TraceError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}", path=str(path))
+        raise ConfigError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}", option="--format")
     return fmt
 
 
