@@ -47,7 +47,9 @@ def test_unknown_format_names_known_ones(fx):
     msg = message(p)
     assert msg.startswith(f"{p}, line 1: unknown trace format")
     assert "burstgpt" in msg and "azure-functions-2019" in msg and "generic" in msg
-    assert "known formats" in message(fx("burstgpt6.csv"), "csv-ish")
+    from kpilot.errors import ConfigError
+    with pytest.raises(ConfigError, match="option --format: unknown format 'csv-ish'; known formats: burstgpt"):
+        load_trace(fx("burstgpt6.csv"), "csv-ish")
 
 
 def test_missing_file_and_bad_options(fx, tmp_path):
