@@ -158,13 +158,45 @@ def segment_bases(trace: Trace, sim: SimConfig, reward: RewardConfig, window_s: 
     return times, np.asarray(bases)
 
 
+def check_config(cfg: EnvConfig) -> None:
+    """One ValueError naming the field for settings that would hang the engine (a NaN interval),
+    run time backwards or fail deep in numpy; `kpilot train` checks its YAML first, by key."""
+    def need(ok: bool, name: str, what: str, value) -> None:
+        if not ok:
+            raise ValueError(f"EnvConfig.{name} must be {what}, got {value!r}")
+
+    def finite(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    need(isinstance(cfg.traces, (list, tuple)), "traces", "a list of trace specs or Trace objects", cfg.traces)
+    tick = cfg.sim.kpa.tick_s
+    need(finite(cfg.decision_interval_s) and cfg.decision_interval_s >= tick, "decision_interval_s",
+         f"a number of seconds >= the autoscaler's tick ({tick:g} s)", cfg.decision_interval_s)
+    need(finite(cfg.episode_s) and cfg.episode_s >= cfg.decision_interval_s, "episode_s",
+         "a number of seconds >= decision_interval_s", cfg.episode_s)
+    for name in ("service_scale", "cold_start_scale", "rate_scale"):
+        lo_hi = getattr(cfg, name)
+        need(isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 and all(finite(x) and x > 0 for x in lo_hi)
+             and lo_hi[0] <= lo_hi[1], name, "(low, high): two positive numbers, low <= high", lo_hi)
+    for name, value in vars(cfg.reward).items():
+        need(finite(value) and value >= 0, f"reward.{name}", "a number >= 0", value)
+    need(finite(cfg.idle_start) and 0 <= cfg.idle_start <= 1, "idle_start", "a share in [0, 1]", cfg.idle_start)
+    need(finite(cfg.change_penalty) and cfg.change_penalty >= 0, "change_penalty", "a number >= 0",
+         cfg.change_penalty)
+    need(finite(cfg.shaping_gamma) and 0 <= cfg.shaping_gamma <= 1, "shaping_gamma", "in [0, 1]", cfg.shaping_gamma)
+    need(finite(cfg.action.min_target) and 0 < cfg.action.min_target <= cfg.action.max_target
+         and finite(cfg.action.max_target), "action", "targets 0 < min_target <= max_target", cfg.action)
+
+
 class BatchedAutoscalingEnv:
     """n independent episodes; `step(actions)` advances all of them one decision interval."""
 
-    def __init__(self, n: int, config: EnvConfig | None = None, *, seed: int = 0,
+    def __init__(self, n: int, config: EnvConfig | None = None, *, seed: int | None = 0,
                  traces: list[Trace] | None = None):
+        """`seed` None: episodes drawn from OS entropy (Gymnasium's unseeded envs)."""
         self.n = n
         self.config = config or EnvConfig()
+        check_config(self.config)
         self.traces = traces if traces is not None else load_traces(self.config.traces)
         if not self.traces:
             raise ValueError("the environment needs at least one trace")
@@ -195,7 +227,8 @@ class BatchedAutoscalingEnv:
                                                 dtype=np.float32)
 
     # ------------------------------------------------------------------ episodes
-    def seed(self, seed: int) -> None:
+    def seed(self, seed) -> None:
+        """An int, or a list of them (one generator draws every slot's episodes)."""
         self.rng = np.random.default_rng(seed)
 
     def _sample_window(self) -> tuple[Trace, float, dict]:
@@ -279,6 +312,9 @@ class BatchedAutoscalingEnv:
         Episodes that end are NOT reset here; the adapters decide how (auto-reset for SB3).
         """
         cfg = self.config
+        actions = np.asarray(actions, dtype=np.float64).reshape(self.n)
+        if np.isnan(actions).any():     # smoothed into the running target, it would stay NaN all episode
+            raise ValueError(f"actions must be numbers in [-1, 1], got NaN for env {int(np.argmax(np.isnan(actions)))}")
         previous = self.batch.F[:, E.F_TARGET].copy()
         # An episode's first decision takes over a target the policy did not set (kpilot.action).
         targets = cfg.action.decide(np.asarray(actions, dtype=np.float64).reshape(self.n), previous,

@@ -14,9 +14,11 @@ from kpilot.env.core import BatchedAutoscalingEnv, EnvConfig
 class KnativeAutoscalingEnv(gym.Env):
     metadata = {"render_modes": []}
 
-    def __init__(self, config: EnvConfig | None = None, traces=None):
+    def __init__(self, config: EnvConfig | None = None, traces=None, render_mode: str | None = None):
         self.config = config or EnvConfig()
-        self.core = BatchedAutoscalingEnv(1, self.config, traces=traces)
+        self.render_mode = render_mode       # nothing to render; accepted as Gymnasium passes it
+        # Unseeded, episodes come from OS entropy: two envs must not replay the same windows.
+        self.core = BatchedAutoscalingEnv(1, self.config, seed=None, traces=traces)
         self.observation_space = self.core.observation_space
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
 

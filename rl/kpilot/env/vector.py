@@ -72,15 +72,17 @@ class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
 
     def __init__(self, num_envs: int = 64, config: EnvConfig | None = None, traces=None):
         self.num_envs = num_envs
-        self.core = BatchedAutoscalingEnv(num_envs, config, traces=traces)
+        # Unseeded, episodes come from OS entropy: two vector envs must not replay the same windows.
+        self.core = BatchedAutoscalingEnv(num_envs, config, seed=None, traces=traces)
         self.single_observation_space = self.core.observation_space
         self.single_action_space = ACTION_SPACE
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(ACTION_SPACE, num_envs)
 
     def reset(self, *, seed=None, options=None):
-        if seed is not None:     # one generator draws every slot's episodes: the first seed seeds it
-            self.core.seed(int(seed if np.isscalar(seed) else seed[0]))
+        if seed is not None:     # one generator draws every slot's episodes: a list seeds it whole
+            seeds = [int(s) for s in ([seed] if np.isscalar(seed) else seed) if s is not None]
+            self.core.seed(seeds[0] if len(seeds) == 1 and np.isscalar(seed) else (seeds or None))
         return self.core.reset_all(), {}
 
     def step(self, actions):
