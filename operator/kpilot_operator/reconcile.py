@@ -276,6 +276,11 @@ class Write:
     target: float | None          # None for a restore to "absent"
 
 
+def with_note(message: str, note: str) -> str:
+    """A status message with one more clause."""
+    return f"{message}; {note}" if message else note
+
+
 def rounded(observation: Mapping[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in observation.items()}
 
@@ -473,11 +478,11 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             if policy.observes_base and base_of[status.name] is None:
                 # It runs, but on a base that follows its own decisions: say so where people look.
                 note = f"the policy reads a {BASE_TARGET} and this Service has none: it reads the current target"
-                status.message = f"{status.message}; {note}" if status.message else note
+                status.message = with_note(status.message, note)
             if holder.owner in gone_owners:
                 note = (f"{holder.name} was managed by {holder.owner}, which no longer exists: "
                         + ("would take it over" if spec.mode == "DryRun" else "taken over") + ", its original kept")
-                status.message = f"{status.message}; {note}" if status.message else note
+                status.message = with_note(status.message, note)
             status.record(holder.name)
             continue
         # No usable observation: hold, then fall back once it has been stale for too long.

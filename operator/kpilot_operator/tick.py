@@ -20,7 +20,7 @@ from kpilot_operator.knative import Cluster, KnativeMissing, WriteFailed
 from kpilot_operator.kube import ApiError
 from kpilot_operator.metrics import MetricsUnavailable, PodAutoscalerMetrics, PrometheusMetrics
 from kpilot_operator.policies import PolicyLoader, interval_note
-from kpilot_operator.reconcile import Plan, Restore, Write, decide
+from kpilot_operator.reconcile import Plan, Restore, Write, decide, with_note
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
 FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",
@@ -98,7 +98,7 @@ def _unwritten(svc, w, note: str, reason: str | None = None) -> None:
     if entry is None:
         return
     entry["appliedTarget"] = w.previous
-    entry["message"] = f"{entry['message']}; {note}" if entry.get("message") else note
+    entry["message"] = with_note(entry.get("message", ""), note)
     if reason:
         entry["reason"] = reason
 
@@ -254,7 +254,7 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
             if w.service in by_service:
                 note = "not written: the revision changed or went away since it was read"
                 svc = by_service[w.service]
-                svc.message = f"{svc.message}; {note}" if svc.message else note
+                svc.message = with_note(svc.message, note)
                 _unwritten(svc, w, note)
             continue
         error = failures.get(i)
