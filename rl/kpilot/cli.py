@@ -283,7 +283,9 @@ def _trained_settings(policy: str) -> tuple[dict, float | None, str | None]:
     """A policy artifact's simulator settings (its manifest's sim sections), decision interval and
     file, which `kpilot evaluate` replays it under; nothing for kpa, static:N or a policy without a
     training manifest. Not checked for replay: simulate's options may override them."""
-    if policy.strip() == "kpa" or policy.strip().startswith("static:"):
+    from kpilot.controllers import is_builtin
+
+    if is_builtin(policy):
         return {}, None, None
     from kpilot.errors import PolicyError
     from kpilot.evaluate.runner import load_artifact
@@ -314,7 +316,9 @@ def _inputs_read(trace: str, tr, policy: str, config: Optional[Path], cold_start
         reading[path] = "the trace"
     if tr.meta.get("durations_file"):         # an Azure Functions 2019 trace's companion file
         reading[Path(tr.meta["durations_file"])] = "the trace's durations file"
-    if not (policy.strip() == "kpa" or policy.strip().startswith("static:")):
+    from kpilot.controllers import is_builtin
+
+    if not is_builtin(policy):
         path = Path(policy.strip())
         if path.is_dir():           # the artifact's own files; others there (an earlier timeline) are not
             from kpilot.policy import ARTIFACT_FILES

@@ -54,6 +54,12 @@ class PolicyController:
         return self.decide(raw_obs, first=True)
 
 
+def is_builtin(option: str) -> bool:
+    """`kpa` or `static:N`: a controller with no policy file behind it."""
+    text = option.strip()
+    return text == "kpa" or text.startswith("static:")
+
+
 def static_target(text: str) -> float | None:
     """The N of `static:N` if it is a target Knative accepts (finite, >= 0.01), else None."""
     try:
