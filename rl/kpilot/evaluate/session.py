@@ -232,6 +232,7 @@ def prepare_report_dir(path: Path) -> None:
     import os
 
     from kpilot.evaluate.report import REPORT_SUMMARY
+    from kpilot.outputs import output_file
 
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -240,8 +241,7 @@ def prepare_report_dir(path: Path) -> None:
                           f"{exc.strerror or type(exc).__name__}", option="--report") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"the report folder {str(path)!r} is not writable", option="--report")
-    if (path / REPORT_SUMMARY).is_dir():
-        raise ConfigError(f"{str(path / REPORT_SUMMARY)!r} is a folder, not a file", option="--report")
+    output_file(path / REPORT_SUMMARY, "--report")     # what write_report checks last, checked first
 
 
 def scored_window(spec: str, trace, window, warmup_s: float, purpose: str, option: str = "--window"):
