@@ -37,11 +37,10 @@ def train_command(
     threads: int = typer.Option(1, "--threads", help="torch threads for the PPO updates."),
 ):
     """Train a PPO target policy on traces and write a policy artifact directory."""
-    from kpilot.train.config import MAX_N_ENVS, MAX_THREADS, load_config
+    from kpilot.train.config import MAX_N_ENVS, check_threads, load_config
 
     # Checked here, not in the config: an override's error names its option, not the YAML file.
-    if not 1 <= threads <= MAX_THREADS:
-        raise ConfigError(f"expected 1 to {MAX_THREADS} threads, got {threads}", option="--threads")
+    check_threads(threads)
     if n_envs is not None and n_envs > MAX_N_ENVS:
         raise ConfigError(f"expected at most {MAX_N_ENVS} environments, got {n_envs}", option="--n-envs")
     overrides = {k: v for k, v in (("total_timesteps", timesteps), ("seed", seed), ("n_envs", n_envs))

@@ -34,6 +34,12 @@ MAX_ROLLOUT_STEPS = 2**22              # ppo.n_steps x n_envs
 MAX_LAYER_WIDTH, MAX_LAYERS = 4096, 8
 
 
+def check_threads(threads: int) -> None:
+    """`--threads` within 1..MAX_THREADS: libgomp segfaults on a huge count, and 0 is no count."""
+    if not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"expected 1 to {MAX_THREADS} threads, got {threads}", option="--threads")
+
+
 def traces_dir() -> str:
     return os.environ.get(TRACES_VAR) or DEFAULT_TRACES_DIR
 

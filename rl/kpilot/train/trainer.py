@@ -34,7 +34,7 @@ from kpilot.evaluate.baselines import AimdRule, calibrate_rule, geomean, mean_co
 from kpilot.policy import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, VECNORM_FILE
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
-from kpilot.train.config import MAX_THREADS, TrainConfig, traces_dir
+from kpilot.train.config import TrainConfig, check_threads, traces_dir
 from kpilot.train.export import build_manifest, export_bytes, export_policy, trace_record
 from kpilot.train.split import has_scored_requests, time_window, time_window_s, usable_windows
 
@@ -373,8 +373,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
 
     from kpilot.env.vector import KnativeAutoscalingVecEnv
 
-    if not 1 <= threads <= MAX_THREADS:       # libgomp segfaults on a huge count; 0 is no count
-        raise ConfigError(f"expected 1 to {MAX_THREADS} threads, got {threads}", option="--threads")
+    check_threads(threads)
     torch.set_num_threads(threads)
     given_run_dir = bool(run_dir)
     out, run_dir = Path(out), Path(run_dir) if run_dir else Path(out) / "runs"
