@@ -365,11 +365,8 @@ def simulate(
         raise ConfigError(f"must be a number > 0, got {interval:g}", option="--interval")
     trained, trained_interval, trained_source = _trained_settings(policy)
     sim = _sim_config(cold_start, cores, container_concurrency, config, trained, trained_source)
-    # The autoscaler reads a target on its ticks: deciding more often changes nothing, and a
-    # tiny interval made a replay that never ended.
-    if interval is not None and interval < sim.kpa.tick_s:
-        raise ConfigError(f"must be at least the autoscaler's {sim.kpa.tick_s:g} s tick (kpa.tick_s), "
-                          f"got {interval:g}", option="--interval")
+    if interval is not None and (problem := sim.kpa.interval_problem(interval)):
+        raise ConfigError(f"{problem}, got {interval:g}", option="--interval")
     if interval is None and trained_interval is not None:
         from kpilot.evaluate.runner import check_interval
 

@@ -190,7 +190,7 @@ def test_an_interval_below_the_autoscalers_tick_is_refused(interval):
 def test_a_manifest_interval_below_the_tick_is_refused_naming_the_policy_and_key(tmp_path, command):
     policy = policy_copy(tmp_path, lambda m: m["env"].__setitem__("decision_interval_s", 1e-300))
     line = one_error(kpilot(*command, "--trace", TRACE, "--policy", policy, timeout=30), f"{policy / 'policy.json'}: ")
-    assert "manifest env.decision_interval_s must be at least the autoscaler's 2 s tick, got 1e-300" in line
+    assert "manifest env.decision_interval_s must be at least the autoscaler's 2 s tick (kpa.tick_s), got 1e-300" in line
 
 
 def test_simulate_overrides_a_manifests_interval_and_cold_start_table(tmp_path):
@@ -207,7 +207,7 @@ def test_simulate_overrides_a_manifests_interval_and_cold_start_table(tmp_path):
     # Without the options each is named as the manifest's.
     line = one_error(kpilot("simulate", "--trace", TRACE, "--policy", policy, "--cold-start", "huawei", timeout=60),
                      f"{policy / 'policy.json'}: ")
-    assert "manifest env.decision_interval_s must be at least the autoscaler's 2 s tick, got 1" in line
+    assert "manifest env.decision_interval_s must be at least the autoscaler's 2 s tick (kpa.tick_s), got 1" in line
     line = one_error(kpilot("simulate", "--trace", TRACE, "--policy", policy, "--interval", "30", timeout=60),
                      f"{policy / 'policy.json'}: ")
     assert "manifest config.sim.pod.cold_start: no cold-start table '/data/tables/cold_start_table.csv'" in line

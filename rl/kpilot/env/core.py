@@ -169,9 +169,9 @@ def check_config(cfg: EnvConfig) -> None:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
     need(isinstance(cfg.traces, (list, tuple)), "traces", "a list of trace specs or Trace objects", cfg.traces)
-    tick = cfg.sim.kpa.tick_s
-    need(finite(cfg.decision_interval_s) and cfg.decision_interval_s >= tick, "decision_interval_s",
-         f"a number of seconds >= the autoscaler's tick ({tick:g} s)", cfg.decision_interval_s)
+    if problem := cfg.sim.kpa.interval_problem(cfg.decision_interval_s):
+        raise ValueError(f"EnvConfig.decision_interval_s {problem} (in EnvConfig.sim), "
+                         f"got {cfg.decision_interval_s!r}")
     need(finite(cfg.episode_s) and cfg.episode_s >= cfg.decision_interval_s, "episode_s",
          "a number of seconds >= decision_interval_s", cfg.episode_s)
     for name in ("service_scale", "cold_start_scale", "rate_scale"):

@@ -110,11 +110,9 @@ def _number(name: str, value, low: float, *, strict: bool = False) -> float:
 
 
 def check_interval(name: str, interval: float, sim: SimConfig, source: str) -> None:
-    """A manifest's decision interval must be at least the simulator's tick, on which the
-    autoscaler reads a target (shorter changes nothing; a tiny one never ended a replay)."""
-    if interval < sim.kpa.tick_s:
-        raise PolicyError(f"manifest {name} must be at least the autoscaler's {sim.kpa.tick_s:g} s tick, "
-                          f"got {interval:g}", path=source)
+    """A manifest's decision interval, checked as every other (`KpaConfig.interval_problem`)."""
+    if problem := sim.kpa.interval_problem(interval):
+        raise PolicyError(f"manifest {name} {problem}, got {interval:g}", path=source)
 
 
 def check_cold_start(model: str, source: str) -> None:

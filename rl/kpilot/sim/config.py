@@ -35,6 +35,18 @@ class KpaConfig:
     enable_scale_to_zero: bool = True
     tick_s: float = 2.0                                    # hard-coded in Knative
 
+    def interval_problem(self, interval_s) -> str | None:
+        """Why `interval_s` cannot be a decision interval, or None: the one check behind
+        `simulate --interval`, a manifest's, the training YAML's and `EnvConfig`'s. The autoscaler
+        reads a target on its ticks, so deciding between two changes nothing, and an interval far
+        shorter stops a replay's clock advancing (t + interval == t): it never ends."""
+        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) \
+                or not math.isfinite(interval_s):
+            return "must be a number of seconds"
+        if interval_s < self.tick_s:
+            return f"must be at least the autoscaler's {self.tick_s:g} s tick (kpa.tick_s)"
+        return None
+
     @property
     def panic_window_s(self) -> float:
         # Knative: max(1 s, stable x pct / 100 rounded to whole seconds, halves away from zero as

@@ -327,10 +327,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
         raise ConfigError(f"sim: {exc.message}", path=source) from None
     except TypeError as exc:
         raise ConfigError(f"sim: {exc}", path=source) from None
-    # A decision between two autoscaler ticks changes nothing, and one far shorter stops the
-    # clock advancing (t + interval == t): the rule's calibration never ends.
-    need(cfg.env.decision_interval_s >= sim.kpa.tick_s, "env.decision_interval_s",
-         f"must be at least the simulator's tick, sim.kpa.tick_s = {sim.kpa.tick_s:g} s")
+    problem = sim.kpa.interval_problem(cfg.env.decision_interval_s)
+    need(problem is None, "env.decision_interval_s", f"{problem} of sim:")
     try:        # parsed here, not when the first simulation starts minutes later
         parse_cold_start(sim.pod.cold_start)
     except ConfigError as exc:
