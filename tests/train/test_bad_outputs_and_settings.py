@@ -212,6 +212,24 @@ def test_corrupt_checkpoint_is_one_line_without_torchs_advice(capsys, tmp_path, 
     assert line.startswith(f"kpilot: error: option --resume, {bad}: cannot resume from it (the checkpoint is "
                            "unreadable or corrupt)"), line
     assert "weights_only" not in line and "torch" not in line
+    # Refused before the traces load and the rule is calibrated (minutes on real traces).
+    assert not any(l.startswith(("traces:", "calibrating")) for l in lines), lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_normalisation_file_is_refused_before_the_traces_load(capsys, tmp_path, tiny_run):
+    _, _, run, _ = tiny_run
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(run / "checkpoints", ckpt)
+    stats = next(ckpt.glob("*vecnormalize*256_steps.pkl"))
+    stats.write_bytes(stats.read_bytes()[:40])
+    code, lines = _kpilot(capsys, "train", "-c", _config(tmp_path), "--timesteps", 512, "-o", tmp_path / "out",
+                          "--run-dir", tmp_path / "run", "--resume", ckpt / "ppo_256_steps.zip", "--no-progress")
+    assert code == 2
+    line = _error_line(lines)
+    assert line.startswith(f"kpilot: error: option --resume, {ckpt / 'ppo_256_steps.zip'}: cannot resume from "
+                           f"it (its normalisation file {stats.name}: "), line
+    assert not any(l.startswith(("traces:", "calibrating")) for l in lines), lines
     assert not (tmp_path / "out").exists()
 
 

@@ -318,6 +318,39 @@ def ppo_settings(p, n_envs: int) -> dict:
                 vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm)
 
 
+UNREADABLE_CHECKPOINT = "the checkpoint is unreadable or corrupt"
+
+
+def check_checkpoint_readable(ckpt: Path, vn_path: Path | None) -> None:
+    """Read the checkpoint and its normalisation file as `_load_checkpoint` will, before the traces
+    load and the rule is calibrated (minutes): a corrupt file is refused at once. Whether it fits
+    this config's observation and network is checked on loading, once the environment exists."""
+    import pickle
+    import zipfile
+
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    def refused(detail: str) -> ConfigError:
+        return ConfigError(f"cannot resume from it ({detail}); it must be a whole checkpoint of a kpilot "
+                           "train run", path=str(ckpt), option="--resume")
+
+    try:
+        load_from_zip_file(ckpt, device="cpu", print_system_info=False)
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError,
+            OSError):
+        # Not torch's message, which advises loading with weights_only=False: that would run
+        # whatever the file holds.
+        raise refused(UNREADABLE_CHECKPOINT) from None
+    if vn_path is not None:
+        try:
+            with open(vn_path, "rb") as f:
+                pickle.load(f)
+        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, AttributeError, ImportError,
+                OSError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise refused(f"its normalisation file {vn_path.name}: {detail}") from None
+
+
 def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_dir: Path, cfg: TrainConfig):
     """The model and normalisation to resume, or one ConfigError: a truncated zip or pickle, or a
     checkpoint of another observation (a version 4 run resumed under a version 3 config) or
@@ -347,7 +380,7 @@ def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_d
     except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, RuntimeError):
         # torch reading a corrupt weights file (policy.pth) inside the zip; not its message, which
         # advises loading with weights_only=False: that would run whatever the file holds.
-        raise refused("the checkpoint is unreadable or corrupt") from None
+        raise refused(UNREADABLE_CHECKPOINT) from None
     except (ValueError, KeyError, AssertionError) as exc:      # another observation, a missing entry
         raise refused(first_line(exc)) from None
     net = model.policy_kwargs.get("net_arch")
@@ -387,6 +420,8 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
             and done >= cfg.total_timesteps:
         raise ConfigError(f"nothing to train: {checkpoint[0]} is at {done} timesteps and total_timesteps is "
                           f"{cfg.total_timesteps}; give a larger --timesteps", option="--timesteps")
+    if checkpoint is not None:
+        check_checkpoint_readable(*checkpoint)
     previous = _previous_artifact(out) if resume is not None else None
 
     # 1. Traces, split by time.
