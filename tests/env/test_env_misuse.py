@@ -37,6 +37,17 @@ def test_a_seed_list_seeds_the_vector_env_whole():
     assert not np.array_equal(first, v.reset(seed=[1, 99, 100])[0])     # only the first seed counted
 
 
+def test_the_vector_envs_reset_info_describes_each_episode_as_the_single_envs_does():
+    # It was {}: which trace window each slot replays was known only after the first autoreset.
+    v = KnativeAutoscalingVectorEnv(3, SHORT, traces=[TRACE])
+    _, info = v.reset(seed=5)
+    single = KnativeAutoscalingEnv(SHORT, traces=[TRACE]).reset(seed=5)[1]
+    assert set(info) >= set(single) and "window_start_s" in single
+    assert len(info["window_start_s"]) == 3 and info["_window_start_s"].all()
+    starts = list(info["window_start_s"])
+    assert all(0 <= s < TRACE.span_s for s in starts) and len(set(starts)) > 1
+
+
 def test_a_nan_action_is_an_error_not_a_silently_stuck_target():
     # Smoothed into the running target, one NaN made every later action a no-op at target 100.
     env = KnativeAutoscalingEnv(replace(SHORT, action=ActionSpec(smoothing=0.5, immediate_cuts=True)), traces=[TRACE])

@@ -83,7 +83,11 @@ class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
         if seed is not None:     # one generator draws every slot's episodes: a list seeds it whole
             seeds = [int(s) for s in ([seed] if np.isscalar(seed) else seed) if s is not None]
             self.core.seed(seeds[0] if len(seeds) == 1 and np.isscalar(seed) else (seeds or None))
-        return self.core.reset_all(), {}
+        obs = self.core.reset_all()
+        info: dict = {}      # each episode's reset info, as the single env gives and SyncVectorEnv batches it
+        for e in range(self.num_envs):
+            info = self._add_info(info, self.core.last_info[e], e)
+        return obs, info
 
     def step(self, actions):
         obs, rewards, truncated, infos = self.core.step(np.asarray(actions).reshape(self.num_envs))
