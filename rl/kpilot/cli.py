@@ -92,6 +92,7 @@ def trace_from_prometheus(
 
     from rich.table import Table
 
+    from kpilot.traces.model import MAX_REQUESTS
     from kpilot.traces.prometheus_export import SOURCES_FILE, parse_duration, read_traffic, recorded_sources
 
     span = parse_duration(since, "--since")
@@ -128,6 +129,11 @@ def trace_from_prometheus(
         table.add_row(entry.name, f"{entry.requests:,}", f"{entry.busy_bins} of {len(entry.rows)}",
                       f"{entry.mean_duration_s:.3g}", str(out / f"{entry.name}.csv"))
     out_console().print(table)
+    for entry in traffic:      # written all the same: the data is the Service's, a shorter --since reads it
+        if entry.requests > MAX_REQUESTS:
+            err_console.print(f"kpilot: note: {out / f'{entry.name}.csv'} holds {entry.requests:,} requests, more "
+                              f"than kpilot replays ({MAX_REQUESTS:,}): tune and evaluate will refuse it; "
+                              f"read less of it with --since", markup=False)
 
 
 def _read_token(token_file: Optional[Path]) -> str | None:

@@ -134,6 +134,19 @@ def test_each_services_traffic_becomes_a_trace_kpilot_tune_reads(prometheus, tmp
             f"kpilot.dev/band={row['band']:g}") in table.stdout
 
 
+def test_a_service_with_more_requests_than_kpilot_replays_is_written_and_named_in_a_note(prometheus, tmp_path):
+    # 60 M requests in a bin: written (it is the Service's data) but tune would refuse the file;
+    # the run said nothing of it.
+    prom = prometheus({("count", "hot"): [(T0 + 60, 6e7)], ("sum", "hot"): [(T0 + 60, 6e5)], **SHOP})
+    proc = export(prom.url, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"kpilot: note: {tmp_path / 'out' / 'hot.csv'} holds 60,000,000 requests, more than kpilot replays "
+        "(50,000,000): tune and evaluate will refuse it; read less of it with --since"]
+    assert (tmp_path / "out/hot.csv").read_text().splitlines()[1] == f"{T0:.0f},60000000,0.01"
+    assert (tmp_path / "out/cart.csv").exists()
+
+
 def test_fractional_counts_are_rounded_so_that_a_services_total_is_kept(prometheus, tmp_path):
     # increase() extrapolates: one request under 15 s scrapes reads 1.33, one between two windows
     # 0.4 in each. Rounded bin by bin this sparse Service read 2 requests; it served 4.
