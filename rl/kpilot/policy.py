@@ -155,15 +155,20 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         spec = ActionSpec(float(act["min_target"]), float(act["max_target"]), step, smoothing, cuts)
         where = "network"
         net = doc["network"]
-        _refuse_unknown(net, {"activation", "layers"}, "network", source)
+        _refuse_unknown(net, {"activation", "layers", "precision"}, "network", source)
+        precision = net.get("precision", "float64")      # absent before float32 exports: float64
+        if precision not in ("float32", "float64"):
+            raise PolicyError(f"network precision {precision!r} is unknown to this kpilot ({__version__}); "
+                              "upgrade it to run this policy", path=source)
         activation = net["activation"]
         if activation not in _ACTIVATIONS:
             raise PolicyError(f"network activation {activation!r} is unknown to this kpilot ({__version__}); "
                               "upgrade it to run this policy", path=source)
         for i, layer in enumerate(net["layers"]):
             _refuse_unknown(layer, {"weight", "bias"}, f"network layer {i}", source)
-        layers = tuple((np.asarray(l["weight"], dtype=np.float64), np.asarray(l["bias"], dtype=np.float64))
-                       for l in net["layers"])
+        # Weights written as float32 decimals are read back as those float32 values exactly.
+        layers = tuple((np.asarray(l["weight"], dtype=precision).astype(np.float64),
+                        np.asarray(l["bias"], dtype=precision).astype(np.float64)) for l in net["layers"])
         where = "normalization"
         clip, epsilon = float(norm.get("clip", 10.0)), float(norm.get("epsilon", 1e-8))
     except PolicyError:
@@ -207,7 +212,14 @@ def load_policy(path: str | Path, *, expected_sha256: str | None = None) -> Expo
 def policy_to_bytes(*, layers, obs_mean, obs_var, action_spec: ActionSpec, activation: str = "tanh",
                     clip_obs: float = 10.0, epsilon: float = 1e-8, extra: dict | None = None,
                     observation_version: str = OBS_VERSION) -> bytes:
-    """Serialise an MLP policy to the export format (deterministic bytes for the same inputs)."""
+    """Serialise an MLP policy to the export format (deterministic bytes for the same inputs).
+    float32 weights (a torch network's) are written as their shortest float32 decimals, half the
+    size of float64's: a [128, 128] network fits the 256 KiB `kubectl apply` can store."""
+    as_float32 = all(np.asarray(a).dtype == np.float32 for wb in layers for a in wb)
+    network = {"activation": activation,
+               "layers": [{"weight": _decimals(w, as_float32), "bias": _decimals(b, as_float32)} for w, b in layers]}
+    if as_float32:
+        network["precision"] = "float32"
     doc = {
         "format": POLICY_FORMAT,
         "observation": {"version": observation_version,
@@ -216,9 +228,34 @@ def policy_to_bytes(*, layers, obs_mean, obs_var, action_spec: ActionSpec, activ
                           "var": np.asarray(obs_var, float).tolist(),
                           "clip": float(clip_obs), "epsilon": float(epsilon)},
         "action": action_spec.to_dict(),
-        "network": {"activation": activation,
-                    "layers": [{"weight": np.asarray(w, float).tolist(), "bias": np.asarray(b, float).tolist()}
-                               for w, b in layers]},
+        "network": network,
         **(extra or {}),
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _decimals(array, as_float32: bool) -> list:
+    """Nested lists of numbers; float32 values as the shortest decimal that reads back as them
+    (numpy's str), which a float64 reader rounds to float32 again exactly."""
+    a = np.asarray(array)
+    if not as_float32:
+        return a.astype(np.float64).tolist()
+    if a.ndim == 1:
+        return [float(str(v)) for v in a]
+    return [_decimals(row, True) for row in a]
+
+
+CONFIGMAP_LIMIT = 1024 * 1024      # what a ConfigMap holds (etcd's object limit)
+APPLY_LIMIT = 256 * 1024           # client-side `kubectl apply` copies the object into an annotation
+
+
+def size_note(size: int) -> str | None:
+    """Why a policy.json of `size` bytes will not deploy as the README shows, or None."""
+    if size > CONFIGMAP_LIMIT:
+        return (f"policy.json is {size / 1024:,.0f} KiB, more than a ConfigMap holds (1 MiB): the operator "
+                "cannot read it from one; train with a smaller ppo.net_arch")
+    if size > APPLY_LIMIT:
+        return (f"policy.json is {size / 1024:,.0f} KiB: `kubectl apply` (and `apply -k manifests/`) stores a "
+                "copy in an annotation of at most 256 KiB and refuses it; deploy it with `kubectl apply "
+                "--server-side` or `kubectl create configmap`")
+    return None

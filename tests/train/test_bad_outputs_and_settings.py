@@ -322,6 +322,7 @@ def test_shipped_config_and_the_tiny_ones_stay_valid(tmp_path):
     (lambda d: d["observation"].__setitem__("scaling", "log"), "observation setting 'scaling'"),
     (lambda d: d["network"].__setitem__("activation", "sigmoid"), "network activation 'sigmoid'"),
     (lambda d: d["action"].__setitem__("kind", "linear-target"), "action kind 'linear-target'"),
+    (lambda d: d["network"].__setitem__("precision", "bfloat16"), "network precision 'bfloat16'"),
 ])
 def test_policy_settings_of_a_newer_format_are_refused_not_ignored(capsys, tmp_path, edit, what):
     from kpilot import __version__

@@ -27,8 +27,8 @@ def actor_layers(model) -> list[tuple[np.ndarray, np.ndarray]]:
         raise ConfigError(f"only tanh MLPs can be exported, found {sorted(acts)}")
     linears = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     linears.append(policy.action_net)
-    return [(m.weight.detach().cpu().numpy().astype(np.float64),
-             m.bias.detach().cpu().numpy().astype(np.float64)) for m in linears]
+    return [(m.weight.detach().cpu().numpy().astype(np.float32),
+             m.bias.detach().cpu().numpy().astype(np.float32)) for m in linears]
 
 
 def normalization(vecnorm, n_features: int) -> tuple[np.ndarray, np.ndarray, float, float]:
