@@ -43,6 +43,9 @@ def test_artifact_files_and_manifest(tiny_run):
     assert m["rule_baseline"]["params"]["hi_s"] == 1.0
     assert json.loads((out / "manifest.json").read_text())["manifest"]["command"] == "kpilot train (test)"
     assert summary["timesteps"] == 256 and summary["env_steps_per_s"] > 0
+    # torch's float32 weights are written as float32 decimals and read back as exactly those values.
+    assert json.loads((out / "policy.json").read_text())["network"]["precision"] == "float32"
+    assert all(np.array_equal(a.astype(np.float32).astype(np.float64), a) for layer in policy.layers for a in layer)
 
 
 def test_export_matches_sb3_deterministic_actions(tiny_run):
@@ -113,6 +116,15 @@ def test_select_after_keeps_only_late_checkpoints(tiny_config, tmp_path):
     assert validated[0][1] == " (too early to keep)"
     assert all(note != " (best so far, saved)" for t, note in validated if t < 0.6 * 512)
     assert summary["best_validation"]["timesteps"] >= 0.6 * 512
+    # TensorBoard has every validation at the step it was made, the final model's (after learn()
+    # returned) included: it was written a rollout late, and the final one never.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (tb,) = (tmp_path / "run" / "tb").iterdir()
+    events = EventAccumulator(str(tb)).Reload().Scalars("eval/cost_vs_best_static")
+    logged = [(int(m[1]), float(m[2])) for m in (re.match(r"validation at (\d+): cost / best static = ([\d.]+)", ln)
+                                                 for ln in lines) if m]
+    assert len(logged) == 5 and [(e.step, round(e.value, 3)) for e in events] == logged
 
 
 def test_a_policy_trained_on_base_targets_exports_version_2_and_runs_around_a_base(tiny_config, tmp_path):
@@ -437,3 +449,27 @@ def test_a_changed_cold_start_table_is_calibrated_afresh_on_resume(tiny_config, 
     said = []
     train(cfg(256), out, run_dir=run, resume=run, progress=False, log=said.append)
     assert any(m.startswith("calibrating the rule baseline on ") for m in said), said
+
+
+def test_a_policy_too_large_for_kubectl_apply_is_named_with_the_way_to_deploy_it(tiny_config, tmp_path):
+    from kpilot.train.trainer import train
+
+    lines = []
+    cfg = tiny_config(ppo={"n_steps": 32, "batch_size": 64, "n_epochs": 1, "net_arch": [200, 200]},
+                      eval={"every_timesteps": 0}, total_timesteps=128)
+    train(cfg, tmp_path / "policy", run_dir=tmp_path / "run", progress=False, log=lines.append)
+    size = (tmp_path / "policy" / "policy.json").stat().st_size
+    assert 256 * 1024 < size < 1024 * 1024
+    notes = [ln for ln in lines if "policy.json is" in ln]
+    assert notes == [f"note: policy.json is {size / 1024:,.0f} KiB: `kubectl apply` (and `apply -k manifests/`) "
+                     "stores a copy in an annotation of at most 256 KiB and refuses it; deploy it with `kubectl "
+                     "apply --server-side` or `kubectl create configmap`"]
+    # A network of the default size says nothing.
+    small = []
+    train(tiny_config(eval={"every_timesteps": 0}, total_timesteps=128), tmp_path / "small",
+          run_dir=tmp_path / "run2", progress=False, log=small.append)
+    assert not any("policy.json is" in ln for ln in small)
+    from kpilot.policy import size_note
+
+    assert size_note(2 * 1024 * 1024) == ("policy.json is 2,048 KiB, more than a ConfigMap holds (1 MiB): the "
+                                          "operator cannot read it from one; train with a smaller ppo.net_arch")

@@ -31,7 +31,7 @@ import yaml
 from kpilot.env.core import EnvConfig
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import AimdRule, calibrate_rule, geomean, mean_cost, static_controllers
-from kpilot.policy import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, VECNORM_FILE
+from kpilot.policy import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, VECNORM_FILE, size_note
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
 from kpilot.train.config import TrainConfig, check_threads, traces_dir
@@ -523,6 +523,9 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     def validate_and_keep():
         result = validator(export_policy(model, vecnorm, cfg.action_spec, {}, econf.observation_version))
         model.logger.record("eval/cost_vs_best_static", result["cost_vs_best_static"])
+        # Written now, at the step validated: SB3 would write it only at the next rollout's end, a
+        # rollout late, and never for the final model's validation after learn() returns.
+        model.logger.dump(model.num_timesteps)
         better = state["best"] is None or result["cost_vs_best_static"] < state["best"]["cost_vs_best_static"]
         # Early checkpoints, still moving fast, win on a short validation set by luck: only those
         # from eval.select_after of the run on are kept.
@@ -580,6 +583,8 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     done = (f"{new_steps} timesteps" if new_steps == model.num_timesteps
             else f"{new_steps} timesteps more ({model.num_timesteps} in all)")
     log(f"trained {done} in {wall:.0f}s: {sps:.0f} env steps/s; artifact in {out}")
+    if (out / "policy.json").exists() and (note := size_note((out / "policy.json").stat().st_size)):
+        log(f"note: {note}")
     return {"timesteps": int(model.num_timesteps), "wall_s": wall, "env_steps_per_s": sps,
             "best_validation": state["best"], "rule": rule_summary, "out": str(out)}
 
