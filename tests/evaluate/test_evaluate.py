@@ -135,6 +135,12 @@ def test_table_and_summary_end_with_the_all_traces_row(tiny_policy, tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert f"| rl:tiny | {o['saving_vs_kpa']:+.1%} | {o['cost_vs_best_static']:.3f} |" in md
     assert "/2)" in md                                      # per-seed agreement with 2 replays
+    # The summary says what it evaluated and how, as the command did (it named none of it).
+    from kpilot.policy import load_policy
+
+    digest = load_policy(tiny_policy).sha256
+    assert md.splitlines()[2:5] == [f"* policy: `{tiny_policy}` (rl:tiny, policy.json sha256 {digest})",
+                                    "* window: each whole trace", "* simulator seeds: 0, 1 (metrics averaged)"]
 
 
 def test_window_replays_only_the_held_out_part(tiny_policy):

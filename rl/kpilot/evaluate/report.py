@@ -171,8 +171,9 @@ def summary_table(rows: list[dict]) -> Table:
     return table
 
 
-def markdown_summary(rows: list[dict], reward) -> str:
+def markdown_summary(rows: list[dict], reward, settings: list[str] = (), notes: list[str] = ()) -> str:
     lines = ["# kpilot evaluation", "",
+             *[f"* {line}" for line in settings], *([""] if settings else []),
              (f"Score = minus the cost per request ({describe(reward)}); "
               "higher is better. `vs KPA` is the cost saving against Knative defaults; `vs best static` "
               "is the cost relative to the best static target in hindsight (<= 1: no worse); with several "
@@ -196,6 +197,8 @@ def markdown_summary(rows: list[dict], reward) -> str:
         lines += [f"| {name} | {_fmt(o['saving_vs_kpa'], '+.1%')} | {_fmt(o['cost_vs_best_static'], '.3f')} |"
                   for name, o in agg.items()]
         lines += [""] + [f"* {line}" for line in _overall_lines(agg)]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"* {note}" for note in notes]
     lines += ["", "Full static grid and every metric: `kpilot evaluate ... --json`.", ""]
     return "\n".join(lines)
 
@@ -222,7 +225,7 @@ def write_report(out: Path, result, reward) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".kpilot-report-", dir=out))
-        (staging / REPORT_SUMMARY).write_text(markdown_summary(result.rows, reward))
+        (staging / REPORT_SUMMARY).write_text(markdown_summary(result.rows, reward, result.settings, result.notes))
         for k, (trace, group) in enumerate(_by_trace(result.rows).items()):
             stem = f"{k:02d}-" + "".join(ch if ch.isalnum() else "_" for ch in Path(trace).name)[:60]
             replays = result.results.get(trace, {})
@@ -266,7 +269,8 @@ def _timeline_plot(plt, path: Path, trace: str, group: list[dict], results: dict
             idx = np.digitize(arr, edges) - 1
             p95 = [np.nanpercentile(lat[idx == i], 95) if np.any(idx == i) and np.any(~np.isnan(lat[idx == i]))
                    else np.nan for i in range(len(edges))]
-            axes[3].plot(edges / 60.0, p95, lw=0.9, label=name)
+            # Markers: a minute with requests between two without is a point a line alone would not draw.
+            axes[3].plot(edges / 60.0, p95, lw=0.9, marker=".", ms=4, label=name)
     axes[0].set_ylabel("arrivals / s")
     axes[1].set_ylabel("ready pods")
     axes[2].set_ylabel("target")

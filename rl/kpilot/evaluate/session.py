@@ -38,6 +38,7 @@ class EvaluationResult:
     artifact: Artifact | None
     results: dict = field(default_factory=dict)   # spec -> {"arrivals", "replays": {policy -> ReplayResult}}
     notes: list[str] = field(default_factory=list)  # one line each, for stderr
+    settings: list[str] = field(default_factory=list)  # what was evaluated how, for the report
 
 
 def _trace_identity(checksum, selection) -> tuple:
@@ -107,6 +108,23 @@ def chosen_in_sample(artifact: Artifact, trained: set[tuple], spec: str, trace, 
         return None
     return (f"{spec}: rl-or-tuned chooses on {tune_on[0]:g}:{tune_on[1]:g}, which the policy was "
             f"{' and '.join(hits)}: its cost there is not out of sample")
+
+
+def _settings(policy_dir, artifact, window, warmup_s, seeds, shift_s, metrics) -> list[str]:
+    """What a report must say to be reproduced: the policy, the window, the warm-up, the seeds."""
+    out = []
+    if artifact is not None:
+        out.append(f"policy: `{policy_dir}` (rl:{artifact.name}, policy.json sha256 {artifact.policy.sha256})")
+    out.append(f"window: {window[0]:g}:{window[1]:g} of each trace's span" if window is not None
+               else "window: each whole trace")
+    if warmup_s > 0 and window is not None:
+        out.append(f"warm-up: up to {warmup_s:g} s before the window, replayed unscored")
+    out.append(f"simulator seeds: {', '.join(map(str, seeds))} (metrics averaged)")
+    if shift_s:
+        out.append(f"time of day shifted by {shift_s:g} s")
+    if artifact is not None and metrics != "prometheus":
+        out.append(f"the policy reads the operator's {metrics} metrics source")
+    return out
 
 
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
@@ -218,7 +236,8 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
                                             window[0] - trace.warmup_s / span, own)
             if carried:
                 notes.append(carried)
-    result = EvaluationResult(rows, artifact, results, notes)
+    result = EvaluationResult(rows, artifact, results, notes,
+                              _settings(policy_dir, artifact, window, warmup_s, seeds, time_of_day_shift_s, metrics))
     if report_dir is not None:
         from kpilot.evaluate.report import write_report
 
