@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -76,6 +77,15 @@ def test_cli_json_one_object_per_trace(tiny_policy):
     rows = json.loads(proc.stdout)
     assert [r["trace"] for r in rows] == [TRACE, other]
     assert all(r["band"] in (1.0, 1.5) and r["base_target"] > 0 for r in rows)
+
+
+def test_the_tables_annotate_line_overwrites_as_each_services_own_line_does(tiny_policy):
+    # Without --overwrite kubectl refuses to change an annotation already set: a re-tune failed.
+    proc = subprocess.run([str(KPILOT), "tune", "--trace", TRACE, "--policy", str(tiny_policy), "--replays", "1",
+                           "--warmup", "60"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    assert "kubectl annotate ksvc NAME --overwrite kpilot.dev/base-target=T kpilot.dev/band=B" in proc.stdout
 
 
 @pytest.mark.parametrize("args, expect", [

@@ -344,3 +344,14 @@ def test_what_the_exporter_writes_still_loads(tiny_run):
     _, artifact, _, _ = tiny_run
     assert load_policy(artifact).layers                       # a fresh export
     assert load_policy(REPO / "policies" / "default").layers  # the shipped policy
+
+
+def test_log_lines_stay_whole_when_stderr_is_a_file(tmp_path):
+    # Piped to a file (a CI log, a nohup run) every line was cut at 80 columns mid-sentence.
+    cfg = _config(tmp_path, lambda text: text.replace("batch_size: 64", "batch_size: 4096"))
+    proc = subprocess.run([str(KPILOT), "train", "-c", str(cfg), "-o", str(tmp_path / "out"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    note = [line for line in proc.stderr.splitlines() if "ppo.batch_size" in line]
+    assert note == ["note: ppo.batch_size 4096 is more than one update's steps, ppo.n_steps x n_envs = 32 x 4: "
+                    "each epoch trains on those 128 as one mini-batch"]

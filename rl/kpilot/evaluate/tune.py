@@ -103,7 +103,7 @@ def recommendation_table(rows: list[dict]):
     from rich.table import Table
 
     table = Table(title="kpilot tune: a base target and band per Service (cost per request on the window)",
-                  caption="set them on each Service: kubectl annotate ksvc NAME "
+                  caption="set them on each Service: kubectl annotate ksvc NAME --overwrite "
                           "kpilot.dev/base-target=T kpilot.dev/band=B", caption_justify="left")
     for name in ("trace", "base target", "target alone", "policy in band", "band", "annotations"):
         table.add_column(name, justify="left" if name in ("trace", "annotations") else "right")

@@ -50,7 +50,7 @@ def train_command(
     cfg = load_config(config, overrides)
     from kpilot.train.trainer import train
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)   # a log line stays one line in a file
     summary = train(cfg, out, run_dir=run_dir, resume=resume, progress=progress, threads=threads,
                     log=lambda m: console.print(m, markup=False))
     print(json.dumps({k: summary[k] for k in ("timesteps", "wall_s", "env_steps_per_s", "out")}))
