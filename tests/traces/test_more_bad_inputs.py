@@ -256,3 +256,23 @@ def test_an_unknown_format_names_the_option_not_the_file():
                     ("simulate", "--trace", str(trace), "--format", "nope")):
         line = one_error_line(kpilot(*command))
         assert line.startswith("kpilot: error: option --format: unknown format 'nope'; known formats: burstgpt,")
+
+
+def test_epoch_milliseconds_are_refused_unless_their_unit_is_given(tmp_path):
+    # Read as seconds, an hour of traffic became 41 days and the durations 1000x too long.
+    f = tmp_path / "access.csv"
+    f.write_text("timestamp,duration\n1764000000000,250\n1764000000500,125\n1764000003600,1000\n")
+    line = one_error_line(kpilot("trace", "inspect", f))
+    assert line == (f"kpilot: error: {f}: timestamps from 1764000000000 are past the year 5000 as seconds: give "
+                    "their unit, e.g. access.csv?unit=ms (durations are read in it too)")
+    trace = load_trace(f"{f}?unit=ms&spread=0")
+    assert list(trace.arrivals) == pytest.approx([0.0, 0.5, 3.6]) and list(trace.service) == pytest.approx([0.25, 0.125, 1.0])
+    assert "unit='minutes': expected one of s, ms, us, ns" in message(f"{f}?unit=minutes")
+
+
+def test_a_header_in_another_case_names_the_format_it_would_be(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("Timestamp,Duration\n0,0.1\n1,0.2\n")
+    line = one_error_line(kpilot("trace", "inspect", f))
+    assert line == (f"kpilot: error: {f}, line 1: unknown trace format (header: Timestamp, Duration): column names "
+                    "are matched exactly; in lower case without spaces they would be the generic format's (timestamp)")

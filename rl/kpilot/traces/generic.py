@@ -9,7 +9,9 @@ Columns (by name, any order, extra columns ignored):
     input_tokens, output_tokens     token counts, turned into service time by the LLM model
     failed (optional)               1/0, true/false, yes/no
 If every timestamp is a whole second they are spread within their second like BurstGPT's (option
-spread=0 turns that off).
+spread=0 turns that off). Option unit=ms (or us, ns) reads timestamps and durations in that unit;
+epoch timestamps that only make sense in a finer unit (past the year 5000 as seconds) are refused
+without it, as a trace a thousand times too long would be replayed otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from kpilot.traces.service_model import LlmServiceModel
 from kpilot.traces.spreading import spread_whole_seconds
 
 SIGNATURE = {"timestamp"}
-OPTIONS = {"spread"}
+OPTIONS = {"spread", "unit"}
+UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+LATEST_SECONDS = 1e11      # unix seconds in the year 5138: larger epoch timestamps are in a finer unit
 TRUE, FALSE = {"1", "true", "yes", "t", "y"}, {"0", "false", "no", "f", "n", ""}
 
 
@@ -45,14 +49,20 @@ def read_generic(path: Path, header: list[str], options: dict, *, service_model:
     for name in work:
         check_non_negative(path, header, name, cols[name],
                            "negative duration" if name == "duration" else "negative token count")
+    unit = options.get("unit", "s").strip().lower()
+    if unit not in UNITS:
+        raise TraceError(f"option unit={options['unit']!r}: expected one of {', '.join(UNITS)}", path=str(path))
+    ts = cols["timestamp"] * UNITS[unit]
+    if unit == "s" and len(ts) and float(np.min(ts)) > LATEST_SECONDS:
+        raise TraceError(f"timestamps from {float(np.min(ts)):.0f} are past the year 5000 as seconds: give their "
+                         f"unit, e.g. {path.name}?unit=ms (durations are read in it too)", path=str(path))
     if work == ["duration"]:
-        service = cols["duration"]
+        service = cols["duration"] * UNITS[unit]
         model = None
     else:
         service = service_model.service_time(cols["input_tokens"], cols["output_tokens"])
         model = service_model.as_dict()
     failed = _failed_column(path, header) if "failed" in header else None
-    ts = cols["timestamp"]
     check_span(ts, str(path))       # before the rebase, which would overflow past a year's span
     origin = float(np.floor(ts.min()))
     arrivals = ts - origin
