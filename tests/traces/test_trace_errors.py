@@ -214,7 +214,7 @@ def test_generic_options_that_do_not_apply_are_refused(tmp_path):
     # overhead=/decode= were silently ignored on a file that has durations; spread=banana spread.
     p = tmp_path / "g.csv"
     p.write_text("timestamp,duration\n0,0.5\n1,0.5\n2,0.5\n")
-    assert message(f"{p}?overhead=5").endswith("unknown option(s) overhead for generic (valid: spread)")
+    assert message(f"{p}?overhead=5").endswith("unknown option(s) overhead for generic (valid: spread, unit)")
     assert message(f"{p}?spread=banana") == f"{p}: option spread='banana': expected 1/0, true/false or yes/no"
     assert list(load_trace(f"{p}?spread=False").arrivals) == [0.0, 1.0, 2.0]       # not spread
     tokens = tmp_path / "t.csv"
