@@ -384,12 +384,21 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
         # A paused Service keeps what it runs (a hand-set target too) until the pause is lifted;
         # leaving the selector or deleting the policy is a deliberate release and restores it.
         paused = {s.name for s in services if s.paused}
+        left_by: dict[str, list[str]] = {}     # service -> "revision (policy)" restored for a gone policy
         for holder in holders.values():
             if holder.service not in paused:
                 restore(holder, holder.service, "Off")
+                if holder.owner in gone_owners and holder.service in selected:
+                    left_by.setdefault(holder.service, []).append(f"{holder.name} (policy {holder.owner})")
+
+        def off_message(s: ServiceView) -> str:
+            if s.paused:
+                return f"{PAUSED}=true on the Service: not restored until it is removed"
+            if s.name in left_by:
+                return f"restored what a policy that is gone left: {', '.join(sorted(left_by[s.name]))}"
+            return ""
         return Plan(writes, [ServiceStatus(s.name, list(s.traffic_revisions), "Paused" if s.paused else "Off",
-                                           message=f"{PAUSED}=true on the Service: not restored until it is removed"
-                                           if s.paused else "") for s in services], {})
+                                           message=off_message(s)) for s in services], {})
 
     # 1. Which (service, holder) pairs the policy decides for this tick.
     candidates: list[tuple[ServiceStatus, Holder]] = []

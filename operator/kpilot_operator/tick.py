@@ -233,8 +233,9 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
 
     # Owners recorded on holders whose policy is gone (its finalizer removed by hand): looked up
     # only when there are other owners than this policy, and none counts as gone if unreadable.
+    # Off too: a policy created in Off is the way to restore what such a policy left.
     owners = {h.owner for h in holders.values()} - {None, name}
-    existing = await rt.cluster.policy_names(namespace) if owners and spec.mode != "Off" else None
+    existing = await rt.cluster.policy_names(namespace) if owners else None
     gone = frozenset(owners - existing) if existing is not None else frozenset()
 
     t0 = time.perf_counter()

@@ -156,6 +156,36 @@ async def test_revisions_of_a_policy_let_go_by_hand_are_taken_over_and_restored(
 
 
 @pytest.mark.asyncio
+async def test_a_policy_created_in_off_restores_what_a_policy_let_go_by_hand_left(
+        as_operator, envtest_namespace, policy_file):
+    # The way back after the operator was uninstalled before its policies (their finalizers then
+    # removed by hand): a policy created in Off restored nothing, its status said only "Off".
+    env, ns = as_operator, envtest_namespace
+    env.create_knative_app(ns, "orphan", service_labels={"kpilot": "on"},
+                           revision_annotations={TARGET: "55", ORIGINAL: "70", OWNER: "old"})
+    env.create_knative_app(ns, "owned", service_labels={"kpilot": "on"},
+                           revision_annotations={TARGET: "55", ORIGINAL: "70", OWNER: "live"})
+    live = autoscaling_policy("live", ns, sha=sha(POLICY40), prom_url=None, mode="DryRun")
+    live["spec"]["policy"] = {"path": policy_file, "sha256": sha(POLICY40)}
+    live["spec"]["selector"] = {"matchLabels": {"kpilot": "elsewhere"}}
+    create_policy(env, ns, live)
+    async with running_operator():
+        create_policy(env, ns, path_policy(ns, policy_file, prom_url=None, mode="Off"))
+        await eventually(lambda: annotations(env, ns, "orphan-00001").get(TARGET) == "70"
+                         and {OWNER, ORIGINAL}.isdisjoint(annotations(env, ns, "orphan-00001")),
+                         timeout=20, what="the orphaned revision restored")
+        entries = {e["name"]: e for e in policy(env, ns).get("status", {}).get("services", [])}
+        assert entries["orphan"]["reason"] == "Off"
+        assert "orphan-00001 (policy old)" in entries["orphan"]["message"]
+        await asyncio.sleep(2.5)          # a live owner's revision is its own to restore
+        assert annotations(env, ns, "owned-00001")[TARGET] == "55"
+        assert annotations(env, ns, "owned-00001")[OWNER] == "live"
+    for name in ("p", "live"):
+        co(env).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"metadata": {"finalizers": []}})
+        co(env).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+@pytest.mark.asyncio
 async def test_podautoscaler_path_on_knative_1_20_and_delete_restores(as_operator, envtest_namespace, policy_file):
     env, ns = as_operator, envtest_namespace
     env.create_knative_app(ns, "svc", service_labels={"kpilot": "on"})
