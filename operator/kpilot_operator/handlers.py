@@ -12,7 +12,7 @@ import aiohttp
 import kopf
 from prometheus_client import start_http_server
 
-from kpilot_operator import knative, kube
+from kpilot_operator import knative, kube, telemetry
 from kpilot_operator.main import env_setting, peering_priority
 from kpilot_operator.spec import GROUP, PLURAL, VERSION, DEFAULT_INTERVAL_S
 from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick, unavailable_status
@@ -164,4 +164,5 @@ async def restore_on_delete(name: str, namespace: str, memo: kopf.Memo, logger: 
             raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=2.0)
     if left:
         raise kopf.TemporaryError(f"{left} revisions not restored yet", delay=2.0)
+    telemetry.forget_policy(namespace, name)
     logger.info("restored the original targets of every revision this policy managed")

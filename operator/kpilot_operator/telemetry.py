@@ -27,3 +27,12 @@ def forget_targets(namespace: str, keep: set[str]) -> None:
 
 
 STALE = Gauge("kpilot_stale_revisions", "Revisions without a usable observation", ["namespace", "policy"])
+
+
+def forget_policy(namespace: str, policy: str) -> None:
+    """Drop a deleted policy's gauges: its last stale count would otherwise be exported (and an
+    alert on it fire) until the operator restarts. Its counters stay, as counters do."""
+    try:
+        STALE.remove(namespace, policy)
+    except KeyError:
+        pass

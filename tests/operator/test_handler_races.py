@@ -73,6 +73,23 @@ async def test_a_policy_deleted_mid_tick_leaves_the_original_target():
     assert annotations.get(TARGET) == "70"
 
 
+@pytest.mark.asyncio
+async def test_a_deleted_policy_stops_exporting_its_stale_count():
+    # An alert on kpilot_stale_revisions kept firing for a policy deleted while its metrics were
+    # unreadable, until the operator restarted.
+    from prometheus_client import REGISTRY
+
+    cluster = GatedCluster()
+    memo = kopf.Memo(runtime=Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e6))
+    spec = {**SPEC, "metrics": {"prometheus": {"url": "http://127.0.0.1:9"}}}     # nothing listens
+    await _call(handlers.decide_and_apply, memo, spec=spec, body={}, patch=kopf.Patch(),
+                meta={"name": "p", "namespace": "bench", "generation": 1})
+    labels = {"namespace": "bench", "policy": "p"}
+    assert REGISTRY.get_sample_value("kpilot_stale_revisions", labels) == 1.0
+    await _call(handlers.restore_on_delete, memo)
+    assert REGISTRY.get_sample_value("kpilot_stale_revisions", labels) is None
+
+
 @pytest.mark.parametrize("document", [
     {"status": "success", "data": {"result": [{"metric": {"kn_revision_name": "r"}, "value": None}]}},
     {"status": "success", "data": {"resultType": "scalar", "result": 3}},
