@@ -212,8 +212,11 @@ class KnativeCluster:
         value = default_target_from(configmap)
         info = replace(info, cluster_autoscaling=cluster_autoscaling_from(configmap))
         if value is None:
-            return replace(info, default_target_source=f"{AUTOSCALER_CONFIGMAP} has no usable "
-                                                       f"{DEFAULT_TARGET_KEY}; assumed {KNATIVE_DEFAULT_TARGET:g}")
+            text = ((configmap or {}).get("data") or {}).get(DEFAULT_TARGET_KEY)
+            # A stock install sets nothing (its keys sit in `_example`): Knative's default, not a fault.
+            why = (f"does not set {DEFAULT_TARGET_KEY}: Knative's default" if text is None
+                   else f"has an unusable {DEFAULT_TARGET_KEY} ({text!r}); assumed Knative's default")
+            return replace(info, default_target_source=f"{AUTOSCALER_CONFIGMAP} {why}, {KNATIVE_DEFAULT_TARGET:g}")
         return replace(info, default_target=value, default_target_source=AUTOSCALER_CONFIGMAP)
 
     async def _detect_version(self) -> KnativeInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -60,6 +61,25 @@ def check_environment() -> None:
 
 
 LOG_FORMATS = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}
+# The timer checks every policy each second (KPILOT_TIMER_RESOLUTION_S) whether a decision is due,
+# and Kopf logs each check's return at INFO: 86,400 lines a day per policy that say nothing.
+ROUTINE_LINES = frozenset({"Timer 'decide_and_apply' succeeded."})
+
+
+class _DropRoutine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in ROUTINE_LINES
+
+
+def quiet_routine_logs(verbose: bool) -> logging.Filter | None:
+    """At INFO, drop the timer's per-second success line and the probes' access lines (one per
+    probe); `--verbose` keeps everything. Returns the filter installed, if any."""
+    if verbose:
+        return None
+    routine = _DropRoutine()
+    logging.getLogger("kopf.objects").addFilter(routine)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return routine
 
 
 def run(*, namespaces: list[str] | None = None, standalone: bool = True,
@@ -86,6 +106,7 @@ def run(*, namespaces: list[str] | None = None, standalone: bool = True,
     except kube_credentials.NoCredentials as exc:
         raise ConfigError(str(exc)) from None
     kopf.configure(verbose=verbose, log_format=LOG_FORMATS[log_format])
+    quiet_routine_logs(verbose)
 
     liveness = liveness_endpoint or os.environ.get("KPILOT_HEALTH_ENDPOINT", "http://0.0.0.0:8081/healthz")
     kopf.run(

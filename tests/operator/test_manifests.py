@@ -151,6 +151,11 @@ def test_deployment_is_hardened():
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["readinessProbe"] and container["livenessProbe"] and container["resources"]["requests"]
+    # Kopf names its peer from POD_ID, else from the passwd entry an arbitrary UID lacks (a crash).
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    # Startup waits for the peering CRDs; the liveness probe alone restarted it into CrashLoopBackOff.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
 
 
 def test_dockerfile_installs_the_operator_extra_without_torch():

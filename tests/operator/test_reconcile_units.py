@@ -809,6 +809,27 @@ def test_an_unreadable_autoscaler_config_says_its_windows_are_assumed(status, wh
                                           "windows are assumed Knative's too")
 
 
+@pytest.mark.parametrize("data, source", [
+    ({"_example": "container-concurrency-target-default: 100"},        # a stock install
+     "config-autoscaler does not set container-concurrency-target-default: Knative's default, 100"),
+    ({"container-concurrency-target-default": "lots"},
+     "config-autoscaler has an unusable container-concurrency-target-default ('lots'); assumed Knative's "
+     "default, 100"),
+])
+def test_a_stock_autoscaler_config_reads_as_knatives_default_not_as_a_fault(data, source):
+    # Both read "has no usable container-concurrency-target-default": a fault on every stock cluster.
+    import asyncio
+
+    from kpilot_operator.knative import KnativeCluster
+
+    class StockConfigMap:
+        async def get_configmap(self, namespace, name):
+            return {"data": data}
+
+    info = asyncio.run(KnativeCluster(StockConfigMap(), version_override="1.23.0").knative())
+    assert info.default_target == 100 and info.default_target_source == source
+
+
 def test_the_clusters_utilization_applies_where_a_revision_sets_none():
     from kpilot_operator.knative import cluster_autoscaling_from
 
@@ -817,3 +838,29 @@ def test_the_clusters_utilization_applies_where_a_revision_sets_none():
     own = {"autoscaling.knative.dev/target-utilization-percentage": "80"}
     assert Holder("Revision", "ns", "r1", "s1", "1", own, cluster_autoscaling=cluster).utilization == 0.8
     assert Holder("Revision", "ns", "r1", "s1", "1", {}).utilization == 0.7
+
+
+# --- logs ---
+
+def test_the_timers_per_second_success_line_is_dropped_at_info_and_kept_with_verbose(caplog):
+    # 86,400 "Timer 'decide_and_apply' succeeded." lines a day per policy, and one access line a probe.
+    import logging
+
+    from kpilot_operator.main import quiet_routine_logs
+
+    objects, access = logging.getLogger("kopf.objects"), logging.getLogger("aiohttp.access")
+    level = access.level
+    assert quiet_routine_logs(verbose=True) is None
+    routine = quiet_routine_logs(verbose=False)
+    try:
+        with caplog.at_level(logging.INFO):
+            objects.info("Timer 'decide_and_apply' succeeded.")
+            objects.info("Handler 'restore_on_delete' succeeded.")
+            objects.warning("Timer 'decide_and_apply' failed temporarily: Knative objects unreadable")
+            access.info('127.0.0.1 "GET /healthz HTTP/1.1" 200')
+        assert [r.getMessage() for r in caplog.records] == [
+            "Handler 'restore_on_delete' succeeded.",
+            "Timer 'decide_and_apply' failed temporarily: Knative objects unreadable"]
+    finally:
+        objects.removeFilter(routine)
+        access.setLevel(level)
