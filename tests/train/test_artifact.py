@@ -273,13 +273,16 @@ def test_resume_with_nothing_left_to_train_is_refused_before_any_work(tiny_run, 
     from kpilot.errors import ConfigError
     from kpilot.train.trainer import train
 
+    from kpilot.train.trainer import checkpoint_timesteps, find_checkpoint
+
     _, out, run, _ = tiny_run
-    for resume in (run, out):                   # a run directory at 256 steps, an artifact at <= 256
+    for resume in (run, out):                   # a run directory at 256 steps, an artifact at its best's
+        done = checkpoint_timesteps(find_checkpoint(resume)[0])
         with pytest.raises(ConfigError) as err:
-            train(tiny_config(total_timesteps=256), tmp_path / "o", resume=resume, progress=False,
+            train(tiny_config(total_timesteps=done), tmp_path / "o", resume=resume, progress=False,
                   log=lambda m: pytest.fail(f"worked before refusing: {m}"))
         assert str(err.value).startswith("option --timesteps: nothing to train: ")
-        assert "timesteps and total_timesteps is 256; give a larger --timesteps" in str(err.value)
+        assert f"timesteps and total_timesteps is {done}; give a larger --timesteps" in str(err.value)
     assert not (tmp_path / "o").exists()
 
 

@@ -61,22 +61,22 @@ class SplitConfig:
 class EnvSection:
     traces: tuple = ()               # real traces (any format); `--trace` replaces this list
     synthetic: tuple = ()            # synthetic:NAME specs, added to the traces
-    real_weight: int = 1             # each real trace is sampled this many times as often as a synthetic one
+    real_weight: int = 2             # each real trace is sampled this many times as often as a synthetic one
     decision_interval_s: float = 30.0
     episode_s: float = 1800.0
     service_scale: tuple = (0.7, 1.4)
     cold_start_scale: tuple = (0.5, 2.0)
     rate_scale: tuple = (1.0, 1.0)
-    reward_units: str = "pods"       # or "relative" (kpilot.env.core)
-    random_time_of_day: bool = False
-    idle_start: float = 0.0          # share of episodes whose load arrives on an idle revision (kpilot.env.core)
+    reward_units: str = "relative"   # or "pods" (kpilot.env.core)
+    random_time_of_day: bool = True
+    idle_start: float = 0.5          # share of episodes whose load arrives on an idle revision (kpilot.env.core)
     min_target: float = 1.0
     max_target: float = 200.0
     max_step_ratio: float = 0.0      # > 0: each decision within x(1 + ratio) of the running target; 0: no limit
-    smoothing: float = 1.0           # < 1: each decision moves the target that share of the way (log scale)
-    change_penalty: float = 0.0      # training reward per doubling or halving of the target (kpilot.env.core)
-    immediate_cuts: bool = False     # with smoothing: a lower target takes effect at once (kpilot.action)
-    lateness_shaping: bool = False   # shape rewards with projected lateness at ppo.gamma (kpilot.env.core)
+    smoothing: float = 0.5           # < 1: each decision moves the target that share of the way (log scale)
+    change_penalty: float = 0.05     # training reward per doubling or halving of the target (kpilot.env.core)
+    immediate_cuts: bool = True      # with smoothing: a lower target takes effect at once (kpilot.action)
+    lateness_shaping: bool = True    # shape rewards with projected lateness at ppo.gamma (kpilot.env.core)
     observe_base: bool = False       # observe the target tuned on the trace before (observation kpilot-obs/4)
     base_window_s: float = 1800.0    # ... on this much of it
     base_band: float = 0.0           # > 0: training decisions kept within this factor of the base
@@ -85,18 +85,18 @@ class EnvSection:
 @dataclass(frozen=True)
 class PpoSection:
     learning_rate: float = 3e-4
-    lr_schedule: str = "constant"    # or "linear": decays to 0 at total_timesteps
+    lr_schedule: str = "linear"      # decays to 0 at total_timesteps; or "constant"
     n_steps: int = 64
     batch_size: int = 1024
     n_epochs: int = 10
-    gamma: float = 0.95
+    gamma: float = 0.98
     gae_lambda: float = 0.95
     clip_range: float = 0.2
     ent_coef: float = 0.0
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     net_arch: tuple = (64, 64)
-    log_std_init: float = -0.5
+    log_std_init: float = -1.0
 
 
 @dataclass(frozen=True)
@@ -111,17 +111,17 @@ class NormalizeSection:
 class EvalSection:
     every_timesteps: int = 50_000    # 0: no evaluation during training
     seed: int = 0                    # simulator seed of the validation replays
-    replays: int = 1                 # seeds seed, seed+1, ...: each window's cost is their mean
+    replays: int = 3                 # seeds seed, seed+1, ...: each window's cost is their mean
     rule_grid: dict = field(default_factory=dict)   # overrides of kpilot.evaluate.baselines.RULE_GRID
     rule_calibration_s: float = 3600.0              # rule grid search on this much of each training window
     warmup_s: float = 600.0          # validation replays start this long before each window, unscored
-    select_after: float = 0.0        # keep the best model only among those from this fraction of the run on
+    select_after: float = 0.5        # keep the best model only among those from this fraction of the run on
     band: float = 0.0                # > 0 (observe_base): validation keeps the policy within this factor of its base
 
 
 @dataclass(frozen=True)
 class CheckpointSection:
-    every_timesteps: int = 50_000
+    every_timesteps: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class TrainConfig:
     name: str = "default"
     seed: int = 0
     n_envs: int = 64
-    total_timesteps: int = 200_000
+    total_timesteps: int = 3_000_000
     env: EnvSection = field(default_factory=EnvSection)
     split: SplitConfig = field(default_factory=SplitConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
