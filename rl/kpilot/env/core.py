@@ -53,9 +53,13 @@ from kpilot.sim.config import PodConfig, SimConfig
 from kpilot.traces.model import Trace
 
 
+# Simulator capacity per episode, smaller than a full replay's: 64 episodes share memory. Not a
+# Knative setting; `kpilot train` applies it under the config's own `sim:` too.
+TRAINING_CAPACITY = {"max_pods": 192, "unlimited_in_service": 256, "queue_capacity": 20_000}
+
+
 def _training_sim() -> SimConfig:
-    # Smaller per-simulation capacity than a full replay: 64 episodes share memory.
-    return SimConfig(pod=PodConfig(max_pods=128, unlimited_in_service=256, queue_capacity=20_000))
+    return SimConfig(pod=PodConfig(**TRAINING_CAPACITY))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from kpilot.env.core import EnvConfig
+from kpilot.env.core import TRAINING_CAPACITY, EnvConfig
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import AimdRule, calibrate_rule, geomean, mean_cost, static_controllers
 from kpilot.policy import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, VECNORM_FILE, size_note
@@ -37,9 +37,6 @@ from kpilot.traces import load_trace
 from kpilot.train.config import TrainConfig, check_threads, traces_dir
 from kpilot.train.export import build_manifest, export_bytes, export_policy, trace_record
 from kpilot.train.split import has_scored_requests, time_window, time_window_s, usable_windows
-
-# Simulator capacity for 64 parallel training simulations (memory), not a Knative setting.
-TRAINING_CAPACITY = {"max_pods": 192, "unlimited_in_service": 256, "queue_capacity": 20_000}
 
 
 def training_sim(cfg: TrainConfig) -> SimConfig:
