@@ -1,6 +1,6 @@
 """The Kubernetes side of a tick: read Knative objects, detect the write path, patch targets.
 
-Where the target lives depends on the Knative version (reference section 6): from 1.21 the
+Where the target lives depends on the Knative version: from 1.21 the
 Revision's annotation is the source of truth for its PodAutoscaler (a direct PA patch would be
 reverted); up to 1.20 the PA's own annotation is read and a Revision patch never reaches it.
 The version is read from the cluster: the knative-serving namespace's labels

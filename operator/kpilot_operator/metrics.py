@@ -1,6 +1,6 @@
 """Metrics adapters: a fixed number of PromQL queries per tick, or the PodAutoscaler status.
 
-Prometheus (Knative >= 1.19 OpenTelemetry names, reference section 8): NINE instant queries per
+Prometheus (Knative >= 1.19 OpenTelemetry metric names): NINE instant queries per
 tick and namespace, whatever the number of services; each returns one series per revision
 (`kn_revision_name`). The queue-proxy series must carry `kn_revision_name` (relabel it from the
 pod's serving.knative.dev/revision label in the scrape config). A revision without queue-proxy

@@ -1,7 +1,7 @@
 """The decision for one tick, as a pure function (no I/O, no clock, no Kopf).
 
     decide(policy name, spec, services, holders, readings, policy, memory, now)
-        -> Plan(writes, per-service status, events, updated memory)
+        -> Plan(writes, per-service status, updated memory)
 
 A "holder" is the object whose `autoscaling.knative.dev/target` annotation the autoscaler reads:
 the Revision on Knative >= 1.21, its PodAutoscaler on <= 1.20. The operator records what a holder

@@ -92,8 +92,9 @@ class ActionSpec:
 
     def follow(self, proposed, current, first=False) -> np.ndarray:
         """The target to run when the policy proposes `proposed` and `current` runs now:
-        smoothed (not on a first decision), then within the step limit. Training, evaluation and
-        the operator all use this."""
+        smoothed (not on a first decision), then within the step limit. Training and evaluation
+        use this; the operator applies the same two steps (`smooth`, then its guardrail's
+        `limit_step`, whose ratio a policy's spec may override)."""
         return self.limit(self.smooth(proposed, current, first), current)
 
     def limit(self, proposed, current) -> np.ndarray:

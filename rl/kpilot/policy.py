@@ -7,8 +7,9 @@ An exported policy is `policy.json`:
       "observation": {"version": OBS_VERSION, "features": [...]},
       "normalization": {"mean": [...], "var": [...], "clip": 10.0, "epsilon": 1e-8},
       "action": {"kind": "log-target", "min_target": ..., "max_target": ...,
-                 "max_step_ratio": ... or null, "smoothing": ... or null},
-      "network": {"activation": "tanh", "layers": [{"weight": [[...]], "bias": [...]}, ...]},
+                 "max_step_ratio": ... or null, "smoothing": ... or null, "immediate_cuts": bool},
+      "network": {"activation": "tanh", "precision": "float32" (absent: float64),
+                  "layers": [{"weight": [[...]], "bias": [...]}, ...]},
       ... anything else (training settings, traces, kpilot version) is carried, not read here
     }
 

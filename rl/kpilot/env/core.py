@@ -6,9 +6,10 @@ Action: one float in [-1, 1] per episode, mapped to the revision's concurrency t
     (kpilot.action). The KPA then keeps deciding every 2 s with that target until the next action.
 Observation: kpilot.observation.encode(...) of what the operator can also read in a cluster:
     stable and panic concurrency, ready / desired / starting pods, the current target, request rate,
-    mean and p95 latency over the interval, utilization, panic flag, time of day. float32, shape (13,).
-Reward: kpilot.env.reward: minus the interval's cost (pod-seconds + weighted SLO violations and cold
-    starts), in the units `reward_units` names: "pods" divides it by the interval's seconds;
+    mean and p95 latency over the interval, utilization, panic flag, time of day. float32, shape (13,);
+    (14,) with `observe_base` (below).
+Reward: kpilot.env.reward: minus the interval's cost (pod-seconds + weighted SLO violations, seconds
+    late and cold starts), in the units `reward_units` names: "pods" divides it by the interval's seconds;
     "relative" divides it by the episode's mean requests per interval times its trace's reference
     cost per request (the best of a few static targets on the trace's first hour), so that every
     trace weighs alike and the return measures what evaluation reports: cost per request relative
@@ -30,7 +31,7 @@ Episode: a window of `episode_s` seconds from one of the configured traces, chos
     The episode ends by truncation after `episode_s` (no terminal states: autoscaling has no
     natural end).
 Base target (`observe_base`): each episode also observes the static target that cost least on the
-    `base_window_s` of its trace before it (observation version 2), as the operator passes a
+    `base_window_s` of its trace before it (observation kpilot-obs/4), as the operator passes a
     Service's `kpilot.dev/base-target` tuned on its recent traffic; it is right for the episode
     only as far as the load has not changed. With `base_band` > 0 every decision is kept within
     that factor of it, as the operator keeps a Service within its `kpilot.dev/band`.
@@ -78,7 +79,7 @@ class EnvConfig:
     action: ActionSpec = field(default_factory=ActionSpec)
     change_penalty: float = 0.0            # reward units per doubling or halving of the target
     shaping_gamma: float = 0.0             # > 0: lateness shaping with this discount (the learner's)
-    observe_base: bool = False             # observe the target tuned on the window before (obs v2)
+    observe_base: bool = False             # observe the target tuned on the window before (kpilot-obs/4)
     base_window_s: float = 1800.0          # ... on this much of the trace before the episode
     base_band: float = 0.0                 # > 0: decisions kept within this factor of the base
 

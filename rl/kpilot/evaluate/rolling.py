@@ -29,7 +29,7 @@ NAME = "static-rolling"
 DEFAULT_EVERY_S = 1200.0      # 20 minutes
 DEFAULT_OVER_S = 5760.0       # 96 minutes: the suites' 20 % window of an 8-hour trace
 DEFAULT_BIN_S = 60.0          # `kpilot trace from-prometheus`'s default step
-WARMUP_S = 300.0              # replayed first, unscored, as `kpilot tune --warmup` does
+WARMUP_S = 300.0              # each re-tune's replays start this long before the history, unscored
 # `kpilot retune` runs from a CronJob, at most once a minute; each re-tune replays the grid, so a
 # schedule of milliseconds never finished.
 MIN_EVERY_S = 60.0
