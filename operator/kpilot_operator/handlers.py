@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 
 from kpilot_operator import knative, kube, telemetry
 from kpilot_operator.main import env_setting, peering_priority
-from kpilot_operator.spec import GROUP, PLURAL, VERSION, DEFAULT_INTERVAL_S
+from kpilot_operator.spec import DEFAULT_INTERVAL_S, GROUP, KIND, PLURAL, VERSION
 from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick, unavailable_status
 
 # How often the timer checks whether a policy's decisionIntervalSeconds has elapsed: Kopf's timer
@@ -37,9 +37,9 @@ def login(**kwargs) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kpilot.dev")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kpilot.dev", key="last-handled-configuration")
+        prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING          # Kopf's own log lines are not Events
     settings.watching.server_timeout = env_setting("KPILOT_WATCH_TIMEOUT_S")  # an integer, as the API wants
     settings.watching.reconnect_backoff = 1.0
@@ -132,7 +132,7 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
     if (now < state.next_due and meta.get("generation") == state.generation) or memo.get("deleting"):
         return
     interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
-    policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AutoscalingPolicy", "metadata": dict(meta)}
+    policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": dict(meta)}
     async with _lock(memo):
         if memo.get("deleting"):      # the policy was deleted while this tick waited
             return

@@ -52,8 +52,6 @@ arrivals for the rate, the pods wanted after bounds): their policies are refused
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 OBS_VERSION = "kpilot-obs/3"
@@ -128,23 +126,6 @@ def space_bounds(version: str = OBS_VERSION) -> tuple[np.ndarray, np.ndarray]:
     return np.full(n, -BOUND, dtype=np.float32), np.full(n, BOUND, dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class RawObservation:
-    """One revision's raw readings at a decision time (units as in the module table)."""
-
-    concurrency_stable: float
-    concurrency_panic: float
-    ready_pods: float
-    desired_pods: float
-    starting_pods: float
-    target: float
-    request_rate: float
-    latency_mean_s: float
-    latency_p95_s: float
-    panic: float
-    time_of_day_s: float
-
-
 def encode(*, base_target=None, **raw) -> np.ndarray:
     """Encode raw readings into observations.
 
@@ -215,8 +196,3 @@ def pod_autoscaler_readings(ready_pods: float, desired_pods: float, target: floa
             "ready_pods": float(ready_pods), "desired_pods": float(desired_pods),
             "starting_pods": max(0.0, float(desired_pods) - float(ready_pods)), "request_rate": 0.0,
             "latency_mean_s": 0.0, "latency_p95_s": 0.0, "panic": 0.0}
-
-
-def encode_one(obs: RawObservation) -> np.ndarray:
-    """Encode a single RawObservation."""
-    return encode(**{f: getattr(obs, f) for f in RAW_FIELDS})

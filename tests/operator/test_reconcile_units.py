@@ -846,8 +846,15 @@ def test_the_timers_per_second_success_line_is_dropped_at_info_and_kept_with_ver
     # 86,400 "Timer 'decide_and_apply' succeeded." lines a day per policy, and one access line a probe.
     import logging
 
+    import kopf
+
+    from kpilot_operator import handlers
     from kpilot_operator.main import quiet_routine_logs
 
+    # Kopf's own wording for a timer handler that returned (kopf._core.actions.execution).
+    registered = [h for h in kopf.get_default_registry()._spawning.get_all_handlers()
+                  if getattr(h.fn, "__name__", "") == handlers.decide_and_apply.__name__]
+    assert [f"{h} succeeded." for h in registered] == ["Timer 'decide_and_apply' succeeded."]
     objects, access = logging.getLogger("kopf.objects"), logging.getLogger("aiohttp.access")
     level = access.level
     assert quiet_routine_logs(verbose=True) is None

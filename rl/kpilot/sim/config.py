@@ -7,7 +7,7 @@ Every KPA field mirrors a key of Knative 1.23's `config-autoscaler` ConfigMap
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 
 from kpilot.errors import ConfigError
 from kpilot.yaml_file import number_as_text_hint
@@ -151,9 +151,6 @@ class SimConfig:
             if getattr(self.kpa, name) > self.pod.max_pods:
                 return name, getattr(self.kpa, name)
         return None
-
-    def with_overrides(self, **kw) -> "SimConfig":
-        return replace(self, **kw)
 
 
 # What Knative's config-autoscaler validation accepts (pkg/autoscaler/config/config.go; the

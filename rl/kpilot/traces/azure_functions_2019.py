@@ -35,7 +35,6 @@ from kpilot.traces.spreading import uniform_in_bins
 
 SIGNATURE = {"HashFunction", "Trigger"}
 DURATIONS_SIGNATURE = {"HashFunction", "percentile_Average_50"}
-ID_COLUMNS = ["HashOwner", "HashApp", "HashFunction", "Trigger"]
 PERCENTILES = np.array([0, 1, 25, 50, 75, 99, 100], dtype=np.float64)
 PERCENTILE_COLUMNS = [f"percentile_Average_{p}" for p in (0, 1, 25, 50, 75, 99, 100)]
 OPTIONS = {"function", "top", "durations"}

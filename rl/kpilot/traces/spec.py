@@ -63,11 +63,6 @@ def check_options(options: dict[str, str], known: set[str], what: str, source: s
                          path=source)
 
 
-def int_option(options: dict[str, str], key: str, default: int | None, source: str) -> int | None:
-    """An integer option, or `default` when absent."""
-    return int(float_option(options, key, default, source)) if key in options else default
-
-
 def float_option(options: dict[str, str], key: str, default, source: str):
     """A numeric option, or `default` when absent."""
     if key not in options:
