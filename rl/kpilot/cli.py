@@ -15,8 +15,11 @@ from rich.console import Console
 
 from kpilot.errors import ConfigError, KpilotError
 from kpilot.outputs import output_file, write_all, write_atomically
+from kpilot.render import out_console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Click's plain help (rich_markup_mode=None): it wraps to any width, where Typer's Rich panels cut
+# option names short at 80 columns and print every flag as taking a <bool>.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Learn Knative autoscaling targets from real request traces.")
 trace_app = typer.Typer(no_args_is_help=True, help="Read and describe request traces.")
 app.add_typer(trace_app, name="trace")
@@ -40,15 +43,9 @@ def _main(version: bool = typer.Option(False, "--version", is_eager=True, callba
     """Learn Knative autoscaling targets from real request traces."""
 
 
-def out_console() -> Console:
-    """stdout console; wide enough for the metrics tables even when piped."""
-    console = Console()
-    return console if console.is_terminal and console.width >= 150 else Console(width=160)
-
-
 @trace_app.command("inspect")
 def trace_inspect(
-    path: str = typer.Argument(..., help="Trace file (format auto-detected from its header), "
+    path: str = typer.Argument(..., metavar="PATH", help="Trace file (format auto-detected from its header), "
                                "PATH?key=value&... with reader options, or synthetic:NAME[:key=value,...]."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Force a format (see `kpilot trace formats`)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -174,7 +171,8 @@ def retune(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per Service."),
 ):
     """Re-tune each Service's target on its latest traffic in Prometheus and set it as its
-    kpilot.dev/base-target (band 1): run it from a CronJob (manifests/retune)."""
+    kpilot.dev/base-target (band 1 where the Service has none): run it from a CronJob
+    (manifests/retune)."""
     import dataclasses
     import json
 
@@ -220,7 +218,10 @@ def retune(
     else:
         from rich.table import Table
 
-        table = Table(title=f"kpilot retune: {namespace}, the last {over} of traffic (cost per request)")
+        table = Table(title=f"kpilot retune: {namespace}, the last {over} of traffic (cost per request)",
+                      caption=None if apply else "without --apply no Service is read: --apply keeps a band "
+                      "already on a Service (and skips paused ones) where these lines would set band 1",
+                      caption_justify="left")
         for column in ("service", "requests", "target", "cost", "applied" if apply else "to set"):
             table.add_column(column, justify="left" if column in ("service", "applied", "to set") else "right")
         for r in results:
@@ -450,7 +451,7 @@ def demo(
                                        "(default runs/demo-policy)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for the replays."),
 ):
-    """Evaluate the shipped policy against KPA defaults, the static grid and the tuned rule on the
+    """Evaluate the shipped policy against KPA defaults, the static grid and the calibrated rule on the
     bundled workload (a held-out seed of synthetic:demo), and print the table."""
     from kpilot.evaluate.session import DEMO_TRACE, REPO_DEFAULT_POLICY, demo_table
 
@@ -462,7 +463,7 @@ def demo(
         from kpilot.train.trainer import train_quick
 
         out = out or Path("runs/demo-policy")
-        train_quick(out)
+        train_quick(out, log=lambda m: err_console.print(m, markup=False))   # the table alone on stdout
         policy_dir = out
     console = out_console()
     console.print(demo_table(policy_dir, DEMO_TRACE, seed))
@@ -515,10 +516,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except Exception as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
-            # A group run without a command: the help is the whole answer (Typer's Rich help is
-            # already printed; plain Click's is the message), with Click's exit code 2.
+            # A group run without a command: its help (the message) is the whole answer, on
+            # stdout as --help prints it, with Click's exit code 2.
             if exc.format_message().strip():
-                err_console.print(exc.format_message(), markup=False)
+                typer.echo(exc.format_message().rstrip("\n"))
             sys.exit(exc.exit_code)
         # Usage errors (unknown option, bad value) come from the CLI parser Typer bundles;
         # they carry format_message() and exit_code 2. Render them as one line too.

@@ -43,7 +43,9 @@ def load_configuration():
         try:
             config.load_kube_config(client_configuration=configuration)
         except (config.ConfigException, OSError) as exc:
-            raise NoCredentials(f"{NONE} ({exc})") from None
+            # The library does not say which file it looked for: $KUBECONFIG, or its default.
+            where = config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+            raise NoCredentials(f"{NONE} (kubeconfig {where}: {exc})") from None
         except (yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError) as exc:
             # Not YAML, binary, bad base64 in certificate-authority-data (ValueError: Unicode and
             # base64 errors), or YAML of another shape (a list, a cluster that is a string).

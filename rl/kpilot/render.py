@@ -1,8 +1,16 @@
-"""Terminal tables shared by simulate, evaluate and demo."""
+"""Terminal tables shared by simulate, evaluate and demo, and the console they print on."""
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.table import Table
+
+
+def out_console() -> Console:
+    """stdout console; wide enough for the metrics tables even when piped (rich would cut them
+    at 80 columns in a file)."""
+    console = Console()
+    return console if console.is_terminal and console.width >= 150 else Console(width=160)
 
 COLUMNS = (
     ("policy", "policy", "{}"),

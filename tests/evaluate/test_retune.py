@@ -67,6 +67,8 @@ def test_each_services_target_comes_from_its_own_traffic(prometheus):
     assert (f"kubectl annotate ksvc api -n shop --overwrite kpilot.dev/base-target={rows['api']['target']:g} "
             "kpilot.dev/band=1") in table.stdout
     assert "too little traffic" in table.stdout
+    # Pasted, these lines would replace a band --apply keeps: the table says so.
+    assert "--apply keeps a band already on a Service" in " ".join(table.stdout.split())
 
 
 def test_a_service_without_durations_is_not_given_a_made_up_target(prometheus):

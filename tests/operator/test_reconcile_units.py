@@ -593,6 +593,7 @@ def test_no_credentials_is_one_line_before_the_operator_starts(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("kpilot: error: no Kubernetes credentials: neither a ServiceAccount nor a kubeconfig")
+    assert f"(kubeconfig {tmp_path / 'none'}: " in line        # which file it looked for
 
 
 def test_without_prometheus_concurrency_is_inverted_at_the_revisions_utilization():

@@ -110,8 +110,11 @@ def test_select_after_keeps_only_late_checkpoints(tiny_config, tmp_path):
     cfg = tiny_config(total_timesteps=512, eval={"every_timesteps": 128, "select_after": 0.6,
                                                  "rule_grid": {"hi_s": [1.0], "down": [0.5], "up": [1.5]}})
     summary = train(cfg, tmp_path / "policy", run_dir=tmp_path / "run", progress=False, log=lines.append)
-    validated = [(int(m[1]), m[2]) for m in (re.match(r"validation at (\d+): .*?( \(.*\))?$", ln) for ln in lines) if m]
+    validated = [(int(m[1]), m[2]) for m in (re.match(r"validation (?:of the final model )?at (\d+): .*?( \(.*\))?$", ln)
+                                                   for ln in lines) if m]
     assert [t for t, _ in validated][:4] == [128, 256, 384, 512]
+    # The final model's validation, at the same step count as the last one, says which it is.
+    assert sum(ln.startswith("validation of the final model at 512: ") for ln in lines) == 1
     # The first validation always beats "nothing yet", but at 128 of 512 steps it is too early.
     assert validated[0][1] == " (too early to keep)"
     assert all(note != " (best so far, saved)" for t, note in validated if t < 0.6 * 512)
@@ -122,7 +125,7 @@ def test_select_after_keeps_only_late_checkpoints(tiny_config, tmp_path):
 
     (tb,) = (tmp_path / "run" / "tb").iterdir()
     events = EventAccumulator(str(tb)).Reload().Scalars("eval/cost_vs_best_static")
-    logged = [(int(m[1]), float(m[2])) for m in (re.match(r"validation at (\d+): cost / best static = ([\d.]+)", ln)
+    logged = [(int(m[1]), float(m[2])) for m in (re.match(r"validation (?:of the final model )?at (\d+): cost / best static = ([\d.]+)", ln)
                                                  for ln in lines) if m]
     assert len(logged) == 5 and [(e.step, round(e.value, 3)) for e in events] == logged
 
@@ -231,7 +234,7 @@ def test_resume_keeps_the_better_policy_when_only_policy_json_records_it(tiny_ru
     resumed = train(tiny_config(total_timesteps=384), copy, run_dir=tmp_path / "run",
                     resume=run / "checkpoints" / "ppo_128_steps.zip", progress=False, log=logged.append)
     validations = [(float(m.split("= ")[1].split()[0]), "saved" in m) for m in logged
-                   if m.startswith("validation at")]
+                   if m.startswith("validation ")]
     assert validations                                   # the resumed run did validate
     # Only a validation better than the one policy.json records may replace it.
     assert all(cost < best["cost_vs_best_static"] for cost, saved in validations if saved), validations
@@ -328,7 +331,7 @@ def test_resume_into_an_artifact_beats_it_on_this_runs_validation_windows(tiny_r
     (line,) = [m for m in lines if m.startswith(f"the artifact in {copy} scores ")]
     rescored = float(line.split(" scores ")[1].split()[0])
     assert rescored != pytest.approx(recorded, abs=1e-3)          # other windows, another figure
-    saved = [float(m.split("= ")[1].split()[0]) for m in lines if m.startswith("validation at") and "saved" in m]
+    saved = [float(m.split("= ")[1].split()[0]) for m in lines if m.startswith("validation ") and "saved" in m]
     assert all(cost < rescored + 5e-4 for cost in saved)
     assert resumed["best_validation"]["cost_vs_best_static"] <= rescored + 5e-4
 

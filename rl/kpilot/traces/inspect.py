@@ -62,8 +62,9 @@ def inspect_command(path, fmt: str | None, json_out: bool) -> None:
     if json_out:
         print(json.dumps(stats))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from kpilot.render import out_console
 
     table = Table(title=str(stats.get("source")), show_header=True)
     table.add_column("statistic")
@@ -72,4 +73,4 @@ def inspect_command(path, fmt: str | None, json_out: bool) -> None:
         if key == "source":
             continue
         table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    out_console().print(table)

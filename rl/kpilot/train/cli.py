@@ -98,7 +98,7 @@ def evaluate_command(
                                    "(60: what `kpilot tune` reads from `kpilot trace from-prometheus`), or 0: "
                                    "every request with its own timing."),
 ):
-    """Replay traces under the policy, KPA defaults, static targets and the tuned rule; compare."""
+    """Replay traces under the policy, KPA defaults, static targets and the calibrated rule; compare."""
     from kpilot.traces.prometheus_export import parse_duration
     from kpilot.evaluate.runner import check_metrics, parse_band, parse_baselines
     from kpilot.evaluate.session import run_evaluation
@@ -128,7 +128,7 @@ def evaluate_command(
     if json_out:
         print(json.dumps(result.rows, indent=1))
     else:
-        from kpilot.cli import out_console
+        from kpilot.render import out_console
         from kpilot.evaluate.report import summary_table
 
         out_console().print(summary_table(result.rows))
@@ -171,7 +171,8 @@ def tune_command(
     if json_out:
         print(json.dumps(rows, indent=1))
     else:
-        from kpilot.cli import err_console, out_console
+        from kpilot.cli import err_console
+        from kpilot.render import out_console
 
         console = out_console()
         console.print(recommendation_table(rows))

@@ -517,7 +517,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     state = {"best": previous_best, "t0": time.perf_counter(),
              "steps0": model.num_timesteps}
 
-    def validate_and_keep():
+    def validate_and_keep(final: bool = False):
         result = validator(export_policy(model, vecnorm, cfg.action_spec, {}, econf.observation_version))
         model.logger.record("eval/cost_vs_best_static", result["cost_vs_best_static"])
         # Written now, at the step validated: SB3 would write it only at the next rollout's end, a
@@ -531,7 +531,9 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
             state["best"] = {**result, "timesteps": int(model.num_timesteps)}
             _write_artifact(out, model, vecnorm, cfg, manifest(state["best"]))
         note = " (best so far, saved)" if better and eligible else " (too early to keep)" if better else ""
-        log(f"validation at {model.num_timesteps}: cost / best static = {result['cost_vs_best_static']:.3f}{note}")
+        # The final model is validated after the last update, at the step count of the last validation.
+        what = f"validation of the final model at {model.num_timesteps}" if final else f"validation at {model.num_timesteps}"
+        log(f"{what}: cost / best static = {result['cost_vs_best_static']:.3f}{note}")
 
     class Periodic(BaseCallback):
         """Env steps/s (CleanRL's SPS) every rollout; validation every eval.every_timesteps."""
@@ -567,7 +569,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     sps = (model.num_timesteps - state["steps0"]) / max(1e-9, wall)
     # The final model is a candidate too (and the only one when validation is off).
     if validator is not None:
-        validate_and_keep()
+        validate_and_keep(final=True)
     else:
         _write_artifact(out, model, vecnorm, cfg, manifest(None))
     # Always keep the final state resumable, whatever was selected as best.
