@@ -311,3 +311,17 @@ def test_a_group_without_a_command_prints_its_help_and_no_error(group):
 def test_demo_refuses_out_without_train(tmp_path):
     line = one_error(kpilot("demo", "--out", tmp_path / "pol"), "option --out: ")
     assert "only with --train" in line and not (tmp_path / "pol").exists()
+
+
+@pytest.mark.parametrize("option, value, names", [
+    ("--band", "2", "rl-in-band or rl-or-tuned"),
+    ("--tune-bin", "60", "static-tuned, rl-in-band or rl-or-tuned"),
+    ("--retune-every", "10m", "static-rolling"),
+    ("--retune-over", "1h", "static-rolling"),
+    ("--retune-bin", "15", "static-rolling"),
+])
+def test_an_option_for_a_baseline_not_asked_for_is_refused_not_ignored(option, value, names):
+    # Each exited 0 having changed nothing, as --warmup without --window once did.
+    line = one_error(kpilot("evaluate", "--trace", TRACE, "--baselines", "kpa,static:1", option, value),
+                     f"option {option}: ")
+    assert line.endswith(f"applies only to {names}, which --baselines does not ask for")

@@ -84,23 +84,28 @@ def evaluate_command(
     metrics: str = typer.Option("prometheus", "--metrics", help="What the policy reads, as the operator's "
                                 "metrics source: prometheus (everything) or kubernetes (PodAutoscaler "
                                 "status only: no request rate or latency)."),
-    band: str = typer.Option("1.5", "--band", help="rl-in-band and rl-or-tuned: keep the policy within this "
-                             "factor of the tuned target (a number >= 1), or none."),
-    retune_every: str = typer.Option("20m", "--retune-every", help="static-rolling: re-tune this often "
-                                     "(a duration: 90s, 20m, 1h)."),
-    retune_over: str = typer.Option("96m", "--retune-over", help="static-rolling: on this much of the "
-                                    "latest traffic (a duration)."),
-    retune_bin: float = typer.Option(60.0, "--retune-bin", help="static-rolling: the traffic as Prometheus "
-                                     "keeps it, in bins of this many seconds (as `kpilot retune` reads it), or "
-                                     "0: every request with its own timing (an access log)."),
-    tune_bin: float = typer.Option(0.0, "--tune-bin", help="static-tuned, rl-in-band and rl-or-tuned: tune on "
-                                   "the earlier window as Prometheus keeps it, in bins of this many seconds "
-                                   "(60: what `kpilot tune` reads from `kpilot trace from-prometheus`), or 0: "
-                                   "every request with its own timing."),
+    band: Optional[str] = typer.Option(None, "--band", help="rl-in-band and rl-or-tuned: keep the policy within "
+                                       "this factor of the tuned target (a number >= 1), or none (default 1.5)."),
+    retune_every: Optional[str] = typer.Option(None, "--retune-every", help="static-rolling: re-tune this often "
+                                               "(a duration: 90s, 20m, 1h; default 20m)."),
+    retune_over: Optional[str] = typer.Option(None, "--retune-over", help="static-rolling: on this much of the "
+                                              "latest traffic (a duration: 90m, 2h; default 96m)."),
+    retune_bin: Optional[float] = typer.Option(None, "--retune-bin", help="static-rolling: the traffic as "
+                                               "Prometheus keeps it, in bins of this many seconds (as `kpilot "
+                                               "retune` reads it; default 60), or 0: every request with its own "
+                                               "timing (an access log)."),
+    tune_bin: Optional[float] = typer.Option(None, "--tune-bin", help="static-tuned, rl-in-band and rl-or-tuned: "
+                                             "tune on the earlier window as Prometheus keeps it, in bins of this "
+                                             "many seconds (60: what `kpilot tune` reads from `kpilot trace "
+                                             "from-prometheus`), or 0: every request with its own timing (the "
+                                             "default)."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the calibrated rule; compare."""
     from kpilot.traces.prometheus_export import parse_duration
-    from kpilot.evaluate.runner import check_metrics, parse_band, parse_baselines
+    from kpilot.action import DEFAULT_BAND
+    from kpilot.evaluate.rolling import DEFAULT_BIN_S, DEFAULT_EVERY_S, DEFAULT_OVER_S
+    from kpilot.evaluate.rolling import NAME as ROLLING
+    from kpilot.evaluate.runner import CHOICE, IN_BAND, TUNED_BASELINES, check_metrics, parse_band, parse_baselines
     from kpilot.evaluate.session import run_evaluation
     from kpilot.train.split import parse_window
 
@@ -114,15 +119,25 @@ def evaluate_command(
     if not math.isfinite(time_of_day_shift):
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
     check_metrics(metrics)
-    band_factor = parse_band(band)
+    # An option for a baseline not asked for would be ignored: refused, as --warmup without --window is.
+    for option, given, applies_to in (("--band", band, (IN_BAND, CHOICE)), ("--tune-bin", tune_bin, TUNED_BASELINES),
+                                      ("--retune-every", retune_every, (ROLLING,)),
+                                      ("--retune-over", retune_over, (ROLLING,)), ("--retune-bin", retune_bin, (ROLLING,))):
+        if given is not None and not set(applies_to) & set(chosen):
+            names = applies_to[0] if len(applies_to) == 1 else f"{', '.join(applies_to[:-1])} or {applies_to[-1]}"
+            raise ConfigError(f"applies only to {names}, which --baselines does not ask for", option=option)
+    band_factor = parse_band(band) if band is not None else DEFAULT_BAND
     if policy is None and not chosen:
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
     result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
                             time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
                             report_dir=report, metrics=metrics, band=band_factor,
-                            retune_every_s=parse_duration(retune_every, "--retune-every"),
-                            retune_over_s=parse_duration(retune_over, "--retune-over"), retune_bin_s=retune_bin,
-                            tune_bin_s=tune_bin)
+                            retune_every_s=parse_duration(retune_every, "--retune-every") if retune_every
+                            else DEFAULT_EVERY_S,
+                            retune_over_s=parse_duration(retune_over, "--retune-over") if retune_over
+                            else DEFAULT_OVER_S,
+                            retune_bin_s=DEFAULT_BIN_S if retune_bin is None else retune_bin,
+                            tune_bin_s=0.0 if tune_bin is None else tune_bin)
     for note in result.notes:
         Console(stderr=True).print(f"kpilot: note: {note}", markup=False, soft_wrap=True)
     if json_out:
