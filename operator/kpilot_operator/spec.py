@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from kpilot.action import valid_band
+from kpilot.action import DEFAULT_INTERVAL_S, valid_band
 
 GROUP = "kpilot.dev"
 VERSION = "v1alpha1"
@@ -18,7 +18,6 @@ KIND = "AutoscalingPolicy"
 
 MODES = ("Enforce", "DryRun", "Off")
 DEFAULT_MODE = "DryRun"
-DEFAULT_INTERVAL_S = 30
 DEFAULT_MAX_STEP_RATIO = 0.5   # for policies that carry no step limit of their own
 # A policy is trained and evaluated changing the target at every decision, within its own step
 # limit: a cooldown longer than the decision interval runs it in a way nobody measured.

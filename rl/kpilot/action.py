@@ -39,6 +39,8 @@ def limit_step(proposed, current, max_step_ratio: float) -> np.ndarray:
     return np.clip(np.asarray(proposed, dtype=np.float64), current / factor, current * factor)
 
 
+DEFAULT_INTERVAL_S = 30.0   # seconds between a policy's decisions: training's, a replay's and the operator's default
+
 # The Service annotations that carry a band to the operator (`kpilot tune` prints them).
 BASE_TARGET_ANNOTATION = "kpilot.dev/base-target"
 BAND_ANNOTATION = "kpilot.dev/band"

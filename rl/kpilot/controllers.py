@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kpilot.action import DEFAULT_INTERVAL_S
 from kpilot.errors import ConfigError
 from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, METRICS_SOURCES, encode, pod_autoscaler_readings
 from kpilot.policy import ExportedPolicy, load_policy
 from kpilot.sim.replay import KpaDefault, StaticTarget
 
-DEFAULT_INTERVAL_S = 30.0      # seconds between a policy's decisions, the operator's default too
 
 
 @dataclass

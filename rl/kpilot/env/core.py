@@ -54,6 +54,9 @@ from kpilot.sim.config import PodConfig, SimConfig
 from kpilot.traces.model import Trace
 
 
+# The action space of one episode: the policy's output, mapped to a target by `ActionSpec`.
+ACTION_SPACE = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
 # Simulator capacity per episode, smaller than a full replay's: 64 episodes share memory. Not a
 # Knative setting; `kpilot train` applies it under the config's own `sim:` too.
 TRAINING_CAPACITY = {"max_pods": 192, "unlimited_in_service": 256, "queue_capacity": 20_000}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from kpilot.env.core import BatchedAutoscalingEnv, EnvConfig
+from kpilot.env.core import ACTION_SPACE, BatchedAutoscalingEnv, EnvConfig
 
 
 class KnativeAutoscalingEnv(gym.Env):
@@ -20,7 +20,7 @@ class KnativeAutoscalingEnv(gym.Env):
         # Unseeded, episodes come from OS entropy: two envs must not replay the same windows.
         self.core = BatchedAutoscalingEnv(1, self.config, seed=None, traces=traces)
         self.observation_space = self.core.observation_space
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.action_space = ACTION_SPACE
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

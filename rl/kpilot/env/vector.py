@@ -16,8 +16,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from kpilot.env.core import BatchedAutoscalingEnv, EnvConfig
-ACTION_SPACE = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+from kpilot.env.core import ACTION_SPACE, BatchedAutoscalingEnv, EnvConfig
 
 
 class KnativeAutoscalingVecEnv(VecEnv):
