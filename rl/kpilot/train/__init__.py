@@ -4,5 +4,6 @@
     kpilot.train.split    train / validation / test windows by time
     kpilot.train.trainer  train(config, out, ...)
     kpilot.train.export   SB3 model -> policy.json
-    kpilot.train.cli      the `train` and `evaluate` commands
+    kpilot.train.cli      the `train`, `evaluate` and `tune` commands (here, not in kpilot.evaluate,
+                          whose package import loads the simulator: `kpilot --help` stays quick)
 """
