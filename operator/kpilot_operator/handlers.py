@@ -128,8 +128,7 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
     state: TickState = memo.setdefault("tick", TickState())
     runtime: Runtime = memo.runtime
     now = runtime.clock()
-    # An edited spec (Off above all: the way back out) is acted on at once, not an interval later.
-    if (now < state.next_due and meta.get("generation") == state.generation) or memo.get("deleting"):
+    if not state.due(now, meta.get("generation")) or memo.get("deleting"):
         return
     interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
     policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": dict(meta)}
@@ -145,8 +144,7 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
             # Kopf applies the patch on a retried attempt too: Ready stops claiming the last good tick.
             patch.status.update(unavailable_status(state, f"Knative objects unreadable: {exc}", now))
             raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=min(interval, 5.0))
-    state.next_due = now + interval
-    state.generation = generation
+    state.ticked(now, interval, generation)
     status["observedGeneration"] = generation
     patch.status.update(status)
 

@@ -56,6 +56,14 @@ class TickState:
     generation: int | None = None    # of the spec last ticked on: a new one ticks at once
     reported: list[dict] = field(default_factory=list)   # the last tick's conditions but Ready
 
+    def due(self, now: float, generation: int | None) -> bool:
+        """Whether a decision is due: its interval has passed, or the spec changed since the last
+        tick (an edit, Off above all, the way back out, acts at once, not an interval later)."""
+        return now >= self.next_due or generation != self.generation
+
+    def ticked(self, now: float, interval_s: float, generation: int | None) -> None:
+        self.next_due, self.generation = now + interval_s, generation
+
 
 def unavailable_status(state: TickState, message: str, now: float) -> dict:
     """The status of a tick that could not read the Knative objects: not Ready; the other
