@@ -14,10 +14,13 @@ from __future__ import annotations
 import math
 
 from kpilot.errors import ConfigError
+from kpilot.sim.config import KpaConfig
 from kpilot.traces import Trace
 
 
-WARMUP_TICK_S = 2.0
+# A warm-up is whole autoscaler ticks (KpaConfig.tick_s, Knative's fixed 2 s): the scored window
+# then starts on a tick, as every policy's replay of it does.
+WARMUP_TICK_S = KpaConfig().tick_s
 
 
 def time_window(trace: Trace, lo: float, hi: float, *, warmup_s: float = 0.0) -> Trace:
