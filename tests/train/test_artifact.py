@@ -376,6 +376,15 @@ def test_a_trace_too_short_for_a_window_is_left_out_with_a_note(tiny_config, tmp
                for m in lines)
     manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())["manifest"]
     assert [t["source"].split(":")[1] for t in manifest["training_traces"]] == ["bursty"]
+    assert not any("shorter than an episode" in m for m in lines)     # left out: one note is enough
+    # A trace whose training window is shorter than an episode is used, and said to leave it idle.
+    short = tmp_path / "short.csv"
+    short.write_text("timestamp,duration\n" + "".join(f"{t},0.2\n" for t in range(400)))
+    lines = []
+    train(tiny_config(total_timesteps=128, env={"traces": [str(short)], "synthetic": [], "episode_s": 300}),
+          tmp_path / "s", run_dir=tmp_path / "run3", progress=False, log=lines.append)
+    assert (f"note: {short}: its training window is 280 s, shorter than an episode (env.episode_s 300 s): its "
+            "episodes are idle for the rest") in lines
     with pytest.raises(ConfigError) as err:
         train(tiny_config(env={"traces": [str(one)], "synthetic": []}), tmp_path / "q", run_dir=tmp_path / "r2",
               progress=False, log=lambda m: None)

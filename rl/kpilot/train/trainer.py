@@ -426,6 +426,12 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     s = cfg.split
     traces = [load_trace(spec, seed=cfg.seed) for spec in specs]
     train_w = usable_windows(specs, traces, s.train, "training", log=log)
+    for spec, trace in zip(specs, traces):
+        window_s = (s.train[1] - s.train[0]) * trace.recorded_span_s
+        if 0 < window_s < cfg.env.episode_s and has_scored_requests(time_window(trace, *s.train)):
+            # An episode runs its full length: idle after the window.
+            log(f"note: {spec}: its training window is {window_s:.0f} s, shorter than an episode (env.episode_s "
+                f"{cfg.env.episode_s:g} s): its episodes are idle for the rest")
     val_w = usable_windows(specs, traces, s.validation, "validation", warmup_s=cfg.eval.warmup_s, log=log)
     if not train_w:
         raise ConfigError(f"no trace has 2 or more requests in its training window {s.train[0]:g}:{s.train[1]:g} "
