@@ -231,7 +231,11 @@ class Assert:
 
 @dataclass(frozen=True)
 class Restore:
-    """Put back what the holder had before the operator touched it."""
+    """Put back what the holder had before the operator touched it, while `owner` (the policy
+    recorded when the decision was made; None: any) still owns it: recomputed after a conflict,
+    a restore never undoes another policy's take-over made in between."""
+
+    owner: str | None = None
 
 
 def annotation_delta(annotations: Mapping[str, str], intent: Assert | Restore) -> dict[str, str | None]:
@@ -245,7 +249,7 @@ def annotation_delta(annotations: Mapping[str, str], intent: Assert | Restore) -
     original, owner = recorded(annotations, ORIGINAL), recorded(annotations, OWNER)
     legacy = {old: None for old in LEGACY.values() if old in annotations}   # moved on any write
     if isinstance(intent, Restore):
-        if original is None:
+        if original is None or (intent.owner is not None and owner != intent.owner):
             return {}
         return {TARGET: None if original == ABSENT else original,
                 ORIGINAL: None, OWNER: None, CHANGED_AT: None, **legacy}
@@ -370,7 +374,7 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
             # then is resolved as any target is (an unreadable one: the default).
             original = holder.original
             after = replace(holder, annotations={**holder.annotations, TARGET: original})
-            writes.append(Write(holder, Restore(), service, reason, holder.current_target,
+            writes.append(Write(holder, Restore(holder.owner), service, reason, holder.current_target,
                                 None if original == ABSENT else after.current_target))
 
     def assert_target(holder: Holder, service: str, reason: str, previous: float, target: float) -> None:

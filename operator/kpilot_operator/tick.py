@@ -316,7 +316,7 @@ async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "Pol
     except ApiError as exc:
         raise ApiUnavailable(str(exc)) from None
     owned = [h for h in holders.values() if h.owner == name and h.service not in keep_services]
-    writes = [Write(h, Restore(), h.service, reason, h.current_target, None) for h in owned]
+    writes = [Write(h, Restore(h.owner), h.service, reason, h.current_target, None) for h in owned]
     failures, _ = await apply_writes(rt, writes)
     for i, error in failures.items():
         logging.getLogger(__name__).warning("restore of %s failed: %s", writes[i].holder.name, error)

@@ -80,3 +80,16 @@ def test_render_mode_is_accepted_as_gymnasium_passes_it():
     env = gym.make(ENV_ID, config=SHORT, traces=[TRACE], render_mode=None)
     assert env.reset(seed=0)[0].shape == env.observation_space.shape
     assert KnativeAutoscalingEnv(SHORT, traces=[TRACE], render_mode="rgb_array").render_mode == "rgb_array"
+
+
+def test_each_gymnasium_env_has_its_own_action_space():
+    # One shared Box: seeding one env's action space re-seeded every other env's samples.
+    trace = synthetic_trace("poisson", {"rate": 2, "duration": 600}, seed=1)
+    a, b = (KnativeAutoscalingEnv(EnvConfig(episode_s=300.0), traces=[trace]) for _ in range(2))
+    v = KnativeAutoscalingVectorEnv(2, EnvConfig(episode_s=300.0), traces=[trace])
+    a.action_space.seed(1)
+    first = a.action_space.sample()
+    a.action_space.seed(1)
+    b.action_space.seed(2)
+    v.single_action_space.seed(3)
+    assert a.action_space.sample() == first

@@ -325,3 +325,11 @@ def test_an_option_for_a_baseline_not_asked_for_is_refused_not_ignored(option, v
     line = one_error(kpilot("evaluate", "--trace", TRACE, "--baselines", "kpa,static:1", option, value),
                      f"option {option}: ")
     assert line.endswith(f"applies only to {names}, which --baselines does not ask for")
+
+
+@pytest.mark.parametrize("option", ["--retune-every", "--retune-over"])
+def test_an_empty_duration_is_refused_not_taken_for_the_default(option):
+    # An unset shell variable ($EVERY) ran with the default, silently.
+    line = one_error(kpilot("evaluate", "--trace", TRACE, "--baselines", "static-rolling", f"{option}="),
+                     f"option {option}: ")
+    assert line.endswith("got ''")

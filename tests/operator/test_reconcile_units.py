@@ -79,6 +79,11 @@ def test_assert_records_original_once_and_restore_puts_it_back():
                                                   CHANGED_AT: None}
     assert annotation_delta({TARGET: "40", ORIGINAL: ABSENT, OWNER: "p"}, Restore())[TARGET] is None
     assert annotation_delta({TARGET: "70"}, Restore()) == {}          # never touched: nothing to do
+    # A restore decided for a gone policy's revision, recomputed after a live policy took it over
+    # in between (a conflict), leaves the take-over alone; for the owner it was decided for, it restores.
+    taken = {TARGET: "40", ORIGINAL: "70", OWNER: "live"}
+    assert annotation_delta(taken, Restore("gone")) == {}
+    assert annotation_delta(taken, Restore("live"))[TARGET] == "70"
 
 
 def test_a_write_recomputed_after_a_conflict_respects_what_changed_in_between():

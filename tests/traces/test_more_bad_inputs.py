@@ -275,4 +275,10 @@ def test_a_header_in_another_case_names_the_format_it_would_be(tmp_path):
     f.write_text("Timestamp,Duration\n0,0.1\n1,0.2\n")
     line = one_error_line(kpilot("trace", "inspect", f))
     assert line == (f"kpilot: error: {f}, line 1: unknown trace format (header: Timestamp, Duration): column names "
-                    "are matched exactly; in lower case without spaces they would be the generic format's (timestamp)")
+                    "are matched exactly; written as timestamp they would be the generic format's")
+    # A format whose columns have capitals is named too (the hint compared them lower-cased with capitals).
+    llm = tmp_path / "llm.csv"
+    llm.write_text("Timestamp,contexttokens,generatedtokens\n2023-11-16 18:15:46.6805900,374,44\n")
+    assert "written as ContextTokens, GeneratedTokens, TIMESTAMP they would be the azure-llm format's" in \
+        one_error_line(kpilot("trace", "inspect", llm))
+

@@ -477,8 +477,8 @@ def test_a_policy_too_large_for_kubectl_apply_is_named_with_the_way_to_deploy_it
     assert 256 * 1024 < size < 1024 * 1024
     notes = [ln for ln in lines if "policy.json is" in ln]
     assert notes == [f"note: policy.json is {size / 1024:,.0f} KiB: `kubectl apply` (and `apply -k manifests/`) "
-                     "stores a copy in an annotation of at most 256 KiB and refuses it; deploy it with `kubectl "
-                     "apply --server-side` or `kubectl create configmap`"]
+                     "stores a copy, escaped, in an annotation of at most 256 KiB and may refuse it; deploy it with "
+                     "`kubectl apply --server-side` or `kubectl create configmap`"]
     # A network of the default size says nothing.
     small = []
     train(tiny_config(eval={"every_timesteps": 0}, total_timesteps=128), tmp_path / "small",

@@ -5,6 +5,8 @@ See kpilot.env.core for the action, observation, reward and episode definitions.
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 
@@ -20,7 +22,7 @@ class KnativeAutoscalingEnv(gym.Env):
         # Unseeded, episodes come from OS entropy: two envs must not replay the same windows.
         self.core = BatchedAutoscalingEnv(1, self.config, seed=None, traces=traces)
         self.observation_space = self.core.observation_space
-        self.action_space = ACTION_SPACE
+        self.action_space = copy.deepcopy(ACTION_SPACE)     # its own: seeding one env's must not seed another's
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

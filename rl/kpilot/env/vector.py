@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
@@ -23,7 +25,7 @@ class KnativeAutoscalingVecEnv(VecEnv):
     def __init__(self, num_envs: int = 64, config: EnvConfig | None = None, *, seed: int = 0,
                  traces=None):
         self.core = BatchedAutoscalingEnv(num_envs, config, seed=seed, traces=traces)
-        super().__init__(num_envs, self.core.observation_space, ACTION_SPACE)
+        super().__init__(num_envs, self.core.observation_space, copy.deepcopy(ACTION_SPACE))
         self._actions = np.zeros(num_envs)
 
     def reset(self):
@@ -74,9 +76,9 @@ class KnativeAutoscalingVectorEnv(gym.vector.VectorEnv):
         # Unseeded, episodes come from OS entropy: two vector envs must not replay the same windows.
         self.core = BatchedAutoscalingEnv(num_envs, config, seed=None, traces=traces)
         self.single_observation_space = self.core.observation_space
-        self.single_action_space = ACTION_SPACE
+        self.single_action_space = copy.deepcopy(ACTION_SPACE)   # its own, as each env's is
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self.action_space = gym.vector.utils.batch_space(ACTION_SPACE, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:     # one generator draws every slot's episodes: a list seeds it whole

@@ -132,10 +132,10 @@ def evaluate_command(
     result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
                             time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
                             report_dir=report, metrics=metrics, band=band_factor,
-                            retune_every_s=parse_duration(retune_every, "--retune-every") if retune_every
-                            else DEFAULT_EVERY_S,
-                            retune_over_s=parse_duration(retune_over, "--retune-over") if retune_over
-                            else DEFAULT_OVER_S,
+                            retune_every_s=DEFAULT_EVERY_S if retune_every is None
+                            else parse_duration(retune_every, "--retune-every"),
+                            retune_over_s=DEFAULT_OVER_S if retune_over is None
+                            else parse_duration(retune_over, "--retune-over"),
                             retune_bin_s=DEFAULT_BIN_S if retune_bin is None else retune_bin,
                             tune_bin_s=0.0 if tune_bin is None else tune_bin)
     for note in result.notes:
