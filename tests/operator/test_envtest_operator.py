@@ -123,13 +123,9 @@ async def test_revision_path_dryrun_enforce_new_revision_override_and_off(
                          and annotations(env, ns, "svc-a-00001").get(TARGET) == "70", timeout=20, what="restored")
 
 
-@pytest.mark.asyncio
-async def test_revisions_of_a_policy_let_go_by_hand_are_taken_over_and_restored(
-        as_operator, envtest_namespace, policy_file):
-    # Removing a policy's finalizer by hand (the README's way out without an operator) left its
-    # revisions owned by a name nothing answers to: a later policy reported a conflict forever
-    # and nothing could restore them. A live owner still keeps what it manages.
-    env, ns = as_operator, envtest_namespace
+def orphan_beside_a_live_owner(env, ns, policy_file) -> None:
+    """Two Services selected by `p`: orphan's revision managed by policy "old", whose finalizer was
+    removed by hand (gone), owned's by "live", a policy that exists (selecting other Services)."""
     env.create_knative_app(ns, "orphan", service_labels={"kpilot": "on"},
                            revision_annotations={TARGET: "55", ORIGINAL: "70", OWNER: "old"})
     env.create_knative_app(ns, "owned", service_labels={"kpilot": "on"},
@@ -138,6 +134,23 @@ async def test_revisions_of_a_policy_let_go_by_hand_are_taken_over_and_restored(
     live["spec"]["policy"] = {"path": policy_file, "sha256": sha(POLICY40)}
     live["spec"]["selector"] = {"matchLabels": {"kpilot": "elsewhere"}}
     create_policy(env, ns, live)
+
+
+def let_go(env, ns, *names) -> None:
+    """Policies deleted without their finalizer's restore."""
+    for name in names:
+        co(env).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"metadata": {"finalizers": []}})
+        co(env).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+@pytest.mark.asyncio
+async def test_revisions_of_a_policy_let_go_by_hand_are_taken_over_and_restored(
+        as_operator, envtest_namespace, policy_file):
+    # Removing a policy's finalizer by hand (the README's way out without an operator) left its
+    # revisions owned by a name nothing answers to: a later policy reported a conflict forever
+    # and nothing could restore them. A live owner still keeps what it manages.
+    env, ns = as_operator, envtest_namespace
+    orphan_beside_a_live_owner(env, ns, policy_file)
     async with running_operator():
         create_policy(env, ns, path_policy(ns, policy_file, prom_url=None, mode="Enforce"))
         await eventually(lambda: annotations(env, ns, "orphan-00001").get(OWNER) == "p", timeout=20,
@@ -150,9 +163,7 @@ async def test_revisions_of_a_policy_let_go_by_hand_are_taken_over_and_restored(
         await eventually(lambda: annotations(env, ns, "orphan-00001").get(TARGET) == "70"
                          and OWNER not in annotations(env, ns, "orphan-00001"), timeout=20, what="restored")
         assert annotations(env, ns, "owned-00001")[TARGET] == "55"
-    for name in ("p", "live"):   # no operator of a later test should act on these
-        co(env).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"metadata": {"finalizers": []}})
-        co(env).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    let_go(env, ns, "p", "live")   # no operator of a later test should act on these
 
 
 @pytest.mark.asyncio
@@ -161,14 +172,7 @@ async def test_a_policy_created_in_off_restores_what_a_policy_let_go_by_hand_lef
     # The way back after the operator was uninstalled before its policies (their finalizers then
     # removed by hand): a policy created in Off restored nothing, its status said only "Off".
     env, ns = as_operator, envtest_namespace
-    env.create_knative_app(ns, "orphan", service_labels={"kpilot": "on"},
-                           revision_annotations={TARGET: "55", ORIGINAL: "70", OWNER: "old"})
-    env.create_knative_app(ns, "owned", service_labels={"kpilot": "on"},
-                           revision_annotations={TARGET: "55", ORIGINAL: "70", OWNER: "live"})
-    live = autoscaling_policy("live", ns, sha=sha(POLICY40), prom_url=None, mode="DryRun")
-    live["spec"]["policy"] = {"path": policy_file, "sha256": sha(POLICY40)}
-    live["spec"]["selector"] = {"matchLabels": {"kpilot": "elsewhere"}}
-    create_policy(env, ns, live)
+    orphan_beside_a_live_owner(env, ns, policy_file)
     async with running_operator():
         create_policy(env, ns, path_policy(ns, policy_file, prom_url=None, mode="Off"))
         await eventually(lambda: annotations(env, ns, "orphan-00001").get(TARGET) == "70"
@@ -180,9 +184,7 @@ async def test_a_policy_created_in_off_restores_what_a_policy_let_go_by_hand_lef
         await asyncio.sleep(2.5)          # a live owner's revision is its own to restore
         assert annotations(env, ns, "owned-00001")[TARGET] == "55"
         assert annotations(env, ns, "owned-00001")[OWNER] == "live"
-    for name in ("p", "live"):
-        co(env).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"metadata": {"finalizers": []}})
-        co(env).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    let_go(env, ns, "p", "live")
 
 
 @pytest.mark.asyncio
