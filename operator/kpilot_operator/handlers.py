@@ -54,56 +54,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
         memo.owned_api = api
     peering = settings.peering
     if memo.get("owned_api") is not None and peering.mandatory and not peering.standalone:
-        # Cluster-wide: one ClusterKopfPeering. Namespaced (`--namespace`): Kopf pauses each
-        # namespace's watch until a KopfPeering there exists, silently but for a debug line.
+        # Cluster-wide: one ClusterKopfPeering; namespaced (`--namespace`): a KopfPeering in each.
         wheres = [None] if peering.clusterwide else list(memo.get("peering_namespaces") or [])
-        missing = []
-        for where in wheres:
-            kind = "ClusterKopfPeering" if where is None else f"KopfPeering in {where}"
-            try:
-                if await memo.owned_api.ensure_peering(peering.name, where):
-                    logger.info("created the %s %s", kind, peering.name)
-            except kube.ApiError as exc:
-                if where is not None and _namespace_missing(exc, where):
-                    # One namespace not there yet must not hold up the others.
-                    logger.warning("namespace %s does not exist: its policies wait until it does "
-                                   "(its KopfPeering is created then)", where)
-                    missing.append(where)
-                    continue
-                # e.g. the peering CRD, applied with the operator, not served yet: retried.
-                raise kopf.TemporaryError(f"cannot create the {kind} {peering.name}: {exc}", delay=5.0)
+        try:
+            missing = await kube.ensure_peerings(memo.owned_api, peering.name, wheres, logger)
+        except kube.PeeringUnavailable as exc:   # e.g. the peering CRD, applied with the operator, not served yet
+            raise kopf.TemporaryError(str(exc), delay=5.0)
         if missing and memo.get("peering_retry") is None:
             memo.peering_retry = asyncio.create_task(
-                create_peerings_later(memo.owned_api, peering.name, missing, logger))
+                kube.create_peerings_later(memo.owned_api, peering.name, missing, logger))
     port = env_setting("KPILOT_METRICS_PORT")
     if port and not memo.get("metrics_started"):
         start_http_server(port)
         memo.metrics_started = True
         logger.info("operator metrics on :%d/metrics", port)
-
-
-def _namespace_missing(exc: kube.ApiError, namespace: str) -> bool:
-    return exc.status == 404 and f'namespaces "{namespace}" not found' in str(exc)
-
-
-async def create_peerings_later(api: kube.KubeApi, name: str, namespaces: list[str], logger: logging.Logger,
-                                first_delay_s: float = 2.0, max_delay_s: float = 60.0) -> None:
-    """Create the KopfPeering of each namespace that did not exist at start once it does, so that
-    a namespace made after the operator is served without a restart (Kopf's watch of it resumes
-    when its peering appears). Retries back off to a minute; other API errors are logged and
-    retried likewise."""
-    pending, delay = list(namespaces), first_delay_s
-    while pending:
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay_s)
-        for namespace in list(pending):
-            try:
-                if await api.ensure_peering(name, namespace):
-                    logger.info("created the KopfPeering in %s %s", namespace, name)
-                pending.remove(namespace)
-            except kube.ApiError as exc:
-                if not _namespace_missing(exc, namespace):
-                    logger.warning("cannot create the KopfPeering in %s %s yet: %s", namespace, name, exc)
 
 
 @kopf.on.cleanup()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -158,3 +159,53 @@ class KubeApi:
                 raise
             return False
         return True
+
+
+class PeeringUnavailable(Exception):
+    """A peering object that cannot be created yet (its CRD not served, no permission): retried."""
+
+
+def namespace_missing(exc: ApiError, namespace: str) -> bool:
+    return exc.status == 404 and f'namespaces "{namespace}" not found' in str(exc)
+
+
+async def ensure_peerings(api: KubeApi, name: str, namespaces: list[str | None], logger: logging.Logger
+                          ) -> list[str]:
+    """Create Kopf's peering object `name` where it is missing: the ClusterKopfPeering (None) or a
+    KopfPeering in each namespace. Kopf pauses a namespace's watch, silently but for a debug line,
+    until its peering exists. Returns the namespaces that do not exist yet (one must not hold up
+    the others); PeeringUnavailable for any other failure."""
+    missing = []
+    for where in namespaces:
+        kind = "ClusterKopfPeering" if where is None else f"KopfPeering in {where}"
+        try:
+            if await api.ensure_peering(name, where):
+                logger.info("created the %s %s", kind, name)
+        except ApiError as exc:
+            if where is not None and namespace_missing(exc, where):
+                logger.warning("namespace %s does not exist: its policies wait until it does "
+                               "(its KopfPeering is created then)", where)
+                missing.append(where)
+                continue
+            raise PeeringUnavailable(f"cannot create the {kind} {name}: {exc}") from None
+    return missing
+
+
+async def create_peerings_later(api: KubeApi, name: str, namespaces: list[str], logger: logging.Logger,
+                                first_delay_s: float = 2.0, max_delay_s: float = 60.0) -> None:
+    """Create the KopfPeering of each namespace that did not exist at start once it does, so that
+    a namespace made after the operator is served without a restart (Kopf's watch of it resumes
+    when its peering appears). Retries back off to a minute; other API errors are logged and
+    retried likewise."""
+    pending, delay = list(namespaces), first_delay_s
+    while pending:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
+        for namespace in list(pending):
+            try:
+                if await api.ensure_peering(name, namespace):
+                    logger.info("created the KopfPeering in %s %s", namespace, name)
+                pending.remove(namespace)
+            except ApiError as exc:
+                if not namespace_missing(exc, namespace):
+                    logger.warning("cannot create the KopfPeering in %s %s yet: %s", namespace, name, exc)

@@ -877,3 +877,28 @@ def test_the_timers_per_second_success_line_is_dropped_at_info_and_kept_with_ver
     finally:
         objects.removeFilter(routine)
         access.setLevel(level)
+
+
+def test_peerings_a_namespace_not_there_yet_waits_and_another_failure_is_retried_whole():
+    import asyncio
+    import logging
+
+    from kpilot_operator.kube import ApiError, PeeringUnavailable, ensure_peerings
+
+    class Api:
+        def __init__(self, failures):
+            self.failures, self.created = failures, []
+
+        async def ensure_peering(self, name, namespace=None):
+            if namespace in self.failures:
+                raise self.failures[namespace]
+            self.created.append(namespace)
+            return True
+
+    log = logging.getLogger("test")
+    later = Api({"later": ApiError(404, 'namespaces "later" not found')})
+    assert asyncio.run(ensure_peerings(later, "kpilot", ["a", "later", "b"], log)) == ["later"]
+    assert later.created == ["a", "b"]           # one missing namespace does not hold up the others
+    denied = Api({None: ApiError(403, "clusterkopfpeerings is forbidden")})
+    with pytest.raises(PeeringUnavailable, match="cannot create the ClusterKopfPeering kpilot: HTTP 403"):
+        asyncio.run(ensure_peerings(denied, "kpilot", [None], log))
