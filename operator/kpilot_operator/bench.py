@@ -19,7 +19,7 @@ from kpilot.observation import N_FEATURES
 from kpilot.policy import policy_to_bytes, sha256_hex
 from kpilot_operator.knative import KnativeInfo, holders_from, service_view
 from kpilot_operator.metrics import QUERIES_PER_TICK
-from kpilot_operator.reconcile import Assert, Holder, Restore, annotation_delta
+from kpilot_operator.annotations import Assert, Holder, Restore, annotation_delta
 from kpilot_operator.tick import Runtime, TickState, run_tick
 
 NS = "bench"

@@ -21,8 +21,8 @@ from typing import Iterable, Mapping, NoReturn, Protocol
 
 from kpilot.action import is_paused, valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
-from kpilot_operator.reconcile import (BAND, BASE_TARGET, CLUSTER_KEYS, KNATIVE_DEFAULT_TARGET, Assert, Holder,
-                                       Restore, ServiceView, annotation_delta)
+from kpilot_operator.annotations import BAND, BASE_TARGET, CLUSTER_KEYS, KNATIVE_DEFAULT_TARGET, Assert, Holder, Restore, annotation_delta
+from kpilot_operator.reconcile import ServiceView
 from kpilot_operator.spec import GROUP, PLURAL, VERSION, selector_matches, selector_to_query
 
 SERVICES: Resource = ("serving.knative.dev", "v1", "services")

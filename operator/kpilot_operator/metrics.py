@@ -27,7 +27,7 @@ import aiohttp
 
 from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, pod_autoscaler_readings
 from kpilot.promql import counted_from_zero
-from kpilot_operator.reconcile import KNATIVE_DEFAULT_TARGET, Holder
+from kpilot_operator.annotations import KNATIVE_DEFAULT_TARGET, Holder
 
 def _rate(metric: str) -> str:
     """rate() of a queue-proxy counter over the window, a new pod's series counted from zero

@@ -20,7 +20,8 @@ from kpilot_operator.knative import Cluster, KnativeMissing, WriteFailed
 from kpilot_operator.kube import ApiError
 from kpilot_operator.metrics import MetricsUnavailable, PodAutoscalerMetrics, PrometheusMetrics
 from kpilot_operator.policies import PolicyLoader, interval_note
-from kpilot_operator.reconcile import Plan, Restore, Write, decide, with_note
+from kpilot_operator.annotations import Restore
+from kpilot_operator.reconcile import Plan, Write, decide, with_note
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
 FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",

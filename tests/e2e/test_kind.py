@@ -18,7 +18,7 @@ import pytest
 
 from kind_objects import (CONTEXT, NAMESPACE, POLICY, SERVICE, e2e_policy, hello_service, ingress_url,
                           service_host)
-from kpilot_operator.reconcile import ORIGINAL, OWNER
+from kpilot_operator.annotations import ORIGINAL, OWNER
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("KPILOT_KIND_E2E") != "1",

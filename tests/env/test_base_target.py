@@ -96,7 +96,8 @@ def test_episodes_observe_their_base_and_stay_in_its_band():
 
 
 def test_the_operator_feeds_a_version_2_policy_each_services_base_target():
-    from kpilot_operator.reconcile import TARGET, Holder, ServiceView, decide
+    from kpilot_operator.annotations import TARGET, Holder
+    from kpilot_operator.reconcile import ServiceView, decide
     from kpilot_operator.spec import parse_spec
 
     spec = parse_spec({"selector": {}, "policy": {"path": "/p", "sha256": "a" * 64}, "metrics": {"kubernetes": {}},

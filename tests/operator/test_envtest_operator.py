@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from kpilot_operator.reconcile import ORIGINAL, OWNER
+from kpilot_operator.annotations import ORIGINAL, OWNER
 from operator_helpers import eventually, running_operator, use_kubeconfig
 from operator_support import autoscaling_policy, constant_policy_bytes, sha
 

@@ -15,7 +15,7 @@ from kpilot.policy import sha256_hex
 from kpilot_operator import handlers
 from kpilot_operator.bench import InMemoryCluster, serve_prometheus
 from kpilot_operator.metrics import MetricsUnavailable, PrometheusMetrics, without_request_series
-from kpilot_operator.reconcile import ORIGINAL, OWNER, PAUSED, TARGET
+from kpilot_operator.annotations import ORIGINAL, OWNER, PAUSED, TARGET
 from kpilot_operator.tick import Runtime, TickState, run_tick
 
 POLICY = constant_policy_bytes(30.0)

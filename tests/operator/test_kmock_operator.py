@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kpilot_operator.metrics import QUERIES_PER_TICK
-from kpilot_operator.reconcile import ORIGINAL, OWNER
+from kpilot_operator.annotations import ORIGINAL, OWNER
 from operator_helpers import eventually, running_operator
 from operator_support import (PAS, POLICIES, REVISIONS, autoscaling_policy, constant_policy_bytes,
                               knative_pa, knative_revision, knative_service, policy_configmap, sha)

@@ -10,8 +10,9 @@ import pytest
 from kpilot_operator import guardrails
 from kpilot_operator.knative import json_patch_ops, parse_version, service_view, traffic_revisions, write_path_for
 from kpilot_operator.metrics import QUERIES, QUERIES_PER_TICK, assemble, promql
-from kpilot_operator.reconcile import (ABSENT, CHANGED_AT, ORIGINAL, OWNER, TARGET, Assert, Holder, Restore, ServiceView,
-                                       annotation_delta, decide)
+from kpilot_operator.annotations import (ABSENT, CHANGED_AT, ORIGINAL, OWNER, TARGET, Assert, Holder, Restore,
+                                         annotation_delta)
+from kpilot_operator.reconcile import ServiceView, decide
 from kpilot_operator.spec import SpecError, parse_spec, selector_matches, selector_to_query
 from kpilot.policy import policy_from_bytes
 from operator_support import HEALTHY, constant_policy_bytes
@@ -268,7 +269,7 @@ def test_the_clusters_windows_apply_where_a_revision_sets_none():
 
 
 def test_go_durations_read_as_knative_reads_the_window():
-    from kpilot_operator.reconcile import go_duration_s
+    from kpilot_operator.annotations import go_duration_s
 
     assert [go_duration_s(t) for t in ("60s", "1m", "1m30s", "1.5m", "90000ms", "+60s", "0")] == [60, 60, 90, 90, 90, 60, 0]
     assert [round(go_duration_s(t), 9) for t in ("60000000us", "60000000\u00b5s", "60000000000ns")] == [60, 60, 60]
@@ -605,7 +606,7 @@ def test_without_prometheus_concurrency_is_inverted_at_the_revisions_utilization
     import asyncio
 
     from kpilot_operator.metrics import PodAutoscalerMetrics
-    from kpilot_operator.reconcile import UTILIZATION
+    from kpilot_operator.annotations import UTILIZATION
 
     # desiredScale = ceil(concurrency / (target x utilization)): 4 pods at target 10 mean at most
     # 28 requests at Knative's default 70 %, 40 at a revision's own 100 %.
@@ -764,7 +765,7 @@ def test_every_annotation_written_on_a_holder_is_one_knative_keeps_off_the_pods(
 
 
 def test_holders_written_by_an_earlier_version_are_read_and_moved():
-    from kpilot_operator.reconcile import LEGACY
+    from kpilot_operator.annotations import LEGACY
 
     old = {TARGET: "40", LEGACY[ORIGINAL]: "70", LEGACY[OWNER]: "p", LEGACY[CHANGED_AT]: f"{NOW - 5:.0f}"}
     h = holder(**old)
