@@ -98,6 +98,11 @@ def _optional_number(section: dict, key: str, valid, meaning: str, source: str) 
     return float(value)
 
 
+def _newer(what: str, source: str) -> PolicyError:
+    """The error for a setting or value this kpilot does not know (a newer format)."""
+    return PolicyError(f"{what} is unknown to this kpilot ({__version__}); upgrade it to run this policy", path=source)
+
+
 def _refuse_unknown(section, known: set, what: str, source: str) -> None:
     """A setting this kpilot does not know may change how the policy acts (a newer format): running
     the policy without it would differ from what was trained and evaluated, so it is refused."""
@@ -105,8 +110,7 @@ def _refuse_unknown(section, known: set, what: str, source: str) -> None:
         raise TypeError(f"{what} must be a mapping, got {type(section).__name__}")
     unknown = sorted(set(section) - known)
     if unknown:
-        raise PolicyError(f"{what} setting {unknown[0]!r} is unknown to this kpilot "
-                          f"({__version__}); upgrade it to run this policy", path=source)
+        raise _newer(f"{what} setting {unknown[0]!r}", source)
 
 
 def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: str | None = None
@@ -142,8 +146,7 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         where = "action"
         act = doc["action"]
         if act.get("kind") != "log-target":
-            raise PolicyError(f"action kind {act.get('kind')!r} is unknown to this kpilot ({__version__}); "
-                              "upgrade it to run this policy", path=source)
+            raise _newer(f"action kind {act.get('kind')!r}", source)
         _refuse_unknown(act, {"kind", *(f.name for f in fields(ActionSpec))}, "action", source)
         # Both are absent in artifacts from before the step limit and smoothing: None.
         step = _optional_number(act, "max_step_ratio", lambda x: x > 0,
@@ -159,12 +162,10 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         _refuse_unknown(net, {"activation", "layers", "precision"}, "network", source)
         precision = net.get("precision", "float64")      # absent before float32 exports: float64
         if precision not in ("float32", "float64"):
-            raise PolicyError(f"network precision {precision!r} is unknown to this kpilot ({__version__}); "
-                              "upgrade it to run this policy", path=source)
+            raise _newer(f"network precision {precision!r}", source)
         activation = net["activation"]
         if activation not in _ACTIVATIONS:
-            raise PolicyError(f"network activation {activation!r} is unknown to this kpilot ({__version__}); "
-                              "upgrade it to run this policy", path=source)
+            raise _newer(f"network activation {activation!r}", source)
         for i, layer in enumerate(net["layers"]):
             _refuse_unknown(layer, {"weight", "bias"}, f"network layer {i}", source)
         # Weights written as float32 decimals are read back as those float32 values exactly.
