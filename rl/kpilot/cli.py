@@ -296,7 +296,7 @@ def _trained_settings(policy: str) -> tuple[dict, float | None, str | None]:
         return {}, None, None
     from kpilot.errors import PolicyError
     from kpilot.evaluate.runner import load_artifact
-    from kpilot.policy import POLICY_FILE, load_policy
+    from kpilot.policy import load_policy, policy_file
 
     if not Path(policy).exists():
         return {}, None, None       # parse_controller's to report
@@ -309,7 +309,7 @@ def _trained_settings(policy: str) -> tuple[dict, float | None, str | None]:
             return {}, None, None
         raise
     sim = (artifact.manifest.get("config") or {}).get("sim") or {}
-    source = str(Path(policy) / POLICY_FILE if Path(policy).is_dir() else Path(policy))
+    source = str(policy_file(policy))
     return (sim if isinstance(sim, dict) else {}), artifact.interval_s, source
 
 

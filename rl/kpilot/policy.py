@@ -197,11 +197,15 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
     return ExportedPolicy(doc, digest, spec, mean, var, clip, epsilon, layers, activation)
 
 
+def policy_file(path: str | Path) -> Path:
+    """The policy.json a policy path names: the file itself, or an artifact directory's."""
+    p = Path(path)
+    return p / POLICY_FILE if p.is_dir() else p
+
+
 def load_policy(path: str | Path, *, expected_sha256: str | None = None) -> ExportedPolicy:
     """Load an exported policy from a policy.json file or a policy artifact directory."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / POLICY_FILE
+    p = policy_file(path)
     try:
         data = p.read_bytes()
     except FileNotFoundError:

@@ -23,7 +23,7 @@ from kpilot.env.reward import RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
 from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget, mean_cost
 from kpilot.observation import METRICS_SOURCES
-from kpilot.policy import POLICY_FILE, ExportedPolicy, load_policy
+from kpilot.policy import ExportedPolicy, load_policy, policy_file
 from kpilot.sim.coldstart import parse_cold_start
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import METRIC_KEYS, KpaDefault, StaticTarget, replay
@@ -75,7 +75,7 @@ def load_artifact(path: str | Path, *, replayable: bool = True) -> Artifact:
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
         raise PolicyError(f"malformed manifest ({type(exc).__name__}: {exc})", path=str(p)) from None
     if replayable:
-        source = str(p / POLICY_FILE if p.is_dir() else p)
+        source = str(policy_file(p))
         check_interval("env.decision_interval_s", interval, sim, source)
         if rule is not None:
             check_interval("rule_baseline.params.interval_s", rule.interval_s, sim, source)

@@ -31,7 +31,7 @@ import yaml
 from kpilot.env.core import TRAINING_CAPACITY, EnvConfig
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import AimdRule, calibrate_rule, geomean, mean_cost, static_controllers
-from kpilot.policy import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, VECNORM_FILE, size_note
+from kpilot.policy import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, POLICY_FILE, VECNORM_FILE, size_note
 from kpilot.sim.config import SimConfig
 from kpilot.traces import load_trace
 from kpilot.train.config import TrainConfig, check_threads, traces_dir
@@ -126,7 +126,7 @@ def _write_artifact(out: Path, model, vecnorm, cfg: TrainConfig, manifest: dict)
         model.save(staging / MODEL_FILE)
         if vecnorm is not None:
             vecnorm.save(str(staging / VECNORM_FILE))
-        (staging / "policy.json").write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest,
+        (staging / POLICY_FILE).write_bytes(export_bytes(model, vecnorm, cfg.action_spec, manifest,
                                                            manifest["manifest"]["observation_version"]))
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
@@ -174,7 +174,7 @@ def _previous_artifact(out: Path):
     from kpilot.errors import PolicyError
     from kpilot.policy import load_policy
 
-    if not (out / "policy.json").exists() and not (out / MANIFEST_FILE).exists():
+    if not (out / POLICY_FILE).exists() and not (out / MANIFEST_FILE).exists():
         return None
     try:
         return load_policy(out)
@@ -588,7 +588,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     done = (f"{new_steps} timesteps" if new_steps == model.num_timesteps
             else f"{new_steps} timesteps more ({model.num_timesteps} in all)")
     log(f"trained {done} in {wall:.0f}s: {sps:.0f} env steps/s; artifact in {out}")
-    if (out / "policy.json").exists() and (note := size_note((out / "policy.json").stat().st_size)):
+    if (out / POLICY_FILE).exists() and (note := size_note((out / POLICY_FILE).stat().st_size)):
         log(f"note: {note}")
     return {"timesteps": int(model.num_timesteps), "wall_s": wall, "env_steps_per_s": sps,
             "best_validation": state["best"], "rule": rule_summary, "out": str(out)}
