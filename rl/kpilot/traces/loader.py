@@ -78,7 +78,8 @@ def detect_format(path: str | Path, header: list[str] | None = None) -> str:
     near = next((name for name, signature in SIGNATURES.items() if {c.lower() for c in signature} <= lowered), None)
     if near is not None:     # "Timestamp,Duration": column names are matched exactly
         raise TraceError(f"unknown trace format (header: {', '.join(header[:8])}): column names are matched "
-                         f"exactly; written as {', '.join(sorted(SIGNATURES[near]))} they would be the {near} format's", path=str(path), line=1)
+                         f"exactly; written as {', '.join(sorted(SIGNATURES[near]))} they would be the {near} "
+                         "format's", path=str(path), line=1)
     raise TraceError(f"unknown trace format (header: {', '.join(header[:8])}); known formats: "
                      f"{', '.join(FORMATS)}", path=str(path), line=1)
 

@@ -318,6 +318,11 @@ def ppo_settings(p, n_envs: int) -> dict:
 UNREADABLE_CHECKPOINT = "the checkpoint is unreadable or corrupt"
 
 
+def _first_line(exc: Exception) -> str:
+    """An exception's message on one line (its first), or its type where it has none."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def check_checkpoint_readable(ckpt: Path, vn_path: Path | None) -> None:
     """Read the checkpoint and its normalisation file as `_load_checkpoint` will, before the traces
     load and the rule is calibrated (minutes): a corrupt file is refused at once. Whether it fits
@@ -344,8 +349,7 @@ def check_checkpoint_readable(ckpt: Path, vn_path: Path | None) -> None:
                 pickle.load(f)
         except (pickle.UnpicklingError, EOFError, ValueError, KeyError, AttributeError, ImportError,
                 OSError) as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise refused(f"its normalisation file {vn_path.name}: {detail}") from None
+            raise refused(f"its normalisation file {vn_path.name}: {_first_line(exc)}") from None
 
 
 def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_dir: Path, cfg: TrainConfig):
@@ -364,13 +368,10 @@ def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_d
                            f"observing {venv.observation_space.shape[0]} features as this config does",
                            path=str(ckpt), option="--resume")
 
-    def first_line(exc: Exception) -> str:
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
     try:
         vecnorm = VecNormalize.load(str(vn_path), venv) if vn_path else make_vecnorm()
     except (pickle.UnpicklingError, EOFError, ValueError, KeyError, AssertionError) as exc:
-        raise refused(f"its normalisation file {vn_path.name}: {first_line(exc)}") from None
+        raise refused(f"its normalisation file {vn_path.name}: {_first_line(exc)}") from None
     try:
         model = PPO.load(ckpt, env=vecnorm, device="cpu", tensorboard_log=str(run_dir / "tb"),
                          **ppo_settings(cfg.ppo, cfg.n_envs))
@@ -379,7 +380,7 @@ def _load_checkpoint(ckpt: Path, vn_path: Path | None, venv, make_vecnorm, run_d
         # advises loading with weights_only=False: that would run whatever the file holds.
         raise refused(UNREADABLE_CHECKPOINT) from None
     except (ValueError, KeyError, AssertionError) as exc:      # another observation, a missing entry
-        raise refused(first_line(exc)) from None
+        raise refused(_first_line(exc)) from None
     net = model.policy_kwargs.get("net_arch")
     wanted = {"pi": list(cfg.ppo.net_arch), "vf": list(cfg.ppo.net_arch)}
     if net != wanted:
