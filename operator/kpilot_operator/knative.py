@@ -138,9 +138,9 @@ def cluster_autoscaling_from(configmap: dict) -> dict[str, str]:
     return {annotation: str(data[key]) for annotation, key in CLUSTER_KEYS.items() if key in data}
 
 
-def default_target_from(configmap: dict) -> float | None:
-    """config-autoscaler's container-concurrency-target-default, if it is a positive number."""
-    text = ((configmap or {}).get("data") or {}).get(DEFAULT_TARGET_KEY)
+def default_target_from(text: str | None) -> float | None:
+    """config-autoscaler's container-concurrency-target-default (`text`, as the ConfigMap has it),
+    if it is a positive number."""
     try:
         value = float(text)
     except (TypeError, ValueError):
@@ -209,10 +209,10 @@ class KnativeCluster:
             why = "not granted" if exc.status == 403 else "not found"
             return replace(info, default_target_source=f"assumed (Knative's default): {AUTOSCALER_CONFIGMAP} "
                                                        f"{why}, so its windows are assumed Knative's too")
-        value = default_target_from(configmap)
+        text = ((configmap or {}).get("data") or {}).get(DEFAULT_TARGET_KEY)
+        value = default_target_from(text)
         info = replace(info, cluster_autoscaling=cluster_autoscaling_from(configmap))
         if value is None:
-            text = ((configmap or {}).get("data") or {}).get(DEFAULT_TARGET_KEY)
             # A stock install sets nothing (its keys sit in `_example`): Knative's default, not a fault.
             why = (f"does not set {DEFAULT_TARGET_KEY}: Knative's default" if text is None
                    else f"has an unusable {DEFAULT_TARGET_KEY} ({text!r}); assumed Knative's default")
