@@ -48,6 +48,21 @@ def test_artifact_files_and_manifest(tiny_run):
     assert all(np.array_equal(a.astype(np.float32).astype(np.float64), a) for layer in policy.layers for a in layer)
 
 
+def test_total_timesteps_between_rollouts_is_said_and_the_bar_counts_what_runs(tiny_config, tmp_path, capsys):
+    from kpilot.train.trainer import steps_to_run, train
+
+    lines = []
+    # 200 steps with rollouts of 4 envs x 32 steps: PPO stops at the first rollout past 200.
+    summary = train(tiny_config(total_timesteps=200, eval={"every_timesteps": 0}), tmp_path / "p",
+                    run_dir=tmp_path / "run", progress=True, log=lines.append)
+    assert summary["timesteps"] == steps_to_run(200, 128) == 256
+    assert any("whole rollouts of 128 steps" in line and "256 steps" in line and "asks for 200" in line
+               for line in lines), lines
+    # The bar ends at its total, not past it ("256/200" before).
+    err = capsys.readouterr()
+    assert "256/256" in err.out + err.err and "256/200" not in err.out + err.err
+
+
 def test_export_matches_sb3_deterministic_actions(tiny_run):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize

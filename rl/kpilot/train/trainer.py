@@ -318,6 +318,12 @@ def ppo_settings(p, n_envs: int) -> dict:
 UNREADABLE_CHECKPOINT = "the checkpoint is unreadable or corrupt"
 
 
+def steps_to_run(remaining: int, rollout: int) -> int:
+    """The env steps `PPO.learn(total_timesteps=remaining)` runs: whole rollouts of `rollout` steps,
+    the last one the first to reach the total."""
+    return -(-remaining // rollout) * rollout
+
+
 def _first_line(exc: Exception) -> str:
     """An exception's message on one line (its first), or its type where it has none."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -399,7 +405,8 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     """Train, write the artifact to `out`, return a summary (timesteps, steps/s, validation)."""
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+    from stable_baselines3.common.callbacks import (BaseCallback, CallbackList, CheckpointCallback,
+                                                    ProgressBarCallback)
     from stable_baselines3.common.vec_env import VecNormalize
 
     from kpilot.env.vector import KnativeAutoscalingVecEnv
@@ -559,16 +566,37 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
             sps = (self.num_timesteps - state["steps0"]) / max(1e-9, time.perf_counter() - state["t0"])
             self.logger.record("charts/SPS", sps)
 
+    remaining = cfg.total_timesteps - model.num_timesteps
+    rollout = cfg.ppo.n_steps * cfg.n_envs
+    to_run = steps_to_run(remaining, rollout)
+
+    class ProgressBar(ProgressBarCallback):
+        """SB3's bar, its total the steps learn runs: SB3's own counts to `remaining` and ends past it."""
+
+        def _on_training_start(self) -> None:
+            import warnings
+
+            from tqdm import TqdmExperimentalWarning
+            from tqdm.rich import tqdm      # as SB3's bar draws it
+
+            with warnings.catch_warnings():     # "rich is experimental": SB3 silences it too
+                warnings.simplefilter("ignore", TqdmExperimentalWarning)
+                self.pbar = tqdm(total=to_run)
+
     every = max(1, cfg.checkpoint.every_timesteps // cfg.n_envs)
     callbacks = CallbackList([
         CheckpointCallback(save_freq=every, save_path=str(run_dir / "checkpoints"), name_prefix="ppo",
                            save_vecnormalize=True),
         Periodic(),
+        *([ProgressBar()] if progress else []),
     ])
-    remaining = cfg.total_timesteps - model.num_timesteps
     if remaining > 0:
+        if to_run != remaining:
+            log(f"note: PPO runs whole rollouts of {rollout} steps (ppo.n_steps x n_envs): "
+                f"{to_run} steps, to {model.num_timesteps + to_run} in all, where total_timesteps asks "
+                f"for {cfg.total_timesteps}")
         try:        # checkpoints and TensorBoard logs go to the run dir (the artifact's own errors name --out)
-            model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=progress,
+            model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=False,
                         reset_num_timesteps=resume is None, tb_log_name=cfg.name)
         except OSError as exc:
             raise _write_error(exc, run_dir, run_option) from None
