@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from kpilot.action import BAND_ANNOTATION, BASE_TARGET_ANNOTATION, PAUSED_ANNOTATION
-from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION
+from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, knative_target
 
 TARGET = "autoscaling.knative.dev/target"
 ORIGINAL = "autoscaling.knative.dev/kpilot-original-target"
@@ -150,11 +150,9 @@ class Holder:
         """The target Knative runs (its target resolution, pkg/reconciler/autoscaling/resources/
         target.go): the revision's containerConcurrency where it sets one, else the cluster's
         default; an annotation replaces it, capped by containerConcurrency."""
-        cc = self.container_concurrency
         value = parse_target(self.annotations.get(TARGET))
-        if not (math.isfinite(value) and value > 0):
-            return cc if cc > 0 else self.default_target
-        return min(value, cc) if cc > 0 else value
+        return knative_target(value if math.isfinite(value) and value > 0 else None, self.container_concurrency,
+                              self.default_target)
 
     @property
     def utilization(self) -> float:

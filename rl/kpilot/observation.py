@@ -183,6 +183,17 @@ METRICS_SOURCES = ("prometheus", "kubernetes")
 KNATIVE_DEFAULT_UTILIZATION = 0.7   # config-autoscaler container-concurrency-target-percentage: 70
 
 
+def knative_target(annotation: float | None, container_concurrency: int, default: float) -> float:
+    """The target Knative runs (feature 5; pkg/reconciler/autoscaling/resources/target.go): the
+    target annotation (None where absent or unusable) capped by containerConcurrency, else the
+    containerConcurrency where the revision sets one, else the cluster's default. The simulator's
+    compiled engine writes the same rule (`engine._resolve_target`), the operator and the
+    simulator's configuration call this."""
+    if container_concurrency > 0:
+        return float(container_concurrency if annotation is None else min(annotation, container_concurrency))
+    return float(default if annotation is None else annotation)
+
+
 def pod_autoscaler_readings(ready_pods: float, desired_pods: float, target: float,
                             utilization: float = KNATIVE_DEFAULT_UTILIZATION) -> dict:
     """The readings a PodAutoscaler's status alone gives (no Prometheus: the operator's

@@ -257,6 +257,22 @@ def test_kpa_default_target_is_100_at_70_percent():
     assert np.all(r2.timeline["target"] == 10.0), "containerConcurrency caps the target"
 
 
+@pytest.mark.parametrize("target, cc", [(None, 0), (4.0, 0), (4.0, 2), (None, 5), (8.0, 5)])
+def test_the_decider_scales_on_the_target_knative_resolves(target, cc):
+    # 20 requests of 300 s in flight from the start: the decider asks for 20 / TargetValue pods,
+    # TargetValue the resolved target (kpilot.observation.knative_target, which the operator and
+    # the observation share) x 70 %. The compiled engine writes that rule on its own.
+    from kpilot.observation import knative_target
+
+    trace = make_trace(np.zeros(20), np.full(20, 300.0))
+    r = replay(trace, StaticTarget(target) if target is not None else None,
+               config=cfg(container_concurrency=cc))
+    resolved = knative_target(target, cc, 100.0)
+    settled = r.timeline["desired_pods"][(r.timeline["t"] > 30) & (r.timeline["t"] < 250)]
+    assert settled.size and np.all(settled == np.ceil(20 / (resolved * 0.7) - 1e-9))
+    assert np.all(r.timeline["target"][r.timeline["t"] < 250] == resolved)
+
+
 def test_activator_in_the_path_balances_better_than_the_kubernetes_service():
     # TBC = -1 keeps the activator in the path (choice of two); TBC = 0 takes it out once pods
     # are up, and requests then hit a random pod: more of them share a core, so the tail is worse.

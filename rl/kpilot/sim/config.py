@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from kpilot.errors import ConfigError
+from kpilot.observation import knative_target
 from kpilot.yaml_file import number_as_text_hint
 
 
@@ -59,11 +60,7 @@ class KpaConfig:
         return max(0.01, total * self.container_concurrency_target_percentage / 100.0)
 
     def total_value(self, target: float | None, container_concurrency: int) -> float:
-        total = float(container_concurrency) if container_concurrency > 0 \
-            else self.container_concurrency_target_default
-        if target is not None:
-            total = min(target, container_concurrency) if container_concurrency > 0 else target
-        return total
+        return knative_target(target, container_concurrency, self.container_concurrency_target_default)
 
 
 @dataclass(frozen=True)

@@ -528,7 +528,8 @@ def _hold_or_zero(t, C, I, F, e):
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _resolve_target(spec, C, F, e):
-    """The decider's target from the annotation (pkg/reconciler/autoscaling/resources/target.go)."""
+    """The decider's target from the annotation (pkg/reconciler/autoscaling/resources/target.go):
+    `kpilot.observation.knative_target`'s rule, which compiled code cannot call."""
     cc = C[e, C_CC]
     total = cc if cc > 0 else C[e, C_TARGET_DEFAULT]
     tgt = F[e, F_TARGET]
