@@ -16,12 +16,12 @@ import aiohttp
 
 from kpilot.errors import PolicyError
 from kpilot_operator import telemetry
-from kpilot_operator.knative import Cluster, KnativeMissing, WriteFailed
+from kpilot_operator.knative import Cluster, KnativeInfo, KnativeMissing, WriteFailed
 from kpilot_operator.kube import ApiError
 from kpilot_operator.metrics import MetricsUnavailable, PodAutoscalerMetrics, PrometheusMetrics
 from kpilot_operator.policies import PolicyLoader, interval_note
-from kpilot_operator.annotations import Restore
-from kpilot_operator.reconcile import Plan, Write, decide, with_note
+from kpilot_operator.annotations import Holder, Restore
+from kpilot_operator.reconcile import Plan, ServiceView, Write, decide, with_note
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
 FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",
@@ -148,116 +148,210 @@ def _event_for_write(rt, policy_name, bodies, w: Write, error: str | None) -> No
                       f"({w.reason}, policy {policy_name})")
 
 
+class _TickEnded(Exception):
+    """A step ended the tick early; carries the status run_tick returns."""
+
+    def __init__(self, status: dict):
+        super().__init__()
+        self.status = status
+
+
+@dataclass
+class _Tick:
+    """What the steps of one tick share: who it is for, its clock, and the status it builds."""
+    rt: Runtime
+    name: str
+    namespace: str
+    state: TickState
+    started: float
+    now: float
+    status: dict
+    labels: dict
+    conds: list[dict] = field(default_factory=list)   # all but Ready, which finish() puts first
+
+    @classmethod
+    def begin(cls, rt: Runtime, name: str, namespace: str, state: TickState) -> _Tick:
+        """Start the clocks, and a status that overwrites what an earlier tick said."""
+        started = time.perf_counter()
+        now = rt.clock()
+        status: dict = {"lastTick": iso(now)}
+        # Kopf merges status patches: a tick that stops early must still overwrite what an earlier
+        # tick said about the Services, or `services` would keep saying "Applied" beside the failure.
+        status.update(services=[], managedServices=0, staleRevisions=0, policySha256=None, mode=None)
+        return cls(rt, name, namespace, state, started, now, status, {"namespace": namespace, "policy": name})
+
+    def add_condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        """Report one condition besides Ready (its transition time kept while its status holds)."""
+        self.conds.append(condition(self.state, type_, ok, reason, message, self.now))
+
+    def finish(self, ready: bool, reason: str, message: str) -> dict:
+        """The status to store, Ready first; remembers the other conditions and times the tick."""
+        self.state.reported = list(self.conds)
+        self.conds.insert(0, condition(self.state, "Ready", ready, reason, message, self.now))
+        self.status["conditions"] = self.conds
+        telemetry.TICK_SECONDS.observe(time.perf_counter() - self.started)
+        return self.status
+
+    def end(self, ready: bool, reason: str, message: str) -> _TickEnded:
+        """Finish early: the exception to raise, which carries the status out to run_tick."""
+        return _TickEnded(self.finish(ready, reason, message))
+
+    def count_error(self, kind: str) -> None:
+        """Count one error of this kind against this policy."""
+        telemetry.ERRORS.labels(kind=kind, **self.labels).inc()
+
+
 async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state: TickState,
                    policy_body: dict | None = None) -> dict:
     """One tick; returns the status to store. Raises ApiUnavailable when listing failed."""
-    started = time.perf_counter()
-    now = rt.clock()
-    status: dict = {"lastTick": iso(now)}
-    conds: list[dict] = []
-    labels = {"namespace": namespace, "policy": name}
+    tick = _Tick.begin(rt, name, namespace, state)
+    try:
+        spec = await _read_spec(tick, raw_spec)
+        info = await _read_knative(tick)
+        policy = await _load_policy(tick, spec, policy_body)
+        services, holders, pas = await _list_revisions(tick, spec, info)
+        readings = await _read_metrics(tick, spec, holders, pas)
+        gone = await _gone_owners(tick, holders)
+        plan = _decide(tick, spec, services, holders, readings, policy, gone)
+        failures, skipped = await apply_writes(rt, plan.writes) if plan.writes else ({}, set())
+        bodies = {s.name: s.body for s in services}
+        _report_writes(tick, plan, bodies, failures, skipped)
+        _forget_target_series(tick, plan, holders, failures, skipped)
+        _announce_new_faults(tick, plan, bodies)
+        return _conclude(tick, plan, failures, skipped)
+    except _TickEnded as ended:
+        return ended.status
 
-    def finish(ready: bool, reason: str, message: str) -> dict:
-        state.reported = list(conds)
-        conds.insert(0, condition(state, "Ready", ready, reason, message, now))
-        status["conditions"] = conds
-        telemetry.TICK_SECONDS.observe(time.perf_counter() - started)
-        return status
 
-    # Kopf merges status patches: a tick that stops early must still overwrite what an earlier
-    # tick said about the Services, or `services` would keep saying "Applied" beside the failure.
-    status.update(services=[], managedServices=0, staleRevisions=0, policySha256=None, mode=None)
+async def _read_spec(tick: _Tick, raw_spec: dict) -> PolicySpec:
+    """Parse the spec; one that does not parse ends the tick (under Off, after restoring)."""
     try:
         spec = parse_spec(raw_spec)
     except SpecError as exc:
         if (raw_spec or {}).get("mode") != "Off":
-            return finish(False, "InvalidSpec", str(exc))
+            raise tick.end(False, "InvalidSpec", str(exc))
         # Off is the way back out: it must not depend on the rest of the spec being right. Paused
         # Services keep what they run, as under a valid Off.
-        try:
-            paused = {s.name for s in await rt.cluster.list_services(namespace, {}) if s.paused}
-        except KnativeMissing as missing:
-            return finish(False, "KnativeNotInstalled", str(missing))
-        except ApiError as api:
-            raise ApiUnavailable(str(api)) from None
-        left = await restore_all(rt, name, namespace, reason="Off", keep_services=paused)
-        return finish(False, "InvalidSpec", f"{exc}; Off restored the revisions this policy managed"
-                      + (", paused Services excepted" if paused else "")
-                      + (f"; {left} could not be restored yet (retried next tick)" if left else ""))
-    status["mode"] = spec.mode
+        left, paused = await _restore_all_but_paused(tick)
+        raise tick.end(False, "InvalidSpec", f"{exc}; Off restored the revisions this policy managed"
+                       + (", paused Services excepted" if paused else "")
+                       + (f"; {left} could not be restored yet (retried next tick)" if left else ""))
+    tick.status["mode"] = spec.mode
+    return spec
+
+
+async def _restore_all_but_paused(tick: _Tick) -> tuple[int, set[str]]:
+    """Restore this policy's revisions but those of paused Services; returns (failures left, paused)."""
     try:
-        info = await rt.cluster.knative()
-    except KnativeMissing as exc:
-        telemetry.ERRORS.labels(kind="KnativeMissing", **labels).inc()
-        return finish(False, "KnativeNotInstalled", str(exc))
-    except ApiError as exc:
-        telemetry.ERRORS.labels(kind="ApiUnavailable", **labels).inc()
-        raise ApiUnavailable(str(exc)) from None
-    status.update(knativeVersion=info.version or "unknown", writePath=info.write_path,
-                  defaultTarget=info.default_target, defaultTargetSource=info.default_target_source)
+        paused = {s.name for s in await tick.rt.cluster.list_services(tick.namespace, {}) if s.paused}
+    except KnativeMissing as missing:
+        raise tick.end(False, "KnativeNotInstalled", str(missing))
+    except ApiError as api:
+        raise ApiUnavailable(str(api)) from None
+    left = await restore_all(tick.rt, tick.name, tick.namespace, reason="Off", keep_services=paused)
+    return left, paused
 
-    policy = None
-    if spec.mode != "Off":   # Off only restores: it needs no policy
-        try:
-            policy = await rt.policies.load(spec.source, namespace)
-            note = interval_note(policy, spec.interval_s)
-            conds.append(condition(state, "PolicyLoaded", True, "Loaded",
-                                   f"{spec.source.describe()} sha256 {policy.sha256[:12]}"
-                                   + (f"; note: {note}" if note else ""), now))
-            status["policySha256"] = policy.sha256
-        except PolicyError as exc:
-            telemetry.ERRORS.labels(kind="PolicyNotLoaded", **labels).inc()
-            first = state.conditions.get("PolicyLoaded", {}).get("status") != "False"
-            conds.append(condition(state, "PolicyLoaded", False, "PolicyRejected", str(exc), now))
-            if first and policy_body is not None:
-                rt.emit_event(policy_body, "Warning", "PolicyRejected", str(exc)[:1000])
-            return finish(False, "PolicyNotLoaded", "services are left untouched until the policy loads")
 
+async def _read_knative(tick: _Tick) -> KnativeInfo:
+    """Read the Knative install (version, write path, default target) and report it in the status."""
     try:
-        services = await rt.cluster.list_services(namespace, spec.selector)
-        holders, pas = await rt.cluster.list_holders(namespace, info.write_path)
+        info = await tick.rt.cluster.knative()
     except KnativeMissing as exc:
-        return finish(False, "KnativeNotInstalled", str(exc))
+        tick.count_error("KnativeMissing")
+        raise tick.end(False, "KnativeNotInstalled", str(exc))
     except ApiError as exc:
-        telemetry.ERRORS.labels(kind="ApiUnavailable", **labels).inc()
+        tick.count_error("ApiUnavailable")
         raise ApiUnavailable(str(exc)) from None
+    tick.status.update(knativeVersion=info.version or "unknown", writePath=info.write_path,
+                       defaultTarget=info.default_target, defaultTargetSource=info.default_target_source)
+    return info
 
-    readings: dict = {}
-    if spec.mode != "Off":
-        try:
-            source = await metrics_source(rt, spec, namespace)
-            readings = await source.read(namespace, spec.interval_s, holders, pas)
-            unseen = getattr(source, "unseen_requests", [])
-            conds.append(condition(
-                state, "MetricsAvailable", True, "ReadWithoutRequestSeries" if unseen else "Read",
-                f"{spec.metrics.kind}: {len(readings)} revisions observed"
-                + (f"; no request rate or latency series for {len(unseen)} with ready pods "
-                   f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): they read as 0. Fine "
-                   "for a revision that has served nothing yet; otherwise check that the Prometheus "
-                   "scrape interval is under half the decision interval and that queue-proxy series "
-                   "carry kn_revision_name and k8s_namespace_name" if unseen else ""), now))
-        except MetricsUnavailable as exc:
-            telemetry.ERRORS.labels(kind="MetricsUnavailable", **labels).inc()
-            conds.append(condition(state, "MetricsAvailable", False, "Unavailable", str(exc), now))
 
+async def _load_policy(tick: _Tick, spec: PolicySpec, policy_body: dict | None):
+    """Load the policy the spec names (None under Off); one that does not load ends the tick."""
+    if spec.mode == "Off":   # Off only restores: it needs no policy
+        return None
+    try:
+        policy = await tick.rt.policies.load(spec.source, tick.namespace)
+        note = interval_note(policy, spec.interval_s)
+        tick.add_condition("PolicyLoaded", True, "Loaded",
+                           f"{spec.source.describe()} sha256 {policy.sha256[:12]}"
+                           + (f"; note: {note}" if note else ""))
+        tick.status["policySha256"] = policy.sha256
+    except PolicyError as exc:
+        tick.count_error("PolicyNotLoaded")
+        first = tick.state.conditions.get("PolicyLoaded", {}).get("status") != "False"
+        tick.add_condition("PolicyLoaded", False, "PolicyRejected", str(exc))
+        if first and policy_body is not None:
+            tick.rt.emit_event(policy_body, "Warning", "PolicyRejected", str(exc)[:1000])
+        raise tick.end(False, "PolicyNotLoaded", "services are left untouched until the policy loads")
+    return policy
+
+
+async def _list_revisions(tick: _Tick, spec: PolicySpec, info: KnativeInfo) \
+        -> tuple[list[ServiceView], dict[str, Holder], list[dict]]:
+    """List the selected Services and every holder of a revision's target (with its PodAutoscaler)."""
+    try:
+        services = await tick.rt.cluster.list_services(tick.namespace, spec.selector)
+        holders, pas = await tick.rt.cluster.list_holders(tick.namespace, info.write_path)
+    except KnativeMissing as exc:
+        raise tick.end(False, "KnativeNotInstalled", str(exc))
+    except ApiError as exc:
+        tick.count_error("ApiUnavailable")
+        raise ApiUnavailable(str(exc)) from None
+    return services, holders, pas
+
+
+async def _read_metrics(tick: _Tick, spec: PolicySpec, holders: dict[str, Holder], pas: list[dict]) -> dict:
+    """Read the revisions' metrics (none under Off); unavailable metrics are reported, not fatal."""
+    if spec.mode == "Off":
+        return {}
+    try:
+        source = await metrics_source(tick.rt, spec, tick.namespace)
+        readings = await source.read(tick.namespace, spec.interval_s, holders, pas)
+        unseen = getattr(source, "unseen_requests", [])
+        tick.add_condition(
+            "MetricsAvailable", True, "ReadWithoutRequestSeries" if unseen else "Read",
+            f"{spec.metrics.kind}: {len(readings)} revisions observed"
+            + (f"; no request rate or latency series for {len(unseen)} with ready pods "
+               f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): they read as 0. Fine "
+               "for a revision that has served nothing yet; otherwise check that the Prometheus "
+               "scrape interval is under half the decision interval and that queue-proxy series "
+               "carry kn_revision_name and k8s_namespace_name" if unseen else ""))
+    except MetricsUnavailable as exc:
+        tick.count_error("MetricsUnavailable")
+        tick.add_condition("MetricsAvailable", False, "Unavailable", str(exc))
+        return {}
+    return readings
+
+
+async def _gone_owners(tick: _Tick, holders: dict[str, Holder]) -> frozenset[str]:
+    """The other policies recorded as owners on holders that no longer exist."""
     # Owners recorded on holders whose policy is gone (its finalizer removed by hand): looked up
     # only when there are other owners than this policy, and none counts as gone if unreadable.
     # Off too: a policy created in Off is the way to restore what such a policy left.
-    owners = {h.owner for h in holders.values()} - {None, name}
-    existing = await rt.cluster.policy_names(namespace) if owners else None
-    gone = frozenset(owners - existing) if existing is not None else frozenset()
+    owners = {h.owner for h in holders.values()} - {None, tick.name}
+    existing = await tick.rt.cluster.policy_names(tick.namespace) if owners else None
+    return frozenset(owners - existing) if existing is not None else frozenset()
 
+
+def _decide(tick: _Tick, spec: PolicySpec, services: list[ServiceView], holders: dict[str, Holder],
+            readings: dict, policy, gone: frozenset[str]) -> Plan:
+    """Run the pure decision (timed as inference), keep its freshness memory, count its decisions."""
     t0 = time.perf_counter()
-    plan: Plan = decide(policy_name=name, spec=spec, services=services, holders=holders,
-                        readings=readings, policy=policy, last_fresh=state.last_fresh, now=now,
+    plan: Plan = decide(policy_name=tick.name, spec=spec, services=services, holders=holders,
+                        readings=readings, policy=policy, last_fresh=tick.state.last_fresh, now=tick.now,
                         gone_owners=gone)
     telemetry.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
-    state.last_fresh = plan.last_fresh
-    telemetry.DECISIONS.labels(mode=spec.mode, **labels).inc(plan.decisions)
-    telemetry.STALE.labels(**labels).set(plan.stale)
+    tick.state.last_fresh = plan.last_fresh
+    telemetry.DECISIONS.labels(mode=spec.mode, **tick.labels).inc(plan.decisions)
+    telemetry.STALE.labels(**tick.labels).set(plan.stale)
+    return plan
 
-    failures, skipped = await apply_writes(rt, plan.writes) if plan.writes else ({}, set())
-    bodies = {s.name: s.body for s in services}
+
+def _report_writes(tick: _Tick, plan: Plan, bodies: dict[str, dict], failures: dict[int, str],
+                   skipped: set[int]) -> None:
+    """Each write's Event and metrics; a Service's entry says which of its writes did not happen, and why."""
     by_service = {s.name: s for s in plan.services}
     for i, w in enumerate(plan.writes):
         if i in skipped:      # no Event, no count: nothing changed (the next tick decides again)
@@ -268,41 +362,53 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
                 _unwritten(svc, w, note)
             continue
         error = failures.get(i)
-        _event_for_write(rt, name, bodies, w, error)
+        _event_for_write(tick.rt, tick.name, bodies, w, error)
         if error:
-            telemetry.ERRORS.labels(kind="WriteFailed", **labels).inc()
+            tick.count_error("WriteFailed")
             if w.service in by_service:
                 svc = by_service[w.service]
                 svc.reason, svc.message = "WriteFailed", error[:300]
                 _unwritten(svc, w, error[:300], reason="WriteFailed")
         else:
-            telemetry.APPLIED.labels(reason=w.reason, **labels).inc()
+            telemetry.APPLIED.labels(reason=w.reason, **tick.labels).inc()
             if w.target is not None and not isinstance(w.intent, Restore):
-                telemetry.APPLIED_TARGET.labels(namespace, w.service or "", w.holder.name).set(w.target)
+                telemetry.APPLIED_TARGET.labels(tick.namespace, w.service or "", w.holder.name).set(w.target)
+
+
+def _forget_target_series(tick: _Tick, plan: Plan, holders: dict[str, Holder], failures: dict[int, str],
+                          skipped: set[int]) -> None:
+    """Drop the applied-target series of revisions restored this tick or gone, so they do not pile up."""
     # A revision's series goes when this policy restored it or it no longer exists; never because
     # of ownership read earlier (another policy may have claimed and written it since).
     restored = {w.holder.name for i, w in enumerate(plan.writes)
                 if isinstance(w.intent, Restore) and i not in failures and i not in skipped}
-    telemetry.forget_targets(namespace, set(holders) - restored)
+    telemetry.forget_targets(tick.namespace, set(holders) - restored)
+
+
+def _announce_new_faults(tick: _Tick, plan: Plan, bodies: dict[str, dict]) -> None:
+    """A Warning Event for each Service that entered a fault this tick (WriteFailed has its own)."""
     # A fault is an Event once, when a service enters it, not on every tick.
     for svc in plan.services:
-        if svc.reason in FAULT_REASONS and state.service_reasons.get(svc.name) != svc.reason \
+        if svc.reason in FAULT_REASONS and tick.state.service_reasons.get(svc.name) != svc.reason \
                 and svc.reason != "WriteFailed" and svc.name in bodies:
-            rt.emit_event(bodies[svc.name], "Warning", svc.reason, svc.message or svc.reason)
-    state.service_reasons = {s.name: s.reason for s in plan.services}
+            tick.rt.emit_event(bodies[svc.name], "Warning", svc.reason, svc.message or svc.reason)
+    tick.state.service_reasons = {s.name: s.reason for s in plan.services}
 
-    status["services"] = [s.as_dict(iso(now)) for s in plan.services]
-    status["managedServices"] = len(plan.services)
-    status["staleRevisions"] = plan.stale
-    ready = not failures and all(c["status"] == "True" for c in conds)
+
+def _conclude(tick: _Tick, plan: Plan, failures: dict[int, str], skipped: set[int]) -> dict:
+    """The Services' outcomes in the status, and Ready: Reconciled, Degraded, or Conflict."""
+    tick.status["services"] = [s.as_dict(iso(tick.now)) for s in plan.services]
+    tick.status["managedServices"] = len(plan.services)
+    tick.status["staleRevisions"] = plan.stale
+    ready = not failures and all(c["status"] == "True" for c in tick.conds)
     summary = (f"{len(plan.services)} services, {len(plan.writes) - len(failures) - len(skipped)} writes"
                + (f", {len(failures)} failed" if failures else ""))
     # A Service this policy selects but another one manages is not this policy's to run: not Ready,
     # so that `kubectl get asp` shows the overlap of two selectors (the other policy is unaffected).
     claimed = sorted({s.name for s in plan.services if s.reason == "ClaimedByOtherPolicy"})
     if ready and claimed:
-        return finish(False, "Conflict", f"{summary}; managed by another policy: {', '.join(claimed)}")
-    return finish(ready, "Reconciled" if ready else "Degraded", summary)
+        return tick.finish(False, "Conflict", f"{summary}; managed by another policy: {', '.join(claimed)}")
+    return tick.finish(ready, "Reconciled" if ready else "Degraded", summary)
 
 
 async def restore_all(rt: Runtime, name: str, namespace: str, reason: str = "PolicyDeleted",
