@@ -245,8 +245,10 @@ async def _restore_all_but_paused(tick: _Tick) -> tuple[int, set[str]]:
     try:
         paused = {s.name for s in await tick.rt.cluster.list_services(tick.namespace, {}) if s.paused}
     except KnativeMissing as missing:
+        tick.count_error("KnativeMissing")
         raise tick.end(False, "KnativeNotInstalled", str(missing))
     except ApiError as api:
+        tick.count_error("ApiUnavailable")
         raise ApiUnavailable(str(api)) from None
     left = await restore_all(tick.rt, tick.name, tick.namespace, reason="Off", keep_services=paused)
     return left, paused
@@ -295,6 +297,7 @@ async def _list_revisions(tick: _Tick, spec: PolicySpec, info: KnativeInfo) \
         services = await tick.rt.cluster.list_services(tick.namespace, spec.selector)
         holders, pas = await tick.rt.cluster.list_holders(tick.namespace, info.write_path)
     except KnativeMissing as exc:
+        tick.count_error("KnativeMissing")
         raise tick.end(False, "KnativeNotInstalled", str(exc))
     except ApiError as exc:
         tick.count_error("ApiUnavailable")

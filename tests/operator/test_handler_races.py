@@ -232,3 +232,38 @@ async def test_a_call_after_the_client_closed_is_an_api_error_not_a_crash():
     with pytest.raises(ApiError, match="the operator is stopping") as err:
         await api.call(api.core.list_namespace)
     assert err.value.status == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("spec, failing, kind", [
+    (SPEC, "list_services", "KnativeMissing"),                       # Knative's CRDs went mid-tick
+    ({**SPEC, "mode": "Off", "maxStepRatio": 0}, "list_services", "KnativeMissing"),   # an invalid Off
+    ({**SPEC, "mode": "Off", "maxStepRatio": 0}, "list_services", "ApiUnavailable"),
+    (SPEC, "knative", "ApiUnavailable"),
+])
+async def test_every_tick_that_fails_on_the_cluster_is_counted(spec, failing, kind):
+    # kpilot_errors_total is what an alert watches: a fault that ends a tick counts wherever it
+    # happens (Knative going between two reads, or an invalid spec's Off restore, counted nothing).
+    from prometheus_client import REGISTRY
+
+    from kpilot_operator.knative import KnativeMissing
+    from kpilot_operator.kube import ApiError
+    from kpilot_operator.tick import ApiUnavailable
+
+    class Faulty(GatedCluster):
+        pass
+
+    async def fail(*args, **kwargs):
+        raise KnativeMissing("serving.knative.dev CRDs not found") if kind == "KnativeMissing" \
+            else ApiError(503, "Service Unavailable")
+
+    setattr(Faulty, failing, fail)
+    labels = {"namespace": "bench", "policy": f"counted-{failing}-{kind}-{spec['mode']}", "kind": kind}
+    before = REGISTRY.get_sample_value("kpilot_errors_total", labels) or 0.0
+    rt = Runtime(cluster=Faulty(), emit_event=lambda *a: None, clock=lambda: 1e6)
+    try:
+        status = await run_tick(rt, labels["policy"], "bench", spec, TickState())
+        assert status["conditions"][0]["reason"] == "KnativeNotInstalled"
+    except ApiUnavailable:
+        assert kind == "ApiUnavailable"
+    assert REGISTRY.get_sample_value("kpilot_errors_total", labels) == before + 1
