@@ -133,20 +133,22 @@ def decide(*, policy_name: str, spec: PolicySpec, services: list[ServiceView],
     """One tick for one AutoscalingPolicy. `policy` is an ExportedPolicy (None only in Off mode).
     `gone_owners`: policies recorded as owners on holders that no longer exist (their finalizer
     was removed by hand): what this policy selects of theirs it takes over, their original kept."""
-    tick = _Tick(policy_name, spec, services, holders, readings, policy, dict(last_fresh), now, gone_owners)
+    decision = _Decision(policy_name, spec, services, holders, readings, policy, dict(last_fresh), now,
+                         gone_owners)
     if spec.mode == "Off":
-        return tick.off()
-    candidates = tick.select_candidates()
-    proposals = tick.propose(candidates)
+        return decision.off()
+    candidates = decision.select_candidates()
+    proposals = decision.propose(candidates)
     for status, holder in candidates:
-        tick.decide_revision(status, holder, proposals.get(holder.name))
-    tick.release_unmanaged()
-    return tick.plan()
+        decision.decide_revision(status, holder, proposals.get(holder.name))
+    decision.release_unmanaged()
+    return decision.plan()
 
 
 @dataclass
-class _Tick:
-    """One tick's inputs, and the state its phases share: the writes in order, statuses, freshness."""
+class _Decision:
+    """One policy's decision for one tick: its inputs, and what its phases share (writes in order,
+    statuses, freshness)."""
     policy_name: str
     spec: PolicySpec
     services: list[ServiceView]
