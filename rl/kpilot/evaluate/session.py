@@ -10,6 +10,7 @@ import io
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from kpilot.env.reward import RewardConfig, describe
 from kpilot.errors import ConfigError, TraceError
@@ -22,7 +23,7 @@ from kpilot.evaluate.runner import (CHOICE, DEFAULT_BAND, IN_BAND, TUNED_BASELIN
                                    tuned_policy)
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import capacity_note
-from kpilot.traces import load_trace
+from kpilot.traces import Trace, load_trace
 from kpilot.train.split import time_window
 
 # The shipped policy: policies/default of the repository, which the package carries as
@@ -127,6 +128,40 @@ def _settings(policy_dir, artifact, window, warmup_s, seeds, shift_s, metrics) -
     return out
 
 
+class _TraceInputs(NamedTuple):
+    """One trace as run_evaluation replays it."""
+    spec: str
+    scored: Trace              # the window to score (after its warm-up), or the whole trace
+    tuning: Trace | None       # the window before, to tune (and choose) on; None without a tuned baseline
+    full: Trace                # the whole trace, as loaded
+
+
+@dataclass
+class _Run:
+    """One evaluation's settings (run_evaluation's arguments), as each trace's replay and notes read them."""
+    artifact: Artifact | None
+    baselines: list[str]
+    window: tuple[float, float] | None
+    tune_on: tuple[float, float] | None     # the window before `window`, which the tuned baselines tune on
+    seeds: list[int]
+    time_of_day_shift_s: float
+    metrics: str
+    band: float | None
+    tune_bin_s: float
+    retune_every_s: float
+    retune_over_s: float
+    retune_bin_s: float
+    keep_timelines: bool                    # for the report's plots
+    sim: SimConfig = field(init=False)
+    reward: RewardConfig = field(init=False)
+    trained: set[tuple] = field(init=False)   # training_identities(artifact)
+
+    def __post_init__(self):
+        self.sim = self.artifact.sim if self.artifact else SimConfig()
+        self.reward = self.artifact.reward if self.artifact else RewardConfig()
+        self.trained = training_identities(self.artifact) if self.artifact is not None else set()
+
+
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
                    warmup_s: float = 0.0, time_of_day_shift_s: float = 0.0, seed: int = 0,
                    replays: int = 1, report_dir: Path | None = None,
@@ -148,15 +183,44 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     the earlier window's requests as they are (`tune_bin_s` 0), or as a cluster's Prometheus keeps
     them, in bins of `tune_bin_s` seconds (`tuning_history`), which is what `kpilot tune` reads
     from `kpilot trace from-prometheus`."""
+    _check_tune_bin(tune_bin_s)
+    artifact = load_artifact(policy_dir) if policy_dir is not None else None
+    tune_on = _check_baselines(baselines, artifact, window, retune_every_s, retune_over_s, retune_bin_s)
+    traces = _read_traces(specs, seed, window, warmup_s, tune_on, tune_bin_s)
+    if report_dir is not None:      # after the inputs are read (a refused run leaves no folder), before the replays
+        prepare_report_dir(Path(report_dir))
+    seeds = [seed + k for k in range(replays)]
+    run = _Run(artifact, baselines, window, tune_on, seeds, time_of_day_shift_s, metrics, band, tune_bin_s,
+               retune_every_s, retune_over_s, retune_bin_s, keep_timelines=report_dir is not None)
+    notes, not_held_out = _in_sample_notes(run, traces)
+    rows, results = [], {}
+    for trace in traces:
+        trace_rows, replayed = _replay(run, trace)
+        notes.extend(_replay_notes(run, trace, trace_rows, not_held_out))
+        rows.extend(trace_rows)
+        results[trace.spec] = {"arrivals": _scored_arrivals(trace.scored), "replays": replayed}
+    result = EvaluationResult(rows, artifact, results, notes,
+                              _settings(policy_dir, artifact, window, warmup_s, seeds, time_of_day_shift_s, metrics))
+    if report_dir is not None:
+        from kpilot.evaluate.report import write_report
+
+        write_report(Path(report_dir), result, run.reward)
+    return result
+
+
+def _check_tune_bin(tune_bin_s: float) -> None:
+    """Refuse a `tune_bin_s` that is no bin width (negative, NaN, infinite) before anything is loaded."""
     if not (math.isfinite(tune_bin_s) and tune_bin_s >= 0):
         raise ConfigError(f"expected seconds >= 0 (0: every request), got {tune_bin_s:g}", option="--tune-bin")
-    artifact = load_artifact(policy_dir) if policy_dir is not None else None
-    sim = artifact.sim if artifact else SimConfig()
-    reward = artifact.reward if artifact else RewardConfig()
+
+
+def _check_baselines(baselines: list[str], artifact: Artifact | None, window, retune_every_s: float,
+                     retune_over_s: float, retune_bin_s: float) -> tuple[float, float] | None:
+    """Refuse baselines this run cannot replay, before any trace is read; returns the window the
+    tuned baselines tune on (None without one)."""
     controllers_for(baselines, artifact)     # options checked before any replay
     if ROLLING in baselines:
         check_schedule(retune_every_s, retune_over_s, retune_bin_s)
-    seeds = [seed + k for k in range(replays)]
     tuned_by = [n for n in TUNED_BASELINES if n in baselines]
     tune_on = tuning_window(window) if tuned_by and window is not None else None
     if tuned_by and tune_on is None:
@@ -166,6 +230,13 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     if needs_policy and artifact is None:
         raise ConfigError(f"{needs_policy[0]} runs the policy around a tuned static target: give --policy",
                           option="--baselines")
+    return tune_on
+
+
+def _read_traces(specs: list[str], seed: int, window, warmup_s: float, tune_on,
+                 tune_bin_s: float) -> list[_TraceInputs]:
+    """Every trace with its windows to score and to tune on, all read before any replay: a bad
+    trace or an empty window fails the run before it has spent minutes."""
     repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
     if repeated:         # its rows would appear twice, with two "best static" rows in one group
         raise ConfigError(f"{repeated[0]} is given more than once", option="--trace")
@@ -179,70 +250,104 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
             tuning = tuning_history(spec, full, tune_on, warmup_s, tune_bin_s)
         elif tune_on:
             tuning = scored_window(spec, full, tune_on, warmup_s, "to tune on")
-        trace = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
-        traces.append((spec, trace, tuning, full))
-    if report_dir is not None:      # after the inputs are read (a refused run leaves no folder), before the replays
-        prepare_report_dir(Path(report_dir))
-    trained = training_identities(artifact) if artifact is not None else set()
+        scored = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
+        traces.append(_TraceInputs(spec, scored, tuning, full))
+    return traces
+
+
+def _in_sample_notes(run: _Run, traces: list[_TraceInputs]) -> tuple[list[str], set[str]]:
+    """Notes on the traces whose scored window, or rl-or-tuned's choosing window, the policy trained
+    or was validated on, and the specs whose scored window it was (their figures are not held out)."""
     notes, not_held_out = [], set()
-    for spec, trace, tuning, full in traces:
-        overlap = seen_in_training(artifact, trained, spec, full, window)
+    for trace in traces:
+        overlap = seen_in_training(run.artifact, run.trained, trace.spec, trace.full, run.window)
         if overlap:
             notes.append(overlap)
-            not_held_out.add(spec)       # the warm-up note below would say less than this one
-        in_sample = chosen_in_sample(artifact, trained, spec, full, tune_on) \
-            if CHOICE in baselines and tune_on is not None else None
+            not_held_out.add(trace.spec)       # the warm-up note (_replay_notes) would say less than this one
+        in_sample = chosen_in_sample(run.artifact, run.trained, trace.spec, trace.full, run.tune_on) \
+            if CHOICE in run.baselines and run.tune_on is not None else None
         if in_sample:
             notes.append(in_sample)
-    rows, results = [], {}
-    for spec, trace, tuning, full in traces:
-        tuned = in_band = chosen = rolling = None
-        if tuning is not None:
-            tuning = _shifted(tuning, time_of_day_shift_s)
-            target, static_cost = tune_static(tuning, sim, reward, seeds=seeds)
-            if "static-tuned" in baselines:
-                tuned = TunedStaticTarget(target, tune_on)
-            if IN_BAND in baselines:
-                in_band = tuned_policy(artifact, target, band, tune_on, metrics=metrics)
-            if CHOICE in baselines:
-                chosen = choose_policy_or_static(artifact, target, static_cost, band, tuning, tune_on, sim,
-                                                 reward, seeds, metrics)
-        if ROLLING in baselines:
-            begin = float(trace.meta["window"][0]) if window is not None else 0.0   # the replay's start in `full`
-            rolling = RollingStaticTarget(_shifted(full, time_of_day_shift_s), begin, sim, reward, seeds,
-                                          every_s=retune_every_s, over_s=retune_over_s, bin_s=retune_bin_s)
-        controllers = controllers_for(baselines, artifact, tuned=tuned, in_band=in_band, chosen=chosen,
-                                      rolling=rolling, metrics=metrics)
-        r, res = evaluate_trace(spec, _shifted(trace, time_of_day_shift_s), controllers, sim, reward,
-                                seeds=seeds, keep_timelines=report_dir is not None)
-        for row in r:
-            if window is not None:
-                row["window"] = list(window)
-            if time_of_day_shift_s:
-                row["time_of_day_shift_s"] = float(time_of_day_shift_s)
-            if tune_bin_s > 0 and row["policy"] in TUNED_BASELINES:
-                row["tune_bin_s"] = float(tune_bin_s)       # tuned on Prometheus bins, not every request
-            if metrics != "prometheus" and row["policy"].startswith(("rl:", IN_BAND)):
-                row["metrics_source"] = metrics    # the operator's source it read through
-        capped = [row["policy"] for row in r if row.get("pod_capacity_reached")]
-        if capped:
-            notes.append(f"{spec}: {', '.join(capped)}: {capacity_note(sim)}")
-        rows.extend(r)
-        results[spec] = {"arrivals": trace.arrivals[trace.first_scored():] - trace.warmup_s, "replays": res}
-        own = next((row for row in r if row["policy"].startswith("rl:")), None)
-        span = full.recorded_span_s
-        if own is not None and window is not None and trace.warmup_s > 0 and span > 0 and spec not in not_held_out:
-            carried = carried_from_training(artifact, trained, spec, full, window,
-                                            window[0] - trace.warmup_s / span, own)
-            if carried:
-                notes.append(carried)
-    result = EvaluationResult(rows, artifact, results, notes,
-                              _settings(policy_dir, artifact, window, warmup_s, seeds, time_of_day_shift_s, metrics))
-    if report_dir is not None:
-        from kpilot.evaluate.report import write_report
+    return notes, not_held_out
 
-        write_report(Path(report_dir), result, reward)
-    return result
+
+def _replay(run: _Run, trace: _TraceInputs) -> tuple[list[dict], dict]:
+    """The trace's rows, labelled with the run's settings, and its replays (policy -> ReplayResult,
+    with `keep_timelines`) under every controller asked for."""
+    tuned, in_band, chosen = _tuned_controllers(run, trace.tuning)
+    rolling = _rolling_controller(run, trace)
+    controllers = controllers_for(run.baselines, run.artifact, tuned=tuned, in_band=in_band, chosen=chosen,
+                                  rolling=rolling, metrics=run.metrics)
+    rows, replayed = evaluate_trace(trace.spec, _shifted(trace.scored, run.time_of_day_shift_s), controllers,
+                                    run.sim, run.reward, seeds=run.seeds, keep_timelines=run.keep_timelines)
+    for row in rows:
+        _label_row(run, row)
+    return rows, replayed
+
+
+def _tuned_controllers(run: _Run, tuning: Trace | None) -> tuple:
+    """static-tuned, rl-in-band and rl-or-tuned (each None where not asked for), made from the best
+    static target on the earlier window `tuning` (None: no tuned baseline)."""
+    tuned = in_band = chosen = None
+    if tuning is None:
+        return tuned, in_band, chosen
+    tuning = _shifted(tuning, run.time_of_day_shift_s)
+    target, static_cost = tune_static(tuning, run.sim, run.reward, seeds=run.seeds)
+    if "static-tuned" in run.baselines:
+        tuned = TunedStaticTarget(target, run.tune_on)
+    if IN_BAND in run.baselines:
+        in_band = tuned_policy(run.artifact, target, run.band, run.tune_on, metrics=run.metrics)
+    if CHOICE in run.baselines:
+        chosen = choose_policy_or_static(run.artifact, target, static_cost, run.band, tuning, run.tune_on,
+                                         run.sim, run.reward, run.seeds, run.metrics)
+    return tuned, in_band, chosen
+
+
+def _rolling_controller(run: _Run, trace: _TraceInputs) -> RollingStaticTarget | None:
+    """static-rolling (None where not asked for), given the whole trace and where the replay starts
+    in it: each re-tune reads the traffic before its point, which can reach back before the replay."""
+    if ROLLING not in run.baselines:
+        return None
+    # The replay's start in `full`.
+    begin = float(trace.scored.meta["window"][0]) if run.window is not None else 0.0
+    return RollingStaticTarget(_shifted(trace.full, run.time_of_day_shift_s), begin, run.sim, run.reward,
+                               run.seeds, every_s=run.retune_every_s, over_s=run.retune_over_s,
+                               bin_s=run.retune_bin_s)
+
+
+def _label_row(run: _Run, row: dict) -> None:
+    """Add to a row the settings it was replayed under that a reader could not otherwise tell."""
+    if run.window is not None:
+        row["window"] = list(run.window)
+    if run.time_of_day_shift_s:
+        row["time_of_day_shift_s"] = float(run.time_of_day_shift_s)
+    if run.tune_bin_s > 0 and row["policy"] in TUNED_BASELINES:
+        row["tune_bin_s"] = float(run.tune_bin_s)       # tuned on Prometheus bins, not every request
+    if run.metrics != "prometheus" and row["policy"].startswith(("rl:", IN_BAND)):
+        row["metrics_source"] = run.metrics    # the operator's source it read through
+
+
+def _replay_notes(run: _Run, trace: _TraceInputs, rows: list[dict], not_held_out: set[str]) -> list[str]:
+    """Notes on the trace's replays: the controllers that ran out of the simulator's pods, and a
+    warm-up reaching into the policy's training whose requests weigh on its cost in the window."""
+    notes = []
+    capped = [row["policy"] for row in rows if row.get("pod_capacity_reached")]
+    if capped:
+        notes.append(f"{trace.spec}: {', '.join(capped)}: {capacity_note(run.sim)}")
+    own = next((row for row in rows if row["policy"].startswith("rl:")), None)
+    span = trace.full.recorded_span_s
+    if (own is not None and run.window is not None and trace.scored.warmup_s > 0 and span > 0
+            and trace.spec not in not_held_out):
+        carried = carried_from_training(run.artifact, run.trained, trace.spec, trace.full, run.window,
+                                        run.window[0] - trace.scored.warmup_s / span, own)
+        if carried:
+            notes.append(carried)
+    return notes
+
+
+def _scored_arrivals(scored: Trace):
+    """The scored requests' arrival times from the window's start, for the report's plots."""
+    return scored.arrivals[scored.first_scored():] - scored.warmup_s
 
 
 def prepare_report_dir(path: Path) -> None:

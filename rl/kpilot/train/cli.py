@@ -101,12 +101,23 @@ def evaluate_command(
                                              "default)."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the calibrated rule; compare."""
+    from kpilot.evaluate.session import run_evaluation
+
+    options = _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_shift, metrics, band,
+                                retune_every, retune_over, retune_bin, tune_bin)
+    result = run_evaluation(list(trace), policy, seed=seed, replays=replays, report_dir=report, **options)
+    _print_notes(result.notes)
+    _print_rows(result.rows, json_out, report)
+
+
+def _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_shift, metrics, band,
+                      retune_every, retune_over, retune_bin, tune_bin) -> dict:
+    """`kpilot evaluate`'s options, parsed and checked, as run_evaluation's keyword arguments: a bad
+    one is one error line that names it (ConfigError), before any policy or trace is read."""
     from kpilot.traces.prometheus_export import parse_duration
     from kpilot.action import DEFAULT_BAND
     from kpilot.evaluate.rolling import DEFAULT_BIN_S, DEFAULT_EVERY_S, DEFAULT_OVER_S
-    from kpilot.evaluate.rolling import NAME as ROLLING
-    from kpilot.evaluate.runner import CHOICE, IN_BAND, TUNED_BASELINES, check_metrics, parse_band, parse_baselines
-    from kpilot.evaluate.session import run_evaluation
+    from kpilot.evaluate.runner import check_metrics, parse_band, parse_baselines
     from kpilot.train.split import parse_window
 
     chosen = parse_baselines(baselines)
@@ -119,34 +130,52 @@ def evaluate_command(
     if not math.isfinite(time_of_day_shift):
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
     check_metrics(metrics)
-    # An option for a baseline not asked for would be ignored: refused, as --warmup without --window is.
-    for option, given, applies_to in (("--band", band, (IN_BAND, CHOICE)), ("--tune-bin", tune_bin, TUNED_BASELINES),
-                                      ("--retune-every", retune_every, (ROLLING,)),
-                                      ("--retune-over", retune_over, (ROLLING,)), ("--retune-bin", retune_bin, (ROLLING,))):
-        if given is not None and not set(applies_to) & set(chosen):
-            names = applies_to[0] if len(applies_to) == 1 else f"{', '.join(applies_to[:-1])} or {applies_to[-1]}"
-            raise ConfigError(f"applies only to {names}, which --baselines does not ask for", option=option)
+    _refuse_unused_baseline_options(chosen, band, tune_bin, retune_every, retune_over, retune_bin)
     band_factor = parse_band(band) if band is not None else DEFAULT_BAND
     if policy is None and not chosen:
         raise ConfigError("nothing to evaluate: give --policy and/or --baselines", option="--policy")
-    result = run_evaluation(list(trace), policy, chosen, window=win, warmup_s=warmup,
-                            time_of_day_shift_s=time_of_day_shift, seed=seed, replays=replays,
-                            report_dir=report, metrics=metrics, band=band_factor,
-                            retune_every_s=DEFAULT_EVERY_S if retune_every is None
-                            else parse_duration(retune_every, "--retune-every"),
-                            retune_over_s=DEFAULT_OVER_S if retune_over is None
-                            else parse_duration(retune_over, "--retune-over"),
-                            retune_bin_s=DEFAULT_BIN_S if retune_bin is None else retune_bin,
-                            tune_bin_s=0.0 if tune_bin is None else tune_bin)
-    for note in result.notes:
+    retune_every_s = (DEFAULT_EVERY_S if retune_every is None
+                      else parse_duration(retune_every, "--retune-every"))
+    retune_over_s = DEFAULT_OVER_S if retune_over is None else parse_duration(retune_over, "--retune-over")
+    return dict(baselines=chosen, window=win, warmup_s=warmup, time_of_day_shift_s=time_of_day_shift,
+                metrics=metrics, band=band_factor, retune_every_s=retune_every_s, retune_over_s=retune_over_s,
+                retune_bin_s=DEFAULT_BIN_S if retune_bin is None else retune_bin,
+                tune_bin_s=0.0 if tune_bin is None else tune_bin)
+
+
+def _refuse_unused_baseline_options(chosen: list[str], band, tune_bin, retune_every, retune_over,
+                                    retune_bin) -> None:
+    """Refuse --band, --tune-bin and --retune-* where --baselines asks for none of the baselines
+    they apply to."""
+    from kpilot.evaluate.rolling import NAME as ROLLING
+    from kpilot.evaluate.runner import CHOICE, IN_BAND, TUNED_BASELINES
+
+    # An option for a baseline not asked for would be ignored: refused, as --warmup without --window is.
+    for option, given, applies_to in (("--band", band, (IN_BAND, CHOICE)),
+                                      ("--tune-bin", tune_bin, TUNED_BASELINES),
+                                      ("--retune-every", retune_every, (ROLLING,)),
+                                      ("--retune-over", retune_over, (ROLLING,)),
+                                      ("--retune-bin", retune_bin, (ROLLING,))):
+        if given is not None and not set(applies_to) & set(chosen):
+            names = applies_to[0] if len(applies_to) == 1 else f"{', '.join(applies_to[:-1])} or {applies_to[-1]}"
+            raise ConfigError(f"applies only to {names}, which --baselines does not ask for", option=option)
+
+
+def _print_notes(notes: list[str]) -> None:
+    """The run's notes on stderr, each on one unwrapped line: stdout stays the table or the JSON."""
+    for note in notes:
         Console(stderr=True).print(f"kpilot: note: {note}", markup=False, soft_wrap=True)
+
+
+def _print_rows(rows: list[dict], json_out: bool, report: Path | None) -> None:
+    """The rows on stdout, as JSON or as the table (then, on stderr, where the report was written)."""
     if json_out:
-        print(json.dumps(result.rows, indent=1))
+        print(json.dumps(rows, indent=1))
     else:
         from kpilot.render import out_console
         from kpilot.evaluate.report import summary_table
 
-        out_console().print(summary_table(result.rows))
+        out_console().print(summary_table(rows))
         if report is not None:
             Console(stderr=True).print(f"report written to {report}", markup=False)
 
