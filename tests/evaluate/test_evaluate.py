@@ -143,6 +143,16 @@ def test_table_and_summary_end_with_the_all_traces_row(tiny_policy, tmp_path):
                                     "* window: each whole trace", "* simulator seeds: 0, 1 (metrics averaged)"]
 
 
+def test_json_with_a_report_keeps_stdout_json_and_says_where_the_report_is(tiny_policy, tmp_path):
+    proc = subprocess.run([str(KPILOT), "evaluate", "--trace", TRACE, "--policy", str(tiny_policy),
+                           "--baselines", "kpa", "--replays", "1", "--json", "--report", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["policy"] for r in json.loads(proc.stdout)] == ["rl:tiny", "kpa"]
+    assert f"report written to {tmp_path / 'r'}" in proc.stderr        # said in table mode only, before
+    assert (tmp_path / "r" / "summary.md").is_file()
+
+
 def test_window_replays_only_the_held_out_part(tiny_policy):
     full = run_evaluation([TRACE], None, ["kpa"]).rows[0]
     tail = run_evaluation([TRACE], None, ["kpa"], window=(0.8, 1.0)).rows[0]

@@ -168,7 +168,7 @@ def _print_notes(notes: list[str]) -> None:
 
 
 def _print_rows(rows: list[dict], json_out: bool, report: Path | None) -> None:
-    """The rows on stdout, as JSON or as the table (then, on stderr, where the report was written)."""
+    """The rows on stdout, as JSON or as the table; then, on stderr, where the report was written."""
     if json_out:
         print(json.dumps(rows, indent=1))
     else:
@@ -176,8 +176,8 @@ def _print_rows(rows: list[dict], json_out: bool, report: Path | None) -> None:
         from kpilot.evaluate.report import summary_table
 
         out_console().print(summary_table(rows))
-        if report is not None:
-            Console(stderr=True).print(f"report written to {report}", markup=False)
+    if report is not None:
+        Console(stderr=True).print(f"report written to {report}", markup=False, soft_wrap=True)
 
 
 def _check_replay_options(warmup: float, replays: int) -> None:
