@@ -13,7 +13,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from kpilot_operator import knative, kube, telemetry
-from kpilot_operator.main import env_setting, peering_priority
+from kpilot_operator.main import EndlessBackoffs, env_setting, peering_priority
 from kpilot_operator.spec import DEFAULT_INTERVAL_S, GROUP, KIND, PLURAL, VERSION
 from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick, unavailable_status
 
@@ -44,6 +44,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.watching.server_timeout = env_setting("KPILOT_WATCH_TIMEOUT_S")  # an integer, as the API wants
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
+    # Kopf writes each tick's status: a failed write is retried until the API server answers.
+    settings.networking.error_backoffs = EndlessBackoffs(env_setting("KPILOT_API_RETRY_MAX_S"))
     # Peering (its name from `kpilot operator run --no-standalone`) is mandatory when named, as Kopf
     # makes it: replicas without the peering CRDs would both act, uncoordinated.
     settings.peering.priority = peering_priority(settings.peering.priority)   # replicas must not tie

@@ -356,3 +356,20 @@ async def test_an_unannotated_revision_starts_from_the_clusters_default_target(k
     await eventually(lambda: "defaultTarget" in policy_status(k8s), what="the tick's status")
     status = policy_status(k8s)
     assert status["defaultTarget"] == 20 and status["defaultTargetSource"] == "config-autoscaler"
+
+
+async def test_a_status_write_failing_through_an_outage_does_not_stop_the_policy(k8s, prom, api, monkeypatch):
+    # With Kopf's default eight retries (about 54 s), a status patch that failed through a longer
+    # API outage ended the policy's timer for good: no tick again, Off included, until a restart.
+    monkeypatch.setenv("KPILOT_API_RETRY_MAX_S", "0.05")      # the same endless retries, faster
+    seed(k8s, prom, target="70")
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    async with running_operator():
+        await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="target 40 on the revision")
+        outage = k8s.fault("PATCH", "/autoscalingpolicies/p/status$", status=503, times=20)
+        await patch_policy(api, "p", {"mode": "Off"})
+        await eventually(lambda: rev_annotations(k8s).get(TARGET) == "70", what="Off restored 70")
+        await eventually(lambda: policy_status(k8s).get("mode") == "Off", timeout=20, what="Off in the status")
+        assert outage.hits == 20                                   # written once the API answered
+        await patch_policy(api, "p", {"mode": "Enforce"})          # and the policy still ticks
+        await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="Enforce again")
