@@ -289,8 +289,12 @@ class KnativeCluster:
         ref = self._ref(holder)
         obj = {"metadata": {"resourceVersion": holder.resource_version, "annotations": dict(holder.annotations)}}
         last: ApiError | None = None
+        unanswered: dict[str, str | None] | None = None   # the changes of a patch whose answer was lost
         for attempt in range(WRITE_ATTEMPTS):
-            delta = annotation_delta((obj["metadata"].get("annotations") or {}), intent)
+            annotations = obj["metadata"].get("annotations") or {}
+            if unanswered is not None and all(annotations.get(k) == v for k, v in unanswered.items()):
+                return True     # that patch was applied: its retry met our own change as a conflict
+            delta = annotation_delta(annotations, intent)
             if not delta:
                 return False
             try:
@@ -298,6 +302,8 @@ class KnativeCluster:
                 return True
             except ApiError as exc:
                 last = exc
+                if exc.status == 0 or exc.status >= 500:    # it may have been applied all the same
+                    unanswered = delta
                 if exc.status == 404:
                     return False   # the revision is gone: nothing left to set or restore
                 if exc.status in (409, 422):   # someone wrote in between: re-read, recompute
