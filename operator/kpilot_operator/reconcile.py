@@ -117,6 +117,7 @@ class Plan:
     last_fresh: dict[str, float]          # revision -> last time its observation was usable
     decisions: int = 0
     stale: int = 0
+    invalid: int = 0                      # proposals that were not finite numbers (no decision)
 
 
 def usable(reading: Mapping[str, float] | None, now: float, staleness_s: float) -> bool:
@@ -164,6 +165,7 @@ class _Decision:
     bounds_of: dict[str, tuple[float, float]] = field(default_factory=dict)   # service -> (min, max) target
     decisions: int = 0
     stale: int = 0
+    invalid: int = 0
     selected: set[str] = field(init=False)                 # the Services this policy selects
     base_of: dict[str, float | None] = field(init=False)   # service -> its kpilot.dev/base-target
 
@@ -288,14 +290,21 @@ class _Decision:
                         bounds: tuple[float, float]) -> None:
         """A usable observation: the policy's proposal within the guardrails, written unless DryRun."""
         spec, previous, reading = self.spec, holder.current_target, self.readings[holder.name]
-        self.decisions += 1
         self.fresh[holder.name] = min(self.now, reading.get("sample_time") or self.now)
         status.observation = {f: reading[f] for f in READING_FIELDS}
-        status.decision = guardrails.round_target(proposal)
         g = guardrails.guard(previous=previous, proposed=proposal, min_target=bounds[0], max_target=bounds[1],
                              max_step_ratio=step_ratio(spec, self.policy.action_spec.max_step_ratio),
                              cooldown_s=spec.cooldown_s, last_change_at=holder.last_change_at, now=self.now)
         status.reason, status.applied = g.reason, g.target
+        if g.reason == "InvalidDecision":
+            # A network that overflows (inf - inf) loads like any other and answers NaN: no decision,
+            # and none in the status (the API server refuses a status with NaN in it, and so every patch).
+            self.invalid += 1
+            status.message = (f"{holder.name}: the policy's output is not a finite number ({proposal:g}); "
+                              "holding the current target (check the policy file)")
+            return
+        self.decisions += 1
+        status.decision = guardrails.round_target(proposal)
         if g.changed and spec.mode == "DryRun":
             status.reason, status.applied = "DryRun", previous
             status.message = f"would set {guardrails.format_target(g.target)} ({g.reason})"
@@ -385,7 +394,7 @@ class _Decision:
     def plan(self) -> Plan:
         """The tick's outcome; DryRun writes nothing."""
         return Plan([] if self.spec.mode == "DryRun" else self.writes, self.statuses, self.fresh,
-                    self.decisions, self.stale)
+                    self.decisions, self.stale, self.invalid)
 
     def _restore(self, holder: Holder, service: str | None, reason: str) -> None:
         """Put the original target back on a holder this policy may let go; any other it leaves alone."""

@@ -25,7 +25,7 @@ from kpilot_operator.reconcile import Plan, ServiceView, Write, decide, with_not
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
 FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",
-                 "ClaimedByOtherPolicy", "RevisionNotFound", "UnsupportedAutoscaling"}
+                 "ClaimedByOtherPolicy", "RevisionNotFound", "UnsupportedAutoscaling", "InvalidDecision"}
 EventSink = Callable[[dict, str, str, str], None]   # (object body, type, reason, message)
 
 
@@ -196,9 +196,9 @@ class _Tick:
         """Finish early: the exception to raise, which carries the status out to run_tick."""
         return _TickEnded(self.finish(ready, reason, message))
 
-    def count_error(self, kind: str) -> None:
-        """Count one error of this kind against this policy."""
-        telemetry.ERRORS.labels(kind=kind, **self.labels).inc()
+    def count_error(self, kind: str, count: int = 1) -> None:
+        """Count `count` errors of this kind against this policy."""
+        telemetry.ERRORS.labels(kind=kind, **self.labels).inc(count)
 
 
 async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state: TickState,
@@ -349,6 +349,8 @@ def _decide(tick: _Tick, spec: PolicySpec, services: list[ServiceView], holders:
     tick.state.last_fresh = plan.last_fresh
     telemetry.DECISIONS.labels(mode=spec.mode, **tick.labels).inc(plan.decisions)
     telemetry.STALE.labels(**tick.labels).set(plan.stale)
+    if plan.invalid:
+        tick.count_error("InvalidDecision", plan.invalid)
     return plan
 
 

@@ -65,6 +65,14 @@ def test_cooldown_and_deadband_hold_the_previous_target():
     assert guardrails.guard(previous=500, proposed=500, cooldown_s=60, last_change_at=NOW, **kw).target == 150
 
 
+@pytest.mark.parametrize("proposed", [math.nan, math.inf, -math.inf])
+def test_a_proposal_that_is_not_a_number_is_no_decision(proposed):
+    # NaN passed every comparison: it was written as maxTarget, past the step limit.
+    g = guardrails.guard(previous=70, proposed=proposed, min_target=1, max_target=1000, max_step_ratio=0.5,
+                         cooldown_s=0, last_change_at=None, now=NOW)
+    assert (g.target, g.changed, g.reason) == (70, False, "InvalidDecision")
+
+
 def test_format_target():
     assert guardrails.format_target(40.0) == "40" and guardrails.format_target(12.345) == "12.35"
 
