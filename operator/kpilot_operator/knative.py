@@ -80,10 +80,11 @@ def traffic_revisions(service: dict) -> tuple[str, ...]:
 def service_view(service: dict) -> ServiceView:
     meta = service.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    paused = is_paused(annotations)
     body = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", **service}
-    base, band, invalid = None, None, ""
+    paused, base, band, invalid = None, None, None, ""
     try:
+        # A pause kpilot cannot read is held as one (it may have meant one), with the reason why.
+        paused = is_paused(annotations)
         base = _annotated_number(annotations, BASE_TARGET, "a target > 0", lambda v: v > 0)
         band = _annotated_number(annotations, BAND, "a factor >= 1", valid_band)
     except ValueError as exc:

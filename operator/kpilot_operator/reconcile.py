@@ -36,12 +36,18 @@ READING_FIELDS = tuple(f for f in RAW_FIELDS if f not in ("target", "time_of_day
 class ServiceView:
     name: str
     namespace: str
-    paused: bool
+    paused: bool | None                  # kpilot.dev/paused; None: neither true nor false (`invalid` says so)
     traffic_revisions: tuple[str, ...]
     body: Mapping = field(default_factory=dict, compare=False, repr=False)   # for Events
     base_target: float | None = None     # kpilot.dev/base-target
     band: float | None = None            # kpilot.dev/band (None: the spec's)
     invalid: str = ""                    # why an annotation above cannot be used (the Service is held)
+
+    @property
+    def keeps_targets(self) -> bool:
+        """Whether its revisions keep what they run, in Off too: paused, or a pause kpilot cannot
+        read (it may have meant one, and a restore would lose a target set by hand)."""
+        return self.paused is not False
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ class _Decision:
         """Off: restore what this policy (or a gone one it selects) wrote, except on a paused Service."""
         # A paused Service keeps what it runs (a hand-set target too) until the pause is lifted;
         # leaving the selector or deleting the policy is a deliberate release and restores it.
-        paused = {s.name for s in self.services if s.paused}
+        paused = {s.name for s in self.services if s.keeps_targets}
         left_by: dict[str, list[str]] = {}     # service -> "revision (policy)" restored for a gone policy
         for holder in self.holders.values():
             if holder.service not in paused:
@@ -188,11 +194,16 @@ class _Decision:
         def off_message(s: ServiceView) -> str:
             if s.paused:
                 return f"{PAUSED}=true on the Service: not restored until it is removed"
+            if s.paused is None:
+                return f"{s.invalid}; holding the current target: not restored until it is fixed"
             if s.name in left_by:
                 return f"restored what a policy that is gone left: {', '.join(sorted(left_by[s.name]))}"
             return ""
-        statuses = [ServiceStatus(s.name, list(s.traffic_revisions), "Paused" if s.paused else "Off",
-                                  message=off_message(s)) for s in self.services]
+
+        def off_reason(s: ServiceView) -> str:
+            return "Paused" if s.paused else "InvalidAnnotation" if s.paused is None else "Off"
+        statuses = [ServiceStatus(s.name, list(s.traffic_revisions), off_reason(s), message=off_message(s))
+                    for s in self.services]
         return Plan(self.writes, statuses, {})
 
     def select_candidates(self) -> list[tuple[ServiceStatus, Holder]]:

@@ -243,7 +243,7 @@ async def _read_spec(tick: _Tick, raw_spec: dict) -> PolicySpec:
 async def _restore_all_but_paused(tick: _Tick) -> tuple[int, set[str]]:
     """Restore this policy's revisions but those of paused Services; returns (failures left, paused)."""
     try:
-        paused = {s.name for s in await tick.rt.cluster.list_services(tick.namespace, {}) if s.paused}
+        paused = {s.name for s in await tick.rt.cluster.list_services(tick.namespace, {}) if s.keeps_targets}
     except KnativeMissing as missing:
         tick.count_error("KnativeMissing")
         raise tick.end(False, "KnativeNotInstalled", str(missing))

@@ -186,6 +186,11 @@ async def test_off_restores_even_when_the_rest_of_the_spec_is_invalid():
                             TickState())
     assert annotations.get(TARGET) == "55" and annotations.get(ORIGINAL) == "70"
     assert "paused Services excepted" in status["conditions"][0]["message"]
+    # So does one whose pause cannot be read: it may have meant one.
+    cluster.services[0]["metadata"]["annotations"][PAUSED] = "yes"
+    await run_tick(rt, "p", "bench", {**SPEC, "mode": "Off", "bounds": {"minTarget": 10, "maxTarget": 5}},
+                   TickState())
+    assert annotations.get(TARGET) == "55" and annotations.get(ORIGINAL) == "70"
 
 
 @pytest.mark.asyncio

@@ -10,8 +10,8 @@ import pytest
 from kpilot_operator import guardrails
 from kpilot_operator.knative import json_patch_ops, parse_version, service_view, traffic_revisions, write_path_for
 from kpilot_operator.metrics import QUERIES, QUERIES_PER_TICK, assemble, promql
-from kpilot_operator.annotations import (ABSENT, CHANGED_AT, ORIGINAL, OWNER, TARGET, Assert, Holder, Restore,
-                                         annotation_delta)
+from kpilot_operator.annotations import (ABSENT, CHANGED_AT, ORIGINAL, OWNER, PAUSED, TARGET, Assert, Holder,
+                                         Restore, annotation_delta)
 from kpilot_operator.reconcile import ServiceView, decide
 from kpilot_operator.spec import SpecError, parse_spec, selector_matches, selector_to_query
 from kpilot.policy import policy_from_bytes
@@ -447,6 +447,35 @@ def test_service_annotations_are_read_and_a_bad_one_holds_the_service():
         assert plan.writes == [] and plan.services[0].reason == "InvalidAnnotation"
         assert key in plan.services[0].message
         assert run(spec(), [bad], [holder(**{TARGET: "70"})], {"r1": reading()}).writes == []
+
+
+@pytest.mark.parametrize("value, paused", [("true", True), ("True", True), (" TRUE ", True), ("false", False),
+                                           ("False ", False)])
+def test_the_pause_annotation_is_true_or_false_in_any_case(value, paused):
+    v = service_view({"metadata": {"name": "s1", "annotations": {PAUSED: value}}})
+    assert (v.paused, v.invalid) == (paused, "")
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "on", "ture", '"true"', ""])
+@pytest.mark.parametrize("mode", ["Enforce", "Off"])
+def test_a_pause_annotation_neither_true_nor_false_holds_the_service_and_says_so(value, mode):
+    # Before: anything but "true" read as not paused, without a word: "yes" left the Service managed.
+    v = service_view({"metadata": {"name": "s1", "namespace": "ns", "annotations": {PAUSED: value}},
+                      "status": {"traffic": [{"revisionName": "r1", "percent": 100}]}})
+    owned = holder(**{TARGET: "25", ORIGINAL: "70", OWNER: "p"})
+    plan = run(spec(mode=mode), [v], [owned], {"r1": reading()})
+    # Held at 25: neither the policy's 40 nor, under Off, a restore of 70 (it may have meant a pause).
+    assert plan.writes == [] and plan.services[0].reason == "InvalidAnnotation"
+    assert plan.services[0].message == (f"kpilot.dev/paused={value!r} is not 'true' or 'false'; "
+                                        "holding the current target" + ("" if mode == "Enforce" else
+                                                                        ": not restored until it is fixed"))
+
+
+def test_retune_leaves_a_service_whose_pause_it_cannot_read_alone():
+    from kpilot.retune import Retuned, annotate
+
+    report = annotate([Retuned("s1", 100, 12.0, 0.1)], {"s1": {"kpilot.dev/paused": "yes"}}, "ns", None)
+    assert report == [("s1", "kept: kpilot.dev/paused='yes' is not 'true' or 'false'")]
 
 
 # --- spec, selectors, versions, metrics ---
