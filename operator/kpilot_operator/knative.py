@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, NoReturn, Protocol
 
-from kpilot.action import is_paused, valid_band
+from kpilot.action import is_paused, quoted, valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
 from kpilot_operator.annotations import BAND, BASE_TARGET, CLUSTER_KEYS, KNATIVE_DEFAULT_TARGET, Assert, Holder, Restore, annotation_delta
 from kpilot_operator.reconcile import ServiceView
@@ -102,7 +102,7 @@ def _annotated_number(annotations: dict, key: str, meaning: str, ok) -> float | 
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and ok(value)):
-        raise ValueError(f"{key}={annotations[key]!r} is not {meaning}")
+        raise ValueError(f"{key}={quoted(annotations[key])} is not {meaning}")
     return value
 
 

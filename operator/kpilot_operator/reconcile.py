@@ -30,6 +30,9 @@ from kpilot_operator.spec import PolicySpec, step_ratio
 
 # What the metrics adapters provide per revision: the raw fields except the two the operator knows.
 READING_FIELDS = tuple(f for f in RAW_FIELDS if f not in ("target", "time_of_day_s"))
+# The longest message a status keeps (a condition's, a Service's): whatever goes into one, the
+# status must stay far under etcd's request limit, or every status write fails.
+MESSAGE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,9 @@ class ServiceStatus:
     def as_dict(self, now_iso: str) -> dict:
         out = {"name": self.name, "revisions": self.revisions, "reason": self.reason, "time": now_iso}
         if len(self.by_revision) > 1:
-            out["revisionStatus"] = [self.by_revision[r] for r in self.revisions if r in self.by_revision]
+            entries = [self.by_revision[r] for r in self.revisions if r in self.by_revision]
+            out["revisionStatus"] = [{**e, "message": e["message"][:MESSAGE_LIMIT]} if "message" in e else e
+                                     for e in entries]
         if self.bounds is not None:
             out["bounds"] = {"minTarget": self.bounds[0], "maxTarget": self.bounds[1]}
         if self.observation is not None:
@@ -112,7 +117,7 @@ class ServiceStatus:
         if self.applied is not None:
             out["appliedTarget"] = self.applied
         if self.message:
-            out["message"] = self.message
+            out["message"] = self.message[:MESSAGE_LIMIT]
         return out
 
 

@@ -21,7 +21,7 @@ from kpilot_operator.kube import ApiError
 from kpilot_operator.metrics import MetricsUnavailable, PodAutoscalerMetrics, PrometheusMetrics
 from kpilot_operator.policies import PolicyLoader, interval_note
 from kpilot_operator.annotations import Holder, Restore
-from kpilot_operator.reconcile import Plan, ServiceView, Write, decide, with_note
+from kpilot_operator.reconcile import MESSAGE_LIMIT, Plan, ServiceView, Write, decide, with_note
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
 FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",
@@ -81,7 +81,7 @@ def condition(state: TickState, type_: str, ok: bool, reason: str, message: str,
     prev = state.conditions.get(type_)
     since = prev["lastTransitionTime"] if prev and prev["status"] == status else iso(now)
     state.conditions[type_] = cond = {"type": type_, "status": status, "reason": reason,
-                                      "message": message[:1000], "lastTransitionTime": since}
+                                      "message": message[:MESSAGE_LIMIT], "lastTransitionTime": since}
     return cond
 
 
@@ -396,7 +396,8 @@ def _announce_new_faults(tick: _Tick, plan: Plan, bodies: dict[str, dict]) -> No
     for svc in plan.services:
         if svc.reason in FAULT_REASONS and tick.state.service_reasons.get(svc.name) != svc.reason \
                 and svc.reason != "WriteFailed" and svc.name in bodies:
-            tick.rt.emit_event(bodies[svc.name], "Warning", svc.reason, svc.message or svc.reason)
+            tick.rt.emit_event(bodies[svc.name], "Warning", svc.reason,
+                               svc.message[:MESSAGE_LIMIT] or svc.reason)
     tick.state.service_reasons = {s.name: s.reason for s in plan.services}
 
 

@@ -449,6 +449,29 @@ def test_service_annotations_are_read_and_a_bad_one_holds_the_service():
         assert run(spec(), [bad], [holder(**{TARGET: "70"})], {"r1": reading()}).writes == []
 
 
+def test_a_huge_annotation_value_makes_a_short_status():
+    # A 200,001-character base-target was quoted whole in the status: eight such Services passed
+    # etcd's request limit, and every status write of the policy failed.
+    v = service_view({"metadata": {"name": "s1", "namespace": "ns",
+                                   "annotations": {"kpilot.dev/base-target": "9" * 200_000 + "x"}},
+                      "status": {"traffic": [{"revisionName": "r1", "percent": 100}]}})
+    out = run(spec(), [v], [holder(**{TARGET: "70"})], {"r1": reading()}).services[0].as_dict("now")
+    assert out["reason"] == "InvalidAnnotation" and out["message"] == (
+        f"kpilot.dev/base-target='{'9' * 64}'... (200,001 characters) is not a target > 0; "
+        "holding the current target")
+    # Whatever a message quotes (here a revision's metric annotation), the status keeps at most
+    # 1000 characters of it, on the Service and on each revision of a split one.
+    split = ServiceView("s1", "ns", False, ("r1", "r2"))
+    odd = holder("r1", **{TARGET: "70", "autoscaling.knative.dev/metric": "x" * 200_000})
+    plan = run(spec(), [split], [odd, holder("r2", **{TARGET: "70"})], {"r2": reading()})
+    out = plan.services[0].as_dict("now")
+    first = out["revisionStatus"][0]
+    assert first["reason"] == "UnsupportedAutoscaling"
+    assert first["message"].startswith("r1: autoscaling metric xxx")
+    assert len(first["message"]) == 1000 and len(str(out)) < 3000
+    assert len(run(spec(), [SVC], [odd], {}).services[0].as_dict("now")["message"]) == 1000
+
+
 @pytest.mark.parametrize("value, paused", [("true", True), ("True", True), (" TRUE ", True), ("false", False),
                                            ("False ", False)])
 def test_the_pause_annotation_is_true_or_false_in_any_case(value, paused):
