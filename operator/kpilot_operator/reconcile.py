@@ -409,7 +409,9 @@ class _Decision:
 
     def plan(self) -> Plan:
         """The tick's outcome; DryRun writes nothing."""
-        return Plan([] if self.spec.mode == "DryRun" else self.writes, self.statuses, self.fresh,
+        # Only revisions that still exist are remembered: every revision ever seen would pile up.
+        fresh = {rev: t for rev, t in self.fresh.items() if rev in self.holders}
+        return Plan([] if self.spec.mode == "DryRun" else self.writes, self.statuses, fresh,
                     self.decisions, self.stale, self.invalid)
 
     def _restore(self, holder: Holder, service: str | None, reason: str) -> None:

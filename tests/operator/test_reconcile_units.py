@@ -222,6 +222,13 @@ def test_decide_holds_then_falls_back_then_restores_without_fallback():
     assert isinstance(restored.writes[0].intent, Restore) and restored.writes[0].target == 70
 
 
+def test_the_freshness_memory_keeps_only_revisions_that_still_exist():
+    # It kept every revision ever seen, for as long as the operator ran.
+    plan = run(spec(), [SVC], [holder(**{TARGET: "70"}), holder("r2", **{TARGET: "70"})], {"r1": reading()},
+               last_fresh={"r1": NOW - 5, "r2": NOW - 50, "deleted-00001": NOW - 9})
+    assert plan.last_fresh == {"r1": NOW, "r2": NOW - 50}       # r2 has no traffic, but is still there
+
+
 def test_dry_run_says_what_it_would_do_when_metrics_go_stale():
     h = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
     fb = run(spec(mode="DryRun", fallbackTarget=25, staleAfterSeconds=30), [SVC], [h], {},
