@@ -250,6 +250,10 @@ def test_dry_run_says_what_it_would_do_when_metrics_go_stale():
     ({"autoscaling.knative.dev/window": "sixty"}, "window sixty"),
     ({"autoscaling.knative.dev/panic-window-percentage": "20"}, "panic window of 10 %"),
     ({"autoscaling.knative.dev/metric-aggregation-algorithm": "weightedExponential"}, "linear window averages"),
+    # The same target at 100 % puts 43 % more load on each pod than at the 70 % it trained with.
+    ({"autoscaling.knative.dev/target-utilization-percentage": "100"},
+     "r1: autoscaling.knative.dev/target-utilization-percentage 100: the policy was trained with a target "
+     "utilization of 70 %"),
 ])
 def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotations, why):
     # The policy's number is a concurrency target: on an HPA revision it would be a CPU percentage.
@@ -261,7 +265,8 @@ def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotatio
     assert run(spec(), [SVC], [holder(**{TARGET: "70", **kpa})], {"r1": reading()}).writes[0].target == 40
     # ... and so are the windows it was trained with, however they are written.
     same = {"autoscaling.knative.dev/window": "1m", "autoscaling.knative.dev/panic-window-percentage": "10.0",
-            "autoscaling.knative.dev/metric-aggregation-algorithm": "Linear"}
+            "autoscaling.knative.dev/metric-aggregation-algorithm": "Linear",
+            "autoscaling.knative.dev/target-utilization-percentage": "70.0"}
     assert run(spec(), [SVC], [holder(**{TARGET: "70", **same})], {"r1": reading()}).writes[0].target == 40
 
 
@@ -912,6 +917,35 @@ def test_the_clusters_utilization_applies_where_a_revision_sets_none():
     own = {"autoscaling.knative.dev/target-utilization-percentage": "80"}
     assert Holder("Revision", "ns", "r1", "s1", "1", own, cluster_autoscaling=cluster).utilization == 0.8
     assert Holder("Revision", "ns", "r1", "s1", "1", {}).utilization == 0.7
+
+
+def test_a_utilization_other_than_the_trained_one_is_unsupported_autoscaling():
+    from kpilot_operator.annotations import UTILIZATION
+    from kpilot_operator.knative import cluster_autoscaling_from
+
+    # The policy trained at Knative's default 70 % (the key absent from its manifest reads so too).
+    cluster = cluster_autoscaling_from({"data": {"container-concurrency-target-percentage": "100"}})
+    at_100 = Holder("Revision", "ns", "r1", "s1", "1", {TARGET: "70"}, cluster_autoscaling=cluster)
+    plan = run(spec(), [SVC], [at_100], {"r1": reading()})
+    assert plan.writes == [] and plan.services[0].reason == "UnsupportedAutoscaling"
+    assert plan.services[0].message == ("r1: config-autoscaler's container-concurrency-target-percentage "
+                                        "100: the policy was trained with a target utilization of 70 %")
+    own = replace(at_100, annotations={TARGET: "70", UTILIZATION: "70"})      # the revision's own wins
+    assert run(spec(), [SVC], [own], {"r1": reading()}).writes[0].target == 40
+
+    # A policy trained at 100 %: where nothing is set, Knative runs its 70 %.
+    trained = {"manifest": {"simulator": {"kpa": {"container_concurrency_target_percentage": 100.0}}}}
+    policy = replace(POLICY, manifest={**POLICY.manifest, **trained})
+
+    def decided(h):
+        return decide(policy_name="p", spec=spec(), services=[SVC], holders={"r1": h},
+                      readings={"r1": reading()}, policy=policy, last_fresh={}, now=NOW)
+
+    plan = decided(holder(**{TARGET: "70"}))
+    assert plan.writes == [] and plan.services[0].message == (
+        f"r1: target utilization 70 % (Knative's default: neither {UTILIZATION} nor config-autoscaler's "
+        "container-concurrency-target-percentage is set): the policy was trained with 100 %")
+    assert decided(at_100).writes[0].target == 40
 
 
 # --- logs ---
