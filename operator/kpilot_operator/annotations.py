@@ -92,6 +92,8 @@ def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping
     Knative's averages over the windows it trained with (`trained_kpa`: the manifest's simulator
     kpa section; Knative's defaults where absent): another stable window, panic window or a
     weighted average would show it another load (a 300 s window reads a fifth of a new load).
+    Its target is scaled by the utilization it trained with: at 100 % instead of 70 % the same
+    target puts 43 % more load on each pod, and what it observes shifts with it.
     `cluster`: config-autoscaler's settings, keyed by the annotations that override them."""
     cls, metric = annotations.get(CLASS, KPA_CLASS), annotations.get(METRIC, "concurrency")
     if cls != KPA_CLASS:
@@ -108,6 +110,14 @@ def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping
         want = float(trained.get("panic_window_percentage", 10.0))
         if not abs(parse_target(panic[0]) - want) < 1e-6:
             return f"{panic[1]} {panic[0]}: the policy was trained with a panic window of {want:g} %"
+    want = float(trained.get("container_concurrency_target_percentage", 70.0))
+    if utilization := autoscaling_setting(annotations, cluster, UTILIZATION):
+        if not abs(parse_target(utilization[0]) - want) < 1e-6:
+            return (f"{utilization[1]} {utilization[0]}: the policy was trained with a target utilization "
+                    f"of {want:g} %")
+    elif want != 70.0:      # set nowhere: Knative runs its default
+        return (f"target utilization 70 % (Knative's default: neither {UTILIZATION} nor config-autoscaler's "
+                f"{CLUSTER_KEYS[UTILIZATION]} is set): the policy was trained with {want:g} %")
     if annotations.get(AGGREGATION, "linear").strip().lower() != "linear":
         return (f"{AGGREGATION} {annotations[AGGREGATION]}: the policy was trained on Knative's linear "
                 "window averages")

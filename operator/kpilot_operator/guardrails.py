@@ -78,12 +78,16 @@ def format_target(target: float) -> str:
 class Guarded:
     target: float          # the target to run (equals previous when nothing should change)
     changed: bool
-    reason: str            # Applied | Cooldown | WithinDeadband | StepLimited | Bounded
+    reason: str            # Applied | Cooldown | WithinDeadband | StepLimited | Bounded | InvalidDecision
 
 
 def guard(*, previous: float, proposed: float, min_target: float, max_target: float,
           max_step_ratio: float, cooldown_s: float, last_change_at: float | None, now: float) -> Guarded:
     """Apply every guardrail to a proposal; the result says why the target is what it is."""
+    # NaN passes every comparison: max(nan, 0.01) is nan and min(max_target, nan) is max_target,
+    # so it would be written as the upper bound past the step limit. It is no decision at all.
+    if not math.isfinite(proposed):
+        return Guarded(previous, False, "InvalidDecision")
     stepped = limit_step(previous, proposed, max_step_ratio)
     bounded = round_within(clamp_to_bounds(stepped, min_target, max_target), min_target, max_target)
     inside = inside_bounds(previous, min_target, max_target)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, NoReturn, Protocol
 
-from kpilot.action import is_paused, valid_band
+from kpilot.action import is_paused, quoted, valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
 from kpilot_operator.annotations import BAND, BASE_TARGET, CLUSTER_KEYS, KNATIVE_DEFAULT_TARGET, Assert, Holder, Restore, annotation_delta
 from kpilot_operator.reconcile import ServiceView
@@ -80,10 +80,11 @@ def traffic_revisions(service: dict) -> tuple[str, ...]:
 def service_view(service: dict) -> ServiceView:
     meta = service.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    paused = is_paused(annotations)
     body = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", **service}
-    base, band, invalid = None, None, ""
+    paused, base, band, invalid = None, None, None, ""
     try:
+        # A pause kpilot cannot read is held as one (it may have meant one), with the reason why.
+        paused = is_paused(annotations)
         base = _annotated_number(annotations, BASE_TARGET, "a target > 0", lambda v: v > 0)
         band = _annotated_number(annotations, BAND, "a factor >= 1", valid_band)
     except ValueError as exc:
@@ -101,7 +102,7 @@ def _annotated_number(annotations: dict, key: str, meaning: str, ok) -> float | 
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and ok(value)):
-        raise ValueError(f"{key}={annotations[key]!r} is not {meaning}")
+        raise ValueError(f"{key}={quoted(annotations[key])} is not {meaning}")
     return value
 
 

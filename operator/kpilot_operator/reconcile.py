@@ -30,18 +30,27 @@ from kpilot_operator.spec import PolicySpec, step_ratio
 
 # What the metrics adapters provide per revision: the raw fields except the two the operator knows.
 READING_FIELDS = tuple(f for f in RAW_FIELDS if f not in ("target", "time_of_day_s"))
+# The longest message a status keeps (a condition's, a Service's): whatever goes into one, the
+# status must stay far under etcd's request limit, or every status write fails.
+MESSAGE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
 class ServiceView:
     name: str
     namespace: str
-    paused: bool
+    paused: bool | None                  # kpilot.dev/paused; None: neither true nor false (`invalid` says so)
     traffic_revisions: tuple[str, ...]
     body: Mapping = field(default_factory=dict, compare=False, repr=False)   # for Events
     base_target: float | None = None     # kpilot.dev/base-target
     band: float | None = None            # kpilot.dev/band (None: the spec's)
     invalid: str = ""                    # why an annotation above cannot be used (the Service is held)
+
+    @property
+    def keeps_targets(self) -> bool:
+        """Whether its revisions keep what they run, in Off too: paused, or a pause kpilot cannot
+        read (it may have meant one, and a restore would lose a target set by hand)."""
+        return self.paused is not False
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,9 @@ class ServiceStatus:
     def as_dict(self, now_iso: str) -> dict:
         out = {"name": self.name, "revisions": self.revisions, "reason": self.reason, "time": now_iso}
         if len(self.by_revision) > 1:
-            out["revisionStatus"] = [self.by_revision[r] for r in self.revisions if r in self.by_revision]
+            entries = [self.by_revision[r] for r in self.revisions if r in self.by_revision]
+            out["revisionStatus"] = [{**e, "message": e["message"][:MESSAGE_LIMIT]} if "message" in e else e
+                                     for e in entries]
         if self.bounds is not None:
             out["bounds"] = {"minTarget": self.bounds[0], "maxTarget": self.bounds[1]}
         if self.observation is not None:
@@ -106,7 +117,7 @@ class ServiceStatus:
         if self.applied is not None:
             out["appliedTarget"] = self.applied
         if self.message:
-            out["message"] = self.message
+            out["message"] = self.message[:MESSAGE_LIMIT]
         return out
 
 
@@ -117,6 +128,7 @@ class Plan:
     last_fresh: dict[str, float]          # revision -> last time its observation was usable
     decisions: int = 0
     stale: int = 0
+    invalid: int = 0                      # proposals that were not finite numbers (no decision)
 
 
 def usable(reading: Mapping[str, float] | None, now: float, staleness_s: float) -> bool:
@@ -164,6 +176,7 @@ class _Decision:
     bounds_of: dict[str, tuple[float, float]] = field(default_factory=dict)   # service -> (min, max) target
     decisions: int = 0
     stale: int = 0
+    invalid: int = 0
     selected: set[str] = field(init=False)                 # the Services this policy selects
     base_of: dict[str, float | None] = field(init=False)   # service -> its kpilot.dev/base-target
 
@@ -175,7 +188,7 @@ class _Decision:
         """Off: restore what this policy (or a gone one it selects) wrote, except on a paused Service."""
         # A paused Service keeps what it runs (a hand-set target too) until the pause is lifted;
         # leaving the selector or deleting the policy is a deliberate release and restores it.
-        paused = {s.name for s in self.services if s.paused}
+        paused = {s.name for s in self.services if s.keeps_targets}
         left_by: dict[str, list[str]] = {}     # service -> "revision (policy)" restored for a gone policy
         for holder in self.holders.values():
             if holder.service not in paused:
@@ -186,11 +199,16 @@ class _Decision:
         def off_message(s: ServiceView) -> str:
             if s.paused:
                 return f"{PAUSED}=true on the Service: not restored until it is removed"
+            if s.paused is None:
+                return f"{s.invalid}; holding the current target: not restored until it is fixed"
             if s.name in left_by:
                 return f"restored what a policy that is gone left: {', '.join(sorted(left_by[s.name]))}"
             return ""
-        statuses = [ServiceStatus(s.name, list(s.traffic_revisions), "Paused" if s.paused else "Off",
-                                  message=off_message(s)) for s in self.services]
+
+        def off_reason(s: ServiceView) -> str:
+            return "Paused" if s.paused else "InvalidAnnotation" if s.paused is None else "Off"
+        statuses = [ServiceStatus(s.name, list(s.traffic_revisions), off_reason(s), message=off_message(s))
+                    for s in self.services]
         return Plan(self.writes, statuses, {})
 
     def select_candidates(self) -> list[tuple[ServiceStatus, Holder]]:
@@ -288,14 +306,21 @@ class _Decision:
                         bounds: tuple[float, float]) -> None:
         """A usable observation: the policy's proposal within the guardrails, written unless DryRun."""
         spec, previous, reading = self.spec, holder.current_target, self.readings[holder.name]
-        self.decisions += 1
         self.fresh[holder.name] = min(self.now, reading.get("sample_time") or self.now)
         status.observation = {f: reading[f] for f in READING_FIELDS}
-        status.decision = guardrails.round_target(proposal)
         g = guardrails.guard(previous=previous, proposed=proposal, min_target=bounds[0], max_target=bounds[1],
                              max_step_ratio=step_ratio(spec, self.policy.action_spec.max_step_ratio),
                              cooldown_s=spec.cooldown_s, last_change_at=holder.last_change_at, now=self.now)
         status.reason, status.applied = g.reason, g.target
+        if g.reason == "InvalidDecision":
+            # A network that overflows (inf - inf) loads like any other and answers NaN: no decision,
+            # and none in the status (the API server refuses a status with NaN in it, and so every patch).
+            self.invalid += 1
+            status.message = (f"{holder.name}: the policy's output is not a finite number ({proposal:g}); "
+                              "holding the current target (check the policy file)")
+            return
+        self.decisions += 1
+        status.decision = guardrails.round_target(proposal)
         if g.changed and spec.mode == "DryRun":
             status.reason, status.applied = "DryRun", previous
             status.message = f"would set {guardrails.format_target(g.target)} ({g.reason})"
@@ -384,8 +409,10 @@ class _Decision:
 
     def plan(self) -> Plan:
         """The tick's outcome; DryRun writes nothing."""
-        return Plan([] if self.spec.mode == "DryRun" else self.writes, self.statuses, self.fresh,
-                    self.decisions, self.stale)
+        # Only revisions that still exist are remembered: every revision ever seen would pile up.
+        fresh = {rev: t for rev, t in self.fresh.items() if rev in self.holders}
+        return Plan([] if self.spec.mode == "DryRun" else self.writes, self.statuses, fresh,
+                    self.decisions, self.stale, self.invalid)
 
     def _restore(self, holder: Holder, service: str | None, reason: str) -> None:
         """Put the original target back on a holder this policy may let go; any other it leaves alone."""

@@ -21,11 +21,11 @@ from kpilot_operator.kube import ApiError
 from kpilot_operator.metrics import MetricsUnavailable, PodAutoscalerMetrics, PrometheusMetrics
 from kpilot_operator.policies import PolicyLoader, interval_note
 from kpilot_operator.annotations import Holder, Restore
-from kpilot_operator.reconcile import Plan, ServiceView, Write, decide, with_note
+from kpilot_operator.reconcile import MESSAGE_LIMIT, Plan, ServiceView, Write, decide, with_note
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
 FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",
-                 "ClaimedByOtherPolicy", "RevisionNotFound", "UnsupportedAutoscaling"}
+                 "ClaimedByOtherPolicy", "RevisionNotFound", "UnsupportedAutoscaling", "InvalidDecision"}
 EventSink = Callable[[dict, str, str, str], None]   # (object body, type, reason, message)
 
 
@@ -81,7 +81,7 @@ def condition(state: TickState, type_: str, ok: bool, reason: str, message: str,
     prev = state.conditions.get(type_)
     since = prev["lastTransitionTime"] if prev and prev["status"] == status else iso(now)
     state.conditions[type_] = cond = {"type": type_, "status": status, "reason": reason,
-                                      "message": message[:1000], "lastTransitionTime": since}
+                                      "message": message[:MESSAGE_LIMIT], "lastTransitionTime": since}
     return cond
 
 
@@ -196,9 +196,9 @@ class _Tick:
         """Finish early: the exception to raise, which carries the status out to run_tick."""
         return _TickEnded(self.finish(ready, reason, message))
 
-    def count_error(self, kind: str) -> None:
-        """Count one error of this kind against this policy."""
-        telemetry.ERRORS.labels(kind=kind, **self.labels).inc()
+    def count_error(self, kind: str, count: int = 1) -> None:
+        """Count `count` errors of this kind against this policy."""
+        telemetry.ERRORS.labels(kind=kind, **self.labels).inc(count)
 
 
 async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state: TickState,
@@ -243,7 +243,7 @@ async def _read_spec(tick: _Tick, raw_spec: dict) -> PolicySpec:
 async def _restore_all_but_paused(tick: _Tick) -> tuple[int, set[str]]:
     """Restore this policy's revisions but those of paused Services; returns (failures left, paused)."""
     try:
-        paused = {s.name for s in await tick.rt.cluster.list_services(tick.namespace, {}) if s.paused}
+        paused = {s.name for s in await tick.rt.cluster.list_services(tick.namespace, {}) if s.keeps_targets}
     except KnativeMissing as missing:
         tick.count_error("KnativeMissing")
         raise tick.end(False, "KnativeNotInstalled", str(missing))
@@ -349,6 +349,8 @@ def _decide(tick: _Tick, spec: PolicySpec, services: list[ServiceView], holders:
     tick.state.last_fresh = plan.last_fresh
     telemetry.DECISIONS.labels(mode=spec.mode, **tick.labels).inc(plan.decisions)
     telemetry.STALE.labels(**tick.labels).set(plan.stale)
+    if plan.invalid:
+        tick.count_error("InvalidDecision", plan.invalid)
     return plan
 
 
@@ -394,7 +396,8 @@ def _announce_new_faults(tick: _Tick, plan: Plan, bodies: dict[str, dict]) -> No
     for svc in plan.services:
         if svc.reason in FAULT_REASONS and tick.state.service_reasons.get(svc.name) != svc.reason \
                 and svc.reason != "WriteFailed" and svc.name in bodies:
-            tick.rt.emit_event(bodies[svc.name], "Warning", svc.reason, svc.message or svc.reason)
+            tick.rt.emit_event(bodies[svc.name], "Warning", svc.reason,
+                               svc.message[:MESSAGE_LIMIT] or svc.reason)
     tick.state.service_reasons = {s.name: s.reason for s in plan.services}
 
 

@@ -45,11 +45,31 @@ DEFAULT_INTERVAL_S = 30.0   # seconds between a policy's decisions: training's, 
 BASE_TARGET_ANNOTATION = "kpilot.dev/base-target"
 BAND_ANNOTATION = "kpilot.dev/band"
 PAUSED_ANNOTATION = "kpilot.dev/paused"          # "true": the operator and retune leave the Service alone
+PAUSED_VALUES = ("true", "false")
+QUOTE_LIMIT = 64        # characters of an annotation's value a message quotes
+
+
+def quoted(value) -> str:
+    """An annotation's value for a one-line message: its repr, cut at QUOTE_LIMIT characters with
+    its length, so that a value of any size makes a message of about the same."""
+    text = str(value)
+    if len(text) <= QUOTE_LIMIT:
+        return repr(text)
+    return f"{text[:QUOTE_LIMIT]!r}... ({len(text):,} characters)"
 
 
 def is_paused(annotations) -> bool:
-    """Whether a Service's annotations pause it (the operator and `kpilot retune` read it alike)."""
-    return str((annotations or {}).get(PAUSED_ANNOTATION, "")).strip().lower() == "true"
+    """Whether a Service's annotations pause it (the operator and `kpilot retune` read it alike):
+    "true" or "false", in any case, spaces around ignored. ValueError (one line) for any other
+    value: a "yes" or a "ture" meant to pause must not leave the Service managed without a word."""
+    value = (annotations or {}).get(PAUSED_ANNOTATION)
+    if value is None:
+        return False
+    word = str(value).strip().lower()
+    if word not in PAUSED_VALUES:
+        accepted = " or ".join(map(repr, PAUSED_VALUES))
+        raise ValueError(f"{PAUSED_ANNOTATION}={quoted(value)} is not {accepted}")
+    return word == "true"
 DEFAULT_BAND = 1.5      # the operator's default step limit, x1.5, and the first width measured
 
 

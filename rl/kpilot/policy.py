@@ -124,6 +124,8 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PolicyError(f"not valid JSON ({exc})", path=source) from None
+    except RecursionError:      # [[[...]]] thousands deep: json recurses once per level
+        raise PolicyError("not valid JSON (nested too deeply)", path=source) from None
     if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT:
         raise PolicyError(f"not a {POLICY_FORMAT} file (format={doc.get('format') if isinstance(doc, dict) else None!r})",
                           path=source)

@@ -157,9 +157,14 @@ def annotate(results: list[Retuned], current: dict[str, dict], namespace: str, a
     report = []
     for r in results:
         have = current.get(r.service)
+        try:
+            paused = have is not None and is_paused(have)
+        except ValueError as exc:       # it may have meant a pause: left alone, as the operator leaves it
+            report.append((r.service, f"kept: {exc}"))
+            continue
         if have is None:
             report.append((r.service, "not selected"))
-        elif is_paused(have):
+        elif paused:
             report.append((r.service, f"kept: {PAUSED_ANNOTATION}=true"))
         elif r.target is None:
             report.append((r.service, f"kept: {r.why}"))

@@ -35,6 +35,12 @@ def test_corrupt_policy_json(tiny_policy, tmp_path):
     _fails("--trace", TRACE, "--policy", str(bad), expect="not valid JSON")
 
 
+def test_a_deeply_nested_policy_json_is_one_line(tmp_path):
+    # 200 KB of [[[...]]]: json's RecursionError was a traceback.
+    (tmp_path / "policy.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    _fails("--trace", TRACE, "--policy", str(tmp_path), expect="not valid JSON (nested too deeply)")
+
+
 @pytest.mark.parametrize("section", ["observation", "manifest"])
 def test_observation_version_mismatch(tiny_policy, tmp_path, section):
     bad = tmp_path / "old"

@@ -186,6 +186,11 @@ async def test_off_restores_even_when_the_rest_of_the_spec_is_invalid():
                             TickState())
     assert annotations.get(TARGET) == "55" and annotations.get(ORIGINAL) == "70"
     assert "paused Services excepted" in status["conditions"][0]["message"]
+    # So does one whose pause cannot be read: it may have meant one.
+    cluster.services[0]["metadata"]["annotations"][PAUSED] = "yes"
+    await run_tick(rt, "p", "bench", {**SPEC, "mode": "Off", "bounds": {"minTarget": 10, "maxTarget": 5}},
+                   TickState())
+    assert annotations.get(TARGET) == "55" and annotations.get(ORIGINAL) == "70"
 
 
 @pytest.mark.asyncio
@@ -266,4 +271,48 @@ async def test_every_tick_that_fails_on_the_cluster_is_counted(spec, failing, ki
         assert status["conditions"][0]["reason"] == "KnativeNotInstalled"
     except ApiUnavailable:
         assert kind == "ApiUnavailable"
+    assert REGISTRY.get_sample_value("kpilot_errors_total", labels) == before + 1
+
+
+def _overflowing_policy() -> bytes:
+    """A policy that passes every load check (finite weights) and answers NaN: relu(inf) - relu(inf)."""
+    import numpy as np
+
+    from kpilot.action import ActionSpec
+    from kpilot.observation import N_FEATURES
+    from kpilot.policy import policy_to_bytes
+
+    w1 = np.zeros((2, N_FEATURES))
+    w1[:, 0] = 1e308
+    return policy_to_bytes(layers=[(w1, np.zeros(2)), (np.array([[1.0, -1.0]]), np.zeros(1))],
+                           obs_mean=np.zeros(N_FEATURES), obs_var=np.ones(N_FEATURES),
+                           action_spec=ActionSpec(1.0, 200.0), activation="relu")
+
+
+@pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore:.*encountered in matmul:RuntimeWarning")
+async def test_a_policy_answering_nan_holds_the_target_and_the_status_stays_valid_json():
+    # Before: NaN slipped through the guardrails as maxTarget (past the step limit), and
+    # lastDecision=NaN made the API server refuse this status patch and every later one.
+    from prometheus_client import REGISTRY
+
+    data = _overflowing_policy()
+    cluster = GatedCluster()
+    cluster.policy = data
+    cluster.revisions["svc-0-00001"]["metadata"]["annotations"][TARGET] = "70"
+    events = []
+    rt = Runtime(cluster=cluster, emit_event=lambda *a: events.append(a[1:]), clock=lambda: 1e6)
+    labels = {"namespace": "bench", "policy": "nan", "kind": "InvalidDecision"}
+    before = REGISTRY.get_sample_value("kpilot_errors_total", labels) or 0.0
+    spec = {**SPEC, "policy": {"configMap": {"name": "p"}, "sha256": sha256_hex(data)}}
+    status = await run_tick(rt, "nan", "bench", spec, TickState())
+
+    json.dumps(status, allow_nan=False)          # what the API server accepts
+    svc = status["services"][0]
+    assert svc["reason"] == "InvalidDecision" and svc["appliedTarget"] == 70 and "lastDecision" not in svc
+    assert svc["message"] == ("svc-0-00001: the policy's output is not a finite number (nan); "
+                              "holding the current target (check the policy file)")
+    assert cluster.writes == 0
+    assert cluster.revisions["svc-0-00001"]["metadata"]["annotations"] == {TARGET: "70"}
+    assert ("Warning", "InvalidDecision", svc["message"]) in events
     assert REGISTRY.get_sample_value("kpilot_errors_total", labels) == before + 1

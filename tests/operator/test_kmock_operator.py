@@ -290,7 +290,9 @@ def _wrong_version_policy() -> bytes:
     (b'{"format": "kpilot-policy/1", "observation": ', None, "not valid JSON"),
     (POLICY40, "0" * 64, "sha256 mismatch"),
     (_wrong_version_policy(), None, "observation spec version"),
-], ids=["corrupt", "tampered", "mismatched-version"])
+    # Its sha256 declared: json's RecursionError went out of the tick (and the operator's handler).
+    (b"[" * 100_000 + b"]" * 100_000, None, "not valid JSON (nested too deeply)"),
+], ids=["corrupt", "tampered", "mismatched-version", "deeply-nested"])
 async def test_bad_policy_sets_policyloaded_false_and_leaves_services_untouched(
         k8s, prom, api, operator, data, declared, reason):
     seed(k8s, prom, target="70", policy=data)

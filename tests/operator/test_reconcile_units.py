@@ -12,8 +12,8 @@ import pytest
 from kpilot_operator import guardrails
 from kpilot_operator.knative import json_patch_ops, parse_version, service_view, traffic_revisions, write_path_for
 from kpilot_operator.metrics import QUERIES, QUERIES_PER_TICK, assemble, promql
-from kpilot_operator.annotations import (ABSENT, CHANGED_AT, ORIGINAL, OWNER, TARGET, Assert, Holder, Restore,
-                                         annotation_delta)
+from kpilot_operator.annotations import (ABSENT, CHANGED_AT, ORIGINAL, OWNER, PAUSED, TARGET, Assert, Holder,
+                                         Restore, annotation_delta)
 from kpilot_operator.reconcile import ServiceView, decide
 from kpilot_operator.spec import SpecError, parse_spec, selector_matches, selector_to_query
 from kpilot.policy import policy_from_bytes
@@ -65,6 +65,14 @@ def test_cooldown_and_deadband_hold_the_previous_target():
     assert guardrails.guard(previous=50, proposed=50.5, cooldown_s=0, last_change_at=None, **kw).reason == "WithinDeadband"
     # Outside the bounds, the cooldown does not keep a target the bounds forbid.
     assert guardrails.guard(previous=500, proposed=500, cooldown_s=60, last_change_at=NOW, **kw).target == 150
+
+
+@pytest.mark.parametrize("proposed", [math.nan, math.inf, -math.inf])
+def test_a_proposal_that_is_not_a_number_is_no_decision(proposed):
+    # NaN passed every comparison: it was written as maxTarget, past the step limit.
+    g = guardrails.guard(previous=70, proposed=proposed, min_target=1, max_target=1000, max_step_ratio=0.5,
+                         cooldown_s=0, last_change_at=None, now=NOW)
+    assert (g.target, g.changed, g.reason) == (70, False, "InvalidDecision")
 
 
 def test_format_target():
@@ -216,6 +224,13 @@ def test_decide_holds_then_falls_back_then_restores_without_fallback():
     assert isinstance(restored.writes[0].intent, Restore) and restored.writes[0].target == 70
 
 
+def test_the_freshness_memory_keeps_only_revisions_that_still_exist():
+    # It kept every revision ever seen, for as long as the operator ran.
+    plan = run(spec(), [SVC], [holder(**{TARGET: "70"}), holder("r2", **{TARGET: "70"})], {"r1": reading()},
+               last_fresh={"r1": NOW - 5, "r2": NOW - 50, "deleted-00001": NOW - 9})
+    assert plan.last_fresh == {"r1": NOW, "r2": NOW - 50}       # r2 has no traffic, but is still there
+
+
 def test_dry_run_says_what_it_would_do_when_metrics_go_stale():
     h = holder(**{TARGET: "40", ORIGINAL: "70", OWNER: "p"})
     fb = run(spec(mode="DryRun", fallbackTarget=25, staleAfterSeconds=30), [SVC], [h], {},
@@ -237,6 +252,10 @@ def test_dry_run_says_what_it_would_do_when_metrics_go_stale():
     ({"autoscaling.knative.dev/window": "sixty"}, "window sixty"),
     ({"autoscaling.knative.dev/panic-window-percentage": "20"}, "panic window of 10 %"),
     ({"autoscaling.knative.dev/metric-aggregation-algorithm": "weightedExponential"}, "linear window averages"),
+    # The same target at 100 % puts 43 % more load on each pod than at the 70 % it trained with.
+    ({"autoscaling.knative.dev/target-utilization-percentage": "100"},
+     "r1: autoscaling.knative.dev/target-utilization-percentage 100: the policy was trained with a target "
+     "utilization of 70 %"),
 ])
 def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotations, why):
     # The policy's number is a concurrency target: on an HPA revision it would be a CPU percentage.
@@ -248,7 +267,8 @@ def test_revisions_not_scaled_on_concurrency_by_the_kpa_are_left_alone(annotatio
     assert run(spec(), [SVC], [holder(**{TARGET: "70", **kpa})], {"r1": reading()}).writes[0].target == 40
     # ... and so are the windows it was trained with, however they are written.
     same = {"autoscaling.knative.dev/window": "1m", "autoscaling.knative.dev/panic-window-percentage": "10.0",
-            "autoscaling.knative.dev/metric-aggregation-algorithm": "Linear"}
+            "autoscaling.knative.dev/metric-aggregation-algorithm": "Linear",
+            "autoscaling.knative.dev/target-utilization-percentage": "70.0"}
     assert run(spec(), [SVC], [holder(**{TARGET: "70", **same})], {"r1": reading()}).writes[0].target == 40
 
 
@@ -441,6 +461,58 @@ def test_service_annotations_are_read_and_a_bad_one_holds_the_service():
         assert plan.writes == [] and plan.services[0].reason == "InvalidAnnotation"
         assert key in plan.services[0].message
         assert run(spec(), [bad], [holder(**{TARGET: "70"})], {"r1": reading()}).writes == []
+
+
+def test_a_huge_annotation_value_makes_a_short_status():
+    # A 200,001-character base-target was quoted whole in the status: eight such Services passed
+    # etcd's request limit, and every status write of the policy failed.
+    v = service_view({"metadata": {"name": "s1", "namespace": "ns",
+                                   "annotations": {"kpilot.dev/base-target": "9" * 200_000 + "x"}},
+                      "status": {"traffic": [{"revisionName": "r1", "percent": 100}]}})
+    out = run(spec(), [v], [holder(**{TARGET: "70"})], {"r1": reading()}).services[0].as_dict("now")
+    assert out["reason"] == "InvalidAnnotation" and out["message"] == (
+        f"kpilot.dev/base-target='{'9' * 64}'... (200,001 characters) is not a target > 0; "
+        "holding the current target")
+    # Whatever a message quotes (here a revision's metric annotation), the status keeps at most
+    # 1000 characters of it, on the Service and on each revision of a split one.
+    split = ServiceView("s1", "ns", False, ("r1", "r2"))
+    odd = holder("r1", **{TARGET: "70", "autoscaling.knative.dev/metric": "x" * 200_000})
+    plan = run(spec(), [split], [odd, holder("r2", **{TARGET: "70"})], {"r2": reading()})
+    out = plan.services[0].as_dict("now")
+    first = out["revisionStatus"][0]
+    assert first["reason"] == "UnsupportedAutoscaling"
+    assert first["message"].startswith("r1: autoscaling metric xxx")
+    assert len(first["message"]) == 1000 and len(str(out)) < 3000
+    assert len(run(spec(), [SVC], [odd], {}).services[0].as_dict("now")["message"]) == 1000
+
+
+@pytest.mark.parametrize("value, paused", [("true", True), ("True", True), (" TRUE ", True), ("false", False),
+                                           ("False ", False)])
+def test_the_pause_annotation_is_true_or_false_in_any_case(value, paused):
+    v = service_view({"metadata": {"name": "s1", "annotations": {PAUSED: value}}})
+    assert (v.paused, v.invalid) == (paused, "")
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "on", "ture", '"true"', ""])
+@pytest.mark.parametrize("mode", ["Enforce", "Off"])
+def test_a_pause_annotation_neither_true_nor_false_holds_the_service_and_says_so(value, mode):
+    # Before: anything but "true" read as not paused, without a word: "yes" left the Service managed.
+    v = service_view({"metadata": {"name": "s1", "namespace": "ns", "annotations": {PAUSED: value}},
+                      "status": {"traffic": [{"revisionName": "r1", "percent": 100}]}})
+    owned = holder(**{TARGET: "25", ORIGINAL: "70", OWNER: "p"})
+    plan = run(spec(mode=mode), [v], [owned], {"r1": reading()})
+    # Held at 25: neither the policy's 40 nor, under Off, a restore of 70 (it may have meant a pause).
+    assert plan.writes == [] and plan.services[0].reason == "InvalidAnnotation"
+    assert plan.services[0].message == (f"kpilot.dev/paused={value!r} is not 'true' or 'false'; "
+                                        "holding the current target" + ("" if mode == "Enforce" else
+                                                                        ": not restored until it is fixed"))
+
+
+def test_retune_leaves_a_service_whose_pause_it_cannot_read_alone():
+    from kpilot.retune import Retuned, annotate
+
+    report = annotate([Retuned("s1", 100, 12.0, 0.1)], {"s1": {"kpilot.dev/paused": "yes"}}, "ns", None)
+    assert report == [("s1", "kept: kpilot.dev/paused='yes' is not 'true' or 'false'")]
 
 
 # --- spec, selectors, versions, metrics ---
@@ -848,6 +920,35 @@ def test_the_clusters_utilization_applies_where_a_revision_sets_none():
     own = {"autoscaling.knative.dev/target-utilization-percentage": "80"}
     assert Holder("Revision", "ns", "r1", "s1", "1", own, cluster_autoscaling=cluster).utilization == 0.8
     assert Holder("Revision", "ns", "r1", "s1", "1", {}).utilization == 0.7
+
+
+def test_a_utilization_other_than_the_trained_one_is_unsupported_autoscaling():
+    from kpilot_operator.annotations import UTILIZATION
+    from kpilot_operator.knative import cluster_autoscaling_from
+
+    # The policy trained at Knative's default 70 % (the key absent from its manifest reads so too).
+    cluster = cluster_autoscaling_from({"data": {"container-concurrency-target-percentage": "100"}})
+    at_100 = Holder("Revision", "ns", "r1", "s1", "1", {TARGET: "70"}, cluster_autoscaling=cluster)
+    plan = run(spec(), [SVC], [at_100], {"r1": reading()})
+    assert plan.writes == [] and plan.services[0].reason == "UnsupportedAutoscaling"
+    assert plan.services[0].message == ("r1: config-autoscaler's container-concurrency-target-percentage "
+                                        "100: the policy was trained with a target utilization of 70 %")
+    own = replace(at_100, annotations={TARGET: "70", UTILIZATION: "70"})      # the revision's own wins
+    assert run(spec(), [SVC], [own], {"r1": reading()}).writes[0].target == 40
+
+    # A policy trained at 100 %: where nothing is set, Knative runs its 70 %.
+    trained = {"manifest": {"simulator": {"kpa": {"container_concurrency_target_percentage": 100.0}}}}
+    policy = replace(POLICY, manifest={**POLICY.manifest, **trained})
+
+    def decided(h):
+        return decide(policy_name="p", spec=spec(), services=[SVC], holders={"r1": h},
+                      readings={"r1": reading()}, policy=policy, last_fresh={}, now=NOW)
+
+    plan = decided(holder(**{TARGET: "70"}))
+    assert plan.writes == [] and plan.services[0].message == (
+        f"r1: target utilization 70 % (Knative's default: neither {UTILIZATION} nor config-autoscaler's "
+        "container-concurrency-target-percentage is set): the policy was trained with 100 %")
+    assert decided(at_100).writes[0].target == 40
 
 
 # --- logs ---
