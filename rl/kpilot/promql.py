@@ -14,13 +14,13 @@ A series with no sample one window earlier is counted from zero, by its latest v
 pod's series appears with its first request, and what it served before its first scrape (a
 whole burst on a short-lived pod) would otherwise be lost. So is a series lower now than then:
 a restarted queue-proxy, counted from its restart (what it served in the window before is lost).
-The lookback of both samples is a range,
-NEW_SERIES_LOOKBACK, not an instant selector (`X offset W`): one failed scrape leaves a staleness
-marker, which an instant selector reads as "no series" (a pod that had served 100,000 requests
-then read as new), and which a range function skips; a pod gone a window ago or more keeps its
-last value and counts 0. A series with no sample for that long (a scrape outage, a Prometheus
-without the history) still reads as new: its whole count in one window. Prometheus's own engine
-evaluates all of this in tests/test_promql_promtool.py.
+The lookback of both samples is a range, NEW_SERIES_LOOKBACK, not an instant selector
+(`X offset W`): one failed scrape leaves a staleness marker, which an instant selector reads as
+"no series" (a pod that had served 100,000 requests then read as new), and which a range
+function skips; a pod gone a window ago or more keeps its last value and counts 0. A series with
+no sample for that long (a scrape outage, a Prometheus without the history) still reads as new:
+its whole count in one window. Prometheus's own engine evaluates all of this in
+tests/test_promql_promtool.py.
 """
 
 from __future__ import annotations
@@ -35,12 +35,3 @@ def window_increase(series: str, window: str) -> str:
     last = f"last_over_time({series}[{NEW_SERIES_LOOKBACK}])"
     before = f"last_over_time({series}[{NEW_SERIES_LOOKBACK}] offset {window})"
     return f"((({last} - {before}) >= 0) or {last})"
-
-
-def counted_from_zero(series: str, window: str, per_second: str | None = None) -> str:
-    """increase(`series`[`window`]) with new series counted from zero; with `per_second` (the
-    window in seconds, as text) rate() and the new series' count divided by it."""
-    first = f"max_over_time({series}[{window}])" + (f" / {per_second}" if per_second else "")
-    counted = f"{'rate' if per_second else 'increase'}({series}[{window}])"
-    return (f"(({first} unless count_over_time({series}[{NEW_SERIES_LOOKBACK}] offset {window})) "
-            f"or {counted})")
