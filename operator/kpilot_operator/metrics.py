@@ -1,11 +1,13 @@
 """Metrics adapters: a fixed number of PromQL queries per tick, or the PodAutoscaler status.
 
-Prometheus (Knative >= 1.19 OpenTelemetry metric names): NINE instant queries per
+Prometheus (>= 2.26; Knative >= 1.19 OpenTelemetry metric names): NINE instant queries per
 tick and namespace, whatever the number of services; each returns one series per revision
 (`kn_revision_name`). The queue-proxy series must carry `kn_revision_name` (relabel it from the
-pod's serving.knative.dev/revision label in the scrape config). A revision without queue-proxy
-series (scaled to zero) has request rate and latencies 0; one without autoscaler series has no
-observation (it is held, then falls back).
+pod's serving.knative.dev/revision label in the scrape config). The request rate and latencies
+are over what queue-proxy's counters grew by in the window (the decision interval, 30 s at least:
+kpilot.promql), which needs a scrape per window. A revision without queue-proxy series (none
+scraped in 5 minutes: scaled to zero) has request rate and latencies 0; one without autoscaler
+series has no observation (it is held, then falls back).
 
 Kubernetes (no Prometheus): PA status.actualScale / desiredScale only, through
 kpilot.observation.pod_autoscaler_readings (which `kpilot evaluate --metrics kubernetes` replays a
@@ -26,16 +28,23 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, pod_autoscaler_readings
-from kpilot.promql import counted_from_zero
+from kpilot.promql import window_increase
 from kpilot_operator.annotations import KNATIVE_DEFAULT_TARGET, Holder
 
-def _rate(metric: str) -> str:
-    """rate() of a queue-proxy counter over the window, a new pod's series counted from zero
-    (kpilot.promql; rate() alone read a scale from zero's first interval low), as a template."""
-    return counted_from_zero(metric + "{{{sel}}}", "{w}", per_second="{ws}")
+def _increase(metric: str) -> str:
+    """What a queue-proxy counter grew by over the window, per series (kpilot.promql: a new pod or
+    a restarted queue-proxy counted from zero; rate() read 0 where the window held one scrape), as a
+    template."""
+    return window_increase(metric + "{{{sel}}}", "{w}")
 
 
-# field -> PromQL template; {sel} is the namespace matcher, {w} the rate window, {ws} its seconds.
+def _per_second(metric: str) -> str:
+    """A revision's growth of `metric` over the window / its seconds, as the simulator counts the
+    request rate (completions in the last decision interval / the interval)."""
+    return f"sum by (kn_revision_name) ({_increase(metric)}) / {{ws}}"
+
+
+# field -> PromQL template; {sel} is the namespace matcher, {w} the window, {ws} its seconds.
 QUERIES: dict[str, str] = {
     "concurrency_stable": 'max by (kn_revision_name) (kn_revision_concurrency_stable{{{sel}}})',
     "concurrency_panic": 'max by (kn_revision_name) (kn_revision_concurrency_panic{{{sel}}})',
@@ -43,10 +52,10 @@ QUERIES: dict[str, str] = {
     "desired_pods": 'max by (kn_revision_name) (kn_revision_pods_desired{{{sel}}})',
     "panic": 'max by (kn_revision_name) (kn_revision_panic_mode{{{sel}}})',
     "sample_time": 'max by (kn_revision_name) (timestamp(kn_revision_concurrency_stable{{{sel}}}))',
-    "request_rate": f"sum by (kn_revision_name) {_rate('kn_serving_invocation_duration_seconds_count')}",
-    "latency_sum_rate": f"sum by (kn_revision_name) {_rate('kn_serving_invocation_duration_seconds_sum')}",
+    "request_rate": _per_second("kn_serving_invocation_duration_seconds_count"),
+    "latency_sum_rate": _per_second("kn_serving_invocation_duration_seconds_sum"),
     "latency_p95_s": ("histogram_quantile(0.95, sum by (kn_revision_name, le) "
-                      f"{_rate('kn_serving_invocation_duration_seconds_bucket')})"),
+                      f"({_increase('kn_serving_invocation_duration_seconds_bucket')}))"),
 }
 AUTOSCALER_FIELDS = ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic")
 REQUEST_FIELDS = ("request_rate", "latency_sum_rate", "latency_p95_s")   # queue-proxy series
@@ -56,8 +65,8 @@ QUERIES_PER_TICK = len(QUERIES)
 def without_request_series(series: dict[str, dict[str, float]]) -> list[str]:
     """Revisions with ready pods for which the queue-proxy queries found no series at all: their
     request rate and latency read as 0. Right for a revision that never served a request; on a
-    busy one it means the PromQL range holds under two scrapes, or the queue-proxy series lack the
-    kn_revision_name / k8s_namespace_name labels."""
+    busy one it means its queue-proxy was not scraped in the 5 minutes kpilot.promql looks back, or
+    the queue-proxy series lack the kn_revision_name / k8s_namespace_name labels."""
     seen = set().union(*(series.get(f, {}) for f in REQUEST_FIELDS))
     return sorted(rev for rev, pods in series.get("ready_pods", {}).items() if pods > 0 and rev not in seen)
 

@@ -318,9 +318,9 @@ async def _read_metrics(tick: _Tick, spec: PolicySpec, holders: dict[str, Holder
             f"{spec.metrics.kind}: {len(readings)} revisions observed"
             + (f"; no request rate or latency series for {len(unseen)} with ready pods "
                f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): they read as 0. Fine "
-               "for a revision that has served nothing yet; otherwise check that the Prometheus "
-               "scrape interval is under half the decision interval and that queue-proxy series "
-               "carry kn_revision_name and k8s_namespace_name" if unseen else ""))
+               "for a revision that has served nothing yet; otherwise check that Prometheus scrapes "
+               "queue-proxy, at least once per decision interval, and that its series carry "
+               "kn_revision_name and k8s_namespace_name" if unseen else ""))
     except MetricsUnavailable as exc:
         tick.count_error("MetricsUnavailable")
         tick.add_condition("MetricsAvailable", False, "Unavailable", str(exc))

@@ -79,7 +79,7 @@ def trace_from_prometheus(
     since: str = typer.Option("24h", "--since", help="How far back: 90m, 24h, 7d, ..."),
     end: Optional[float] = typer.Option(None, "--end", help="End of the range, unix seconds (default: a "
                                         "step before now, so that the last bin has been scraped)."),
-    step: float = typer.Option(60.0, "--step", help="Bin width, whole seconds (at least two scrape intervals)."),
+    step: float = typer.Option(60.0, "--step", help="Bin width, whole seconds (at least one scrape interval)."),
     by: str = typer.Option("service", "--by", help="service (kn_service_name) or revision (kn_revision_name)."),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding a bearer token."),
 ):
@@ -158,7 +158,7 @@ def retune(
     url: str = typer.Option(..., "--url", help="Prometheus base URL, e.g. http://prometheus-operated.monitoring:9090."),
     namespace: str = typer.Option(..., "--namespace", help="The Services' namespace."),
     over: str = typer.Option("96m", "--over", help="Tune on this much of each Service's latest traffic."),
-    step: float = typer.Option(60.0, "--step", help="Bin width, whole seconds (at least two scrape intervals)."),
+    step: float = typer.Option(60.0, "--step", help="Bin width, whole seconds (at least one scrape interval)."),
     end: Optional[float] = typer.Option(None, "--end", help="End of the traffic read, unix seconds (default: "
                                         "a step before now, so that the last bin has been scraped)."),
     selector: str = typer.Option(RETUNE_SELECTOR, "--selector",

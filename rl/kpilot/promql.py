@@ -1,16 +1,26 @@
 """PromQL over queue-proxy's request counters, shared by `kpilot trace from-prometheus` (and
-`kpilot retune`) and the operator, so that both count requests alike.
+`kpilot retune`) and the operator, so that both count requests alike. Needs Prometheus >= 2.26
+(last_over_time).
 
-`increase()` and `rate()` count only the growth between a series' own samples, and queue-proxy's
-series appears with a pod's first request: what a new pod served before its first scrape (a whole
-burst from zero on a short-lived pod) was not counted at all. A series with no sample in the
-`NEW_SERIES_LOOKBACK` before the window is therefore counted from zero, by its greatest value in
-the window; the others as increase()/rate() count them. A range lookback, not an instant one:
-one failed scrape leaves a staleness marker, which an instant selector (`X offset w`) reads as
-"no series" and a range function skips, and a pod that had served 100,000 requests then read as
-new; with the range lookback it read 0.84-1.0 req/s, as rate() did (checked against a live
-Prometheus 2.42 scraping every 2 s). A series with no sample for 5 minutes (a scrape outage that
-long, a Prometheus without the history) still reads as new: its whole count in one window.
+What a window of W seconds served is each series' latest sample now less its latest sample one
+window earlier, so the counts of consecutive windows add up to exactly what was scraped. rate()
+and increase(), which this replaced, count only the growth between two samples inside the window
+and extrapolate it: with one sample in the window (a scrape interval over W / 2) they read low or
+nothing (the operator's 30 s rate read half the request rate at a 20 s scrape, and 0 at 30 s).
+Here one scrape per window is enough; a longer interval reads right on average, but noisier
+(windows without a scrape read 0, the next one the growth since the last).
+
+A series with no sample one window earlier is counted from zero, by its latest value: a new
+pod's series appears with its first request, and what it served before its first scrape (a
+whole burst on a short-lived pod) would otherwise be lost. So is a series lower now than then:
+a restarted queue-proxy, counted from its restart (what it served in the window before is lost).
+The lookback of both samples is a range, NEW_SERIES_LOOKBACK, not an instant selector
+(`X offset W`): one failed scrape leaves a staleness marker, which an instant selector reads as
+"no series" (a pod that had served 100,000 requests then read as new), and which a range
+function skips; a pod gone a window ago or more keeps its last value and counts 0. A series with
+no sample for that long (a scrape outage, a Prometheus without the history) still reads as new:
+its whole count in one window. Prometheus's own engine evaluates all of this in
+tests/test_promql_promtool.py.
 """
 
 from __future__ import annotations
@@ -18,10 +28,10 @@ from __future__ import annotations
 NEW_SERIES_LOOKBACK = "5m"
 
 
-def counted_from_zero(series: str, window: str, per_second: str | None = None) -> str:
-    """increase(`series`[`window`]) with new series counted from zero; with `per_second` (the
-    window in seconds, as text) rate() and the new series' count divided by it."""
-    first = f"max_over_time({series}[{window}])" + (f" / {per_second}" if per_second else "")
-    counted = f"{'rate' if per_second else 'increase'}({series}[{window}])"
-    return (f"(({first} unless count_over_time({series}[{NEW_SERIES_LOOKBACK}] offset {window})) "
-            f"or {counted})")
+def window_increase(series: str, window: str) -> str:
+    """Per series, what `series` (a counter selector) grew by over the `window` (a PromQL duration,
+    such as 30s) before the evaluation time; new or reset series counted from zero. `or` matches
+    label sets without __name__, which last_over_time keeps and the difference drops."""
+    last = f"last_over_time({series}[{NEW_SERIES_LOOKBACK}])"
+    before = f"last_over_time({series}[{NEW_SERIES_LOOKBACK}] offset {window})"
+    return f"((({last} - {before}) >= 0) or {last})"

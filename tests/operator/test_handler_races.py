@@ -142,8 +142,8 @@ async def test_a_write_the_fresh_object_did_not_need_is_not_reported():
 
 @pytest.mark.asyncio
 async def test_a_busy_revision_without_request_series_is_named_in_the_metrics_condition():
-    # The autoscaler's gauges answer; the queue-proxy histogram queries find nothing (a 30 s range
-    # over a 30 s scrape holds one sample, or the series lack the labels): rate and latency read 0.
+    # The autoscaler's gauges answer; the queue-proxy histogram queries find nothing (queue-proxy
+    # not scraped in the last 5 minutes, or its series lack the labels): rate and latency read 0.
     async def query(request):
         q = request.query["query"]
         value = "1e9" if "timestamp(" in q else "3"

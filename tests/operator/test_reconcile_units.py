@@ -564,23 +564,25 @@ def test_version_detection_picks_the_write_path():
 def test_prometheus_queries_are_fixed_and_namespace_scoped():
     assert QUERIES_PER_TICK == 9
     assert all('k8s_namespace_name="ns"' in promql(f, "ns", 30) for f in QUERIES)
-    # The series the observation contract names (kpilot.observation), rates over the decision
-    # interval (30 s at least: a shorter range would hold under two scrapes), and the p95.
+    # The series the observation contract names (kpilot.observation), the queue-proxy counters'
+    # growth over the decision interval (30 s at least) / its seconds, and the p95.
     sel = 'k8s_namespace_name="shop"'
     assert promql("concurrency_stable", "shop", 45) == f"max by (kn_revision_name) (kn_revision_concurrency_stable{{{sel}}})"
     assert promql("desired_pods", "shop", 45) == f"max by (kn_revision_name) (kn_revision_pods_desired{{{sel}}})"
-    # A new pod's series (none there a window ago) is counted from zero: rate() alone lost what it
-    # served before its first scrape (a burst of 300 read 0 req/s against Prometheus 2.42; now 10).
+    # Growth = each series' latest sample now less its latest one a window earlier: rate() needed
+    # two samples in the window and read half the rate at a 20 s scrape, 0 at 30 s (promtool:
+    # tests/test_promql_promtool.py). Latest within 5 minutes, a range lookback: one failed
+    # scrape's staleness marker made an instant `offset` read a 100,000-request pod as new.
     count = f"kn_serving_invocation_duration_seconds_count{{{sel}}}"
-    # "New": no sample in the 5 minutes before the window (a range lookback: one failed scrape's
-    # staleness marker made an instant `offset` read a 100,000-request pod as new).
+    now, before = f"last_over_time({count}[5m])", f"last_over_time({count}[5m] offset 45s)"
+    # A series with no sample a window ago (a new pod: what it served before its first scrape) or
+    # lower now (a restarted queue-proxy) is counted from zero, by its latest value.
     assert promql("request_rate", "shop", 45) == (
-        f"sum by (kn_revision_name) ((max_over_time({count}[45s]) / 45 unless count_over_time({count}[5m] offset 45s)) "
-        f"or rate({count}[45s]))")
+        f"sum by (kn_revision_name) (((({now} - {before}) >= 0) or {now})) / 45")
     bucket = f"kn_serving_invocation_duration_seconds_bucket{{{sel}}}"
+    now, before = f"last_over_time({bucket}[5m])", f"last_over_time({bucket}[5m] offset 30s)"
     assert promql("latency_p95_s", "shop", 10) == (
-        f"histogram_quantile(0.95, sum by (kn_revision_name, le) "
-        f"((max_over_time({bucket}[30s]) / 30 unless count_over_time({bucket}[5m] offset 30s)) or rate({bucket}[30s])))")
+        f"histogram_quantile(0.95, sum by (kn_revision_name, le) (((({now} - {before}) >= 0) or {now})))")
     series = {f: {} for f in QUERIES}
     for f in ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic"):
         series[f] = {"r1": 2.0, "r2": 1.0}

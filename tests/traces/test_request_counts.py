@@ -83,7 +83,8 @@ def export(url, out, *extra):
 
 
 SHOP = {
-    # increase() over 60 s bins ending at T0 + 60 ... : fractional, as Prometheus extrapolates.
+    # Counts over 60 s bins ending at T0 + 60 ... : fractional, as a backend that extrapolates (as
+    # increase() did) returns them; Prometheus itself now answers whole counts.
     ("count", "cart"): [(T0 + 60, 2.9), (T0 + 120, 0.2), (T0 + 180, 40.1), (T0 + 540, 5.0)],
     ("sum", "cart"): [(T0 + 60, 0.58), (T0 + 120, 0.01), (T0 + 180, 4.01), (T0 + 540, 1.0)],
     ("count", "search"): [(T0 + 60, 10.0)],
@@ -101,14 +102,15 @@ def test_each_services_traffic_becomes_a_trace_kpilot_tune_reads(prometheus, tmp
     # ten whole minutes before --end.
     assert len(prom.queries) == 2 and all(q["path"] == "/api/v1/query_range" for q in prom.queries)
     assert all('k8s_namespace_name="shop"' in q["query"] and "by (kn_service_name)" in q["query"]
-               and "[60s]" in q["query"] and q["step"] == "60" for q in prom.queries)
+               and "offset 60s)" in q["query"] and q["step"] == "60" for q in prom.queries)
     assert {(q["start"], q["end"]) for q in prom.queries} == {(f"{T0 + 60:.0f}", f"{T0 + 600:.0f}")}
     assert all(q["auth"] == "Bearer s3cret" for q in prom.queries)
-    # A new pod's series counted from zero (what it served before its first scrape), the others
-    # by increase() (checked against a real Prometheus 2.42: a burst of 300 requests on a pod
-    # scraped once read 0 by increase() alone).
-    assert all("(max_over_time(" in q["query"] and "[60s]) unless count_over_time(kn_serving" in q["query"]
-               and "[5m] offset 60s)) or increase(" in q["query"] for q in prom.queries)
+    # Each series' growth between its latest samples at the bin's end and a bin earlier, so the
+    # bins add up to what was served (increase() extrapolated: fractional counts); a series with no
+    # sample a bin earlier (a new pod: what it served before its first scrape) or lower now (a
+    # restarted queue-proxy) counted from zero (Prometheus's engine: tests/test_promql_promtool.py).
+    assert all("[5m]) - last_over_time(kn_serving" in q["query"] and "increase(" not in q["query"]
+               and "[5m] offset 60s)) >= 0) or last_over_time(" in q["query"] for q in prom.queries)
     # A sample at t covers (t - 60, t]; every bin is a row, counts rounded (0.2 requests: none),
     # the mean taken before rounding.
     rows = (out / "cart.csv").read_text().splitlines()
@@ -148,8 +150,9 @@ def test_a_service_with_more_requests_than_kpilot_replays_is_written_and_named_i
 
 
 def test_fractional_counts_are_rounded_so_that_a_services_total_is_kept(prometheus, tmp_path):
-    # increase() extrapolates: one request under 15 s scrapes reads 1.33, one between two windows
-    # 0.4 in each. Rounded bin by bin this sparse Service read 2 requests; it served 4.
+    # A backend that extrapolates (as increase() did: one request under 15 s scrapes read 1.33, one
+    # between two windows 0.4 in each). Rounded bin by bin this sparse Service read 2 requests; it
+    # served 4.
     counts = [1.33, 0.0, 1.33, 0.4, 0.4, 0.4]
     prom = prometheus({("count", "sparse"): [(T0 + 60 * (k + 1), c) for k, c in enumerate(counts)],
                        ("sum", "sparse"): [(T0 + 60 * (k + 1), 0.5 * c) for k, c in enumerate(counts)]})

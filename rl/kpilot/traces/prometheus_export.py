@@ -5,20 +5,25 @@ request histogram in Prometheus, as one request-counts trace per Service (reques
 Two range queries, whatever the number of Services, with the bin width as their step, for the
 histogram's _count and _sum (X below, selected by k8s_namespace_name="NS"):
 
-    sum by (LABEL) ((max_over_time(X[STEP]) unless count_over_time(X[5m] offset STEP)) or increase(X[STEP]))
+    sum by (LABEL) ((((last_over_time(X[5m]) - last_over_time(X[5m] offset STEP)) >= 0)
+                     or last_over_time(X[5m])))
 
-a new pod's series counted from zero (kpilot.promql: what it served before its first scrape was
-otherwise lost), the others by increase().
-Bins are whole steps on the step's grid (unix time a multiple of STEP), the last one ending at or
-before --end (default now); a sample at time t covers (t - STEP, t], so its row's bin starts at
-t - STEP, and every bin of the range is a row, 0 where nothing was served. increase()
-extrapolates to the range's edges, so counts come back fractional: each Service's counts are
-rounded cumulatively (its total kept: rounded bin by bin, a Service of one request a minute under
-15 s scrapes read 6 % low, sparser ones up to 22 %), and a bin's mean duration is sum / count
-before rounding. Scrape at least twice per bin. LABEL is kn_service_name (all of a Service's
-revisions together) or kn_revision_name (`--by revision`); as for the operator, queue-proxy's
-series must carry it and k8s_namespace_name (Knative exports them as resource attributes: relabel
-them from the pods' serving.knative.dev labels and namespace; operator/README.md).
+each series' growth between its latest samples at the bin's end and one step earlier, a new pod's
+series or a restarted queue-proxy's counted from zero (kpilot.promql: what a new pod served
+before its first scrape is not lost). Prometheus >= 2.26. Bins are whole steps on the step's grid
+(unix time a multiple of STEP), the last one ending at or before --end (default now); a sample at
+time t covers (t - STEP, t], so its row's bin starts at t - STEP, and every bin of the range is a
+row, 0 where nothing was served. The bins' counts add up to exactly what was scraped in the
+range (increase(), which this replaced, extrapolated each bin from the samples inside it: counts
+came back fractional, their total only near what was served); a request finished after a bin's
+last scrape is counted in the next bin. Scrape at least once per bin (a longer interval keeps the
+total, but leaves bins without a scrape at 0 and the next ones fuller). Another backend may
+return fractions: each Service's counts are rounded cumulatively (its total kept; rounded bin by
+bin, a sparse Service's fractions were lost), and a bin's mean duration is sum / count before
+rounding. LABEL is kn_service_name (all of a Service's revisions together) or kn_revision_name
+(`--by revision`); as for the operator, queue-proxy's series must carry it and k8s_namespace_name
+(Knative exports them as resource attributes: relabel them from the pods' serving.knative.dev
+labels and namespace; operator/README.md).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kpilot.errors import ConfigError, TraceError
-from kpilot.promql import counted_from_zero
+from kpilot.promql import window_increase
 from kpilot.traces.model import MAX_SERVICE_S
 
 LABELS = {"service": "kn_service_name", "revision": "kn_revision_name"}
@@ -90,7 +95,7 @@ class ServiceTraffic:
 
 def queries(namespace: str, label: str, step_s: int) -> tuple[str, str]:
     sel = f'k8s_namespace_name="{namespace}"'
-    return tuple(f"sum by ({label}) {counted_from_zero(f'{HISTOGRAM}_{part}{{{sel}}}', f'{step_s}s')}"
+    return tuple(f"sum by ({label}) ({window_increase(f'{HISTOGRAM}_{part}{{{sel}}}', f'{step_s}s')})"
                  for part in ("count", "sum"))
 
 
@@ -228,7 +233,7 @@ def _query_range(url: str, query: str, label: str, start: int, end: int, step_s:
 def _matrix(data, label: str) -> dict[str, dict[float, float]]:
     """`label`'s value -> {sample time: value} from a query_range answer's `data`; TypeError or
     ValueError on anything else. Samples for one value of `label` (several series) are added up;
-    NaN and negative samples (a counter reset increase() could not mend) count as nothing."""
+    NaN and negative samples (our queries return none; a backend's own reading) count as nothing."""
     if not isinstance(data, dict) or data.get("resultType") != "matrix":
         kind = data.get("resultType") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"expected a matrix, got {kind!r}")
