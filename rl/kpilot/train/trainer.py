@@ -404,223 +404,323 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
           command: str | None = None, log=print) -> dict:
     """Train, write the artifact to `out`, return a summary (timesteps, steps/s, validation)."""
     import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import (BaseCallback, CallbackList, CheckpointCallback,
-                                                    ProgressBarCallback)
-    from stable_baselines3.common.vec_env import VecNormalize
+    # Imported here, not with the module (`kpilot --help` stays quick), and before any work though the
+    # stages import and use them later: an install without the train extra fails at once.
+    from stable_baselines3 import PPO  # noqa: F401
+    from stable_baselines3.common.callbacks import CallbackList  # noqa: F401
+    from stable_baselines3.common.vec_env import VecNormalize  # noqa: F401
 
-    from kpilot.env.vector import KnativeAutoscalingVecEnv
+    from kpilot.env.vector import KnativeAutoscalingVecEnv  # noqa: F401
 
     check_threads(threads)
     torch.set_num_threads(threads)
-    given_run_dir = bool(run_dir)
-    out, run_dir = Path(out), Path(run_dir) if run_dir else Path(out) / "runs"
-    command = command or " ".join(shlex.quote(a) for a in ["kpilot", *sys.argv[1:]])
-    # What can be refused is refused before traces load and the rule is calibrated (minutes).
-    check_out(out)
-    check_run_dir(run_dir, resuming=resume is not None, defaulted=not given_run_dir)
-    training_sim(cfg)
-    checkpoint = find_checkpoint(Path(resume)) if resume is not None else None
-    if checkpoint is not None and (done := checkpoint_timesteps(checkpoint[0])) is not None \
-            and done >= cfg.total_timesteps:
-        raise ConfigError(f"nothing to train: {checkpoint[0]} is at {done} timesteps and total_timesteps is "
-                          f"{cfg.total_timesteps}; give a larger --timesteps", option="--timesteps")
-    if checkpoint is not None:
-        check_checkpoint_readable(*checkpoint)
-    previous = _previous_artifact(out) if resume is not None else None
+    training = _Training(cfg, out, run_dir, resume, command, log)
+    training.refuse_bad_input()
+    training.load_traces()
+    training.calibrate_rule()
+    venv = training.build_env()
+    training.build_model(venv)
+    training.prepare_validation()
+    training.learn(progress)
+    training.keep_final_model()
+    training.save_final_checkpoint()
+    return training.report()
 
-    # 1. Traces, split by time.
-    specs = cfg.trace_specs()
-    s = cfg.split
-    traces = [load_trace(spec, seed=cfg.seed) for spec in specs]
-    train_w = usable_windows(specs, traces, s.train, "training", log=log)
-    for spec, trace in zip(specs, traces):
-        window_s = (s.train[1] - s.train[0]) * trace.recorded_span_s
-        if 0 < window_s < cfg.env.episode_s and has_scored_requests(time_window(trace, *s.train)):
-            # An episode runs its full length: idle after the window.
-            log(f"note: {spec}: its training window is {window_s:.0f} s, shorter than an episode (env.episode_s "
-                f"{cfg.env.episode_s:g} s): its episodes are idle for the rest")
-    val_w = usable_windows(specs, traces, s.validation, "validation", warmup_s=cfg.eval.warmup_s, log=log)
-    if not train_w:
-        raise ConfigError(f"no trace has 2 or more requests in its training window {s.train[0]:g}:{s.train[1]:g} "
-                          f"of its span (split.train): {', '.join(specs)}", option="--trace / env.traces")
-    if not val_w and cfg.eval.every_timesteps > 0:
-        log(f"note: no trace has 2 or more requests after the warm-up in its validation window "
-            f"{s.validation[0]:g}:{s.validation[1]:g}: the final model is written without validation")
-    full_records = [trace_record(w, traces_dir()) for w in train_w]
-    log(f"traces: {len(specs)}; training windows {s.train}, validation {s.validation}, test {s.test} (held out)")
 
-    # 2. The rule baseline, calibrated on the training windows (request level); a resumed run
-    # reuses its run's calibration when nothing it depends on changed (it is the slow part of a
-    # short run).
-    eval_sim = SimConfig.from_dict(cfg.sim)
-    rule_key = _rule_key(cfg, eval_sim, full_records)
-    reused = None
-    if checkpoint is not None:     # this run's dir, or the checkpoint's (a resume may write elsewhere)
-        for folder in (run_dir, checkpoint[0].parent.parent):
+class _Training:
+    """One `kpilot train` run: what its stages share, each stage a method, in `train`'s order."""
+
+    # Set by the stages, in that order.
+    checkpoint: tuple[Path, Path | None] | None   # what --resume names: the zip, its VecNormalize file
+    previous: object | None                       # the artifact in --out a resumed run must beat
+    traces: list                                  # every trace, whole
+    train_windows: list
+    val_windows: list
+    records: list[dict]                           # the training windows, as the manifest records them
+    eval_sim: SimConfig                           # the simulator as configured (evaluation's, uncapped)
+    rule: AimdRule
+    rule_summary: dict                            # its parameters and training cost, for the manifest
+    econf: EnvConfig
+    vecnorm: object
+    model: object
+    validator: Validator | None
+    t0: float
+    steps0: int                                   # timesteps at the start of learn (> 0 when resumed)
+    wall: float
+    sps: float
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, run_dir: str | Path | None,
+                 resume: str | Path | None, command: str | None, log):
+        self.cfg, self.resume, self.log = cfg, resume, log
+        self.given_run_dir = bool(run_dir)
+        self.out, self.run_dir = Path(out), Path(run_dir) if run_dir else Path(out) / "runs"
+        self.run_option = "--run-dir" if self.given_run_dir else DEFAULT_RUN_DIR_OPTION
+        self.command = command or " ".join(shlex.quote(a) for a in ["kpilot", *sys.argv[1:]])
+        self.best: dict | None = None                 # the best validation kept so far
+
+    def refuse_bad_input(self) -> None:
+        """Refuse what can be refused now, before the traces load and the rule is calibrated (minutes)."""
+        cfg = self.cfg
+        check_out(self.out)
+        check_run_dir(self.run_dir, resuming=self.resume is not None, defaulted=not self.given_run_dir)
+        training_sim(cfg)                   # sim.kpa within the training simulator's capacity
+        checkpoint = find_checkpoint(Path(self.resume)) if self.resume is not None else None
+        self.checkpoint = checkpoint
+        if checkpoint is not None and (done := checkpoint_timesteps(checkpoint[0])) is not None \
+                and done >= cfg.total_timesteps:
+            raise ConfigError(f"nothing to train: {checkpoint[0]} is at {done} timesteps and total_timesteps "
+                              f"is {cfg.total_timesteps}; give a larger --timesteps", option="--timesteps")
+        if checkpoint is not None:
+            check_checkpoint_readable(*checkpoint)
+        self.previous = _previous_artifact(self.out) if self.resume is not None else None
+
+    def load_traces(self) -> None:
+        """Load every trace and cut it by time into training and validation windows (test: held out)."""
+        cfg, s, log = self.cfg, self.cfg.split, self.log
+        specs = cfg.trace_specs()
+        self.traces = [load_trace(spec, seed=cfg.seed) for spec in specs]
+        self.train_windows = usable_windows(specs, self.traces, s.train, "training", log=log)
+        for spec, trace in zip(specs, self.traces):
+            window_s = (s.train[1] - s.train[0]) * trace.recorded_span_s
+            if 0 < window_s < cfg.env.episode_s and has_scored_requests(time_window(trace, *s.train)):
+                # An episode runs its full length: idle after the window.
+                log(f"note: {spec}: its training window is {window_s:.0f} s, shorter than an episode "
+                    f"(env.episode_s {cfg.env.episode_s:g} s): its episodes are idle for the rest")
+        self.val_windows = usable_windows(specs, self.traces, s.validation, "validation",
+                                          warmup_s=cfg.eval.warmup_s, log=log)
+        if not self.train_windows:
+            raise ConfigError(f"no trace has 2 or more requests in its training window {s.train[0]:g}:"
+                              f"{s.train[1]:g} of its span (split.train): {', '.join(specs)}",
+                              option="--trace / env.traces")
+        if not self.val_windows and cfg.eval.every_timesteps > 0:
+            log(f"note: no trace has 2 or more requests after the warm-up in its validation window "
+                f"{s.validation[0]:g}:{s.validation[1]:g}: the final model is written without validation")
+        self.records = [trace_record(w, traces_dir()) for w in self.train_windows]
+        log(f"traces: {len(specs)}; training windows {s.train}, validation {s.validation}, test {s.test} "
+            "(held out)")
+
+    def calibrate_rule(self) -> None:
+        """Calibrate the rule baseline on the training windows (request level), so it sees what PPO sees."""
+        cfg, log = self.cfg, self.log
+        self.eval_sim = SimConfig.from_dict(cfg.sim)
+        rule_key = _rule_key(cfg, self.eval_sim, self.records)
+        # A resumed run reuses its run's calibration when nothing it depends on changed (it is the
+        # slow part of a short run).
+        reused = self._recorded_calibration(rule_key)
+        if reused is not None:
+            self.rule, self.rule_summary = AimdRule(**reused["params"]), reused
+            log(f"rule baseline as this run calibrated it ({RULE_FILE}): {self.rule_summary['params']}")
+        else:
+            t0 = time.perf_counter()
+            log(f"calibrating the rule baseline on {len(self.train_windows)} training windows (up to "
+                f"{cfg.eval.rule_calibration_s:g} s of each; eval.rule_calibration_s and eval.rule_grid "
+                "size it)")
+            calib = [time_window_s(w, cfg.eval.rule_calibration_s) for w in self.train_windows]
+            self.rule, self.rule_summary = calibrate_rule(
+                calib, self.eval_sim, cfg.reward, seed=cfg.eval.seed, grid=cfg.eval.rule_grid or None,
+                interval_s=cfg.env.decision_interval_s, min_target=cfg.env.min_target,
+                max_target=cfg.env.max_target)
+            log(f"rule baseline calibrated in {time.perf_counter() - t0:.1f}s: {self.rule_summary['params']}")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)    # this run's record, for its own --resume
+            (self.run_dir / RULE_FILE).write_text(json.dumps({"key": rule_key, "rule": self.rule_summary},
+                                                             indent=1) + "\n")
+        except OSError as exc:
+            raise _write_error(exc, self.run_dir, self.run_option) from None
+
+    def _recorded_calibration(self, rule_key: str) -> dict | None:
+        """A resumed run's recorded rule for these inputs, so it need not calibrate again (None: none)."""
+        if self.checkpoint is None:
+            return None
+        for folder in (self.run_dir, self.checkpoint[0].parent.parent):   # a resume may write elsewhere
             if (reused := _recorded_rule(folder, rule_key)) is not None:
-                break
-    if reused is not None:
-        rule, rule_summary = AimdRule(**reused["params"]), reused
-        log(f"rule baseline as this run calibrated it ({RULE_FILE}): {rule_summary['params']}")
-    else:
-        t0 = time.perf_counter()
-        log(f"calibrating the rule baseline on {len(train_w)} training windows (up to "
-            f"{cfg.eval.rule_calibration_s:g} s of each; eval.rule_calibration_s and eval.rule_grid size it)")
-        calib = [time_window_s(w, cfg.eval.rule_calibration_s) for w in train_w]
-        rule, rule_summary = calibrate_rule(calib, eval_sim, cfg.reward, seed=cfg.eval.seed,
-                                            grid=cfg.eval.rule_grid or None,
-                                            interval_s=cfg.env.decision_interval_s,
-                                            min_target=cfg.env.min_target, max_target=cfg.env.max_target)
-        log(f"rule baseline calibrated in {time.perf_counter() - t0:.1f}s: {rule_summary['params']}")
-    run_option = "--run-dir" if given_run_dir else DEFAULT_RUN_DIR_OPTION
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)    # this run's record, for its own --resume
-        (run_dir / RULE_FILE).write_text(json.dumps({"key": rule_key, "rule": rule_summary}, indent=1) + "\n")
-    except OSError as exc:
-        raise _write_error(exc, run_dir, run_option) from None
+                return reused
+        return None
 
-    # 3. Environment. Episodes pick a window uniformly from this list: repeating a real trace's
-    # window weights it (real traces are few, synthetic ones many).
-    episode_pool = [w for w in train_w for _ in range(1 if w.meta.get("format") == "synthetic"
-                                                          else cfg.env.real_weight)]
-    econf = env_config(cfg, episode_pool)
-    venv = KnativeAutoscalingVecEnv(cfg.n_envs, econf, seed=cfg.seed, traces=episode_pool)
-    venv.seed(cfg.seed)
-    nz = cfg.normalize
-    p = cfg.ppo
+    def build_env(self):
+        """The vector env PPO trains on: episodes drawn from the training windows, real traces weighted."""
+        from kpilot.env.vector import KnativeAutoscalingVecEnv
 
-    def new_vecnorm():
-        return VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
-                            clip_reward=nz.clip_reward, gamma=p.gamma)
+        cfg = self.cfg
+        # Episodes pick a window uniformly from this list: repeating a real trace's window weights it
+        # (real traces are few, synthetic ones many).
+        episode_pool = [w for w in self.train_windows for _ in range(1 if w.meta.get("format") == "synthetic"
+                                                                     else cfg.env.real_weight)]
+        self.econf = env_config(cfg, episode_pool)
+        venv = KnativeAutoscalingVecEnv(cfg.n_envs, self.econf, seed=cfg.seed, traces=episode_pool)
+        venv.seed(cfg.seed)
+        return venv
 
-    if p.batch_size > p.n_steps * cfg.n_envs:
-        log(f"note: ppo.batch_size {p.batch_size} is more than one update's steps, ppo.n_steps x n_envs = "
-            f"{p.n_steps} x {cfg.n_envs}: each epoch trains on those {p.n_steps * cfg.n_envs} as one mini-batch")
-    if checkpoint is not None:
-        ckpt, vn_path = checkpoint
-        if vn_path is None:
-            log(f"{ckpt}: no normalisation statistics beside it; they start afresh")
-        vecnorm, model = _load_checkpoint(ckpt, vn_path, venv, new_vecnorm, run_dir, cfg)
-        log(f"resumed from {ckpt} at {model.num_timesteps} timesteps")
-    else:
-        vecnorm = new_vecnorm()
-        model = PPO("MlpPolicy", vecnorm, **ppo_settings(p, cfg.n_envs), seed=cfg.seed, device="cpu", verbose=0,
-                    tensorboard_log=str(run_dir / "tb"),
-                    policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)},
-                                   "activation_fn": torch.nn.Tanh, "log_std_init": p.log_std_init,
-                                   "squash_output": False})
+    def build_model(self, venv) -> None:
+        """VecNormalize and PPO over `venv`, new or resumed from the checkpoint --resume names."""
+        import torch
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.vec_env import VecNormalize
 
-    def manifest(best: dict | None) -> dict:
-        return build_manifest(name=cfg.name, config_dict=_plain(cfg.to_dict()),
-                              env_dict=_plain({k: v for k, v in econf.to_dict().items() if k != "traces"}),
-                              sim_dict=eval_sim.to_dict(), reward_dict=cfg.reward.to_dict(),
-                              traces=full_records, command=command, rule=rule_summary,
-                              timesteps=model.num_timesteps, best=best,
-                              observation_version=econf.observation_version)
+        cfg, nz, p, log = self.cfg, self.cfg.normalize, self.cfg.ppo, self.log
 
-    bases = validation_bases(traces, cfg, eval_sim) if cfg.env.observe_base else None
-    if bases is not None:
-        log(f"validation base targets (tuned on the window before each): {bases}")
-    validator = Validator(val_w, eval_sim, cfg, bases) if (val_w and cfg.eval.every_timesteps > 0) else None
-    previous_best = None
-    if previous is not None and validator is not None:
-        previous_best = {**validator(previous), "timesteps": (previous.manifest.get("manifest") or {}).get("timesteps")}
-        log(f"the artifact in {out} scores {previous_best['cost_vs_best_static']:.3f} on this run's validation "
-            "windows: the one to beat")
-    state = {"best": previous_best, "t0": time.perf_counter(),
-             "steps0": model.num_timesteps}
+        def new_vecnorm():
+            return VecNormalize(venv, norm_obs=nz.norm_obs, norm_reward=nz.norm_reward, clip_obs=nz.clip_obs,
+                                clip_reward=nz.clip_reward, gamma=p.gamma)
 
-    def validate_and_keep(final: bool = False):
-        result = validator(export_policy(model, vecnorm, cfg.action_spec, {}, econf.observation_version))
+        if p.batch_size > p.n_steps * cfg.n_envs:
+            log(f"note: ppo.batch_size {p.batch_size} is more than one update's steps, ppo.n_steps x "
+                f"n_envs = {p.n_steps} x {cfg.n_envs}: each epoch trains on those {p.n_steps * cfg.n_envs} "
+                "as one mini-batch")
+        if self.checkpoint is not None:
+            ckpt, vn_path = self.checkpoint
+            if vn_path is None:
+                log(f"{ckpt}: no normalisation statistics beside it; they start afresh")
+            self.vecnorm, self.model = _load_checkpoint(ckpt, vn_path, venv, new_vecnorm, self.run_dir, cfg)
+            log(f"resumed from {ckpt} at {self.model.num_timesteps} timesteps")
+        else:
+            self.vecnorm = new_vecnorm()
+            self.model = PPO("MlpPolicy", self.vecnorm, **ppo_settings(p, cfg.n_envs), seed=cfg.seed,
+                             device="cpu", verbose=0, tensorboard_log=str(self.run_dir / "tb"),
+                             policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)},
+                                            "activation_fn": torch.nn.Tanh, "log_std_init": p.log_std_init,
+                                            "squash_output": False})
+
+    def prepare_validation(self) -> None:
+        """The validation replays that choose the model; the score a resumed run's artifact sets."""
+        cfg, log = self.cfg, self.log
+        bases = validation_bases(self.traces, cfg, self.eval_sim) if cfg.env.observe_base else None
+        if bases is not None:
+            log(f"validation base targets (tuned on the window before each): {bases}")
+        self.validator = (Validator(self.val_windows, self.eval_sim, cfg, bases)
+                          if (self.val_windows and cfg.eval.every_timesteps > 0) else None)
+        if self.previous is not None and self.validator is not None:
+            self.best = {**self.validator(self.previous),
+                         "timesteps": (self.previous.manifest.get("manifest") or {}).get("timesteps")}
+            log(f"the artifact in {self.out} scores {self.best['cost_vs_best_static']:.3f} on this run's "
+                "validation windows: the one to beat")
+
+    def learn(self, progress: bool) -> None:
+        """PPO learns up to total_timesteps under the callbacks; its steps/s are measured here alone."""
+        cfg, model = self.cfg, self.model
+        self.t0, self.steps0 = time.perf_counter(), model.num_timesteps
+        remaining = cfg.total_timesteps - model.num_timesteps
+        rollout = cfg.ppo.n_steps * cfg.n_envs
+        to_run = steps_to_run(remaining, rollout)
+        callbacks = self._callbacks(to_run, progress)
+        if remaining > 0:
+            if to_run != remaining:
+                self.log(f"note: PPO runs whole rollouts of {rollout} steps (ppo.n_steps x n_envs): "
+                         f"{to_run} steps, to {model.num_timesteps + to_run} in all, where total_timesteps "
+                         f"asks for {cfg.total_timesteps}")
+            # Checkpoints and TensorBoard logs go to the run dir (the artifact's own errors name --out).
+            try:
+                model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=False,
+                            reset_num_timesteps=self.resume is None, tb_log_name=cfg.name)
+            except OSError as exc:
+                raise _write_error(exc, self.run_dir, self.run_option) from None
+        self.wall = time.perf_counter() - self.t0
+        self.sps = (model.num_timesteps - self.steps0) / max(1e-9, self.wall)
+
+    def _callbacks(self, to_run: int, progress: bool):
+        """Checkpoints, then validation and steps/s, then the bar: SB3 classes, so defined on first use."""
+        from stable_baselines3.common.callbacks import (BaseCallback, CallbackList, CheckpointCallback,
+                                                        ProgressBarCallback)
+
+        training, cfg = self, self.cfg
+
+        class Periodic(BaseCallback):
+            """Env steps/s (CleanRL's SPS) every rollout; validation every eval.every_timesteps."""
+
+            def __init__(self):
+                super().__init__()
+                self.next_eval = training.model.num_timesteps + cfg.eval.every_timesteps
+
+            def _on_step(self) -> bool:
+                if training.validator is not None and self.num_timesteps >= self.next_eval:
+                    self.next_eval += cfg.eval.every_timesteps
+                    training.validate_and_keep()
+                return True
+
+            def _on_rollout_end(self) -> None:
+                sps = (self.num_timesteps - training.steps0) / max(1e-9, time.perf_counter() - training.t0)
+                self.logger.record("charts/SPS", sps)
+
+        class ProgressBar(ProgressBarCallback):
+            """SB3's bar, its total the steps learn runs: SB3's own counts to `remaining` and ends past it."""
+
+            def _on_training_start(self) -> None:
+                import warnings
+
+                from tqdm import TqdmExperimentalWarning
+                from tqdm.rich import tqdm      # as SB3's bar draws it
+
+                with warnings.catch_warnings():     # "rich is experimental": SB3 silences it too
+                    warnings.simplefilter("ignore", TqdmExperimentalWarning)
+                    self.pbar = tqdm(total=to_run)
+
+        every = max(1, cfg.checkpoint.every_timesteps // cfg.n_envs)
+        return CallbackList([
+            CheckpointCallback(save_freq=every, save_path=str(self.run_dir / "checkpoints"),
+                               name_prefix="ppo", save_vecnormalize=True),
+            Periodic(),
+            *([ProgressBar()] if progress else []),
+        ])
+
+    def validate_and_keep(self, final: bool = False) -> None:
+        """Score the model on the validation windows; write it as the artifact when it is the best so far."""
+        model, cfg = self.model, self.cfg
+        result = self.validator(export_policy(model, self.vecnorm, cfg.action_spec, {},
+                                              self.econf.observation_version))
         model.logger.record("eval/cost_vs_best_static", result["cost_vs_best_static"])
         # Written now, at the step validated: SB3 would write it only at the next rollout's end, a
         # rollout late, and never for the final model's validation after learn() returns.
         model.logger.dump(model.num_timesteps)
-        better = state["best"] is None or result["cost_vs_best_static"] < state["best"]["cost_vs_best_static"]
+        better = self.best is None or result["cost_vs_best_static"] < self.best["cost_vs_best_static"]
         # Early checkpoints, still moving fast, win on a short validation set by luck: only those
         # from eval.select_after of the run on are kept.
         eligible = model.num_timesteps >= cfg.eval.select_after * cfg.total_timesteps
         if better and eligible:
-            state["best"] = {**result, "timesteps": int(model.num_timesteps)}
-            _write_artifact(out, model, vecnorm, cfg, manifest(state["best"]))
+            self.best = {**result, "timesteps": int(model.num_timesteps)}
+            _write_artifact(self.out, model, self.vecnorm, cfg, self._manifest(self.best))
         note = " (best so far, saved)" if better and eligible else " (too early to keep)" if better else ""
         # The final model is validated after the last update, at the step count of the last validation.
-        what = f"validation of the final model at {model.num_timesteps}" if final else f"validation at {model.num_timesteps}"
-        log(f"{what}: cost / best static = {result['cost_vs_best_static']:.3f}{note}")
+        what = (f"validation of the final model at {model.num_timesteps}" if final
+                else f"validation at {model.num_timesteps}")
+        self.log(f"{what}: cost / best static = {result['cost_vs_best_static']:.3f}{note}")
 
-    class Periodic(BaseCallback):
-        """Env steps/s (CleanRL's SPS) every rollout; validation every eval.every_timesteps."""
+    def _manifest(self, best: dict | None) -> dict:
+        """The artifact's manifest: the config, env, simulator and traces it was trained on, and `best`."""
+        cfg, econf = self.cfg, self.econf
+        return build_manifest(name=cfg.name, config_dict=_plain(cfg.to_dict()),
+                              env_dict=_plain({k: v for k, v in econf.to_dict().items() if k != "traces"}),
+                              sim_dict=self.eval_sim.to_dict(), reward_dict=cfg.reward.to_dict(),
+                              traces=self.records, command=self.command, rule=self.rule_summary,
+                              timesteps=self.model.num_timesteps, best=best,
+                              observation_version=econf.observation_version)
 
-        def __init__(self):
-            super().__init__()
-            self.next_eval = model.num_timesteps + cfg.eval.every_timesteps
+    def keep_final_model(self) -> None:
+        """Validate the final model, a candidate too, or write it as the artifact when validation is off."""
+        if self.validator is not None:
+            self.validate_and_keep(final=True)
+        else:
+            _write_artifact(self.out, self.model, self.vecnorm, self.cfg, self._manifest(None))
 
-        def _on_step(self) -> bool:
-            if validator is not None and self.num_timesteps >= self.next_eval:
-                self.next_eval += cfg.eval.every_timesteps
-                validate_and_keep()
-            return True
-
-        def _on_rollout_end(self) -> None:
-            sps = (self.num_timesteps - state["steps0"]) / max(1e-9, time.perf_counter() - state["t0"])
-            self.logger.record("charts/SPS", sps)
-
-    remaining = cfg.total_timesteps - model.num_timesteps
-    rollout = cfg.ppo.n_steps * cfg.n_envs
-    to_run = steps_to_run(remaining, rollout)
-
-    class ProgressBar(ProgressBarCallback):
-        """SB3's bar, its total the steps learn runs: SB3's own counts to `remaining` and ends past it."""
-
-        def _on_training_start(self) -> None:
-            import warnings
-
-            from tqdm import TqdmExperimentalWarning
-            from tqdm.rich import tqdm      # as SB3's bar draws it
-
-            with warnings.catch_warnings():     # "rich is experimental": SB3 silences it too
-                warnings.simplefilter("ignore", TqdmExperimentalWarning)
-                self.pbar = tqdm(total=to_run)
-
-    every = max(1, cfg.checkpoint.every_timesteps // cfg.n_envs)
-    callbacks = CallbackList([
-        CheckpointCallback(save_freq=every, save_path=str(run_dir / "checkpoints"), name_prefix="ppo",
-                           save_vecnormalize=True),
-        Periodic(),
-        *([ProgressBar()] if progress else []),
-    ])
-    if remaining > 0:
-        if to_run != remaining:
-            log(f"note: PPO runs whole rollouts of {rollout} steps (ppo.n_steps x n_envs): "
-                f"{to_run} steps, to {model.num_timesteps + to_run} in all, where total_timesteps asks "
-                f"for {cfg.total_timesteps}")
-        try:        # checkpoints and TensorBoard logs go to the run dir (the artifact's own errors name --out)
-            model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=False,
-                        reset_num_timesteps=resume is None, tb_log_name=cfg.name)
+    def save_final_checkpoint(self) -> None:
+        """Checkpoint the final state, whatever was selected as best: the run stays resumable."""
+        steps, folder = self.model.num_timesteps, self.run_dir / "checkpoints"
+        try:
+            self.model.save(folder / f"ppo_{steps}_steps.zip")
+            self.vecnorm.save(str(folder / f"ppo_vecnormalize_{steps}_steps.pkl"))
         except OSError as exc:
-            raise _write_error(exc, run_dir, run_option) from None
-    wall = time.perf_counter() - state["t0"]
-    sps = (model.num_timesteps - state["steps0"]) / max(1e-9, wall)
-    # The final model is a candidate too (and the only one when validation is off).
-    if validator is not None:
-        validate_and_keep(final=True)
-    else:
-        _write_artifact(out, model, vecnorm, cfg, manifest(None))
-    # Always keep the final state resumable, whatever was selected as best.
-    try:
-        model.save(run_dir / "checkpoints" / f"ppo_{model.num_timesteps}_steps.zip")
-        vecnorm.save(str(run_dir / "checkpoints" / f"ppo_vecnormalize_{model.num_timesteps}_steps.pkl"))
-    except OSError as exc:
-        raise _write_error(exc, run_dir, run_option) from None
-    new_steps = model.num_timesteps - state["steps0"]
-    done = (f"{new_steps} timesteps" if new_steps == model.num_timesteps
-            else f"{new_steps} timesteps more ({model.num_timesteps} in all)")
-    log(f"trained {done} in {wall:.0f}s: {sps:.0f} env steps/s; artifact in {out}")
-    if (out / POLICY_FILE).exists() and (note := size_note((out / POLICY_FILE).stat().st_size)):
-        log(f"note: {note}")
-    return {"timesteps": int(model.num_timesteps), "wall_s": wall, "env_steps_per_s": sps,
-            "best_validation": state["best"], "rule": rule_summary, "out": str(out)}
+            raise _write_error(exc, self.run_dir, self.run_option) from None
+
+    def report(self) -> dict:
+        """Log what was trained, how fast and where the artifact is; return `train`'s summary."""
+        model, out = self.model, self.out
+        new_steps = model.num_timesteps - self.steps0
+        done = (f"{new_steps} timesteps" if new_steps == model.num_timesteps
+                else f"{new_steps} timesteps more ({model.num_timesteps} in all)")
+        self.log(f"trained {done} in {self.wall:.0f}s: {self.sps:.0f} env steps/s; artifact in {out}")
+        if (out / POLICY_FILE).exists() and (note := size_note((out / POLICY_FILE).stat().st_size)):
+            self.log(f"note: {note}")
+        return {"timesteps": int(model.num_timesteps), "wall_s": self.wall, "env_steps_per_s": self.sps,
+                "best_validation": self.best, "rule": self.rule_summary, "out": str(out)}
 
 
 def train_quick(out: str | Path, *, total_timesteps: int = 150_000, progress: bool = True, log=print) -> dict:
