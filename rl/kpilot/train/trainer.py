@@ -409,6 +409,7 @@ def train(cfg: TrainConfig, out: str | Path, *, run_dir: str | Path | None = Non
     from stable_baselines3 import PPO  # noqa: F401
     from stable_baselines3.common.callbacks import CallbackList  # noqa: F401
     from stable_baselines3.common.vec_env import VecNormalize  # noqa: F401
+    from tqdm.rich import tqdm  # noqa: F401     (the progress bar's, which SB3 imports only when drawn)
 
     from kpilot.env.vector import KnativeAutoscalingVecEnv  # noqa: F401
 
