@@ -80,8 +80,11 @@ def promql(field: str, namespace: str, window_s: float) -> str:
     return QUERIES[field].format(sel=f'k8s_namespace_name="{namespace}"', w=f"{seconds}s", ws=seconds)
 
 
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
+def _nan_as_zero(value: float) -> float:
+    """Prometheus answers NaN for 0 / 0 (a latency or quantile of a window without requests): 0, as
+    the simulator reads it. An infinite value stays one: no observation (`reconcile.usable`), where
+    read as 0 it told the policy a revision had no load."""
+    return 0.0 if math.isnan(value) else value
 
 
 def assemble(series: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -91,10 +94,10 @@ def assemble(series: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
     for rev in revisions:
         r = {f: series[f][rev] for f in AUTOSCALER_FIELDS}
         r["starting_pods"] = max(0.0, r["desired_pods"] - r["ready_pods"])
-        rate = _finite(series["request_rate"].get(rev, 0.0))
+        rate = _nan_as_zero(series["request_rate"].get(rev, 0.0))
         r["request_rate"] = rate
-        r["latency_mean_s"] = _finite(series["latency_sum_rate"].get(rev, 0.0) / rate) if rate > 0 else 0.0
-        r["latency_p95_s"] = _finite(series["latency_p95_s"].get(rev, 0.0))
+        r["latency_mean_s"] = _nan_as_zero(series["latency_sum_rate"].get(rev, 0.0) / rate) if rate > 0 else 0.0
+        r["latency_p95_s"] = _nan_as_zero(series["latency_p95_s"].get(rev, 0.0))
         if rev in series["sample_time"]:
             r["sample_time"] = series["sample_time"][rev]
         readings[rev] = r

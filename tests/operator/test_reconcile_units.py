@@ -594,6 +594,18 @@ def test_prometheus_queries_are_fixed_and_namespace_scoped():
     assert set(out) == {"r1"} and out["r1"]["starting_pods"] == 3 and out["r1"]["latency_mean_s"] == 0.5
 
 
+def test_a_reading_prometheus_cannot_give_is_no_observation_not_zero_load():
+    from kpilot_operator.reconcile import usable
+
+    series = {f: {"r1": 2.0} for f in QUERIES}
+    series["latency_p95_s"] = {"r1": math.nan}           # no request in the window: 0, as simulated
+    series["request_rate"] = {"r1": math.inf}            # a broken reading: held (it read as 0 req/s)
+    reading = assemble(series)["r1"]
+    assert reading["latency_p95_s"] == 0.0 and not usable(reading, now=0.0, staleness_s=60.0)
+    series["request_rate"] = {"r1": 4.0}
+    assert usable(assemble(series)["r1"], now=0.0, staleness_s=60.0)
+
+
 # --- peering ---
 
 def test_each_replica_draws_its_own_peering_priority(monkeypatch):
