@@ -213,6 +213,7 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
         readings = await _read_metrics(tick, spec, holders, pas)
         gone = await _gone_owners(tick, holders)
         plan = _decide(tick, spec, services, holders, readings, policy, gone)
+        _report_unusable_metrics(tick, spec, plan)
         failures, skipped = await apply_writes(rt, plan.writes) if plan.writes else ({}, set())
         bodies = {s.name: s.body for s in services}
         _report_writes(tick, plan, bodies, failures, skipped)
@@ -352,6 +353,22 @@ def _decide(tick: _Tick, spec: PolicySpec, services: list[ServiceView], holders:
     if plan.invalid:
         tick.count_error("InvalidDecision", plan.invalid)
     return plan
+
+
+def _report_unusable_metrics(tick: _Tick, spec: PolicySpec, plan: Plan) -> None:
+    """MetricsAvailable is False when metrics were read but no revision had a usable reading."""
+    # Queries that answer without the series a revision needs (a relabelling mistake, a missing
+    # scrape job) read as "available" while every revision held and fell back, and Ready stayed True.
+    if plan.decisions or not plan.stale:
+        return
+    for i, cond in enumerate(tick.conds):
+        if cond["type"] == "MetricsAvailable" and cond["status"] == "True":
+            tick.conds[i] = condition(
+                tick.state, "MetricsAvailable", False, "NoUsableReading",
+                f"{spec.metrics.kind}: none of the {plan.stale} revisions decided for has a usable reading "
+                f"(every autoscaler series, finite, at most {spec.staleness_s:.0f}s old): they hold, then "
+                "fall back. Check that Prometheus scrapes the autoscaler and that its series carry "
+                "kn_revision_name and k8s_namespace_name", tick.now)
 
 
 def _report_writes(tick: _Tick, plan: Plan, bodies: dict[str, dict], failures: dict[int, str],

@@ -316,3 +316,26 @@ async def test_a_policy_answering_nan_holds_the_target_and_the_status_stays_vali
     assert cluster.revisions["svc-0-00001"]["metadata"]["annotations"] == {TARGET: "70"}
     assert ("Warning", "InvalidDecision", svc["message"]) in events
     assert REGISTRY.get_sample_value("kpilot_errors_total", labels) == before + 1
+
+
+@pytest.mark.asyncio
+async def test_metrics_read_without_a_usable_reading_are_not_available():
+    # Prometheus answers every query with nothing for this namespace (a relabelling mistake): every
+    # revision holds, then falls back; MetricsAvailable and Ready said True all the while.
+    async def query(request):
+        return aiohttp.web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    runner, url = await serve_prometheus(query)
+    try:
+        async with aiohttp.ClientSession() as http:
+            rt = Runtime(cluster=GatedCluster(), emit_event=lambda *a: None, clock=lambda: 1e9, http=http)
+            status = await run_tick(rt, "p", "bench", {**SPEC, "metrics": {"prometheus": {"url": url}}},
+                                    TickState())
+    finally:
+        await runner.cleanup()
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["MetricsAvailable"]["status"] == "False"
+    assert conditions["MetricsAvailable"]["reason"] == "NoUsableReading"
+    assert "none of the 1 revisions decided for has a usable reading" in conditions["MetricsAvailable"]["message"]
+    assert conditions["Ready"]["status"] == "False"
+    assert status["services"][0]["reason"] == "MetricsStaleHolding"
