@@ -70,6 +70,8 @@ def is_paused(annotations) -> bool:
         accepted = " or ".join(map(repr, PAUSED_VALUES))
         raise ValueError(f"{PAUSED_ANNOTATION}={quoted(value)} is not {accepted}")
     return word == "true"
+
+
 DEFAULT_BAND = 1.5      # the operator's default step limit, x1.5, and the first width measured
 
 
