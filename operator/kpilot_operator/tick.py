@@ -6,6 +6,7 @@ Kopf-free (the handlers wrap it), so the benchmark and unit tests drive it with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
@@ -196,6 +197,19 @@ class _Tick:
         """Finish early: the exception to raise, which carries the status out to run_tick."""
         return _TickEnded(self.finish(ready, reason, message))
 
+    @contextlib.contextmanager
+    def reading_knative(self):
+        """Around a read of Knative's objects: Knative gone ends the tick, an API server that does
+        not answer raises ApiUnavailable (the tick is retried); each counted as an error."""
+        try:
+            yield
+        except KnativeMissing as exc:
+            self.count_error("KnativeMissing")
+            raise self.end(False, "KnativeNotInstalled", str(exc)) from None
+        except ApiError as exc:
+            self.count_error("ApiUnavailable")
+            raise ApiUnavailable(str(exc)) from None
+
     def count_error(self, kind: str, count: int = 1) -> None:
         """Count `count` errors of this kind against this policy."""
         telemetry.ERRORS.labels(kind=kind, **self.labels).inc(count)
@@ -243,28 +257,16 @@ async def _read_spec(tick: _Tick, raw_spec: dict) -> PolicySpec:
 
 async def _restore_all_but_paused(tick: _Tick) -> tuple[int, set[str]]:
     """Restore this policy's revisions but those of paused Services; returns (failures left, paused)."""
-    try:
+    with tick.reading_knative():
         paused = {s.name for s in await tick.rt.cluster.list_services(tick.namespace, {}) if s.keeps_targets}
-    except KnativeMissing as missing:
-        tick.count_error("KnativeMissing")
-        raise tick.end(False, "KnativeNotInstalled", str(missing))
-    except ApiError as api:
-        tick.count_error("ApiUnavailable")
-        raise ApiUnavailable(str(api)) from None
     left = await restore_all(tick.rt, tick.name, tick.namespace, reason="Off", keep_services=paused)
     return left, paused
 
 
 async def _read_knative(tick: _Tick) -> KnativeInfo:
     """Read the Knative install (version, write path, default target) and report it in the status."""
-    try:
+    with tick.reading_knative():
         info = await tick.rt.cluster.knative()
-    except KnativeMissing as exc:
-        tick.count_error("KnativeMissing")
-        raise tick.end(False, "KnativeNotInstalled", str(exc))
-    except ApiError as exc:
-        tick.count_error("ApiUnavailable")
-        raise ApiUnavailable(str(exc)) from None
     tick.status.update(knativeVersion=info.version or "unknown", writePath=info.write_path,
                        defaultTarget=info.default_target, defaultTargetSource=info.default_target_source)
     return info
@@ -294,15 +296,9 @@ async def _load_policy(tick: _Tick, spec: PolicySpec, policy_body: dict | None):
 async def _list_revisions(tick: _Tick, spec: PolicySpec, info: KnativeInfo) \
         -> tuple[list[ServiceView], dict[str, Holder], list[dict]]:
     """List the selected Services and every holder of a revision's target (with its PodAutoscaler)."""
-    try:
+    with tick.reading_knative():
         services = await tick.rt.cluster.list_services(tick.namespace, spec.selector)
         holders, pas = await tick.rt.cluster.list_holders(tick.namespace, info.write_path)
-    except KnativeMissing as exc:
-        tick.count_error("KnativeMissing")
-        raise tick.end(False, "KnativeNotInstalled", str(exc))
-    except ApiError as exc:
-        tick.count_error("ApiUnavailable")
-        raise ApiUnavailable(str(exc)) from None
     return services, holders, pas
 
 
