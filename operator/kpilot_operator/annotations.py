@@ -84,6 +84,18 @@ def go_duration_s(text: str) -> float:
     return sign * sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
+# The settings a policy's observation and target depend on: (annotation, the manifest's simulator.kpa
+# key, Knative's default, how a value reads, what the one the policy trained with means to it).
+_TRAINED_SETTINGS = (
+    (WINDOW, "stable_window_s", 60.0, lambda text: go_duration_s(text),
+     "the policy observes concurrency averaged over the {:g} s stable window it was trained with"),
+    (PANIC_WINDOW, "panic_window_percentage", 10.0, lambda text: parse_target(text),
+     "the policy was trained with a panic window of {:g} %"),
+    (UTILIZATION, "container_concurrency_target_percentage", 70.0, lambda text: parse_target(text),
+     "the policy was trained with a target utilization of {:g} %"),
+)
+
+
 def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping | None = None,
                             cluster: Mapping[str, str] | None = None) -> str | None:
     """Why the policy's target, or what it observes, would mean something else on this revision,
@@ -101,23 +113,15 @@ def unsupported_autoscaling(annotations: Mapping[str, str], trained_kpa: Mapping
     if metric != "concurrency":
         return f"autoscaling metric {metric}: kpilot sets concurrency targets only"
     trained = trained_kpa or {}
-    if window := autoscaling_setting(annotations, cluster, WINDOW):
-        want = float(trained.get("stable_window_s", 60.0))
-        if not abs(go_duration_s(window[0]) - want) < 1e-6:
-            return (f"{window[1]} {window[0]}: the policy observes concurrency averaged over the "
-                    f"{want:g} s stable window it was trained with")
-    if panic := autoscaling_setting(annotations, cluster, PANIC_WINDOW):
-        want = float(trained.get("panic_window_percentage", 10.0))
-        if not abs(parse_target(panic[0]) - want) < 1e-6:
-            return f"{panic[1]} {panic[0]}: the policy was trained with a panic window of {want:g} %"
-    want = float(trained.get("container_concurrency_target_percentage", 70.0))
-    if utilization := autoscaling_setting(annotations, cluster, UTILIZATION):
-        if not abs(parse_target(utilization[0]) - want) < 1e-6:
-            return (f"{utilization[1]} {utilization[0]}: the policy was trained with a target utilization "
-                    f"of {want:g} %")
-    elif want != 70.0:      # set nowhere: Knative runs its default
-        return (f"target utilization 70 % (Knative's default: neither {UTILIZATION} nor config-autoscaler's "
-                f"{CLUSTER_KEYS[UTILIZATION]} is set): the policy was trained with {want:g} %")
+    for key, trained_key, default, read, meaning in _TRAINED_SETTINGS:
+        want = float(trained.get(trained_key, default))
+        if setting := autoscaling_setting(annotations, cluster, key):
+            value, where = read(setting[0]), f"{setting[1]} {setting[0]}"
+        else:       # set nowhere: Knative runs its default, which a policy may not have trained with
+            value, where = default, (f"Knative's default {default:g} (neither {key} nor config-autoscaler's "
+                                     f"{CLUSTER_KEYS[key]} is set)")
+        if not abs(value - want) < 1e-6:     # an unreadable value (NaN) differs too
+            return f"{where}: {meaning.format(want)}"
     if annotations.get(AGGREGATION, "linear").strip().lower() != "linear":
         return (f"{AGGREGATION} {annotations[AGGREGATION]}: the policy was trained on Knative's linear "
                 "window averages")

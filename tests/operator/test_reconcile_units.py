@@ -960,9 +960,26 @@ def test_a_utilization_other_than_the_trained_one_is_unsupported_autoscaling():
 
     plan = decided(holder(**{TARGET: "70"}))
     assert plan.writes == [] and plan.services[0].message == (
-        f"r1: target utilization 70 % (Knative's default: neither {UTILIZATION} nor config-autoscaler's "
-        "container-concurrency-target-percentage is set): the policy was trained with 100 %")
+        f"r1: Knative's default 70 (neither {UTILIZATION} nor config-autoscaler's "
+        "container-concurrency-target-percentage is set): the policy was trained with a target "
+        "utilization of 100 %")
     assert decided(at_100).writes[0].target == 40
+
+
+def test_a_policy_trained_on_other_windows_is_refused_where_knative_runs_its_defaults():
+    # Trained on a 120 s stable window: a revision where nothing sets one runs Knative's 60 s.
+    trained = {"manifest": {"simulator": {"kpa": {"stable_window_s": 120.0}}}}
+    policy = replace(POLICY, manifest={**POLICY.manifest, **trained})
+    plan = decide(policy_name="p", spec=spec(), services=[SVC], holders={"r1": holder(**{TARGET: "70"})},
+                  readings={"r1": reading()}, policy=policy, last_fresh={}, now=NOW)
+    assert plan.writes == [] and plan.services[0].reason == "UnsupportedAutoscaling"
+    assert plan.services[0].message == (
+        "r1: Knative's default 60 (neither autoscaling.knative.dev/window nor config-autoscaler's "
+        "stable-window is set): the policy observes concurrency averaged over the 120 s stable window it "
+        "was trained with")
+    windowed = holder(**{TARGET: "70", "autoscaling.knative.dev/window": "2m"})
+    assert decide(policy_name="p", spec=spec(), services=[SVC], holders={"r1": windowed},
+                  readings={"r1": reading()}, policy=policy, last_fresh={}, now=NOW).writes[0].target == 40
 
 
 # --- logs ---
