@@ -38,6 +38,7 @@ class InMemoryCluster:
         self.policy = policy
         self.policies: set[str] | None = None      # the AutoscalingPolicies there (None: unknown)
         self.writes = 0
+        self.statuses: dict[tuple[str, str], dict] = {}   # (namespace, policy) -> its status
 
     async def knative(self) -> KnativeInfo:
         return KnativeInfo("1.23.0", "Revision", "bench")
@@ -66,6 +67,9 @@ class InMemoryCluster:
 
     async def read_secret(self, namespace, name, key) -> str:
         raise KeyError(name)
+
+    async def write_policy_status(self, namespace, name, status) -> None:
+        self.statuses[(namespace, name)] = {**self.statuses.get((namespace, name), {}), **status}
 
 
 async def _fake_prometheus(revisions: list[str], counter: list[int]) -> tuple[aiohttp.web.AppRunner, str]:

@@ -13,7 +13,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from kpilot_operator import knative, kube, telemetry
-from kpilot_operator.main import EndlessBackoffs, env_setting, peering_priority
+from kpilot_operator.main import env_setting, peering_priority
 from kpilot_operator.spec import DEFAULT_INTERVAL_S, GROUP, KIND, PLURAL, VERSION
 from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all, run_tick, unavailable_status
 
@@ -44,8 +44,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.watching.server_timeout = env_setting("KPILOT_WATCH_TIMEOUT_S")  # an integer, as the API wants
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
-    # Kopf writes each tick's status: a failed write is retried until the API server answers.
-    settings.networking.error_backoffs = EndlessBackoffs(env_setting("KPILOT_API_RETRY_MAX_S"))
     # Peering (its name from `kpilot operator run --no-standalone`) is mandatory when named, as Kopf
     # makes it: replicas without the peering CRDs would both act, uncoordinated.
     settings.peering.priority = peering_priority(settings.peering.priority)   # replicas must not tie
@@ -89,12 +87,16 @@ def _lock(memo: kopf.Memo) -> asyncio.Lock:
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_RESOLUTION_S, initial_delay=0.0)
 async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kopf.Body, meta: kopf.Meta,
-                           memo: kopf.Memo, patch: kopf.Patch, logger: logging.Logger, **_) -> None:
+                           memo: kopf.Memo, logger: logging.Logger, **_) -> None:
     """Level-triggered: every decisionIntervalSeconds, decide and apply for all selected Services."""
     state: TickState = memo.setdefault("tick", TickState())
     runtime: Runtime = memo.runtime
     now = runtime.clock()
-    if not state.due(now, meta.get("generation")) or memo.get("deleting"):
+    if memo.get("deleting"):
+        return
+    if state.unwritten_status is not None:        # the API server did not take it: again, each run
+        await write_status(runtime, namespace, name, {}, state, logger)
+    if not state.due(now, meta.get("generation")):
         return
     interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
     policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": dict(meta)}
@@ -107,12 +109,36 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
         try:
             status = await run_tick(runtime, name, namespace, raw_spec, state, policy_body)
         except ApiUnavailable as exc:
-            # Kopf applies the patch on a retried attempt too: Ready stops claiming the last good tick.
-            patch.status.update(unavailable_status(state, f"Knative objects unreadable: {exc}", now))
+            # Ready stops claiming the last good tick (written when the API server answers again).
+            await write_status(runtime, namespace, name,
+                               unavailable_status(state, f"Knative objects unreadable: {exc}", now), state, logger)
             raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=min(interval, 5.0))
     state.ticked(now, interval, generation)
     status["observedGeneration"] = generation
-    patch.status.update(status)
+    await write_status(runtime, namespace, name, status, state, logger)
+
+
+async def write_status(runtime: Runtime, namespace: str, name: str, status: dict, state: TickState,
+                       logger: logging.Logger) -> None:
+    """Write a policy's status with the operator's own client; one the API server refuses or does
+    not answer is kept and tried again on the timer's next run, until it is taken. Left to Kopf's
+    patch, a status that failed its eight tries (an API outage over about 54 s) ended the policy's
+    timer for good: no tick again, Off included, until the operator restarted."""
+    pending = {**(state.unwritten_status or {}), **status}     # a later tick's keys win
+    try:
+        await runtime.cluster.write_policy_status(namespace, name, pending)
+    except kube.ApiError as exc:
+        if exc.status == 404:           # the policy is gone: nothing to report on
+            state.unwritten_status = None
+            return
+        if state.unwritten_status is None:
+            telemetry.ERRORS.labels(namespace=namespace, policy=name, kind="StatusNotWritten").inc()
+            logger.warning("status not written, tried again each timer run until it is: %s", exc)
+        state.unwritten_status = pending
+        return
+    if state.unwritten_status is not None:
+        logger.info("status written")
+    state.unwritten_status = None
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

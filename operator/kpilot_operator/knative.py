@@ -180,6 +180,7 @@ class Cluster(Protocol):
     async def policy_names(self, namespace: str) -> set[str] | None: ...
     async def read_configmap(self, namespace: str, name: str, key: str) -> bytes: ...
     async def read_secret(self, namespace: str, name: str, key: str) -> str: ...
+    async def write_policy_status(self, namespace: str, name: str, status: dict) -> None: ...
 
 
 class KnativeCluster:
@@ -320,6 +321,10 @@ class KnativeCluster:
                 else:
                     raise WriteFailed(str(exc)) from None
         raise WriteFailed(f"gave up after {WRITE_ATTEMPTS} attempts: {last}")
+
+    async def write_policy_status(self, namespace: str, name: str, status: dict) -> None:
+        """A merge patch of an AutoscalingPolicy's status: the keys given replace theirs."""
+        await self.api.merge_patch_status(POLICIES, namespace, name, {"status": status})
 
     async def read_configmap(self, namespace: str, name: str, key: str) -> bytes:
         cm = await self.api.get_configmap(namespace, name)

@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from kpilot import kube_credentials
 
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 Resource = tuple[str, str, str]     # (group, version, plural) of a custom resource
 
 
@@ -120,6 +121,12 @@ class KubeApi:
         group, version, plural = resource
         return await self.call(self.custom.patch_namespaced_custom_object, group, version, namespace, plural,
                                name, ops, _content_type=JSON_PATCH)
+
+    async def merge_patch_status(self, resource: Resource, namespace: str, name: str, body: dict) -> dict:
+        """An RFC 7386 merge patch of a custom object's status subresource."""
+        group, version, plural = resource
+        return await self.call(self.custom.patch_namespaced_custom_object_status, group, version, namespace,
+                               plural, name, body, _content_type=MERGE_PATCH)
 
     async def get_namespace(self, name: str) -> dict:
         return await self.call(self.core.read_namespace, name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
@@ -34,8 +33,7 @@ def peering_priority(current: int = 0) -> int:
 # Numeric settings read from the environment (the Deployment sets some): (type, least, most, default).
 NUMERIC_ENV = {"KPILOT_METRICS_PORT": (int, 0, 65535, 8080),            # 0: no metrics endpoint
                "KPILOT_TIMER_RESOLUTION_S": (float, 0.01, 3600.0, 1.0),
-               "KPILOT_WATCH_TIMEOUT_S": (int, 1, 86400, 300),
-               "KPILOT_API_RETRY_MAX_S": (float, 0.01, 3600.0, 30.0)}   # the longest wait between retries
+               "KPILOT_WATCH_TIMEOUT_S": (int, 1, 86400, 300)}
 
 
 def env_setting(name: str) -> int | float:
@@ -127,18 +125,3 @@ def run(*, namespaces: list[str] | None = None, standalone: bool = True,
         liveness_endpoint=liveness,
         memo=kopf.Memo(peering_namespaces=list(namespaces or ())),
     )
-
-
-class EndlessBackoffs:
-    """Kopf's `networking.error_backoffs` without an end: 1, 1, 2, 3, 5, 8, 13, 21 s, then `longest`
-    for ever, each capped at `longest`. With Kopf's default (eight tries, about 54 s) a policy's
-    status patch that failed through a longer API outage ended its timer for good: the policy never
-    ticked again, Off included, until the operator restarted. A fresh iterator per request."""
-
-    def __init__(self, longest: float):
-        self.longest = longest
-
-    def __iter__(self):
-        return (min(delay, self.longest) for delay in itertools.chain((1, 1, 2, 3, 5, 8, 13, 21),
-                                                                      itertools.repeat(self.longest)))
-

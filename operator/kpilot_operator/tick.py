@@ -57,6 +57,7 @@ class TickState:
     service_reasons: dict[str, str] = field(default_factory=dict)
     generation: int | None = None    # of the spec last ticked on: a new one ticks at once
     reported: list[dict] = field(default_factory=list)   # the last tick's conditions but Ready
+    unwritten_status: dict | None = None   # a status the API server has not taken yet (handlers)
 
     def due(self, now: float, generation: int | None) -> bool:
         """Whether a decision is due: its interval has passed, or the spec changed since the last
