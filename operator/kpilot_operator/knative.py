@@ -21,7 +21,8 @@ from typing import Iterable, Mapping, NoReturn, Protocol
 
 from kpilot.action import is_paused, quoted, valid_band
 from kpilot_operator.kube import ApiError, KubeApi, Resource
-from kpilot_operator.annotations import BAND, BASE_TARGET, CLUSTER_KEYS, KNATIVE_DEFAULT_TARGET, Assert, Holder, Restore, annotation_delta
+from kpilot_operator.annotations import (BAND, BASE_TARGET, CLUSTER_KEYS, KNATIVE_DEFAULT_TARGET, UTILIZATION, Assert,
+                                         Holder, Restore, annotation_delta)
 from kpilot_operator.reconcile import ServiceView
 from kpilot_operator.spec import GROUP, PLURAL, VERSION, selector_matches, selector_to_query
 
@@ -134,9 +135,23 @@ def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Ite
 
 def cluster_autoscaling_from(configmap: dict) -> dict[str, str]:
     """config-autoscaler's stable window, panic window and utilization, keyed by the revision
-    annotations that override them (reconcile.CLUSTER_KEYS)."""
+    annotations that override them (reconcile.CLUSTER_KEYS). The utilization as a percentage: the
+    ConfigMap also takes a fraction in (0, 1] (0.7 is 70 %), which the annotation does not."""
     data = (configmap or {}).get("data") or {}
-    return {annotation: str(data[key]) for annotation, key in CLUSTER_KEYS.items() if key in data}
+    settings = {annotation: str(data[key]) for annotation, key in CLUSTER_KEYS.items() if key in data}
+    if UTILIZATION in settings:
+        settings[UTILIZATION] = _percentage(settings[UTILIZATION])
+    return settings
+
+
+def _percentage(text: str) -> str:
+    """container-concurrency-target-percentage as a percentage: Knative reads a value in (0, 1] as a
+    fraction (config-autoscaler's own comment: "0.7 => 70%")."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return f"{value * 100:g}" if 0 < value <= 1 else text
 
 
 def default_target_from(text: str | None) -> float | None:

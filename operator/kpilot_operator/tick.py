@@ -356,16 +356,18 @@ def _report_unusable_metrics(tick: _Tick, spec: PolicySpec, plan: Plan) -> None:
     """MetricsAvailable is False when metrics were read but no revision had a usable reading."""
     # Queries that answer without the series a revision needs (a relabelling mistake, a missing
     # scrape job) read as "available" while every revision held and fell back, and Ready stayed True.
-    if plan.decisions or not plan.stale:
+    if plan.decisions or plan.invalid or not plan.stale:
         return
+    check = ("Check that Prometheus scrapes the autoscaler and that its series carry kn_revision_name and "
+             "k8s_namespace_name" if spec.metrics.kind == "prometheus" else
+             "Check that their PodAutoscalers report actualScale and desiredScale")
     for i, cond in enumerate(tick.conds):
         if cond["type"] == "MetricsAvailable" and cond["status"] == "True":
             tick.conds[i] = condition(
                 tick.state, "MetricsAvailable", False, "NoUsableReading",
                 f"{spec.metrics.kind}: none of the {plan.stale} revisions decided for has a usable reading "
-                f"(every autoscaler series, finite, at most {spec.staleness_s:.0f}s old): they hold, then "
-                "fall back. Check that Prometheus scrapes the autoscaler and that its series carry "
-                "kn_revision_name and k8s_namespace_name", tick.now)
+                f"(every field, finite, at most {spec.staleness_s:.0f}s old): they hold, then fall back. "
+                + check, tick.now)
 
 
 def _report_writes(tick: _Tick, plan: Plan, bodies: dict[str, dict], failures: dict[int, str],

@@ -60,12 +60,13 @@ def quoted(value) -> str:
 
 def is_paused(annotations) -> bool:
     """Whether a Service's annotations pause it (the operator and `kpilot retune` read it alike):
-    "true" or "false", in any case, spaces around ignored. ValueError (one line) for any other
-    value: a "yes" or a "ture" meant to pause must not leave the Service managed without a word."""
+    "true" or "false", in any case, spaces around ignored; empty reads as false. ValueError (one
+    line) for any other value: a "yes" or a "ture" meant to pause must not leave the Service
+    managed without a word."""
     value = (annotations or {}).get(PAUSED_ANNOTATION)
-    if value is None:
+    word = str(value or "").strip().lower()
+    if not word:            # absent, or set empty (`kubectl annotate ... kpilot.dev/paused=`)
         return False
-    word = str(value).strip().lower()
     if word not in PAUSED_VALUES:
         accepted = " or ".join(map(repr, PAUSED_VALUES))
         raise ValueError(f"{PAUSED_ANNOTATION}={quoted(value)} is not {accepted}")

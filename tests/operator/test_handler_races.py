@@ -339,3 +339,17 @@ async def test_metrics_read_without_a_usable_reading_are_not_available():
     assert "none of the 1 revisions decided for has a usable reading" in conditions["MetricsAvailable"]["message"]
     assert conditions["Ready"]["status"] == "False"
     assert status["services"][0]["reason"] == "MetricsStaleHolding"
+    assert "Prometheus scrapes the autoscaler" in conditions["MetricsAvailable"]["message"]
+
+
+@pytest.mark.asyncio
+async def test_podautoscalers_without_a_scale_are_not_available_metrics_either():
+    # metrics: kubernetes, and a PodAutoscaler that reports no scale yet: nothing to decide on, and
+    # the message points at the PodAutoscalers, not at a Prometheus this policy does not use.
+    cluster = GatedCluster()
+    cluster.pas = [{"metadata": {"name": "svc-0-00001"}, "status": {}}]
+    rt = Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e9)
+    status = await run_tick(rt, "p", "bench", SPEC, TickState())
+    metrics = next(c for c in status["conditions"] if c["type"] == "MetricsAvailable")
+    assert metrics["status"] == "False" and metrics["reason"] == "NoUsableReading"
+    assert "PodAutoscalers report actualScale" in metrics["message"] and "Prometheus" not in metrics["message"]

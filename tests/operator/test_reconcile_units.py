@@ -487,13 +487,13 @@ def test_a_huge_annotation_value_makes_a_short_status():
 
 
 @pytest.mark.parametrize("value, paused", [("true", True), ("True", True), (" TRUE ", True), ("false", False),
-                                           ("False ", False)])
+                                           ("False ", False), ("", False)])
 def test_the_pause_annotation_is_true_or_false_in_any_case(value, paused):
     v = service_view({"metadata": {"name": "s1", "annotations": {PAUSED: value}}})
     assert (v.paused, v.invalid) == (paused, "")
 
 
-@pytest.mark.parametrize("value", ["yes", "1", "on", "ture", '"true"', ""])
+@pytest.mark.parametrize("value", ["yes", "1", "on", "ture", '"true"'])
 @pytest.mark.parametrize("mode", ["Enforce", "Off"])
 def test_a_pause_annotation_neither_true_nor_false_holds_the_service_and_says_so(value, mode):
     # Before: anything but "true" read as not paused, without a word: "yes" left the Service managed.
@@ -946,6 +946,12 @@ def test_a_utilization_other_than_the_trained_one_is_unsupported_autoscaling():
     assert plan.writes == [] and plan.services[0].reason == "UnsupportedAutoscaling"
     assert plan.services[0].message == ("r1: config-autoscaler's container-concurrency-target-percentage "
                                         "100: the policy was trained with a target utilization of 70 %")
+    # config-autoscaler also takes a fraction in (0, 1]: "0.7" is Knative's 70 %, and "1" is 100 %.
+    fraction = cluster_autoscaling_from({"data": {"container-concurrency-target-percentage": "0.7"}})
+    at_fraction = replace(at_100, cluster_autoscaling=fraction)
+    assert at_fraction.utilization == 0.7 and run(spec(), [SVC], [at_fraction], {"r1": reading()}).writes
+    whole = cluster_autoscaling_from({"data": {"container-concurrency-target-percentage": "1"}})
+    assert replace(at_100, cluster_autoscaling=whole).utilization == 1.0
     own = replace(at_100, annotations={TARGET: "70", UTILIZATION: "70"})      # the revision's own wins
     assert run(spec(), [SVC], [own], {"r1": reading()}).writes[0].target == 40
 
