@@ -254,3 +254,28 @@ def test_from_prometheus_bins_add_up_to_the_requests_served(promtool, monkeypatc
         for start in range(first, stop, step)]
     durations = sum(count * mean for _, count, mean in traffic.rows if count)
     assert durations == pytest.approx(took.sum(), rel=1e-9)
+
+
+def test_bins_longer_than_five_minutes_count_every_sample_in_them(promtool):
+    # 600 s bins (--step 600; --since 60d needs 471 s at least) and an operator decision interval of
+    # 600 s. Both looked back 5 minutes for a series' latest sample: a pod whose last sample was
+    # older than that at a bin's end was not there, and one that lived inside one bin was lost.
+    base = 'k8s_namespace_name="ns",kn_revision_name="rev",pod="{pod}"'
+    counts = {
+        "steady": {t: 2.0 * t for t in range(0, 2401, 15)},                # 1,200 a bin
+        # Served 5,000 requests between 610 and 835 s, scraped every 15 s until it was gone.
+        "brief": {**{t: min(5000.0, 5000 * (t - 610) // 225) for t in range(615, 841, 15)}, 855: "stale"},
+        # Scraped once a bin (the least the docs ask), 1 req/s, and one scrape failed: the bin
+        # (1800, 2400] reads its growth since its sample at 605 s. A lookback of one bin found no
+        # sample before it and read all it ever served, 1,805.
+        "sparse": {5: 5.0, 605: 605.0, 1205: "stale", 1805: 1805.0},
+    }
+    series: Series = {f"{HIST}_count{{{base.format(pod=name)}}}": values for name, values in counts.items()}
+    ticks = (1200, 1800, 2400)
+    queries = [(prometheus_export.queries("ns", "pod", 600)[0], t) for t in ticks]
+    *per_pod, rate = evaluate(promtool, series, queries + [(promql("request_rate", "ns", 600), 1200)])
+    assert [{pod: by("pod", got).get(pod, 0) for pod in counts} for got in per_pod] == [
+        {"steady": 1200, "brief": 5000, "sparse": 600},
+        {"steady": 1200, "brief": 0, "sparse": 0},
+        {"steady": 1200, "brief": 0, "sparse": 1200}]
+    assert by("kn_revision_name", rate) == {"rev": pytest.approx((1200 + 5000 + 600) / 600)}
