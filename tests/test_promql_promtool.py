@@ -173,6 +173,31 @@ def test_new_restarted_gone_and_missed_scrapes_count_what_each_pod_served(promto
     assert by("kn_revision_name", rate) == {"rev": pytest.approx(85 / W)}
 
 
+def test_a_restart_that_grows_back_past_its_old_count_is_counted_from_the_restart(promtool):
+    # The tick at 130 s covers (100, 130]. Both queue-proxies had served 1,000 requests, restarted
+    # and served more than that since, 60 req/s: only the difference (500, 560) was counted.
+    base = 'k8s_namespace_name="ns",kn_revision_name="rev",pod="{pod}"'
+    counts = {
+        # Restarted at 105 s, inside the window (1,000 -> 300 between two of its samples): 1,500 by
+        # 130 s. What it served in (100, 105] is lost, as its counters lost it.
+        "inside": {**{t: 10.0 * t for t in range(0, 101, 10)},
+                   **{t: 60.0 * (t - 105) for t in range(110, 161, 10)}},
+        # Restarted at 99 s, between its last sample before the window (95 s) and its first in it:
+        # no two samples in the window show the drop, the one before the window does. 1,560 since.
+        "boundary": {**{t: 1000 * t / 95 for t in range(5, 96, 10)},
+                     **{t: 60.0 * (t - 99) for t in range(105, 156, 10)}},
+        "steady": {t: float(t) for t in range(0, 161, 10)},
+    }
+    series: Series = {f"{HIST}_count{{{base.format(pod=name)}}}": values for name, values in counts.items()}
+    per_pod_q = prometheus_export.queries("ns", "pod", W)[0]
+    per_pod, rate, after = evaluate(promtool, series, [(per_pod_q, 130), (promql("request_rate", "ns", W), 130),
+                                                       (per_pod_q, 160)])
+    assert by("pod", per_pod) == {"inside": 1500, "boundary": 1560, "steady": 30}
+    assert by("kn_revision_name", rate) == {"rev": pytest.approx((1500 + 1560 + 30) / W)}
+    # The next window counts their growth again, not the restart twice.
+    assert by("pod", after) == {"inside": 1800, "boundary": 1800, "steady": 30}
+
+
 def test_p95_and_mean_latency_are_over_the_window_from_the_buckets(promtool):
     # Before the window the revision was slow (3 s); in (370, 400] 90 requests took 0.05 s and 10
     # took 0.7 s, on two pods, one of them new: p95 = 0.5 + 0.5 x (95 - 90) / (100 - 90) = 0.75.

@@ -24,9 +24,18 @@ A series with no sample in the lookback before the window counts whole, its late
 pod's series appears with its first request, and what it served before its first scrape (a
 whole burst on a short-lived pod) would otherwise be lost. So, wrongly, does a series without
 samples for that long (a scrape outage, a Prometheus without the history): its whole count in one
-window. So does a series lower now than then: a restarted queue-proxy, counted from its restart
-(what it served in the window before is lost). Prometheus's own engine evaluates all of this in
-tests/test_promql_promtool.py.
+window.
+
+A restarted queue-proxy is counted from its restart, by its latest value: a series with a
+sample in the window lower than the sample before it (resets()) or than its latest sample before
+the window (min_over_time()). The difference alone counted only what the new process served
+beyond its predecessor's total (1,000 requests, a restart, 1,500 more: 500). What it served in
+the window before the restart (before the last one, after several) is lost, its counters no
+longer show it; after a restart between the sample before the window and the window's start,
+what it served until the window's start counts in this window (none before counted it). As for
+rate(), a restart whose next sample is not lower than the one before it (the new process served
+by its first scrape as many requests as the old one had) is not seen: only the difference counts.
+Prometheus's own engine evaluates all of this in tests/test_promql_promtool.py.
 """
 
 from __future__ import annotations
@@ -41,9 +50,10 @@ def lookback_s(window_s: int) -> int:
 
 def window_increase(series: str, window_s: int) -> str:
     """Per series, what `series` (a counter selector) grew by over the `window_s` seconds before the
-    evaluation time; new or reset series counted from zero. `or` matches label sets without
-    __name__, which last_over_time keeps and the difference drops."""
+    evaluation time; new or restarted series counted from zero. Vector matching (-, unless, or,
+    <) ignores __name__, which last_over_time keeps and the other functions drop."""
     w, lb = f"{window_s}s", f"{lookback_s(window_s)}s"
     last = f"last_over_time({series}[{lb}])"
     before = f"last_over_time({series}[{lb}] offset {w})"
-    return f"((({last} - {before}) >= 0) or {last})"
+    restarted = f"resets({series}[{w}]) > 0 or min_over_time({series}[{w}]) < {before}"
+    return f"((({last} - {before}) unless ({restarted})) or {last})"

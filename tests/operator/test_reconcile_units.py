@@ -577,13 +577,17 @@ def test_prometheus_queries_are_fixed_and_namespace_scoped():
     count = f"kn_serving_invocation_duration_seconds_count{{{sel}}}"
     now, before = f"last_over_time({count}[300s])", f"last_over_time({count}[300s] offset 45s)"
     # A series with no sample in the lookback a window ago (a new pod: what it served before its
-    # first scrape) or lower now (a restarted queue-proxy) is counted from zero, by its latest value.
+    # first scrape) or with a sample in the window lower than the one before it (a restarted
+    # queue-proxy) is counted from zero, by its latest value.
+    restarted = f"resets({count}[45s]) > 0 or min_over_time({count}[45s]) < {before}"
     assert promql("request_rate", "shop", 45) == (
-        f"sum by (kn_revision_name) (((({now} - {before}) >= 0) or {now})) / 45")
+        f"sum by (kn_revision_name) (((({now} - {before}) unless ({restarted})) or {now})) / 45")
     bucket = f"kn_serving_invocation_duration_seconds_bucket{{{sel}}}"
     now, before = f"last_over_time({bucket}[1200s])", f"last_over_time({bucket}[1200s] offset 600s)"
+    restarted = f"resets({bucket}[600s]) > 0 or min_over_time({bucket}[600s]) < {before}"
     assert promql("latency_p95_s", "shop", 600) == (
-        f"histogram_quantile(0.95, sum by (kn_revision_name, le) (((({now} - {before}) >= 0) or {now})))")
+        f"histogram_quantile(0.95, sum by (kn_revision_name, le) (((({now} - {before}) unless ({restarted}))"
+        f" or {now})))")
     assert "[300s] offset 30s)" in promql("latency_sum_rate", "shop", 10)    # 30 s at least
     series = {f: {} for f in QUERIES}
     for f in ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic"):

@@ -6,8 +6,10 @@ Two range queries, whatever the number of Services, with the bin width as their 
 histogram's _count and _sum (X below, selected by k8s_namespace_name="NS"; LB, the lookback, is 5
 minutes, or twice a STEP over 150 s):
 
-    sum by (LABEL) ((((last_over_time(X[LB]) - last_over_time(X[LB] offset STEP)) >= 0)
-                     or last_over_time(X[LB])))
+    sum by (LABEL) ((((last_over_time(X[LB]) - last_over_time(X[LB] offset STEP))
+                       unless (resets(X[STEP]) > 0
+                               or min_over_time(X[STEP]) < last_over_time(X[LB] offset STEP)))
+                      or last_over_time(X[LB])))
 
 each series' growth between its latest samples at the bin's end and one step earlier, a new pod's
 series or a restarted queue-proxy's counted from zero (kpilot.promql: what a new pod served
