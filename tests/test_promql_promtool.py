@@ -173,6 +173,31 @@ def test_new_restarted_gone_and_missed_scrapes_count_what_each_pod_served(promto
     assert by("kn_revision_name", rate) == {"rev": pytest.approx(85 / W)}
 
 
+def test_a_restart_that_grows_back_past_its_old_count_is_counted_from_the_restart(promtool):
+    # The tick at 130 s covers (100, 130]. Both queue-proxies had served 1,000 requests, restarted
+    # and served more than that since, 60 req/s: only the difference (500, 560) was counted.
+    base = 'k8s_namespace_name="ns",kn_revision_name="rev",pod="{pod}"'
+    counts = {
+        # Restarted at 105 s, inside the window (1,000 -> 300 between two of its samples): 1,500 by
+        # 130 s. What it served in (100, 105] is lost, as its counters lost it.
+        "inside": {**{t: 10.0 * t for t in range(0, 101, 10)},
+                   **{t: 60.0 * (t - 105) for t in range(110, 161, 10)}},
+        # Restarted at 99 s, between its last sample before the window (95 s) and its first in it:
+        # no two samples in the window show the drop, the one before the window does. 1,560 since.
+        "boundary": {**{t: 1000 * t / 95 for t in range(5, 96, 10)},
+                     **{t: 60.0 * (t - 99) for t in range(105, 156, 10)}},
+        "steady": {t: float(t) for t in range(0, 161, 10)},
+    }
+    series: Series = {f"{HIST}_count{{{base.format(pod=name)}}}": values for name, values in counts.items()}
+    per_pod_q = prometheus_export.queries("ns", "pod", W)[0]
+    per_pod, rate, after = evaluate(promtool, series, [(per_pod_q, 130), (promql("request_rate", "ns", W), 130),
+                                                       (per_pod_q, 160)])
+    assert by("pod", per_pod) == {"inside": 1500, "boundary": 1560, "steady": 30}
+    assert by("kn_revision_name", rate) == {"rev": pytest.approx((1500 + 1560 + 30) / W)}
+    # The next window counts their growth again, not the restart twice.
+    assert by("pod", after) == {"inside": 1800, "boundary": 1800, "steady": 30}
+
+
 def test_p95_and_mean_latency_are_over_the_window_from_the_buckets(promtool):
     # Before the window the revision was slow (3 s); in (370, 400] 90 requests took 0.05 s and 10
     # took 0.7 s, on two pods, one of them new: p95 = 0.5 + 0.5 x (95 - 90) / (100 - 90) = 0.75.
@@ -254,3 +279,28 @@ def test_from_prometheus_bins_add_up_to_the_requests_served(promtool, monkeypatc
         for start in range(first, stop, step)]
     durations = sum(count * mean for _, count, mean in traffic.rows if count)
     assert durations == pytest.approx(took.sum(), rel=1e-9)
+
+
+def test_bins_longer_than_five_minutes_count_every_sample_in_them(promtool):
+    # 600 s bins (--step 600; --since 60d needs 471 s at least) and an operator decision interval of
+    # 600 s. Both looked back 5 minutes for a series' latest sample: a pod whose last sample was
+    # older than that at a bin's end was not there, and one that lived inside one bin was lost.
+    base = 'k8s_namespace_name="ns",kn_revision_name="rev",pod="{pod}"'
+    counts = {
+        "steady": {t: 2.0 * t for t in range(0, 2401, 15)},                # 1,200 a bin
+        # Served 5,000 requests between 610 and 835 s, scraped every 15 s until it was gone.
+        "brief": {**{t: min(5000.0, 5000 * (t - 610) // 225) for t in range(615, 841, 15)}, 855: "stale"},
+        # Scraped once a bin (the least the docs ask), 1 req/s, and one scrape failed: the bin
+        # (1800, 2400] reads its growth since its sample at 605 s. A lookback of one bin found no
+        # sample before it and read all it ever served, 1,805.
+        "sparse": {5: 5.0, 605: 605.0, 1205: "stale", 1805: 1805.0},
+    }
+    series: Series = {f"{HIST}_count{{{base.format(pod=name)}}}": values for name, values in counts.items()}
+    ticks = (1200, 1800, 2400)
+    queries = [(prometheus_export.queries("ns", "pod", 600)[0], t) for t in ticks]
+    *per_pod, rate = evaluate(promtool, series, queries + [(promql("request_rate", "ns", 600), 1200)])
+    assert [{pod: by("pod", got).get(pod, 0) for pod in counts} for got in per_pod] == [
+        {"steady": 1200, "brief": 5000, "sparse": 600},
+        {"steady": 1200, "brief": 0, "sparse": 0},
+        {"steady": 1200, "brief": 0, "sparse": 1200}]
+    assert by("kn_revision_name", rate) == {"rev": pytest.approx((1200 + 5000 + 600) / 600)}

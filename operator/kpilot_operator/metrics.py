@@ -6,8 +6,9 @@ tick and namespace, whatever the number of services; each returns one series per
 pod's serving.knative.dev/revision label in the scrape config). The request rate and latencies
 are over what queue-proxy's counters grew by in the window (the decision interval, 30 s at least:
 kpilot.promql), which needs a scrape per window. A revision without queue-proxy series (none
-scraped in 5 minutes: scaled to zero) has request rate and latencies 0; one without autoscaler
-series has no observation (it is held, then falls back).
+scraped in kpilot.promql's lookback, 5 minutes or twice the window: scaled to zero) has request
+rate and latencies 0; one without autoscaler series has no observation (it is held, then falls
+back).
 
 Kubernetes (no Prometheus): PA status.actualScale / desiredScale only, through
 kpilot.observation.pod_autoscaler_readings (which `kpilot evaluate --metrics kubernetes` replays a
@@ -31,20 +32,19 @@ from kpilot.observation import KNATIVE_DEFAULT_UTILIZATION, pod_autoscaler_readi
 from kpilot.promql import window_increase
 from kpilot_operator.annotations import KNATIVE_DEFAULT_TARGET, Holder
 
-def _increase(metric: str) -> str:
-    """What a queue-proxy counter grew by over the window, per series (kpilot.promql: a new pod or
-    a restarted queue-proxy counted from zero; rate() read 0 where the window held one scrape), as a
-    template."""
-    return window_increase(metric + "{{{sel}}}", "{w}")
+HISTOGRAM = "kn_serving_invocation_duration_seconds"
 
 
-def _per_second(metric: str) -> str:
-    """A revision's growth of `metric` over the window / its seconds, as the simulator counts the
-    request rate (completions in the last decision interval / the interval)."""
-    return f"sum by (kn_revision_name) ({_increase(metric)}) / {{ws}}"
+def _per_second(part: str) -> str:
+    """A revision's growth of the histogram's `part` over the window / its seconds, as the simulator
+    counts the request rate (completions in the last decision interval / the interval)."""
+    return f"sum by (kn_revision_name) ({{{part}}}) / {{ws}}"
 
 
-# field -> PromQL template; {sel} is the namespace matcher, {w} the window, {ws} its seconds.
+# field -> PromQL template; {sel} is the namespace matcher, {ws} the window's seconds, and {count},
+# {sum} and {bucket} what each of the histogram's series grew by over the window (kpilot.promql: a
+# new pod or a restarted queue-proxy counted from zero; rate() read 0 where the window held one
+# scrape).
 QUERIES: dict[str, str] = {
     "concurrency_stable": 'max by (kn_revision_name) (kn_revision_concurrency_stable{{{sel}}})',
     "concurrency_panic": 'max by (kn_revision_name) (kn_revision_concurrency_panic{{{sel}}})',
@@ -52,10 +52,9 @@ QUERIES: dict[str, str] = {
     "desired_pods": 'max by (kn_revision_name) (kn_revision_pods_desired{{{sel}}})',
     "panic": 'max by (kn_revision_name) (kn_revision_panic_mode{{{sel}}})',
     "sample_time": 'max by (kn_revision_name) (timestamp(kn_revision_concurrency_stable{{{sel}}}))',
-    "request_rate": _per_second("kn_serving_invocation_duration_seconds_count"),
-    "latency_sum_rate": _per_second("kn_serving_invocation_duration_seconds_sum"),
-    "latency_p95_s": ("histogram_quantile(0.95, sum by (kn_revision_name, le) "
-                      f"({_increase('kn_serving_invocation_duration_seconds_bucket')}))"),
+    "request_rate": _per_second("count"),
+    "latency_sum_rate": _per_second("sum"),
+    "latency_p95_s": "histogram_quantile(0.95, sum by (kn_revision_name, le) ({bucket}))",
 }
 AUTOSCALER_FIELDS = ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic")
 REQUEST_FIELDS = ("request_rate", "latency_sum_rate", "latency_p95_s")   # queue-proxy series
@@ -65,8 +64,9 @@ QUERIES_PER_TICK = len(QUERIES)
 def without_request_series(series: dict[str, dict[str, float]]) -> list[str]:
     """Revisions with ready pods for which the queue-proxy queries found no series at all: their
     request rate and latency read as 0. Right for a revision that never served a request; on a
-    busy one it means its queue-proxy was not scraped in the 5 minutes kpilot.promql looks back, or
-    the queue-proxy series lack the kn_revision_name / k8s_namespace_name labels."""
+    busy one it means its queue-proxy was not scraped in kpilot.promql's lookback (5 minutes, or
+    twice the window), or the queue-proxy series lack the kn_revision_name / k8s_namespace_name
+    labels."""
     seen = set().union(*(series.get(f, {}) for f in REQUEST_FIELDS))
     return sorted(rev for rev, pods in series.get("ready_pods", {}).items() if pods > 0 and rev not in seen)
 
@@ -77,7 +77,10 @@ class MetricsUnavailable(Exception):
 
 def promql(field: str, namespace: str, window_s: float) -> str:
     seconds = max(int(window_s), 30)
-    return QUERIES[field].format(sel=f'k8s_namespace_name="{namespace}"', w=f"{seconds}s", ws=seconds)
+    sel = f'k8s_namespace_name="{namespace}"'
+    grew = {part: window_increase(f"{HISTOGRAM}_{part}{{{sel}}}", seconds)
+            for part in ("count", "sum", "bucket")}
+    return QUERIES[field].format(sel=sel, ws=seconds, **grew)
 
 
 def _nan_as_zero(value: float) -> float:

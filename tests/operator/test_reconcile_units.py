@@ -571,18 +571,24 @@ def test_prometheus_queries_are_fixed_and_namespace_scoped():
     assert promql("desired_pods", "shop", 45) == f"max by (kn_revision_name) (kn_revision_pods_desired{{{sel}}})"
     # Growth = each series' latest sample now less its latest one a window earlier: rate() needed
     # two samples in the window and read half the rate at a 20 s scrape, 0 at 30 s (promtool:
-    # tests/test_promql_promtool.py). Latest within 5 minutes, a range lookback: one failed
-    # scrape's staleness marker made an instant `offset` read a 100,000-request pod as new.
+    # tests/test_promql_promtool.py). Latest within 5 minutes (twice a longer window), a range
+    # lookback: one failed scrape's staleness marker made an instant `offset` read a 100,000-request
+    # pod as new.
     count = f"kn_serving_invocation_duration_seconds_count{{{sel}}}"
-    now, before = f"last_over_time({count}[5m])", f"last_over_time({count}[5m] offset 45s)"
-    # A series with no sample a window ago (a new pod: what it served before its first scrape) or
-    # lower now (a restarted queue-proxy) is counted from zero, by its latest value.
+    now, before = f"last_over_time({count}[300s])", f"last_over_time({count}[300s] offset 45s)"
+    # A series with no sample in the lookback a window ago (a new pod: what it served before its
+    # first scrape) or with a sample in the window lower than the one before it (a restarted
+    # queue-proxy) is counted from zero, by its latest value.
+    restarted = f"resets({count}[45s]) > 0 or min_over_time({count}[45s]) < {before}"
     assert promql("request_rate", "shop", 45) == (
-        f"sum by (kn_revision_name) (((({now} - {before}) >= 0) or {now})) / 45")
+        f"sum by (kn_revision_name) (((({now} - {before}) unless ({restarted})) or {now})) / 45")
     bucket = f"kn_serving_invocation_duration_seconds_bucket{{{sel}}}"
-    now, before = f"last_over_time({bucket}[5m])", f"last_over_time({bucket}[5m] offset 30s)"
-    assert promql("latency_p95_s", "shop", 10) == (
-        f"histogram_quantile(0.95, sum by (kn_revision_name, le) (((({now} - {before}) >= 0) or {now})))")
+    now, before = f"last_over_time({bucket}[1200s])", f"last_over_time({bucket}[1200s] offset 600s)"
+    restarted = f"resets({bucket}[600s]) > 0 or min_over_time({bucket}[600s]) < {before}"
+    assert promql("latency_p95_s", "shop", 600) == (
+        f"histogram_quantile(0.95, sum by (kn_revision_name, le) (((({now} - {before}) unless ({restarted}))"
+        f" or {now})))")
+    assert "[300s] offset 30s)" in promql("latency_sum_rate", "shop", 10)    # 30 s at least
     series = {f: {} for f in QUERIES}
     for f in ("concurrency_stable", "concurrency_panic", "ready_pods", "desired_pods", "panic"):
         series[f] = {"r1": 2.0, "r2": 1.0}

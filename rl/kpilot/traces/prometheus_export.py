@@ -3,10 +3,13 @@ request histogram in Prometheus, as one request-counts trace per Service (reques
 `kpilot tune` and `kpilot evaluate`.
 
 Two range queries, whatever the number of Services, with the bin width as their step, for the
-histogram's _count and _sum (X below, selected by k8s_namespace_name="NS"):
+histogram's _count and _sum (X below, selected by k8s_namespace_name="NS"; LB, the lookback, is 5
+minutes, or twice a STEP over 150 s):
 
-    sum by (LABEL) ((((last_over_time(X[5m]) - last_over_time(X[5m] offset STEP)) >= 0)
-                     or last_over_time(X[5m])))
+    sum by (LABEL) ((((last_over_time(X[LB]) - last_over_time(X[LB] offset STEP))
+                       unless (resets(X[STEP]) > 0
+                               or min_over_time(X[STEP]) < last_over_time(X[LB] offset STEP)))
+                      or last_over_time(X[LB])))
 
 each series' growth between its latest samples at the bin's end and one step earlier, a new pod's
 series or a restarted queue-proxy's counted from zero (kpilot.promql: what a new pod served
@@ -95,7 +98,7 @@ class ServiceTraffic:
 
 def queries(namespace: str, label: str, step_s: int) -> tuple[str, str]:
     sel = f'k8s_namespace_name="{namespace}"'
-    return tuple(f"sum by ({label}) ({window_increase(f'{HISTOGRAM}_{part}{{{sel}}}', f'{step_s}s')})"
+    return tuple(f"sum by ({label}) ({window_increase(f'{HISTOGRAM}_{part}{{{sel}}}', step_s)})"
                  for part in ("count", "sum"))
 
 
