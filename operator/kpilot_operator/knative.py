@@ -324,6 +324,8 @@ class KnativeCluster:
                 if exc.status == 404:
                     return False   # the revision is gone: nothing left to set or restore
                 if exc.status in (409, 422):   # someone wrote in between: re-read, recompute
+                    if attempt:     # the first at once (a race); again and again (a webhook's 422), back off
+                        await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
                     try:
                         obj = await self.api.get_object(*ref)
                     except ApiError as reread:

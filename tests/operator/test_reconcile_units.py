@@ -1106,3 +1106,29 @@ def test_a_write_whose_answer_was_lost_counts_as_written_when_it_was_applied():
     written = asyncio.run(KnativeCluster(api, version_override="1.23.0", backoff_s=0.001)
                           .write(holder, Assert("40", "pol", 1e6, expected="70")))
     assert written is False and api.obj["metadata"]["annotations"][TARGET] == "55"
+
+
+def test_a_patch_refused_again_and_again_backs_off(monkeypatch):
+    # An admission webhook refusing every patch (422): re-read and re-patched five times, at once.
+    from kpilot_operator import knative
+    from kpilot_operator.annotations import Assert, Holder
+    from kpilot_operator.knative import KnativeCluster, WriteFailed
+    from kpilot_operator.kube import ApiError
+
+    class Refusing:
+        async def get_object(self, *ref):
+            return {"metadata": {"resourceVersion": "1", "annotations": {TARGET: "70"}}}
+
+        async def json_patch(self, *args):
+            raise ApiError(422, "admission webhook denied the request")
+
+    waits = []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+    monkeypatch.setattr(knative.asyncio, "sleep", sleep)
+    holder = Holder("Revision", "ns", "r1", "s1", "1", {TARGET: "70"})
+    with pytest.raises(WriteFailed, match="admission webhook denied"):
+        asyncio.run(KnativeCluster(Refusing(), version_override="1.23.0", backoff_s=0.2)
+                    .write(holder, Assert("40", "pol", 1e6, expected="70")))
+    assert waits == [0.2, 0.4, 0.8, 1.6]          # the first conflict retried at once, then backing off
