@@ -94,11 +94,17 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
     now = runtime.clock()
     if memo.get("deleting"):
         return
-    if state.unwritten_status is not None:        # the API server did not take it: again, each run
-        await write_status(runtime, namespace, name, {}, state, logger)
+    interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
+    if state.unwritten_status is not None and now >= state.status_retry_at:
+        mine, live = state.unwritten_status.get("lastTick"), (body.get("status") or {}).get("lastTick")
+        if now - state.unwritten_at > interval or (mine and live and live > mine):
+            # A later tick has its own status: here, or on the replica that led while this one was
+            # paused (peering), whose newer status this one must not roll back.
+            state.unwritten_status = None
+        else:
+            await write_status(runtime, namespace, name, {}, state, logger, now)
     if not state.due(now, meta.get("generation")):
         return
-    interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
     policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": dict(meta)}
     async with _lock(memo):
         if memo.get("deleting"):      # the policy was deleted while this tick waited
@@ -111,19 +117,23 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
         except ApiUnavailable as exc:
             # Ready stops claiming the last good tick (written when the API server answers again).
             await write_status(runtime, namespace, name,
-                               unavailable_status(state, f"Knative objects unreadable: {exc}", now), state, logger)
+                               unavailable_status(state, f"Knative objects unreadable: {exc}", now), state, logger,
+                               now)
             raise kopf.TemporaryError(f"Knative objects unreadable: {exc}", delay=min(interval, 5.0))
     state.ticked(now, interval, generation)
     status["observedGeneration"] = generation
-    await write_status(runtime, namespace, name, status, state, logger)
+    await write_status(runtime, namespace, name, status, state, logger, now)
 
 
 async def write_status(runtime: Runtime, namespace: str, name: str, status: dict, state: TickState,
-                       logger: logging.Logger) -> None:
-    """Write a policy's status with the operator's own client; one the API server refuses or does
-    not answer is kept and tried again on the timer's next run, until it is taken. Left to Kopf's
-    patch, a status that failed its eight tries (an API outage over about 54 s) ended the policy's
-    timer for good: no tick again, Off included, until the operator restarted."""
+                       logger: logging.Logger, now: float) -> None:
+    """Write a policy's status (`status`: a tick's, at `now`; empty: the one not taken yet) with the
+    operator's own client. One the API server does not take is kept and tried again on later timer
+    runs, backing off from 1 to 30 s, until it is taken or a later tick's replaces it. Left to
+    Kopf's patch, a status that failed its eight tries (an API outage over about 54 s) ended the
+    policy's timer for good: no tick again, Off included, until the operator restarted."""
+    if status:
+        state.unwritten_at = now
     pending = {**(state.unwritten_status or {}), **status}     # a later tick's keys win
     try:
         await runtime.cluster.write_policy_status(namespace, name, pending)
@@ -133,12 +143,14 @@ async def write_status(runtime: Runtime, namespace: str, name: str, status: dict
             return
         if state.unwritten_status is None:
             telemetry.ERRORS.labels(namespace=namespace, policy=name, kind="StatusNotWritten").inc()
-            logger.warning("status not written, tried again each timer run until it is: %s", exc)
+            logger.warning("status not written, tried again until it is: %s", exc)
         state.unwritten_status = pending
+        state.status_failures += 1
+        state.status_retry_at = now + min(30.0, 2.0 ** (state.status_failures - 1))
         return
     if state.unwritten_status is not None:
         logger.info("status written")
-    state.unwritten_status = None
+    state.unwritten_status, state.status_failures = None, 0
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

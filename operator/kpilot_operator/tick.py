@@ -58,6 +58,9 @@ class TickState:
     generation: int | None = None    # of the spec last ticked on: a new one ticks at once
     reported: list[dict] = field(default_factory=list)   # the last tick's conditions but Ready
     unwritten_status: dict | None = None   # a status the API server has not taken yet (handlers)
+    unwritten_at: float = 0.0              # when the newest tick in it ran
+    status_failures: int = 0               # failed writes of it in a row
+    status_retry_at: float = 0.0           # when to try it again (backing off)
 
     def due(self, now: float, generation: int | None) -> bool:
         """Whether a decision is due: its interval has passed, or the spec changed since the last
@@ -177,7 +180,7 @@ class _Tick:
         started = time.perf_counter()
         now = rt.clock()
         status: dict = {"lastTick": iso(now)}
-        # Kopf merges status patches: a tick that stops early must still overwrite what an earlier
+        # A status is a merge patch: a tick that stops early must still overwrite what an earlier
         # tick said about the Services, or `services` would keep saying "Applied" beside the failure.
         status.update(services=[], managedServices=0, staleRevisions=0, policySha256=None, mode=None)
         return cls(rt, name, namespace, state, started, now, status, {"namespace": namespace, "policy": name})

@@ -16,7 +16,7 @@ from kpilot_operator import handlers
 from kpilot_operator.bench import InMemoryCluster, serve_prometheus
 from kpilot_operator.metrics import MetricsUnavailable, PrometheusMetrics, without_request_series
 from kpilot_operator.annotations import ORIGINAL, OWNER, PAUSED, TARGET
-from kpilot_operator.tick import Runtime, TickState, run_tick
+from kpilot_operator.tick import Runtime, TickState, iso, run_tick
 
 POLICY = constant_policy_bytes(30.0)
 SPEC = {"selector": {}, "policy": {"configMap": {"name": "p"}, "sha256": sha256_hex(POLICY)},
@@ -353,3 +353,46 @@ async def test_podautoscalers_without_a_scale_are_not_available_metrics_either()
     metrics = next(c for c in status["conditions"] if c["type"] == "MetricsAvailable")
     assert metrics["status"] == "False" and metrics["reason"] == "NoUsableReading"
     assert "PodAutoscalers report actualScale" in metrics["message"] and "Prometheus" not in metrics["message"]
+
+
+@pytest.mark.asyncio
+async def test_a_status_not_taken_is_tried_again_backing_off_and_dropped_once_a_later_tick_speaks():
+    from kpilot_operator.kube import ApiError
+
+    class Refusing(GatedCluster):
+        refuse = True
+
+        async def write_policy_status(self, namespace, name, status):
+            self.status_tries = getattr(self, "status_tries", 0) + 1
+            if self.refuse:
+                raise ApiError(503, "the server is currently unable to handle the request")
+            await super().write_policy_status(namespace, name, status)
+
+    cluster, clock = Refusing(), [1e6]
+    memo = kopf.Memo(runtime=Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: clock[0]))
+    spec = {**SPEC, "decisionIntervalSeconds": 60}
+
+    async def timer_run_at(t, body=None):
+        clock[0] = 1e6 + t
+        await _call(handlers.decide_and_apply, memo, spec=spec, body=body or {}, patch=kopf.Patch(),
+                    meta={"name": "p", "namespace": "bench", "generation": 1})
+
+    tries = []
+    for t in range(0, 40):                      # a timer run each second, as the Deployment runs it
+        await timer_run_at(t)
+        tries.append(cluster.status_tries)
+    # The tick at 0 s, then again after 1, 2, 4, 8 and 16 s: not each second (one PATCH a second per
+    # policy through an outage).
+    assert [t for t in range(1, 40) if tries[t] > tries[t - 1]] == [1, 3, 7, 15, 31]
+    assert memo.tick.unwritten_status["mode"] == "Enforce"
+    cluster.refuse = False
+    await timer_run_at(60)                      # the next tick's status is written at once
+    assert memo.tick.unwritten_status is None and cluster.statuses[("bench", "p")]["lastTick"] == iso(1e6 + 60)
+    # Refused again at the next tick (120 s); meanwhile another replica led (peering paused this
+    # one) and wrote a later tick's status: this one's is dropped, not written over it.
+    cluster.refuse = True
+    await timer_run_at(120)
+    assert memo.tick.unwritten_status["lastTick"] == iso(1e6 + 120)
+    cluster.refuse, before = False, cluster.status_tries
+    await timer_run_at(130, body={"status": {"lastTick": iso(1e6 + 125)}})
+    assert memo.tick.unwritten_status is None and cluster.status_tries == before
