@@ -95,14 +95,8 @@ async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kop
     if memo.get("deleting"):
         return
     interval = float(spec.get("decisionIntervalSeconds", DEFAULT_INTERVAL_S))
-    if state.unwritten_status is not None and now >= state.status_retry_at:
-        mine, live = state.unwritten_status.get("lastTick"), (body.get("status") or {}).get("lastTick")
-        if now - state.unwritten_at > interval or (mine and live and live > mine):
-            # A later tick has its own status: here, or on the replica that led while this one was
-            # paused (peering), whose newer status this one must not roll back.
-            state.unwritten_status = None
-        else:
-            await write_status(runtime, namespace, name, {}, state, logger, now)
+    if state.status_retry_due(now, interval, (body.get("status") or {}).get("lastTick")):
+        await write_status(runtime, namespace, name, {}, state, logger, now)
     if not state.due(now, meta.get("generation")):
         return
     policy_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": dict(meta)}
@@ -139,18 +133,16 @@ async def write_status(runtime: Runtime, namespace: str, name: str, status: dict
         await runtime.cluster.write_policy_status(namespace, name, pending)
     except kube.ApiError as exc:
         if exc.status == 404:           # the policy is gone: nothing to report on
-            state.unwritten_status = None
+            state.status_taken()
             return
         if state.unwritten_status is None:
             telemetry.ERRORS.labels(namespace=namespace, policy=name, kind="StatusNotWritten").inc()
             logger.warning("status not written, tried again until it is: %s", exc)
-        state.unwritten_status = pending
-        state.status_failures += 1
-        state.status_retry_at = now + min(30.0, 2.0 ** (state.status_failures - 1))
+        state.status_not_taken(pending, now)
         return
     if state.unwritten_status is not None:
         logger.info("status written")
-    state.unwritten_status, state.status_failures = None, 0
+    state.status_taken()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -70,6 +70,27 @@ class TickState:
     def ticked(self, now: float, interval_s: float, generation: int | None) -> None:
         self.next_due, self.generation = now + interval_s, generation
 
+    def status_retry_due(self, now: float, interval_s: float, live_last_tick: str | None) -> bool:
+        """Whether to try the status not taken yet again now. One a later tick's has replaced is
+        dropped: older than an interval, or older than the status there (`live_last_tick`,
+        written by the replica that led while this one was paused), which it must not roll back."""
+        if self.unwritten_status is None or now < self.status_retry_at:
+            return False
+        mine = self.unwritten_status.get("lastTick")
+        if now - self.unwritten_at > interval_s or (mine and live_last_tick and live_last_tick > mine):
+            self.unwritten_status = None
+            return False
+        return True
+
+    def status_not_taken(self, pending: dict, now: float) -> None:
+        """Keep `pending` to try again, backing off from 1 to 30 s."""
+        self.unwritten_status = pending
+        self.status_failures += 1
+        self.status_retry_at = now + min(30.0, 2.0 ** (self.status_failures - 1))
+
+    def status_taken(self) -> None:
+        self.unwritten_status, self.status_failures = None, 0
+
 
 def unavailable_status(state: TickState, message: str, now: float) -> dict:
     """The status of a tick that could not read the Knative objects: not Ready; the other
@@ -292,7 +313,7 @@ async def _load_policy(tick: _Tick, spec: PolicySpec, policy_body: dict | None):
         first = tick.state.conditions.get("PolicyLoaded", {}).get("status") != "False"
         tick.add_condition("PolicyLoaded", False, "PolicyRejected", str(exc))
         if first and policy_body is not None:
-            tick.rt.emit_event(policy_body, "Warning", "PolicyRejected", str(exc)[:1000])
+            tick.rt.emit_event(policy_body, "Warning", "PolicyRejected", str(exc)[:MESSAGE_LIMIT])
         raise tick.end(False, "PolicyNotLoaded", "services are left untouched until the policy loads")
     return policy
 
