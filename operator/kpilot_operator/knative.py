@@ -55,7 +55,7 @@ class KnativeInfo:
     source: str                  # where the version was read
     default_target: float = KNATIVE_DEFAULT_TARGET   # config-autoscaler's container-concurrency-target-default
     default_target_source: str = "assumed (Knative's default)"
-    cluster_autoscaling: Mapping[str, str] = field(default_factory=dict)   # reconcile.CLUSTER_KEYS
+    cluster_autoscaling: Mapping[str, str] = field(default_factory=dict)   # annotations.CLUSTER_KEYS
 
 
 def parse_version(text: str | None) -> tuple[int, int] | None:
@@ -135,7 +135,7 @@ def holders_from(write_path: str, revisions: Iterable[dict], podautoscalers: Ite
 
 def cluster_autoscaling_from(configmap: dict) -> dict[str, str]:
     """config-autoscaler's stable window, panic window and utilization, keyed by the revision
-    annotations that override them (reconcile.CLUSTER_KEYS). The utilization as a percentage: the
+    annotations that override them (annotations.CLUSTER_KEYS). The utilization as a percentage: the
     ConfigMap also takes a fraction in (0, 1] (0.7 is 70 %), which the annotation does not."""
     data = (configmap or {}).get("data") or {}
     settings = {annotation: str(data[key]) for annotation, key in CLUSTER_KEYS.items() if key in data}

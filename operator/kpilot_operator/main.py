@@ -61,6 +61,8 @@ def check_environment() -> None:
 
 
 LOG_FORMATS = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}
+
+
 def routine_lines() -> frozenset[str]:
     """The timer checks every policy each second (KPILOT_TIMER_RESOLUTION_S) whether a decision
     is due, and Kopf logs each check's return at INFO as "Timer '<handler>' succeeded.": 86,400
