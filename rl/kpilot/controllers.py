@@ -22,12 +22,14 @@ class PolicyController:
     metrics source reads (kpilot.observation.pod_autoscaler_readings). With `bounds` (min, max)
     every decision is clamped into them afterwards, as the operator clamps into a Service's band
     (kpilot.action.band_bounds). A policy that observes a base target (observation version 4)
-    reads `base`, or the revision's current target where there is none."""
+    reads `base`, or the revision's current target where there is none. With `observation_lag_s`
+    its readings are that old, as Prometheus's last scrape is (kpilot.sim.replay.observation_lag)."""
 
     policy: ExportedPolicy
     interval_s: float = DEFAULT_INTERVAL_S
     name: str = "rl"
     metrics: str = "prometheus"
+    observation_lag_s: float = 0.0
     bounds: tuple[float, float] | None = None
     base: float | None = None
     # With metrics "kubernetes": the utilization the PodAutoscaler's desired scale is inverted at,

@@ -333,3 +333,18 @@ def test_an_empty_duration_is_refused_not_taken_for_the_default(option):
     line = one_error(kpilot("evaluate", "--trace", TRACE, "--baselines", "static-rolling", f"{option}="),
                      f"option {option}: ")
     assert line.endswith("got ''")
+
+
+@pytest.mark.parametrize("lag, expected", [("-1", "expected seconds >= 0, got -1.0"),
+                                           ("nan", "expected seconds >= 0, got nan"),
+                                           ("30", "expected less than the decision interval (30 s), got 30"),
+                                           ("45", "expected less than the decision interval (30 s), got 45")])
+def test_an_observation_lag_outside_the_decision_interval_is_one_error_line(lag, expected):
+    proc = kpilot("evaluate", "--trace", TRACE, "--policy", REPO_DEFAULT_POLICY, "--baselines", "kpa",
+                  "--observation-lag", lag)
+    assert one_error(proc, "option --observation-lag: ").endswith(expected)
+
+
+def test_an_observation_lag_without_a_controller_that_reads_is_refused():
+    proc = kpilot("evaluate", "--trace", TRACE, "--baselines", "kpa,static-grid", "--observation-lag", "10")
+    assert "applies only to --policy and the rule baseline" in one_error(proc, "option --observation-lag: ")

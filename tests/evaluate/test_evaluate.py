@@ -477,3 +477,19 @@ def test_simulate_says_nothing_of_training_settings_that_change_nothing():
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["requests"] > 0
     assert "replays as it was trained" not in proc.stderr
+
+
+def test_a_lagged_policy_and_rule_are_replayed_on_older_readings_and_the_rows_say_so():
+    # Prometheus serves the operator its last scrape: `--observation-lag` replays the policy and the
+    # rule on readings that old. Knative's own static targets read nothing and are unchanged.
+    onoff = "synthetic:onoff:rate=20,duration=900,seed=11"     # the rule reacts to its swings
+    fresh = run_evaluation([onoff], "policies/default", ["kpa", "static:5", "rule"]).rows
+    lagged = run_evaluation([onoff], "policies/default", ["kpa", "static:5", "rule"], observation_lag_s=20.0)
+    rows = {r["policy"]: r for r in lagged.rows}
+    before = {r["policy"]: r for r in fresh}
+    assert rows["rl:default"]["observation_lag_s"] == 20.0 and rows["rule:aimd"]["observation_lag_s"] == 20.0
+    assert "observation_lag_s" not in rows["kpa"] and "observation_lag_s" not in rows["static:5"]
+    assert rows["static:5"]["score"] == before["static:5"]["score"] and rows["kpa"]["score"] == before["kpa"]["score"]
+    assert rows["rl:default"]["score"] != before["rl:default"]["score"]
+    assert rows["rule:aimd"]["score"] != before["rule:aimd"]["score"]
+    assert "the policy and the rule read the revision as it was 20 s before each decision" in lagged.settings

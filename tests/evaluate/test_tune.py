@@ -12,6 +12,7 @@ from eval_support import KPILOT, TRACE
 
 from kpilot.controllers import PolicyController
 from kpilot.env.reward import cost_per_request
+from kpilot.errors import ConfigError
 from kpilot.evaluate import run_evaluation
 from kpilot.evaluate.runner import load_artifact
 from kpilot.evaluate.tune import recommend
@@ -112,3 +113,18 @@ def test_a_bad_trace_is_one_line_naming_the_file(tiny_policy, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "broken.csv, line 3, column 2 (duration): non-numeric value" in proc.stderr, proc.stderr
+
+
+def test_tune_chooses_on_readings_as_old_as_the_clusters_scrape_and_says_so():
+    trace = "synthetic:onoff:rate=20,duration=3000,seed=11"
+    fresh = recommend([trace], "policies/default", replays=1)[0]
+    lagged = recommend([trace], "policies/default", replays=1, observation_lag_s=25.0)[0]
+    assert fresh["observation_lag_s"] == 0.0 and lagged["observation_lag_s"] == 25.0
+    assert lagged["target_cost"] == fresh["target_cost"]          # the static target reads nothing
+    assert lagged["policy_cost"] != fresh["policy_cost"]
+
+
+def test_tune_refuses_a_lag_of_a_whole_decision_interval():
+    with pytest.raises(ConfigError, match="less than the decision interval"):
+        recommend(["synthetic:onoff:rate=20,duration=3000,seed=11"], "policies/default", replays=1,
+                  observation_lag_s=30.0)

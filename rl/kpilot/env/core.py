@@ -7,7 +7,10 @@ Action: one float in [-1, 1] per episode, mapped to the revision's concurrency t
 Observation: kpilot.observation.encode(...) of what the operator can also read in a cluster:
     stable and panic concurrency, ready / desired / starting pods, the current target, request rate,
     mean and p95 latency over the interval, utilization, panic flag, time of day. float32, shape (13,);
-    (14,) with `observe_base` (below).
+    (14,) with `observe_base` (below). With `observation_lag_s` > 0 each episode draws a lag from
+    [0, observation_lag_s) and reads the revision that long before each decision, as the operator
+    reads Prometheus's last scrape (kpilot.sim.replay.observation_lag); the target and the clock
+    are the decision's own.
 Reward: kpilot.env.reward: minus the interval's cost (pod-seconds + weighted SLO violations, seconds
     late and cold starts), in the units `reward_units` names: "pods" divides it by the interval's seconds;
     "relative" divides it by the episode's mean requests per interval times its trace's reference
@@ -85,6 +88,7 @@ class EnvConfig:
     observe_base: bool = False             # observe the target tuned on the window before (kpilot-obs/4)
     base_window_s: float = 1800.0          # ... on this much of the trace before the episode
     base_band: float = 0.0                 # > 0: decisions kept within this factor of the base
+    observation_lag_s: float = 0.0         # > 0: each episode's readings are up to this old (a scrape)
 
     @property
     def observation_version(self) -> str:
@@ -192,6 +196,8 @@ def check_config(cfg: EnvConfig) -> None:
     need(finite(cfg.change_penalty) and cfg.change_penalty >= 0, "change_penalty", "a number >= 0",
          cfg.change_penalty)
     need(finite(cfg.shaping_gamma) and 0 <= cfg.shaping_gamma <= 1, "shaping_gamma", "in [0, 1]", cfg.shaping_gamma)
+    need(finite(cfg.observation_lag_s) and 0 <= cfg.observation_lag_s <= cfg.decision_interval_s,
+         "observation_lag_s", "seconds in [0, decision_interval_s]", cfg.observation_lag_s)
     need(finite(cfg.action.min_target) and 0 < cfg.action.min_target <= cfg.action.max_target
          and finite(cfg.action.max_target), "action", "targets 0 < min_target <= max_target", cfg.action)
 
@@ -225,6 +231,12 @@ class BatchedAutoscalingEnv:
         self.potential = np.zeros(n)     # phi of the lateness shaping, at the last observation
         self.last_info: list[dict] = [{} for _ in range(n)]
         self.base = np.ones(n)           # each episode's base target (observe_base)
+        # With observation_lag_s: each episode's lag, when it last read the revision, what it read,
+        # and what queue-proxy counted after that reading, before the decision (Batch.request_counts).
+        self.lag = np.zeros(n)
+        self.read_at = np.zeros(n)
+        self.reading: dict | None = None
+        self.carried = np.zeros_like(self.batch.request_counts())
         self.bases = {}                  # id(trace) -> segment_bases(trace)
         if self.config.observe_base:
             for t in self.traces:
@@ -282,6 +294,10 @@ class BatchedAutoscalingEnv:
                              target=float(cfg.action.to_target(a0)), cold_start_scale=cold,
                              time_of_day_s=info["time_of_day_s"] % 86400.0)
             t_stop[e] = cfg.decision_interval_s
+            if cfg.observation_lag_s > 0:      # drawn only then: unlagged training draws as it did
+                self.lag[e] = float(self.rng.uniform(0.0, cfg.observation_lag_s))
+                self.read_at[e] = 0.0
+                self.carried[e] = 0.0
             self.t[e] = cfg.decision_interval_s
             self.t_end[e] = length
             if cfg.reward_units == "relative":
@@ -290,8 +306,8 @@ class BatchedAutoscalingEnv:
             self.episode_return[e] = 0.0
             self.episode_steps[e] = 0
             self.base[e] = info.get("base_target", 1.0)
-            self.last_info[e] = {**info, "cold_start_scale": cold}
-        self.batch.advance(t_stop)
+            self.last_info[e] = {**info, "cold_start_scale": cold, "observation_lag_s": float(self.lag[e])}
+        self._advance(t_stop, episodes)
         # The warm-up's statistics describe the interval the first observation reports.
         if cfg.shaping_gamma > 0:
             self.potential[episodes] = self._potential()[episodes]
@@ -310,9 +326,32 @@ class BatchedAutoscalingEnv:
         reward = self.config.reward
         return -(reward.cost_per_late_second * late + reward.cost_per_violation * missed) / self.reward_divisor
 
+    def _advance(self, t_stop: np.ndarray, episodes) -> None:
+        """Advance every episode to its `t_stop`; with a lag, the `episodes` that reach a decision
+        read the revision on the way, their lag before it."""
+        if self.config.observation_lag_s <= 0:
+            self.batch.advance(t_stop)
+            return
+        read = np.zeros(self.n, dtype=bool)
+        read[list(episodes)] = True
+        read_at = np.where(read, t_stop - self.lag, self.batch.F[:, E.F_NOW])
+        self.batch.advance(read_at)
+        raw = self.batch.raw_observation(np.maximum(read_at - self.read_at, 1e-9), carried=self.carried)
+        if self.reading is None:
+            self.reading = raw
+        for name, values in raw.items():
+            self.reading[name][read] = values[read]
+        seen = self.batch.request_counts()
+        self.read_at[read] = read_at[read]
+        self.batch.advance(t_stop)
+        self.carried[read] = (self.batch.request_counts() - seen)[read]
+
     def observe(self) -> np.ndarray:
-        return encode(**self.batch.raw_observation(self.config.decision_interval_s),
-                      base_target=self.base if self.config.observe_base else None)
+        if self.config.observation_lag_s > 0:
+            raw = {**self.reading, "time_of_day_s": self.batch.time_of_day_s()}
+        else:
+            raw = self.batch.raw_observation(self.config.decision_interval_s)
+        return encode(**raw, base_target=self.base if self.config.observe_base else None)
 
     def step(self, actions: np.ndarray):
         """Apply actions, advance one interval. Returns obs, rewards, truncated, infos.
@@ -332,7 +371,7 @@ class BatchedAutoscalingEnv:
         self.batch.F[:, E.F_TARGET] = targets
         self.batch.start_interval()
         t_next = self.t + cfg.decision_interval_s
-        self.batch.advance(t_next)
+        self._advance(t_next, range(self.n))
         self.t = t_next
         S = self.batch.S
         violations = S[:, E.S_VIOLATIONS] + S[:, E.S_REJECTED]

@@ -46,6 +46,7 @@ class AimdRule:
     max_target: float = 200.0
     interval_s: float = 30.0
     name: str = "rule:aimd"
+    observation_lag_s: float = 0.0   # how old its readings are (kpilot.sim.replay.observation_lag)
 
     @property
     def target(self) -> float:
@@ -62,6 +63,7 @@ class AimdRule:
     def params(self) -> dict:
         d = asdict(self)
         d.pop("name")
+        d.pop("observation_lag_s")      # the cluster's, not the rule's calibration
         return d
 
 

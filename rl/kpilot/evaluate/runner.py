@@ -12,7 +12,7 @@ the same pod creations), so differences are the controllers'. One row per policy
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +124,9 @@ def check_cold_start(model: str, source: str) -> None:
         raise PolicyError(f"manifest config.sim.pod.cold_start: {exc.message}", path=source) from None
 
 
-def rl_controller(artifact: Artifact, metrics: str = "prometheus") -> PolicyController:
+def rl_controller(artifact: Artifact, metrics: str = "prometheus", lag_s: float = 0.0) -> PolicyController:
     return PolicyController(artifact.policy, interval_s=artifact.interval_s, name=f"rl:{artifact.name}",
-                            metrics=metrics, utilization=replay_utilization(artifact))
+                            metrics=metrics, observation_lag_s=lag_s, utilization=replay_utilization(artifact))
 
 
 def replay_utilization(artifact: Artifact) -> float:
@@ -153,8 +153,9 @@ class TunedPolicy(PolicyController):
 
 
 def tuned_policy(artifact: Artifact, base: float, band: float | None, tuned_on, *, name: str = IN_BAND,
-                 metrics: str = "prometheus", chose: str | None = None) -> TunedPolicy:
+                 metrics: str = "prometheus", lag_s: float = 0.0, chose: str | None = None) -> TunedPolicy:
     return TunedPolicy(artifact.policy, interval_s=artifact.interval_s, name=name, metrics=metrics,
+                       observation_lag_s=lag_s,
                        bounds=None if band is None else band_bounds(base, band), base=base, band=band,
                        tuned_on=tuple(tuned_on), chose=chose, utilization=replay_utilization(artifact))
 
@@ -192,44 +193,58 @@ def check_metrics(metrics: str) -> str:
     return metrics
 
 
+def check_observation_lag(lag_s: float, intervals) -> float:
+    """`--observation-lag`: seconds >= 0, less than every decision interval in `intervals` (those of
+    the controllers that read it; kpilot.sim.replay.observation_lag)."""
+    if not (math.isfinite(lag_s) and lag_s >= 0):
+        raise ConfigError(f"expected seconds >= 0, got {lag_s}", option="--observation-lag")
+    shortest = min(intervals, default=math.inf)
+    if lag_s >= shortest:
+        raise ConfigError(f"expected less than the decision interval ({shortest:g} s), got {lag_s:g}",
+                          option="--observation-lag")
+    return lag_s
+
+
 def band_pays(artifact: Artifact, target: float, static_cost: float, band: float | None, trace,
               sim: SimConfig, reward: RewardConfig, seeds: list[int],
-              metrics: str = "prometheus") -> tuple[bool, float]:
+              metrics: str = "prometheus", lag_s: float = 0.0) -> tuple[bool, float]:
     """Whether the policy within `band` of `target` cost no more on `trace` than `target` alone
     (which cost `static_cost` there), and what it cost: the per-Service choice."""
-    policy_cost = mean_cost(trace, tuned_policy(artifact, target, band, (), metrics=metrics), sim, reward, seeds)
+    policy = tuned_policy(artifact, target, band, (), metrics=metrics, lag_s=lag_s)
+    policy_cost = mean_cost(trace, policy, sim, reward, seeds)
     return policy_cost <= static_cost, policy_cost
 
 
 def choose_policy_or_static(artifact: Artifact, target: float, static_cost: float, band: float | None,
                             tuning, tuned_on, sim: SimConfig, reward: RewardConfig, seeds: list[int],
-                            metrics: str = "prometheus"):
+                            metrics: str = "prometheus", lag_s: float = 0.0):
     """`rl-or-tuned`: the policy within `band` of the best static target on the `tuning` window
     (`target`, which cost `static_cost` there) if it cost no more than that target there, else the
     target alone (band 1); named CHOICE either way."""
-    if band_pays(artifact, target, static_cost, band, tuning, sim, reward, seeds, metrics)[0]:
+    if band_pays(artifact, target, static_cost, band, tuning, sim, reward, seeds, metrics, lag_s)[0]:
         chose = IN_BAND if band is not None else f"rl:{artifact.name}"
-        return tuned_policy(artifact, target, band, tuned_on, name=CHOICE, metrics=metrics, chose=chose)
+        return tuned_policy(artifact, target, band, tuned_on, name=CHOICE, metrics=metrics, lag_s=lag_s,
+                            chose=chose)
     return TunedStaticTarget(target, tuple(tuned_on), name=CHOICE)
 
 
 def controllers_for(baselines: list[str], artifact: Artifact | None, *, grid=STATIC_GRID,
                     tuned: TunedStaticTarget | None = None, in_band: TunedPolicy | None = None, chosen=None,
-                    rolling=None, metrics: str = "prometheus"):
+                    rolling=None, metrics: str = "prometheus", lag_s: float = 0.0):
     """The controllers to replay on `trace`, in table order: policy (seeing what `metrics`, the
-    operator's metrics source, reads), rule, KPA, the policy in its band (`in_band`),
+    operator's metrics source, reads, `lag_s` old, as the rule does), rule, KPA, the policy in its band (`in_band`),
     `rl-or-tuned`'s choice (`chosen`) and the tuned static target (`tuned`), all three made by the
     caller on an earlier window, the re-tuned target (`rolling`), static targets."""
     out = []
     if artifact is not None:
-        out.append(rl_controller(artifact, metrics))
+        out.append(rl_controller(artifact, metrics, lag_s))
     if "rule" in baselines:
         action = artifact.policy.action_spec if artifact else None
         rule = (artifact.rule if artifact and artifact.rule else AimdRule())
         if action is not None:
             rule = AimdRule(**{**rule.params(), "min_target": action.min_target,
                                "max_target": action.max_target})
-        out.append(rule)
+        out.append(replace(rule, observation_lag_s=lag_s))
     if "kpa" in baselines:
         out.append(KpaDefault())
     out.extend(c for c in (in_band, chosen, tuned, rolling) if c is not None)
@@ -264,7 +279,8 @@ def _behaviour(controller) -> tuple:
     if isinstance(controller, PolicyController):
         # A version 2 policy also reads its base target (kpilot.observation); version 1 ignores it.
         base = controller.base if controller.policy.observes_base else None
-        return ("policy", id(controller.policy), controller.interval_s, controller.metrics, controller.bounds, base)
+        return ("policy", id(controller.policy), controller.interval_s, controller.metrics,
+                controller.observation_lag_s, controller.bounds, base)
     return ("other", id(controller))
 
 

@@ -14,13 +14,13 @@ from typing import NamedTuple
 
 from kpilot.env.reward import RewardConfig, describe
 from kpilot.errors import ConfigError, TraceError
-from kpilot.evaluate.baselines import TunedStaticTarget, tune_static, tuning_window
+from kpilot.evaluate.baselines import AimdRule, TunedStaticTarget, tune_static, tuning_window
 from kpilot.evaluate.rolling import (DEFAULT_BIN_S, DEFAULT_EVERY_S, DEFAULT_OVER_S, RollingStaticTarget,
                                     check_schedule, observed_history)
 from kpilot.evaluate.rolling import NAME as ROLLING
 from kpilot.evaluate.runner import (CHOICE, DEFAULT_BAND, IN_BAND, TUNED_BASELINES, Artifact,
-                                   choose_policy_or_static, controllers_for, evaluate_trace, load_artifact,
-                                   tuned_policy)
+                                   check_observation_lag, choose_policy_or_static, controllers_for,
+                                   evaluate_trace, load_artifact, tuned_policy)
 from kpilot.sim.config import SimConfig
 from kpilot.sim.replay import capacity_note
 from kpilot.traces import Trace, load_trace
@@ -111,7 +111,7 @@ def chosen_in_sample(artifact: Artifact, trained: set[tuple], spec: str, trace, 
             f"{' and '.join(hits)}: its cost there is not out of sample")
 
 
-def _settings(policy_dir, artifact, window, warmup_s, seeds, shift_s, metrics) -> list[str]:
+def _settings(policy_dir, artifact, window, warmup_s, seeds, shift_s, metrics, lag_s=0.0) -> list[str]:
     """What a report must say to be reproduced: the policy, the window, the warm-up, the seeds."""
     out = []
     if artifact is not None:
@@ -125,6 +125,8 @@ def _settings(policy_dir, artifact, window, warmup_s, seeds, shift_s, metrics) -
         out.append(f"time of day shifted by {shift_s:g} s")
     if artifact is not None and metrics != "prometheus":
         out.append(f"the policy reads the operator's {metrics} metrics source")
+    if lag_s > 0:
+        out.append(f"the policy and the rule read the revision as it was {lag_s:g} s before each decision")
     return out
 
 
@@ -146,6 +148,7 @@ class _Run:
     seeds: list[int]
     time_of_day_shift_s: float
     metrics: str
+    observation_lag_s: float               # how old the readings of the policy and the rule are
     band: float | None
     tune_bin_s: float
     retune_every_s: float
@@ -165,7 +168,8 @@ class _Run:
 def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window=None,
                    warmup_s: float = 0.0, time_of_day_shift_s: float = 0.0, seed: int = 0,
                    replays: int = 1, report_dir: Path | None = None,
-                   metrics: str = "prometheus", band: float | None = DEFAULT_BAND,
+                   metrics: str = "prometheus", observation_lag_s: float = 0.0,
+                   band: float | None = DEFAULT_BAND,
                    retune_every_s: float = DEFAULT_EVERY_S, retune_over_s: float = DEFAULT_OVER_S,
                    retune_bin_s: float = DEFAULT_BIN_S, tune_bin_s: float = 0.0) -> EvaluationResult:
     """Replay every trace (its `window`, after up to `warmup_s` unscored seconds before it) under
@@ -176,6 +180,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     mean of its metrics (max_pods: the max): short windows are noisy, and the best of many static
     targets on one seed is partly the luckiest. `metrics` is what the policy reads, as the
     operator's metrics source would: "prometheus" everything, "kubernetes" the PodAutoscaler only.
+    `observation_lag_s`: how old its readings, and the rule's, are (kpilot.sim.replay.observation_lag).
     `band` is the factor `rl-in-band` and `rl-or-tuned` keep the policy within around the tuned
     target (None: not bounded). `static-rolling` re-tunes every `retune_every_s` on the last
     `retune_over_s` of the traffic seen, in Prometheus bins of `retune_bin_s` (0: every request)
@@ -186,11 +191,13 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     _check_tune_bin(tune_bin_s)
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     tune_on = _check_baselines(baselines, artifact, window, retune_every_s, retune_over_s, retune_bin_s)
+    _check_lag(observation_lag_s, artifact, baselines)
     traces = _read_traces(specs, seed, window, warmup_s, tune_on, tune_bin_s)
     if report_dir is not None:      # after the inputs are read (a refused run leaves no folder), before the replays
         prepare_report_dir(Path(report_dir))
     seeds = [seed + k for k in range(replays)]
-    run = _Run(artifact, baselines, window, tune_on, seeds, time_of_day_shift_s, metrics, band, tune_bin_s,
+    run = _Run(artifact, baselines, window, tune_on, seeds, time_of_day_shift_s, metrics, observation_lag_s,
+               band, tune_bin_s,
                retune_every_s, retune_over_s, retune_bin_s, keep_timelines=report_dir is not None)
     notes, not_held_out = _in_sample_notes(run, traces)
     rows, results = [], {}
@@ -200,12 +207,20 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         rows.extend(trace_rows)
         results[trace.spec] = {"arrivals": _scored_arrivals(trace.scored), "replays": replayed}
     result = EvaluationResult(rows, artifact, results, notes,
-                              _settings(policy_dir, artifact, window, warmup_s, seeds, time_of_day_shift_s, metrics))
+                              _settings(policy_dir, artifact, window, warmup_s, seeds, time_of_day_shift_s, metrics,
+                                        observation_lag_s))
     if report_dir is not None:
         from kpilot.evaluate.report import write_report
 
         write_report(Path(report_dir), result, run.reward)
     return result
+
+
+def _check_lag(lag_s: float, artifact: Artifact | None, baselines: list[str]) -> None:
+    """`observation_lag_s`: less than the decision interval of the policy and of the rule that read it."""
+    rule = artifact.rule if artifact is not None and artifact.rule else AimdRule()
+    check_observation_lag(lag_s, ([artifact.interval_s] if artifact is not None else [])
+                          + ([rule.interval_s] if "rule" in baselines else []))
 
 
 def _check_tune_bin(tune_bin_s: float) -> None:
@@ -277,7 +292,7 @@ def _replay(run: _Run, trace: _TraceInputs) -> tuple[list[dict], dict]:
     tuned, in_band, chosen = _tuned_controllers(run, trace.tuning)
     rolling = _rolling_controller(run, trace)
     controllers = controllers_for(run.baselines, run.artifact, tuned=tuned, in_band=in_band, chosen=chosen,
-                                  rolling=rolling, metrics=run.metrics)
+                                  rolling=rolling, metrics=run.metrics, lag_s=run.observation_lag_s)
     rows, replayed = evaluate_trace(trace.spec, _shifted(trace.scored, run.time_of_day_shift_s), controllers,
                                     run.sim, run.reward, seeds=run.seeds, keep_timelines=run.keep_timelines)
     for row in rows:
@@ -296,10 +311,11 @@ def _tuned_controllers(run: _Run, tuning: Trace | None) -> tuple:
     if "static-tuned" in run.baselines:
         tuned = TunedStaticTarget(target, run.tune_on)
     if IN_BAND in run.baselines:
-        in_band = tuned_policy(run.artifact, target, run.band, run.tune_on, metrics=run.metrics)
+        in_band = tuned_policy(run.artifact, target, run.band, run.tune_on, metrics=run.metrics,
+                               lag_s=run.observation_lag_s)
     if CHOICE in run.baselines:
         chosen = choose_policy_or_static(run.artifact, target, static_cost, run.band, tuning, run.tune_on,
-                                         run.sim, run.reward, run.seeds, run.metrics)
+                                         run.sim, run.reward, run.seeds, run.metrics, run.observation_lag_s)
     return tuned, in_band, chosen
 
 
@@ -325,6 +341,8 @@ def _label_row(run: _Run, row: dict) -> None:
         row["tune_bin_s"] = float(run.tune_bin_s)       # tuned on Prometheus bins, not every request
     if run.metrics != "prometheus" and row["policy"].startswith(("rl:", IN_BAND)):
         row["metrics_source"] = run.metrics    # the operator's source it read through
+    if run.observation_lag_s > 0 and row["policy"].startswith(("rl:", "rule:", IN_BAND, CHOICE)):
+        row["observation_lag_s"] = float(run.observation_lag_s)
 
 
 def _replay_notes(run: _Run, trace: _TraceInputs, rows: list[dict], not_held_out: set[str]) -> list[str]:

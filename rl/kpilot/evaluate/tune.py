@@ -19,7 +19,7 @@ from kpilot.action import BASE_TARGET_ANNOTATION as BASE_TARGET
 from kpilot.action import valid_band
 from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import tune_static
-from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, load_artifact
+from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, check_observation_lag, load_artifact
 from kpilot.evaluate.session import scored_window
 from kpilot.traces import load_trace
 from kpilot.traces.prometheus_export import is_k8s_name, source_of
@@ -28,16 +28,19 @@ from kpilot.traces.spec import parse_spec
 
 def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = DEFAULT_BAND,
               warmup_s: float = 600.0, seed: int = 0, replays: int = 3,
-              metrics: str = "prometheus") -> list[dict]:
+              metrics: str = "prometheus", observation_lag_s: float = 0.0) -> list[dict]:
     """One recommendation per trace: its `base_target` and `band`, what each option cost per
     request on the window (`target_cost`, `policy_cost`) and the Service `annotations` to set.
-    `metrics` is the operator's metrics source: what the policy will see in the cluster."""
+    `metrics` is the operator's metrics source: what the policy will see in the cluster, and
+    `observation_lag_s` how old (kpilot.sim.replay.observation_lag)."""
     if not 0.0 < last <= 1.0:
         raise ConfigError(f"expected a fraction in (0, 1], got {last}", option="--last")
     if not valid_band(band):       # printed as kpilot.dev/band: the operator's rule, so no inf
         raise ConfigError(f"expected a factor >= 1, got {band}", option="--band")
     check_metrics(metrics)
+    check_observation_lag(observation_lag_s, [])
     artifact = load_artifact(policy_dir)
+    check_observation_lag(observation_lag_s, [artifact.interval_s])
     seeds = [seed + k for k in range(replays)]
     window = (1.0 - last, 1.0)
     traces = [(spec, scored_window(spec, load_trace(spec, seed=seed), window, warmup_s, "to tune on",
@@ -48,11 +51,11 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
     for spec, trace, names in traces:
         target, target_cost = tune_static(trace, artifact.sim, artifact.reward, seeds=seeds)
         pays, policy_cost = band_pays(artifact, target, target_cost, band, trace, artifact.sim,
-                                      artifact.reward, seeds, metrics)
+                                      artifact.reward, seeds, metrics, observation_lag_s)
         chosen = band if pays else 1.0
         out.append({"trace": spec, "window": list(window), "base_target": target, "band": chosen,
                     "target_cost": target_cost, "policy_cost": policy_cost, "policy": f"rl:{artifact.name}",
-                    "metrics_source": metrics, "service": names.get("service"), **names,
+                    "metrics_source": metrics, "observation_lag_s": observation_lag_s, "service": names.get("service"), **names,
                     "annotations": {BASE_TARGET: f"{target:g}", BAND: f"{chosen:g}"}})
     return out
 

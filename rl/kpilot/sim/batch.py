@@ -213,7 +213,15 @@ class Batch:
                             self.pt, self.hk, self.hr, self.fifo, out)
         return out[:, 0], out[:, 1]
 
-    def raw_observation(self, interval_s: float, *, metrics: str = "prometheus") -> dict:
+    def request_counts(self) -> np.ndarray:
+        """What queue-proxy has counted since `start_interval`, one row per simulation: requests
+        completed, the sum of their latencies, then the latency histogram's bins. A reading taken
+        `lag` seconds before a decision adds the end of the interval before it (the counts after
+        that interval's reading), so that its window is as long as a decision interval."""
+        return np.concatenate([self.S[:, [E.S_COMPLETED, E.S_QP_LATENCY_SUM]], self.hist], axis=1)
+
+    def raw_observation(self, interval_s, *, metrics: str = "prometheus",
+                        carried: np.ndarray | None = None) -> dict:
         """The observation contract's raw fields for every simulation, each as the cluster reports
         it (kpilot.observation): the autoscaler's window averages and its decider's pod count;
         starting pods as the operator derives them; requests counted and timed as queue-proxy
@@ -221,8 +229,9 @@ class Batch:
         With metrics="kubernetes" the desired pods are the PodAutoscaler's status.desiredScale,
         the scale applied after min/max scale and the scale-to-zero hold, which is what the
         operator reads without Prometheus (kpilot.observation.pod_autoscaler_readings)."""
-        F, I, S = self.F, self.I, self.S
-        completed = np.maximum(S[:, E.S_COMPLETED], 1.0)
+        F, I = self.F, self.I
+        counts = self.request_counts() if carried is None else self.request_counts() + carried
+        done, latency_sum, hist = counts[:, 0], counts[:, 1], counts[:, 2:]
         ready = I[:, E.I_N_READY].astype(np.float64)
         if metrics == "kubernetes":
             desired = I[:, E.I_REPLICAS].astype(np.float64)
@@ -240,9 +249,13 @@ class Batch:
             "desired_pods": desired,
             "starting_pods": np.maximum(desired - ready, 0.0),
             "target": target,
-            "request_rate": S[:, E.S_COMPLETED] / interval_s,
-            "latency_mean_s": np.where(S[:, E.S_COMPLETED] > 0, S[:, E.S_QP_LATENCY_SUM] / completed, 0.0),
-            "latency_p95_s": histogram_quantile(0.95, self.hist),
+            "request_rate": done / interval_s,
+            "latency_mean_s": np.where(done > 0, latency_sum / np.maximum(done, 1.0), 0.0),
+            "latency_p95_s": histogram_quantile(0.95, hist),
             "panic": F[:, E.F_PANICKING].copy(),
-            "time_of_day_s": (F[:, E.F_TOD0] + F[:, E.F_NOW]) % 86400.0,
+            "time_of_day_s": self.time_of_day_s(),
         }
+
+    def time_of_day_s(self) -> np.ndarray:
+        """Seconds since midnight in each simulation's clock."""
+        return (self.F[:, E.F_TOD0] + self.F[:, E.F_NOW]) % 86400.0

@@ -5,7 +5,8 @@ Controllers decide the revision's `autoscaling.knative.dev/target`:
   * `StaticTarget(t)`: the annotation fixed at t;
   * anything with `decide(raw_obs: dict) -> float` and an `interval_s`: called every interval with
     the observation contract's raw fields (kpilot.observation), exactly as the operator calls a policy;
-    it starts at its `target` attribute if it has one, else it also decides at t = 0.
+    it starts at its `target` attribute if it has one, else it also decides at t = 0. With an
+    `observation_lag_s` it sees the revision as it was that long before each decision.
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ class StaticTarget:
         return f"static:{self.target:g}"
 
 
+def observation_lag(controller) -> float:
+    """How old the readings a deciding controller sees are, in seconds (its `observation_lag_s`,
+    0 without one): the operator reads Prometheus's last scrape of the autoscaler and queue-proxy,
+    up to a scrape interval old. The revision is read that long before each decision (its window
+    of counted requests as long as an interval: kpilot.sim.batch.Batch.request_counts); the target
+    and the clock are the decision's own. Less than one decision interval (a scrape at least that often)."""
+    lag = float(getattr(controller, "observation_lag_s", 0.0))
+    interval = float(getattr(controller, "interval_s", math.inf))
+    if not 0.0 <= lag < interval:
+        raise ValueError(f"observation_lag_s must be >= 0 and less than the decision interval ({interval:g} s), "
+                         f"got {lag!r}")
+    return lag
+
+
 @dataclass
 class ReplayResult:
     metrics: dict
@@ -85,9 +100,11 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
     start_tod = float(trace.meta.get("start_time_of_day_s", 0.0) or 0.0)
     static = getattr(controller, "target", None)
     source = getattr(controller, "metrics", "prometheus")   # what a policy reads (kpilot.controllers)
+    lag = observation_lag(controller)
 
-    def observe(interval_s: float) -> dict:
-        return {k: float(v[0]) for k, v in batch.raw_observation(interval_s, metrics=source).items()}
+    def observe(interval_s: float, carried=None) -> dict:
+        raw = batch.raw_observation(interval_s, metrics=source, carried=carried)
+        return {k: float(v[0]) for k, v in raw.items()}
 
     batch.reset(0, trace, seed=seed, target=static, cold_start_scale=cold_start_scale,
                 time_of_day_s=start_tod)
@@ -109,21 +126,30 @@ def replay(trace: Trace, controller=None, config: SimConfig | None = None, *, se
     at_warmup = None      # the cumulative counters when the warm-up ended
     if warmup <= 0.0:
         at_warmup = batch.T[0].copy()
-    t, decided_at, drain_ticks = 0.0, 0.0, 0
+    t, read_from, drain_ticks = 0.0, 0.0, 0
     next_decision = controller.interval_s if decides else math.inf
+    reading = None      # (what the controller will see, the counts at that moment), read before deciding
+    carried = None      # what queue-proxy counted after the last reading, before the last decision
     batch.start_interval()
     while t < horizon:
         next_drain = span + (drain_ticks + 1) * tick if t >= span else span
-        t_next = min(horizon, next_decision, next_drain)
+        read_at = next_decision - lag if reading is None else math.inf
+        t_next = min(horizon, next_decision, read_at, next_drain)
         if at_warmup is None and t_next >= warmup:
             batch.advance(warmup)
             at_warmup = _start_scoring(batch)
         batch.advance(t_next)
+        if t_next == read_at:
+            reading = observe(t_next - read_from, carried), batch.request_counts()
+            read_from = t_next
         if t_next == next_decision:
-            raw = observe(t_next - decided_at)
+            raw, seen = reading
+            if lag > 0:
+                carried = batch.request_counts() - seen
+                raw["time_of_day_s"] = float(batch.time_of_day_s()[0])
             batch.start_interval()
             batch.set_target(0, float(controller.decide(raw)))
-            decided_at, next_decision = t_next, t_next + controller.interval_s
+            reading, next_decision = None, t_next + controller.interval_s
         t = t_next
         if t == next_drain:
             if t > span:

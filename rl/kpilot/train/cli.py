@@ -84,6 +84,10 @@ def evaluate_command(
     metrics: str = typer.Option("prometheus", "--metrics", help="What the policy reads, as the operator's "
                                 "metrics source: prometheus (everything) or kubernetes (PodAutoscaler "
                                 "status only: no request rate or latency)."),
+    observation_lag: float = typer.Option(0.0, "--observation-lag", help="Seconds old the readings of the policy "
+                                          "and the rule are, less than the decision interval: Prometheus serves the "
+                                          "operator its last scrape, up to a scrape interval old (default 0: the "
+                                          "autoscaler's latest tick)."),
     band: Optional[str] = typer.Option(None, "--band", help="rl-in-band and rl-or-tuned: keep the policy within "
                                        "this factor of the tuned target (a number >= 1), or none (default 1.5)."),
     retune_every: Optional[str] = typer.Option(None, "--retune-every", help="static-rolling: re-tune this often "
@@ -104,20 +108,20 @@ def evaluate_command(
     from kpilot.evaluate.session import run_evaluation
 
     options = _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_shift, metrics, band,
-                                retune_every, retune_over, retune_bin, tune_bin)
+                                retune_every, retune_over, retune_bin, tune_bin, observation_lag)
     result = run_evaluation(list(trace), policy, seed=seed, replays=replays, report_dir=report, **options)
     _print_notes(result.notes)
     _print_rows(result.rows, json_out, report)
 
 
 def _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_shift, metrics, band,
-                      retune_every, retune_over, retune_bin, tune_bin) -> dict:
+                      retune_every, retune_over, retune_bin, tune_bin, observation_lag=0.0) -> dict:
     """`kpilot evaluate`'s options, parsed and checked, as run_evaluation's keyword arguments: a bad
     one is one error line that names it (ConfigError), before any policy or trace is read."""
     from kpilot.traces.prometheus_export import parse_duration
     from kpilot.action import DEFAULT_BAND
     from kpilot.evaluate.rolling import DEFAULT_BIN_S, DEFAULT_EVERY_S, DEFAULT_OVER_S
-    from kpilot.evaluate.runner import check_metrics, parse_band, parse_baselines
+    from kpilot.evaluate.runner import check_metrics, check_observation_lag, parse_band, parse_baselines
     from kpilot.train.split import parse_window
 
     chosen = parse_baselines(baselines)
@@ -130,6 +134,10 @@ def _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_sh
     if not math.isfinite(time_of_day_shift):
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
     check_metrics(metrics)
+    check_observation_lag(observation_lag, [])
+    if observation_lag > 0 and policy is None and "rule" not in chosen:
+        raise ConfigError("applies only to --policy and the rule baseline, neither of which is asked for",
+                          option="--observation-lag")
     _refuse_unused_baseline_options(chosen, band, tune_bin, retune_every, retune_over, retune_bin)
     band_factor = parse_band(band) if band is not None else DEFAULT_BAND
     if policy is None and not chosen:
@@ -138,7 +146,7 @@ def _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_sh
                       else parse_duration(retune_every, "--retune-every"))
     retune_over_s = DEFAULT_OVER_S if retune_over is None else parse_duration(retune_over, "--retune-over")
     return dict(baselines=chosen, window=win, warmup_s=warmup, time_of_day_shift_s=time_of_day_shift,
-                metrics=metrics, band=band_factor, retune_every_s=retune_every_s, retune_over_s=retune_over_s,
+                metrics=metrics, observation_lag_s=observation_lag, band=band_factor, retune_every_s=retune_every_s, retune_over_s=retune_over_s,
                 retune_bin_s=DEFAULT_BIN_S if retune_bin is None else retune_bin,
                 tune_bin_s=0.0 if tune_bin is None else tune_bin)
 
@@ -203,6 +211,9 @@ def tune_command(
                            "workload without seed=)."),
     metrics: str = typer.Option("prometheus", "--metrics", help="The operator's metrics source, what the "
                                 "policy will read: prometheus or kubernetes."),
+    observation_lag: float = typer.Option(0.0, "--observation-lag", help="Seconds old the policy's readings "
+                                          "will be (less than its decision interval): up to Prometheus's scrape "
+                                          "interval."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list, one object per trace."),
 ):
     """Each Service's base target and band from its latest traffic: the annotations to set."""
@@ -211,7 +222,7 @@ def tune_command(
 
     _check_replay_options(warmup, replays)
     rows = recommend(list(trace), policy or REPO_DEFAULT_POLICY, last=last, band=band, warmup_s=warmup,
-                     seed=seed, replays=replays, metrics=metrics)
+                     seed=seed, replays=replays, metrics=metrics, observation_lag_s=observation_lag)
     if json_out:
         print(json.dumps(rows, indent=1))
     else:

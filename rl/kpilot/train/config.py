@@ -80,6 +80,7 @@ class EnvSection:
     observe_base: bool = False       # observe the target tuned on the trace before (observation kpilot-obs/4)
     base_window_s: float = 1800.0    # ... on this much of it
     base_band: float = 0.0           # > 0: training decisions kept within this factor of the base
+    observation_lag_s: float = 0.0   # > 0: each episode reads the revision up to this long before deciding
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(cfg.env.base_band == 0 or valid_band(cfg.env.base_band), "env.base_band", "must be 0 (none) or >= 1")
     need(cfg.eval.band == 0 or valid_band(cfg.eval.band), "eval.band", "must be 0 (none) or >= 1")
     need(cfg.env.base_window_s > 0, "env.base_window_s", "must be positive")
+    need(0 <= cfg.env.observation_lag_s <= cfg.env.decision_interval_s, "env.observation_lag_s",
+         "must be seconds in [0, env.decision_interval_s]")
     need(not cfg.env.observe_base or cfg.split.validation[0] > 0, "split.validation",
          "must start after the traces' start with env.observe_base (its base is tuned on the window before)")
     need(cfg.eval.replays >= 1, "eval.replays", "must be at least 1")

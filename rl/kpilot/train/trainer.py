@@ -60,7 +60,8 @@ def env_config(cfg: TrainConfig, traces) -> EnvConfig:
                      sim=training_sim(cfg), reward=cfg.reward,
                      action=cfg.action_spec, change_penalty=e.change_penalty,
                      shaping_gamma=cfg.ppo.gamma if e.lateness_shaping else 0.0,
-                     observe_base=e.observe_base, base_window_s=e.base_window_s, base_band=e.base_band)
+                     observe_base=e.observe_base, base_window_s=e.base_window_s, base_band=e.base_band,
+                     observation_lag_s=e.observation_lag_s)
 
 
 class Validator:
