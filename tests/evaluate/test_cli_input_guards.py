@@ -345,6 +345,14 @@ def test_an_observation_lag_outside_the_decision_interval_is_one_error_line(lag,
     assert one_error(proc, "option --observation-lag: ").endswith(expected)
 
 
+def test_an_observation_lag_with_the_pod_autoscaler_source_is_refused():
+    # The PodAutoscaler's status is read from the API server as it is: no scrape to be late.
+    for command in (("evaluate", "--policy", REPO_DEFAULT_POLICY, "--baselines", "kpa"), ("tune", "--replays", "1")):
+        proc = kpilot(*command, "--trace", TRACE, "--metrics", "kubernetes", "--observation-lag", "10")
+        assert "with --metrics kubernetes the policy reads the PodAutoscaler's status as it is" in \
+            one_error(proc, "option --observation-lag: applies to readings from Prometheus's scrapes")
+
+
 def test_an_observation_lag_without_a_controller_that_reads_is_refused():
     proc = kpilot("evaluate", "--trace", TRACE, "--baselines", "kpa,static-grid", "--observation-lag", "10")
     assert "applies only to --policy and the rule baseline" in one_error(proc, "option --observation-lag: ")

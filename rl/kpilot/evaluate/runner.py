@@ -193,11 +193,15 @@ def check_metrics(metrics: str) -> str:
     return metrics
 
 
-def check_observation_lag(lag_s: float, intervals) -> float:
+def check_observation_lag(lag_s: float, intervals, metrics: str = "prometheus") -> float:
     """`--observation-lag`: seconds >= 0, less than every decision interval in `intervals` (those of
-    the controllers that read it; kpilot.sim.replay.observation_lag)."""
+    the controllers that read it; kpilot.sim.replay.observation_lag), and only for what Prometheus
+    scrapes: the PodAutoscaler's status (`--metrics kubernetes`) is read as it is."""
     if not (math.isfinite(lag_s) and lag_s >= 0):
         raise ConfigError(f"expected seconds >= 0, got {lag_s}", option="--observation-lag")
+    if lag_s > 0 and metrics != "prometheus":
+        raise ConfigError(f"applies to readings from Prometheus's scrapes; with --metrics {metrics} the policy "
+                          "reads the PodAutoscaler's status as it is", option="--observation-lag")
     shortest = min(intervals, default=math.inf)
     if lag_s >= shortest:
         raise ConfigError(f"expected less than the decision interval ({shortest:g} s), got {lag_s:g}",

@@ -111,7 +111,8 @@ def chosen_in_sample(artifact: Artifact, trained: set[tuple], spec: str, trace, 
             f"{' and '.join(hits)}: its cost there is not out of sample")
 
 
-def _settings(policy_dir, artifact, window, warmup_s, seeds, shift_s, metrics, lag_s=0.0) -> list[str]:
+def _settings(policy_dir, artifact, window, warmup_s, seeds, shift_s, metrics, lag_s=0.0,
+              baselines=()) -> list[str]:
     """What a report must say to be reproduced: the policy, the window, the warm-up, the seeds."""
     out = []
     if artifact is not None:
@@ -125,8 +126,11 @@ def _settings(policy_dir, artifact, window, warmup_s, seeds, shift_s, metrics, l
         out.append(f"time of day shifted by {shift_s:g} s")
     if artifact is not None and metrics != "prometheus":
         out.append(f"the policy reads the operator's {metrics} metrics source")
-    if lag_s > 0:
-        out.append(f"the policy and the rule read the revision as it was {lag_s:g} s before each decision")
+    readers = [name for name, replayed in (("the policy", artifact is not None), ("the rule", "rule" in baselines))
+               if replayed]
+    if lag_s > 0 and readers:
+        verb = "read" if len(readers) > 1 else "reads"
+        out.append(f"{' and '.join(readers)} {verb} the revision as it was {lag_s:g} s before each decision")
     return out
 
 
@@ -208,7 +212,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
         results[trace.spec] = {"arrivals": _scored_arrivals(trace.scored), "replays": replayed}
     result = EvaluationResult(rows, artifact, results, notes,
                               _settings(policy_dir, artifact, window, warmup_s, seeds, time_of_day_shift_s, metrics,
-                                        observation_lag_s))
+                                        observation_lag_s, baselines))
     if report_dir is not None:
         from kpilot.evaluate.report import write_report
 

@@ -38,7 +38,7 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
     if not valid_band(band):       # printed as kpilot.dev/band: the operator's rule, so no inf
         raise ConfigError(f"expected a factor >= 1, got {band}", option="--band")
     check_metrics(metrics)
-    check_observation_lag(observation_lag_s, [])
+    check_observation_lag(observation_lag_s, [], metrics)
     artifact = load_artifact(policy_dir)
     check_observation_lag(observation_lag_s, [artifact.interval_s])
     seeds = [seed + k for k in range(replays)]

@@ -134,7 +134,7 @@ def _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_sh
     if not math.isfinite(time_of_day_shift):
         raise ConfigError(f"expected seconds, got {time_of_day_shift}", option="--time-of-day-shift")
     check_metrics(metrics)
-    check_observation_lag(observation_lag, [])
+    check_observation_lag(observation_lag, [], metrics)
     if observation_lag > 0 and policy is None and "rule" not in chosen:
         raise ConfigError("applies only to --policy and the rule baseline, neither of which is asked for",
                           option="--observation-lag")
