@@ -43,6 +43,10 @@ def test_artifact_files_and_manifest(tiny_run):
     assert m["rule_baseline"]["params"]["hi_s"] == 1.0
     assert json.loads((out / "manifest.json").read_text())["manifest"]["command"] == "kpilot train (test)"
     assert summary["timesteps"] == 256 and summary["env_steps_per_s"] > 0
+    # What decides the weights beside the command and seed: the libraries' versions, as installed.
+    from importlib.metadata import version
+    assert m["libraries"]["torch"] == version("torch") and m["libraries"]["numba"] == version("numba")
+    assert set(m["libraries"]) == {"numpy", "numba", "llvmlite", "torch", "stable-baselines3", "gymnasium"}
     # torch's float32 weights are written as float32 decimals and read back as exactly those values.
     assert json.loads((out / "policy.json").read_text())["network"]["precision"] == "float32"
     assert all(np.array_equal(a.astype(np.float32).astype(np.float64), a) for layer in policy.layers for a in layer)

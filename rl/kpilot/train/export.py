@@ -70,6 +70,24 @@ def trace_record(trace, traces_dir: str | None = None) -> dict:
             "rows": int(meta.get("rows", len(trace))), "span_s": trace.recorded_span_s}
 
 
+# The libraries whose numerics decide the trained weights: the same command and seed train the same
+# policy only with the same versions of these (and Python), which the manifest records.
+TRAINING_LIBRARIES = ("numpy", "numba", "llvmlite", "torch", "stable-baselines3", "gymnasium")
+
+
+def library_versions() -> dict:
+    """The installed version of each of TRAINING_LIBRARIES ("missing" where it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in TRAINING_LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
 def build_manifest(*, name: str, config_dict: dict, env_dict: dict, sim_dict: dict, reward_dict: dict,
                    traces: list[dict], command: str, rule: dict | None, timesteps: int,
                    best: dict | None, observation_version: str | None = None) -> dict:
@@ -97,5 +115,6 @@ def build_manifest(*, name: str, config_dict: dict, env_dict: dict, sim_dict: di
             "rule_baseline": rule,
             "best_validation": best,
             "python": platform.python_version(),
+            "libraries": library_versions(),
         },
     }
