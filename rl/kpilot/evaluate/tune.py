@@ -55,7 +55,8 @@ def recommend(specs: list[str], policy_dir, *, last: float = 0.2, band: float = 
         chosen = band if pays else 1.0
         out.append({"trace": spec, "window": list(window), "base_target": target, "band": chosen,
                     "target_cost": target_cost, "policy_cost": policy_cost, "policy": f"rl:{artifact.name}",
-                    "metrics_source": metrics, "observation_lag_s": observation_lag_s, "service": names.get("service"), **names,
+                    "metrics_source": metrics, "observation_lag_s": observation_lag_s,
+                    "service": names.get("service"), **names,
                     "annotations": {BASE_TARGET: f"{target:g}", BAND: f"{chosen:g}"}})
     return out
 

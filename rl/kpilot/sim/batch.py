@@ -228,7 +228,9 @@ class Batch:
         counts and times them (on completion, from reaching the pod), the p95 through its buckets.
         With metrics="kubernetes" the desired pods are the PodAutoscaler's status.desiredScale,
         the scale applied after min/max scale and the scale-to-zero hold, which is what the
-        operator reads without Prometheus (kpilot.observation.pod_autoscaler_readings)."""
+        operator reads without Prometheus (kpilot.observation.pod_autoscaler_readings).
+        `interval_s` (a number, or one per simulation) is how long the requests were counted for;
+        `carried` adds counts from before the interval (request_counts' rows: a lagged reading)."""
         F, I = self.F, self.I
         counts = self.request_counts() if carried is None else self.request_counts() + carried
         done, latency_sum, hist = counts[:, 0], counts[:, 1], counts[:, 2:]

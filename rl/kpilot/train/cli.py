@@ -146,7 +146,8 @@ def _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_sh
                       else parse_duration(retune_every, "--retune-every"))
     retune_over_s = DEFAULT_OVER_S if retune_over is None else parse_duration(retune_over, "--retune-over")
     return dict(baselines=chosen, window=win, warmup_s=warmup, time_of_day_shift_s=time_of_day_shift,
-                metrics=metrics, observation_lag_s=observation_lag, band=band_factor, retune_every_s=retune_every_s, retune_over_s=retune_over_s,
+                metrics=metrics, observation_lag_s=observation_lag, band=band_factor,
+                retune_every_s=retune_every_s, retune_over_s=retune_over_s,
                 retune_bin_s=DEFAULT_BIN_S if retune_bin is None else retune_bin,
                 tune_bin_s=0.0 if tune_bin is None else tune_bin)
 
