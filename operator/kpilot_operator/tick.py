@@ -334,6 +334,7 @@ async def _read_metrics(tick: _Tick, spec: PolicySpec, holders: dict[str, Holder
     try:
         source = await metrics_source(tick.rt, spec, tick.namespace)
         readings = await source.read(tick.namespace, spec.interval_s, holders, pas)
+        telemetry.record_reading_age(tick.labels, readings, tick.now)
         unseen = getattr(source, "unseen_requests", [])
         tick.add_condition(
             "MetricsAvailable", True, "ReadWithoutRequestSeries" if unseen else "Read",

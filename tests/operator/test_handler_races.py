@@ -86,8 +86,11 @@ async def test_a_deleted_policy_stops_exporting_its_stale_count():
                 meta={"name": "p", "namespace": "bench", "generation": 1})
     labels = {"namespace": "bench", "policy": "p"}
     assert REGISTRY.get_sample_value("kpilot_stale_revisions", labels) == 1.0
+    from kpilot_operator import telemetry
+    telemetry.READING_AGE.labels(**labels).set(7.0)        # as a tick that read its metrics sets it
     await _call(handlers.restore_on_delete, memo)
     assert REGISTRY.get_sample_value("kpilot_stale_revisions", labels) is None
+    assert REGISTRY.get_sample_value("kpilot_reading_age_seconds", labels) is None
 
 
 @pytest.mark.parametrize("document", [

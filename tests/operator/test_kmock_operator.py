@@ -263,6 +263,22 @@ async def test_5xx_dropped_watches_and_slow_responses_are_survived(k8s, prom, ap
     assert all(f.hits == f.times for f in k8s.faults)
 
 
+async def test_the_age_of_the_autoscalers_readings_is_exported(k8s, prom, api, operator):
+    # Prometheus serves its last scrape: how old that is decides whether the policy sees what it
+    # was measured on (README, Results: Readings a scrape old), so a platform team can alert on it.
+    seed(k8s, prom, target="70")
+    prom.sample_age_s = 12.0
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url))
+    labels = {"namespace": NS, "policy": "p"}
+    await eventually(lambda: REGISTRY.get_sample_value("kpilot_reading_age_seconds", labels) is not None,
+                     what="the reading age exported")
+    # Measured from the tick's clock, read just before the queries.
+    assert 11.0 <= REGISTRY.get_sample_value("kpilot_reading_age_seconds", labels) < 15.0
+    prom.sample_age_s = 40.0
+    await eventually(lambda: REGISTRY.get_sample_value("kpilot_reading_age_seconds", labels) >= 39.0,
+                     what="an older scrape")
+
+
 async def test_stale_metrics_hold_then_fallback(k8s, prom, api, operator):
     seed(k8s, prom, target="70")
     await create_policy(api, autoscaling_policy("p", NS, sha=sha(POLICY40), prom_url=prom.url,
