@@ -495,3 +495,5 @@ def test_a_lagged_policy_and_rule_are_replayed_on_older_readings_and_the_rows_sa
     assert "the policy and the rule read the revision as it was 20 s before each decision" in lagged.settings
     rule_only = run_evaluation([onoff], None, ["kpa", "rule"], observation_lag_s=20.0)
     assert "the rule reads the revision as it was 20 s before each decision" in rule_only.settings
+    with pytest.raises(ConfigError, match="with --metrics kubernetes the policy reads the PodAutoscaler"):
+        run_evaluation([onoff], "policies/default", ["kpa"], metrics="kubernetes", observation_lag_s=20.0)

@@ -195,7 +195,7 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     _check_tune_bin(tune_bin_s)
     artifact = load_artifact(policy_dir) if policy_dir is not None else None
     tune_on = _check_baselines(baselines, artifact, window, retune_every_s, retune_over_s, retune_bin_s)
-    _check_lag(observation_lag_s, artifact, baselines)
+    _check_lag(observation_lag_s, artifact, baselines, metrics)
     traces = _read_traces(specs, seed, window, warmup_s, tune_on, tune_bin_s)
     if report_dir is not None:      # after the inputs are read (a refused run leaves no folder), before the replays
         prepare_report_dir(Path(report_dir))
@@ -220,11 +220,12 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     return result
 
 
-def _check_lag(lag_s: float, artifact: Artifact | None, baselines: list[str]) -> None:
-    """`observation_lag_s`: less than the decision interval of the policy and of the rule that read it."""
+def _check_lag(lag_s: float, artifact: Artifact | None, baselines: list[str], metrics: str) -> None:
+    """`observation_lag_s`: less than the decision interval of the policy and of the rule that read it,
+    and only with Prometheus (as the CLI checks it before anything is loaded, and tune does)."""
     rule = artifact.rule if artifact is not None and artifact.rule else AimdRule()
     check_observation_lag(lag_s, ([artifact.interval_s] if artifact is not None else [])
-                          + ([rule.interval_s] if "rule" in baselines else []))
+                          + ([rule.interval_s] if "rule" in baselines else []), metrics)
 
 
 def _check_tune_bin(tune_bin_s: float) -> None:

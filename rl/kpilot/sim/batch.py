@@ -232,8 +232,11 @@ class Batch:
         `interval_s` (a number, or one per simulation) is how long the requests were counted for;
         `carried` adds counts from before the interval (request_counts' rows: a lagged reading)."""
         F, I = self.F, self.I
-        counts = self.request_counts() if carried is None else self.request_counts() + carried
-        done, latency_sum, hist = counts[:, 0], counts[:, 1], counts[:, 2:]
+        if carried is None:         # the interval's own counts, read in place (every training step)
+            done, latency_sum, hist = self.S[:, E.S_COMPLETED], self.S[:, E.S_QP_LATENCY_SUM], self.hist
+        else:
+            counts = self.request_counts() + carried
+            done, latency_sum, hist = counts[:, 0], counts[:, 1], counts[:, 2:]
         ready = I[:, E.I_N_READY].astype(np.float64)
         if metrics == "kubernetes":
             desired = I[:, E.I_REPLICAS].astype(np.float64)
