@@ -35,11 +35,17 @@ READING_AGE = Gauge("kpilot_reading_age_seconds",
 
 
 def record_reading_age(labels: dict, readings: dict, now: float) -> None:
-    """The oldest of the revisions' autoscaler samples, in seconds before `now`; nothing where no
-    reading carries its sample time (the PodAutoscaler source reads the API as it is)."""
+    """The oldest of the revisions' autoscaler samples, in seconds before `now`. A tick with no
+    timed reading (metrics down, the PodAutoscaler source, mode Off) drops the series: a value
+    kept from an earlier tick would hold an alert on it after its cause had gone."""
     times = [r["sample_time"] for r in readings.values() if r.get("sample_time") is not None]
     if times:
         READING_AGE.labels(**labels).set(max(0.0, now - min(times)))
+    else:
+        try:
+            READING_AGE.remove(labels["namespace"], labels["policy"])
+        except KeyError:
+            pass
 
 
 def forget_policy(namespace: str, policy: str) -> None:

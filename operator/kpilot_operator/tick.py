@@ -329,12 +329,12 @@ async def _list_revisions(tick: _Tick, spec: PolicySpec, info: KnativeInfo) \
 
 async def _read_metrics(tick: _Tick, spec: PolicySpec, holders: dict[str, Holder], pas: list[dict]) -> dict:
     """Read the revisions' metrics (none under Off); unavailable metrics are reported, not fatal."""
-    if spec.mode == "Off":
-        return {}
+    readings: dict = {}
     try:
+        if spec.mode == "Off":
+            return readings
         source = await metrics_source(tick.rt, spec, tick.namespace)
         readings = await source.read(tick.namespace, spec.interval_s, holders, pas)
-        telemetry.record_reading_age(tick.labels, readings, tick.now)
         unseen = getattr(source, "unseen_requests", [])
         tick.add_condition(
             "MetricsAvailable", True, "ReadWithoutRequestSeries" if unseen else "Read",
@@ -347,7 +347,8 @@ async def _read_metrics(tick: _Tick, spec: PolicySpec, holders: dict[str, Holder
     except MetricsUnavailable as exc:
         tick.count_error("MetricsUnavailable")
         tick.add_condition("MetricsAvailable", False, "Unavailable", str(exc))
-        return {}
+    finally:    # whatever was read, or nothing: an age from an earlier tick is not exported on
+        telemetry.record_reading_age(tick.labels, readings, tick.now)
     return readings
 
 

@@ -279,6 +279,13 @@ async def test_the_age_of_the_autoscalers_readings_is_exported(k8s, prom, api, o
     assert age() < 15.0
     prom.sample_age_s = 40.0
     await eventually(lambda: age() >= 39.0, what="an older scrape")
+    # With Prometheus down there is no reading to date: the 40 s must not stay exported (an alert
+    # on it would outlive its cause), and the series comes back with the next timed reading.
+    prom.down = True
+    await eventually(lambda: REGISTRY.get_sample_value("kpilot_reading_age_seconds", labels) is None,
+                     what="the age dropped while nothing is read")
+    prom.down, prom.sample_age_s = False, 5.0
+    await eventually(lambda: 4.0 <= age() < 15.0, what="the age of the next reading")
 
 
 async def test_stale_metrics_hold_then_fallback(k8s, prom, api, operator):
