@@ -87,7 +87,7 @@ def go_duration_s(text: str) -> float:
 # The settings a policy's observation and target depend on: (annotation, the manifest's simulator.kpa
 # key, Knative's default, how a value reads, what the one the policy trained with means to it).
 _TRAINED_SETTINGS = (
-    (WINDOW, "stable_window_s", 60.0, lambda text: go_duration_s(text),
+    (WINDOW, "stable_window_s", 60.0, go_duration_s,
      "the policy observes concurrency averaged over the {:g} s stable window it was trained with"),
     (PANIC_WINDOW, "panic_window_percentage", 10.0, lambda text: parse_target(text),
      "the policy was trained with a panic window of {:g} %"),

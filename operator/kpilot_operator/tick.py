@@ -304,7 +304,8 @@ async def _load_policy(tick: _Tick, spec: PolicySpec, policy_body: dict | None):
     try:
         policy = await tick.rt.policies.load(spec.source, tick.namespace)
         note = interval_note(policy, spec.interval_s)
-        tick.add_condition("PolicyLoaded", True, "Loaded",
+        # A reason of its own, not only the message: an alert or a `kubectl wait` can match it.
+        tick.add_condition("PolicyLoaded", True, "LoadedAtOtherInterval" if note else "Loaded",
                            f"{spec.source.describe()} sha256 {policy.sha256[:12]}"
                            + (f"; note: {note}" if note else ""))
         tick.status["policySha256"] = policy.sha256

@@ -236,11 +236,13 @@ def knative_pa(name: str, ns: str, service: str, *, target: str | None = None,
 SPEC = ActionSpec(1.0, 200.0)
 
 
-def constant_policy_bytes(target: float) -> bytes:
-    """A valid exported policy that always answers `target` (zero weights, the bias picks it)."""
+def constant_policy_bytes(target: float, manifest: dict | None = None) -> bytes:
+    """A valid exported policy that always answers `target` (zero weights, the bias picks it),
+    with `manifest` as its training record where given."""
     action = float(SPEC.to_action(target))
     return policy_to_bytes(layers=[(np.zeros((1, N_FEATURES)), np.array([action]))],
-                           obs_mean=np.zeros(N_FEATURES), obs_var=np.ones(N_FEATURES), action_spec=SPEC)
+                           obs_mean=np.zeros(N_FEATURES), obs_var=np.ones(N_FEATURES), action_spec=SPEC,
+                           extra=None if manifest is None else {"manifest": manifest})
 
 
 def policy_configmap(name: str, ns: str, data: bytes) -> dict:

@@ -87,6 +87,21 @@ async def test_enforce_sets_revision_target_records_original_and_off_restores(k8
     await eventually(lambda: REGISTRY.get_sample_value("kpilot_applied_target", series) is None, what="series gone")
 
 
+async def test_a_decision_interval_other_than_the_trained_one_is_its_own_reason(k8s, prom, api, operator):
+    # The policy reads rates over the interval and smooths per decision: at another interval it
+    # runs, but a platform team must be able to find that without reading every message.
+    trained_at_30 = constant_policy_bytes(40.0, manifest={"env": {"decision_interval_s": 30.0}})
+    seed(k8s, prom, target="70", policy=trained_at_30)
+    await create_policy(api, autoscaling_policy("p", NS, sha=sha(trained_at_30), prom_url=prom.url))
+    await eventually(lambda: condition(k8s, "PolicyLoaded").get("reason") == "LoadedAtOtherInterval",
+                     what="the interval's own reason")
+    loaded = condition(k8s, "PolicyLoaded")
+    assert loaded["status"] == "True" and "decisionIntervalSeconds 1 differs from the 30 s" in loaded["message"]
+    await eventually(lambda: rev_annotations(k8s).get(TARGET) == "40", what="it still decides")
+    await patch_policy(api, "p", {"decisionIntervalSeconds": 30})
+    await eventually(lambda: condition(k8s, "PolicyLoaded").get("reason") == "Loaded", what="plain Loaded at 30 s")
+
+
 async def test_an_edited_spec_is_acted_on_at_once_not_an_interval_later(k8s, prom, api, operator):
     # With decisions an hour apart, Off (the way back out) waited out the hour.
     seed(k8s, prom, target="70")
