@@ -88,9 +88,11 @@ class ServiceStatus:
     message: str = ""
     bounds: tuple[float, float] | None = None     # the Service's band, where it has a base target
     by_revision: dict[str, dict] = field(default_factory=dict)
+    described: str | None = None                  # the revision the Service-level fields are about
 
     def record(self, revision: str) -> None:
         """Keep this revision's outcome: a Service splitting traffic shows each one's."""
+        self.described = revision
         entry = {"name": revision, "reason": self.reason}
         if self.observation is not None:
             entry["lastObservation"] = rounded(self.observation)

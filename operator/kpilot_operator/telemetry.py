@@ -49,8 +49,10 @@ def record_reading_age(labels: dict, readings: dict, now: float) -> None:
 
 
 def forget_policy(namespace: str, policy: str) -> None:
-    """Drop a deleted policy's gauges: its last stale count would otherwise be exported (and an
-    alert on it fire) until the operator restarts. Its counters stay, as counters do."""
+    """Drop a policy's gauges, when it is deleted or a tick of it ends before reading anything
+    (invalid spec, policy not loaded, Knative or the API server unavailable): its last stale count
+    or reading age would otherwise be exported, and an alert on it fire, after its cause had gone.
+    Its counters stay, as counters do."""
     for gauge in (STALE, READING_AGE):
         try:
             gauge.remove(namespace, policy)

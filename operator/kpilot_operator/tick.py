@@ -22,7 +22,7 @@ from kpilot_operator.kube import ApiError
 from kpilot_operator.metrics import MetricsUnavailable, PodAutoscalerMetrics, PrometheusMetrics
 from kpilot_operator.policies import PolicyLoader, interval_note
 from kpilot_operator.annotations import Holder, Restore
-from kpilot_operator.reconcile import MESSAGE_LIMIT, Plan, ServiceView, Write, decide, with_note
+from kpilot_operator.reconcile import MESSAGE_LIMIT, Plan, ServiceStatus, ServiceView, Write, decide, with_note
 from kpilot_operator.spec import PolicySpec, SpecError, parse_spec
 
 FAULT_REASONS = {"WriteFailed", "MetricsStaleHolding", "Fallback", "FallbackRestored", "PolicyNotLoaded",
@@ -129,6 +129,8 @@ async def metrics_source(rt: Runtime, spec: PolicySpec, namespace: str):
 def _unwritten(svc, w, note: str, reason: str | None = None) -> None:
     """The revision's own entry of a split Service: what it runs is still the target before this
     write, and why (a write that failed, or one the fresh object no longer needed)."""
+    if svc.described == w.holder.name:   # the Service-level fields too (all a one-revision Service shows)
+        svc.applied = w.previous
     entry = svc.by_revision.get(w.holder.name)
     if entry is None:
         return
@@ -260,7 +262,11 @@ async def run_tick(rt: Runtime, name: str, namespace: str, raw_spec: dict, state
         _announce_new_faults(tick, plan, bodies)
         return _conclude(tick, plan, failures, skipped)
     except _TickEnded as ended:
+        telemetry.forget_policy(namespace, name)
         return ended.status
+    except ApiUnavailable:
+        telemetry.forget_policy(namespace, name)
+        raise
 
 
 async def _read_spec(tick: _Tick, raw_spec: dict) -> PolicySpec:
@@ -433,15 +439,25 @@ def _forget_target_series(tick: _Tick, plan: Plan, holders: dict[str, Holder], f
     telemetry.forget_targets(tick.namespace, set(holders) - restored)
 
 
+def _fault(svc: ServiceStatus) -> tuple[str, str]:
+    """(reason, message) of the fault a Service is in: its own, else the first of its revisions'
+    (on a split Service the Service-level reason is that of a revision the policy decided for)."""
+    if svc.reason in FAULT_REASONS:
+        return svc.reason, svc.message
+    entry = next((e for e in svc.by_revision.values() if e["reason"] in FAULT_REASONS), None)
+    return (entry["reason"], entry.get("message", "")) if entry else (svc.reason, svc.message)
+
+
 def _announce_new_faults(tick: _Tick, plan: Plan, bodies: dict[str, dict]) -> None:
     """A Warning Event for each Service that entered a fault this tick (WriteFailed has its own)."""
     # A fault is an Event once, when a service enters it, not on every tick.
+    faults = {svc.name: _fault(svc) for svc in plan.services}
     for svc in plan.services:
-        if svc.reason in FAULT_REASONS and tick.state.service_reasons.get(svc.name) != svc.reason \
-                and svc.reason != "WriteFailed" and svc.name in bodies:
-            tick.rt.emit_event(bodies[svc.name], "Warning", svc.reason,
-                               svc.message[:MESSAGE_LIMIT] or svc.reason)
-    tick.state.service_reasons = {s.name: s.reason for s in plan.services}
+        reason, message = faults[svc.name]
+        if reason in FAULT_REASONS and tick.state.service_reasons.get(svc.name) != reason \
+                and reason != "WriteFailed" and svc.name in bodies:
+            tick.rt.emit_event(bodies[svc.name], "Warning", reason, message[:MESSAGE_LIMIT] or reason)
+    tick.state.service_reasons = {name: reason for name, (reason, _) in faults.items()}
 
 
 def _conclude(tick: _Tick, plan: Plan, failures: dict[int, str], skipped: set[int]) -> dict:
@@ -454,7 +470,10 @@ def _conclude(tick: _Tick, plan: Plan, failures: dict[int, str], skipped: set[in
                + (f", {len(failures)} failed" if failures else ""))
     # A Service this policy selects but another one manages is not this policy's to run: not Ready,
     # so that `kubectl get asp` shows the overlap of two selectors (the other policy is unaffected).
-    claimed = sorted({s.name for s in plan.services if s.reason == "ClaimedByOtherPolicy"})
+    # Any of its revisions: two selectors over a Service whose traffic splits take one revision each.
+    claimed = sorted({s.name for s in plan.services
+                      if s.reason == "ClaimedByOtherPolicy"
+                      or any(e["reason"] == "ClaimedByOtherPolicy" for e in s.by_revision.values())})
     if ready and claimed:
         return tick.finish(False, "Conflict", f"{summary}; managed by another policy: {', '.join(claimed)}")
     return tick.finish(ready, "Reconciled" if ready else "Degraded", summary)

@@ -225,6 +225,85 @@ async def test_a_failed_write_on_a_split_service_is_said_on_its_revision_too():
     assert entries["svc-0-00001"]["reason"] != "WriteFailed" and entries["svc-0-00001"]["appliedTarget"] == 30
 
 
+def _split(cluster):
+    """Give the cluster's one Service a second revision and split its traffic 50/50."""
+    second = json.loads(json.dumps(cluster.revisions["svc-0-00001"]))
+    second["metadata"]["name"] = "svc-0-00002"
+    cluster.revisions["svc-0-00002"] = second
+    cluster.services[0]["status"]["traffic"] = [{"revisionName": "svc-0-00001", "percent": 50},
+                                                {"revisionName": "svc-0-00002", "percent": 50}]
+    cluster.pas.append({"metadata": {"name": "svc-0-00002"}, "status": {"actualScale": 3, "desiredScale": 3}})
+
+
+@pytest.mark.asyncio
+async def test_two_policies_over_a_split_service_are_both_in_conflict():
+    # A rollout: q manages the old revision, p (an overlapping selector) takes the new one. Each saw
+    # the other's claim only on a revision entry, and both said Ready=True while each drove half
+    # the Service, without the one Warning Event a claimed Service gets.
+    cluster = GatedCluster()
+    _split(cluster)
+    cluster.revisions["svc-0-00001"]["metadata"]["annotations"].update({TARGET: "40", ORIGINAL: "70", OWNER: "q"})
+    events = []
+    rt = Runtime(cluster=cluster, emit_event=lambda body, kind, reason, message: events.append(reason),
+                 clock=lambda: 1e6)
+    state = TickState()
+    status = await run_tick(rt, "p", "bench", SPEC, state)
+    ready = status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "Conflict")
+    assert ready["message"].endswith("managed by another policy: svc-0")
+    assert events.count("ClaimedByOtherPolicy") == 1
+    await run_tick(rt, "p", "bench", SPEC, state)                  # an Event when it starts, not every tick
+    assert events.count("ClaimedByOtherPolicy") == 1
+    status_q = await run_tick(rt, "q", "bench", SPEC, TickState())
+    assert status_q["conditions"][0]["reason"] == "Conflict"
+    # Neither takes the other's revision.
+    owners = {n: r["metadata"]["annotations"].get(OWNER) for n, r in cluster.revisions.items()}
+    assert owners == {"svc-0-00001": "q", "svc-0-00002": "p"}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("outcome", ["fails", "is no longer needed"])
+async def test_a_write_that_did_not_happen_is_not_reported_as_applied(outcome):
+    # One revision, so the Service-level fields are all the status shows: they said the new target
+    # was applied (30) while the revision still ran Knative's default (100).
+    from kpilot_operator.knative import WriteFailed
+
+    class Unwritten(GatedCluster):
+        async def write(self, holder, intent):
+            if outcome == "fails":
+                raise WriteFailed("HTTP 403: forbidden")
+            return False                  # the fresh object changed: the write was skipped
+
+    cluster = Unwritten()
+    rt = Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e6)
+    (service,) = (await run_tick(rt, "p", "bench", SPEC, TickState()))["services"]
+    assert service["lastDecision"] == 30 and service["appliedTarget"] == 100
+    assert TARGET not in cluster.revisions["svc-0-00001"]["metadata"]["annotations"]
+    assert ("forbidden" if outcome == "fails" else "not written") in service["message"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("then", ["an invalid spec under Off", "a policy that does not load"])
+async def test_a_tick_that_reads_nothing_exports_no_reading_age_or_stale_count(then):
+    # Both gauges kept the last value of the tick that read the metrics: an alert on a 40 s reading
+    # age kept firing after the policy was switched Off or stopped loading.
+    from prometheus_client import REGISTRY
+
+    cluster = GatedCluster()
+    rt = Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e6)
+    labels = {"namespace": "bench", "policy": "p"}
+    from kpilot_operator import telemetry
+    await run_tick(rt, "p", "bench", SPEC, TickState())
+    telemetry.READING_AGE.labels(**labels).set(40.0)     # as a Prometheus tick reading old samples sets it
+    assert REGISTRY.get_sample_value("kpilot_stale_revisions", labels) == 0.0
+    spec = ({**SPEC, "mode": "Off", "bounds": {"minTarget": 5, "maxTarget": 1}} if then.startswith("an invalid")
+            else {**SPEC, "policy": {"configMap": {"name": "p"}, "sha256": "0" * 64}})
+    status = await run_tick(rt, "p", "bench", spec, TickState())
+    assert status["conditions"][0]["reason"] == ("InvalidSpec" if then.startswith("an invalid") else "PolicyNotLoaded")
+    assert REGISTRY.get_sample_value("kpilot_reading_age_seconds", labels) is None
+    assert REGISTRY.get_sample_value("kpilot_stale_revisions", labels) is None
+
+
 @pytest.mark.asyncio
 async def test_a_call_after_the_client_closed_is_an_api_error_not_a_crash():
     # On SIGTERM Kopf may leave a tick running ("orphaned") past the cleanup that closes the
