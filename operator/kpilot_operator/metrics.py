@@ -163,6 +163,10 @@ class PodAutoscalerMetrics:
             status, name = pa.get("status") or {}, pa["metadata"]["name"]
             if "desiredScale" not in status or "actualScale" not in status:
                 continue
+            # Knative writes desiredScale -1 until its autoscaler has collected metrics for the
+            # revision: no reading yet (it holds, as a missing one does), not -1 pods.
+            if not (status["desiredScale"] >= 0 and status["actualScale"] >= 0):
+                continue
             holder = holders.get(name)
             target = holder.current_target if holder else KNATIVE_DEFAULT_TARGET
             utilization = holder.utilization if holder else KNATIVE_DEFAULT_UTILIZATION

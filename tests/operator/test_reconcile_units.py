@@ -712,6 +712,23 @@ def test_without_prometheus_concurrency_is_inverted_at_the_revisions_utilization
     assert {n: r["concurrency_stable"] for n, r in seen.items()} == pytest.approx({"r1": 28.0, "r2": 40.0, "r3": 28.0})
 
 
+def test_without_prometheus_a_revision_the_autoscaler_has_no_metrics_for_has_no_reading():
+    import asyncio
+
+    from kpilot_operator.metrics import PodAutoscalerMetrics
+
+    # Knative's PodAutoscaler says desiredScale -1 until its autoscaler has metrics (a new
+    # revision): read as -28 requests in flight, the policy was fed a load it never trained on.
+    pas = [{"metadata": {"name": "new"}, "status": {"desiredScale": -1, "actualScale": 1}},
+           {"metadata": {"name": "old"}, "status": {"desiredScale": 2, "actualScale": 2}}]
+    holders = {n: Holder("Revision", "ns", n, "s1", "1", {TARGET: "10"}) for n in ("new", "old")}
+    seen = asyncio.run(PodAutoscalerMetrics().read("ns", 30.0, holders, pas))
+    assert set(seen) == {"old"} and seen["old"]["concurrency_stable"] == pytest.approx(14.0)
+    # Without a reading it holds its target, then falls back, as with any missing reading.
+    plan = run(spec(), [SVC], [holder(**{TARGET: "70"})], {})
+    assert plan.services[0].reason == "MetricsStaleHolding" and not plan.writes
+
+
 def test_the_fallback_is_written_in_one_step_past_the_step_limit_and_cooldown():
     # Owned at 100, changed a moment ago, a x1.5 step limit and a 10-minute cooldown: a blind
     # revision still goes straight to its fallback, within the bounds.
