@@ -32,6 +32,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path):
     """The parsed document (None for an empty file); ConfigError on a missing or malformed file."""
     p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():     # a FIFO without a writer would hang
+        raise ConfigError("not a regular file (a pipe or device): save the config to a file", path=str(p))
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -46,6 +48,8 @@ def read_yaml(path: str | Path):
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', None) or exc})", path=str(p),
                           line=mark.line + 1 if mark else None) from None
+    except RecursionError:      # PyYAML recurses once per level: no settings file nests this deep
+        raise ConfigError("invalid YAML (nested too deeply)", path=str(p)) from None
 
 
 def number_as_text_hint(value) -> str:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from kpilot.errors import TraceError
@@ -148,7 +150,20 @@ def test_reader_options_must_be_finite_and_in_range(fx, tmp_path):
 def test_a_duration_beyond_float32_is_refused_not_replayed_as_a_failure(tmp_path):
     path = _csv(tmp_path, "huge.csv", "timestamp,duration\n0,1e39\n1,0.25\n")
     assert message(path) == (f"{path}: request 1 (by arrival) needs inf s of work: service times must be "
-                             "finite and non-negative (a duration or option out of range?)")
+                             "finite, non-negative and at most 604800 s (a week; a duration or option out of "
+                             "range, or in another unit?)")
+
+
+@pytest.mark.parametrize("name, text", [
+    ("generic.csv", "timestamp,duration\n0,0.5\n1,1e10\n"),
+    ("burstgpt.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                     "0,ChatGPT,10,20,30,Conversation log\n1,ChatGPT,10,1e15,30,Conversation log\n"),
+])
+def test_a_request_of_more_than_a_week_of_work_is_refused_by_every_reader(tmp_path, name, text):
+    # Some readers refused it on their own and some did not: a generic trace's 1e10 s request, or
+    # BurstGPT's 1e15 response tokens, was replayed as a request that never finished.
+    path = _csv(tmp_path, name, text)
+    assert "request 2 (by arrival) needs" in message(path) and "at most 604800 s (a week" in message(path)
 
 
 def test_timestamps_spanning_more_than_a_year_are_refused(tmp_path):
@@ -247,3 +262,11 @@ def test_of_two_columns_alike_but_for_spaces_the_first_is_read(tmp_path):
     p = tmp_path / "twice.csv"
     p.write_text("timestamp,duration, duration\n0,0.5,9\n1,0.25,9\n")
     assert list(load_trace(p).service) == [0.5, 0.25]
+
+
+def test_a_trace_from_a_pipe_is_refused_not_misread(tmp_path):
+    # Read twice (header, then columns), a pipe's second read started mid-file: "unknown trace
+    # format" named a data row as the header, or an OSError traceback; a FIFO with no writer hung.
+    fifo = tmp_path / "trace.fifo"
+    os.mkfifo(fifo)
+    assert message(fifo) == f"{fifo}: not a regular file (a pipe or device): save the trace to a file first"

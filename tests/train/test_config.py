@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,18 @@ def test_invalid_yaml_reports_the_line(tmp_path):
     with pytest.raises(ConfigError) as err:       # unclosed: YAML finds out at the end of the file
         load_config(_write(tmp_path, "seed: 1\nppo: [unclosed\n"))
     assert ", line 3: invalid YAML" in str(err.value)
+
+
+def test_a_config_nested_too_deeply_or_from_a_pipe_is_one_error_line(tmp_path):
+    # PyYAML recursed into a RecursionError traceback; a FIFO without a writer hung the command.
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, "ppo: " + "[" * 5000 + "]" * 5000 + "\n"))
+    assert str(err.value).endswith(": invalid YAML (nested too deeply)")
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(fifo))
+    assert str(err.value) == f"{fifo}: not a regular file (a pipe or device): save the config to a file"
 
 
 def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path):

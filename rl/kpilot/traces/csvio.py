@@ -51,6 +51,8 @@ def read_header(path: Path) -> list[str]:
         raise TraceError("no such file", path=str(path))
     if path.is_dir():
         raise TraceError("is a directory, not a trace file", path=str(path))
+    if not path.is_file():      # read more than once (header, columns, checksum): a pipe would not replay
+        raise TraceError("not a regular file (a pipe or device): save the trace to a file first", path=str(path))
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         first = fh.readline()
     # Binary or compressed: its bytes, echoed in an error line, put control characters on the terminal.

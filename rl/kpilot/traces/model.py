@@ -101,12 +101,12 @@ def check_limits(trace: Trace, source: str) -> None:
     """TraceError unless the trace is one a replay can run: every service time a finite number of
     seconds (a cell or option beyond float32 becomes infinite), at most MAX_REQUESTS requests
     over at most MAX_SPAN_S seconds."""
-    bad = ~np.isfinite(trace.service) | (trace.service < 0)
+    bad = ~np.isfinite(trace.service) | (trace.service < 0) | (trace.service > MAX_SERVICE_S)
     if bad.any():
         i = int(np.argmax(bad))
         raise TraceError(f"request {i + 1} (by arrival) needs {float(trace.service[i]):g} s of work: service "
-                         f"times must be finite and non-negative (a duration or option out of range?)",
-                         path=source)
+                         f"times must be finite, non-negative and at most {MAX_SERVICE_S:g} s (a week; a "
+                         "duration or option out of range, or in another unit?)", path=source)
     check_request_total(len(trace), source)
     _check_span(float(trace.arrivals[-1]) - min(0.0, float(trace.arrivals[0])) if len(trace) else 0.0, source)
 
