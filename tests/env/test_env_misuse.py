@@ -68,6 +68,7 @@ def test_a_nan_action_is_an_error_not_a_silently_stuck_target():
     (dict(rate_scale=(-1.0, -1.0)), "rate_scale"),
     (dict(reward=RewardConfig(cost_per_violation=math.nan)), "reward.cost_per_violation"),
     (dict(reward=RewardConfig(cost_per_pod_second=-1.0)), "reward.cost_per_pod_second"),
+    (dict(reward=RewardConfig(cost_per_violation=1e308)), "reward.cost_per_violation"),     # costs of inf
     (dict(traces="synthetic:poisson"), "traces"),                     # read as one trace per character
     (dict(action=ActionSpec(min_target=0.0)), "action"),              # log(0): NaN targets
 ])

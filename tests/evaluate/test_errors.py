@@ -127,6 +127,9 @@ def _edited(tiny_policy, tmp_path, edit):
     (lambda d: d.__setitem__("action", [1, 2]), "malformed policy: field action"),
     (lambda d: d["manifest"].__setitem__("config", [1]), "malformed manifest"),
     (lambda d: d["manifest"]["reward"].__setitem__("cost_per_violation", "x"), "reward.cost_per_violation"),
+    # Scores of -inf, +nan% against KPA, and a tuned target chosen on costs of inf.
+    (lambda d: d["manifest"]["reward"].__setitem__("cost_per_violation", 1e308),
+     "reward.cost_per_violation must be at most 1e+06"),
     # A zero or negative interval never advanced the replay: the command hung.
     (lambda d: d["manifest"]["env"].__setitem__("decision_interval_s", 0), "env.decision_interval_s"),
     (lambda d: d["manifest"]["env"].__setitem__("decision_interval_s", -30), "env.decision_interval_s"),

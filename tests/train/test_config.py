@@ -124,6 +124,8 @@ def _write(tmp_path, text: str) -> Path:
     ("env:\n  max_target: .inf\n", "env.max_target must be a finite number, got inf"),
     ("reward:\n  cost_per_violation: .nan\n", "reward.cost_per_violation must be a finite number"),
     ("reward:\n  cost_per_pod_second: -1\n", "reward.cost_per_pod_second must be >= 0"),
+    # Costs overflowed to inf: the rule's calibration found no best and crashed with a traceback.
+    ("reward:\n  cost_per_violation: 1.0e+308\n", "reward.cost_per_violation must be >= 0 and at most 1e+06"),
     ("normalize:\n  clip_obs: 0\n", "normalize.clip_obs must be positive"),
     ("eval:\n  rule_grid: {bogus: [1]}\n", "eval.rule_grid.bogus is not a rule parameter"),
     ("eval:\n  rule_grid: {hi_s: 1.0}\n", "eval.rule_grid.hi_s must be a list of positive numbers"),

@@ -49,7 +49,7 @@ import gymnasium as gym
 import numpy as np
 
 from kpilot.action import ActionSpec
-from kpilot.env.reward import REWARD_UNITS, RewardConfig, cost_per_request
+from kpilot.env.reward import MAX_WEIGHT, REWARD_UNITS, RewardConfig, cost_per_request
 from kpilot.observation import OBS_VERSION, OBS_VERSION_BASE, encode, space_bounds
 from kpilot.sim import engine as E
 from kpilot.sim.batch import Batch
@@ -191,7 +191,7 @@ def check_config(cfg: EnvConfig) -> None:
         need(isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 and all(finite(x) and x > 0 for x in lo_hi)
              and lo_hi[0] <= lo_hi[1], name, "(low, high): two positive numbers, low <= high", lo_hi)
     for name, value in vars(cfg.reward).items():
-        need(finite(value) and value >= 0, f"reward.{name}", "a number >= 0", value)
+        need(finite(value) and 0 <= value <= MAX_WEIGHT, f"reward.{name}", f"a number in [0, {MAX_WEIGHT:g}]", value)
     need(finite(cfg.idle_start) and 0 <= cfg.idle_start <= 1, "idle_start", "a share in [0, 1]", cfg.idle_start)
     need(finite(cfg.change_penalty) and cfg.change_penalty >= 0, "change_penalty", "a number >= 0",
          cfg.change_penalty)

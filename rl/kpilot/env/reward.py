@@ -31,6 +31,9 @@ from dataclasses import asdict, dataclass
 
 # How the environment scales the interval's cost into a reward (kpilot.env.core).
 REWARD_UNITS = ("pods", "relative")
+# The largest weight, in pod-seconds per unit: a violation worth more than a million pod-seconds
+# (11 pod-days) means nothing, and far larger ones overflow a replay's cost to inf (scores of -inf).
+MAX_WEIGHT = 1e6
 
 
 @dataclass(frozen=True)

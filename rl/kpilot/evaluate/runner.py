@@ -19,7 +19,7 @@ import numpy as np
 
 from kpilot.action import DEFAULT_BAND, band_bounds, valid_band
 from kpilot.controllers import PolicyController, static_target
-from kpilot.env.reward import RewardConfig, score
+from kpilot.env.reward import MAX_WEIGHT, RewardConfig, score
 from kpilot.errors import ConfigError, PolicyError
 from kpilot.evaluate.baselines import STATIC_GRID, AimdRule, TunedStaticTarget, mean_cost
 from kpilot.observation import METRICS_SOURCES
@@ -64,7 +64,7 @@ def load_artifact(path: str | Path, *, replayable: bool = True) -> Artifact:
                           f"{policy.observation_version!r}; retrain the policy", path=str(p))
     try:
         sim = SimConfig.from_dict(doc.get("config", {}).get("sim") or {}, knative_rules=False)
-        reward = RewardConfig(**{k: _number(f"reward.{k}", v, 0.0) for k, v in doc["reward"].items()})
+        reward = RewardConfig(**{k: _number(f"reward.{k}", v, 0.0, high=MAX_WEIGHT) for k, v in doc["reward"].items()})
         interval = _number("env.decision_interval_s", doc["env"]["decision_interval_s"], 0.0, strict=True)
         _check_training_record(doc)
         rule_doc = doc.get("rule_baseline")
@@ -99,13 +99,15 @@ def _check_training_record(doc: dict) -> None:
             raise ValueError(f"config.split.{key} must be [start, end], got {pair!r}")
 
 
-def _number(name: str, value, low: float, *, strict: bool = False) -> float:
-    """A finite number above `low` (at or above it unless `strict`): a zero or negative interval
-    would never advance a replay, a non-numeric weight would fail mid-run."""
+def _number(name: str, value, low: float, *, strict: bool = False, high: float = math.inf) -> float:
+    """A finite number above `low` (at or above it unless `strict`) and at most `high`: a zero or
+    negative interval would never advance a replay, a non-numeric weight would fail mid-run."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     if not (math.isfinite(value) and (value > low if strict else value >= low)):
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
+    if value > high:
+        raise ValueError(f"{name} must be at most {high:g}, got {value!r}")
     return float(value)
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from kpilot.action import ActionSpec, valid_band
-from kpilot.env.reward import REWARD_UNITS, RewardConfig
+from kpilot.env.reward import MAX_WEIGHT, REWARD_UNITS, RewardConfig
 from kpilot.errors import ConfigError
 from kpilot.sim.coldstart import parse_cold_start
 from kpilot.yaml_file import number_as_text_hint, read_yaml
@@ -259,7 +259,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(cfg.normalize.clip_reward > 0, "normalize.clip_reward", "must be positive")
     for key, value in cfg.reward.to_dict().items():
         if isinstance(value, float):      # every weight of the cost: a negative one rewards harm
-            need(value >= 0, f"reward.{key}", "must be >= 0")
+            need(0 <= value <= MAX_WEIGHT, f"reward.{key}",
+                 f"must be >= 0 and at most {MAX_WEIGHT:g} (pod-seconds per unit)")
     # Any AimdRule setting but those calibrate_rule sets itself (the decision interval, the bounds).
     from kpilot.evaluate.baselines import AimdRule
     tunable = sorted(set(AimdRule.__dataclass_fields__) - {"interval_s", "min_target", "max_target", "name"})
