@@ -140,9 +140,10 @@ class PrometheusMetrics:
                                              for f in QUERIES))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise MetricsUnavailable(f"Prometheus at {self.url} unreachable: {type(exc).__name__} {exc}") from None
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            # A document of another shape (a proxy's page, a scalar result, a null value): the
-            # policy holds or falls back as when Prometheus is down, instead of the tick failing.
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+            # A document of another shape (a proxy's page, a scalar result, a null value, arrays
+            # nested thousands deep): the policy holds or falls back as when Prometheus is down,
+            # instead of the tick failing.
             raise MetricsUnavailable(f"Prometheus at {self.url} answered an unexpected document: "
                                      f"{type(exc).__name__} {exc}") from None
         finally:

@@ -262,6 +262,9 @@ def test_a_corrupt_from_prometheus_record_is_one_error_line(tmp_path):
     record.write_text("{not json")
     line = one_error(tune(tmp_path / "cart.csv"), f"{record}: ")
     assert "not valid JSON" in line
+    record.write_text("[" * 100_000 + "]" * 100_000)         # a RecursionError traceback before
+    line = one_error(tune(tmp_path / "cart.csv"), f"{record}: ")
+    assert "not valid JSON (nested too deeply)" in line
 
 
 def test_kubectl_lines_are_quoted_for_a_shell():

@@ -98,11 +98,13 @@ async def test_a_deleted_policy_stops_exporting_its_stale_count():
     {"status": "success", "data": {"resultType": "scalar", "result": 3}},
     {"status": "success", "data": None},
     [1, 2, 3],
+    "[" * 100_000 + "]" * 100_000,       # as text: a RecursionError out of the tick before
 ])
 @pytest.mark.asyncio
 async def test_a_prometheus_answer_of_another_shape_is_metrics_unavailable(document):
     async def query(request):
-        return aiohttp.web.Response(text=json.dumps(document), content_type="application/json")
+        text = document if isinstance(document, str) else json.dumps(document)
+        return aiohttp.web.Response(text=text, content_type="application/json")
 
     runner, url = await serve_prometheus(query)
     try:

@@ -134,6 +134,20 @@ def test_retune_apply_against_a_server_that_is_not_kubernetes_is_one_line(tmp_pa
     assert prom.queries == []
 
 
+def test_from_prometheus_against_json_nested_too_deeply_is_one_line(tmp_path):
+    # json recursed into a RecursionError traceback.
+    server = _server(b"[" * 100_000 + b"]" * 100_000, "application/json")
+    try:
+        line = one_error_line(kpilot("trace", "from-prometheus", "--url", f"http://127.0.0.1:{server.server_port}",
+                                     "--namespace", "ns", "--out", tmp_path / "out", "--since", "10m",
+                                     "--end", 1_700_000_000))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert line.startswith("kpilot: error: option --url: ") and "did not answer with Prometheus's JSON" in line
+    assert not (tmp_path / "out").exists()
+
+
 # --- 3. values that overflowed numpy: its RuntimeWarning lines beside the result or the error ---
 
 def test_an_azure_2021_duration_beyond_a_week_is_one_line_at_its_cell(tmp_path):

@@ -221,7 +221,7 @@ def _query_range(url: str, query: str, label: str, start: int, end: int, step_s:
         raise ConfigError(f"cannot reach Prometheus at {url}: {reason}", option="--url") from None
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):       # RecursionError: arrays nested thousands deep
         raise ConfigError(f"{url} did not answer with Prometheus's JSON (is it the Prometheus URL?)",
                           option="--url") from None
     if not isinstance(doc, dict) or doc.get("status") != "success":
@@ -258,7 +258,7 @@ def _matrix(data, label: str) -> dict[str, dict[float, float]]:
 def _error_detail(exc: urllib.error.HTTPError) -> str:
     try:
         return f": {json.loads(exc.read()).get('error', '')}"
-    except (ValueError, AttributeError, OSError):
+    except (ValueError, AttributeError, OSError, RecursionError):
         return ""
 
 
@@ -276,8 +276,9 @@ def _recorded_files(folder: Path) -> dict | None:
         return None
     except OSError as exc:
         raise TraceError(f"cannot read ({exc.strerror or type(exc).__name__})", path=str(record)) from None
-    except ValueError as exc:
-        raise TraceError(f"not valid JSON ({exc}); from-prometheus writes {_RECORD_SHAPE}",
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise TraceError(f"not valid JSON ({why}); from-prometheus writes {_RECORD_SHAPE}",
                          path=str(record)) from None
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, dict):

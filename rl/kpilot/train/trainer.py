@@ -211,7 +211,7 @@ def _recorded_rule(run_dir: Path, key: str) -> dict | None:
     try:
         doc = json.loads((run_dir / RULE_FILE).read_text())
         return doc["rule"] if doc["key"] == key and isinstance(doc["rule"]["params"], dict) else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
