@@ -269,6 +269,7 @@ def test_by_revision_groups_by_the_revision_label(prometheus, tmp_path):
     ({}, ("--since", "ten minutes"), "option --since: expected a positive duration"),
     ({}, ("--since", "30d", "--step", "60"), "option --since: 43,200 bins"),
     ({}, ("--since", "90s"), "option --since: expected at least two --step bins (120 s), got 90s"),
+    ({}, ("--since", "9" * 310 + "s"), "s' is inf s: at most 3.162e+07 s (a year)"),     # an OverflowError
     ({}, ("--by", "pod"), "option --by: expected one of service, revision"),
     ({}, ("--step", "45.5"), "option --step: must be a whole number of seconds"),
     ({"series": {("count", "../escaped"): [(T0 + 60, 3)]}}, (), "kn_service_name='../escaped', which is not"),

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from kpilot.errors import ConfigError, TraceError
 from kpilot.promql import window_increase
-from kpilot.traces.model import MAX_SERVICE_S
+from kpilot.traces.model import MAX_SERVICE_S, MAX_SPAN_S
 
 LABELS = {"service": "kn_service_name", "revision": "kn_revision_name"}
 # Written beside the traces: what each file's name is (a Service's or a revision's) and where it
@@ -64,7 +64,10 @@ def parse_duration(text: str, option: str) -> float:
     if not match or float(match.group(1)) <= 0:
         raise ConfigError(f"expected a positive duration such as 90s, 15m, 24h or 7d, got {text!r}",
                           option=option)
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if not seconds <= MAX_SPAN_S:       # 310 nines overflowed to inf, then to a traceback
+        raise ConfigError(f"{text.strip()!r} is {seconds:.4g} s: at most {MAX_SPAN_S:.4g} s (a year)", option=option)
+    return seconds
 
 
 @dataclass
