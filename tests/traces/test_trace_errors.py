@@ -258,10 +258,11 @@ def test_a_count_tables_own_mean_duration_out_of_range_is_one_error(tmp_path):
     assert message(p) == f"{p}: the mean duration, 1e+06 s, must be positive and at most 604800 s"
 
 
-def test_of_two_columns_alike_but_for_spaces_the_first_is_read(tmp_path):
+def test_two_columns_alike_but_for_spaces_are_one_column_named_twice(tmp_path):
+    # Names are read without the spaces around them: which of the two was meant is not known.
     p = tmp_path / "twice.csv"
     p.write_text("timestamp,duration, duration\n0,0.5,9\n1,0.25,9\n")
-    assert list(load_trace(p).service) == [0.5, 0.25]
+    assert message(p) == f"{p}, line 1: column 'duration' appears more than once in the header (columns 2, 3)"
 
 
 def test_a_trace_from_a_pipe_is_refused_not_misread(tmp_path):
@@ -270,3 +271,13 @@ def test_a_trace_from_a_pipe_is_refused_not_misread(tmp_path):
     fifo = tmp_path / "trace.fifo"
     os.mkfifo(fifo)
     assert message(fifo) == f"{fifo}: not a regular file (a pipe or device): save the trace to a file first"
+
+
+@pytest.mark.parametrize("name, text, column, at", [
+    ("generic.csv", "timestamp,duration,duration\n0,0.5,99999\n1,0.5,3\n", "duration", "2, 3"),
+    ("counts.csv", "time,requests,requests\n0,3,500\n60,2,7\n", "requests", "2, 3"),
+])
+def test_a_column_the_reader_needs_named_twice_is_refused(tmp_path, name, text, column, at):
+    # The first of the two was read without a word, whichever was meant.
+    path = _csv(tmp_path, name, text)
+    assert message(path) == f"{path}, line 1: column {column!r} appears more than once in the header (columns {at})"

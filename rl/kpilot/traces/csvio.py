@@ -83,9 +83,12 @@ def _read(path: Path, columns: list[str], overrides: dict | None = None) -> pl.D
     """The named columns, without the empty rows polars makes of blank lines at the file's end.
     Names are matched as `read_header` gives them, without the spaces around them (a header
     `timestamp, duration` has a column `duration`)."""
-    twice = next((name for i, name in enumerate(columns) if name in columns[:i]), None)
-    if twice is not None:       # one per function column (huawei-requests): polars' error named no file or line
-        at = [str(i + 1) for i, name in enumerate(read_header(path)) if name == twice]
+    # A column the header names twice: polars would read the first, which may not be the one
+    # meant (huawei-requests asks for one per function column: polars' error named no file or line).
+    header = read_header(path)
+    twice = next((name for i, name in enumerate(columns) if name in columns[:i] or header.count(name) > 1), None)
+    if twice is not None:
+        at = [str(i + 1) for i, name in enumerate(header) if name == twice]
         raise TraceError(f"column {twice!r} appears more than once in the header (columns {', '.join(at)})",
                          path=str(path), line=1)
     in_file: dict[str, str] = {}
