@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from kpilot.errors import ConfigError, KpilotError
+from kpilot.errors import ConfigError, KpilotError, TraceError
 from kpilot.outputs import output_file, write_all, write_atomically
 from kpilot.render import out_console
 
@@ -282,6 +282,10 @@ def _sim_config(cold_start: Optional[str], cores: Optional[float], container_con
     except ConfigError as exc:
         if cold_start is None and config is not None:       # the --config file's pod.cold_start
             raise ConfigError(f"pod.cold_start: {exc.message}", path=str(config)) from None
+        raise
+    except TraceError as exc:       # a table that cannot be read: say which option named it
+        if cold_start is not None:
+            raise ConfigError(str(exc), option="--cold-start") from None
         raise
     return dataclasses.replace(sim, pod=pod)
 

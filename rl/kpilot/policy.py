@@ -147,6 +147,8 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         var = np.asarray(norm["var"], dtype=np.float64)
         where = "action"
         act = doc["action"]
+        if not isinstance(act, dict):
+            raise TypeError(f"must be an object, got {json.dumps(act)[:40]}")
         if act.get("kind") != "log-target":
             raise _newer(f"action kind {act.get('kind')!r}", source)
         _refuse_unknown(act, {"kind", *(f.name for f in fields(ActionSpec))}, "action", source)
@@ -177,8 +179,10 @@ def policy_from_bytes(data: bytes, *, source: str = "policy", expected_sha256: s
         clip, epsilon = float(norm.get("clip", 10.0)), float(norm.get("epsilon", 1e-8))
     except PolicyError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:   # AttributeError: a list for a dict
-        raise PolicyError(f"malformed policy: field {where} ({type(exc).__name__}: {exc})", path=source) from None
+    except KeyError as exc:
+        raise PolicyError(f"malformed policy: field {where}: missing {exc}", path=source) from None
+    except (TypeError, ValueError, AttributeError) as exc:   # AttributeError: a list for a dict
+        raise PolicyError(f"malformed policy: field {where}: {exc}", path=source) from None
     n = len(features)
     if mean.shape != (n,) or var.shape != (n,) or not np.all(np.isfinite(var)) or np.any(var < 0):
         raise PolicyError("normalization statistics have the wrong shape or a negative or non-finite "

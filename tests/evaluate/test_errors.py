@@ -125,6 +125,8 @@ def _edited(tiny_policy, tmp_path, edit):
     (lambda d: d["normalization"].__setitem__("clip", "abc"), "malformed policy: field normalization"),
     (lambda d: d["normalization"].__setitem__("epsilon", -1), "epsilon must be positive"),
     (lambda d: d.__setitem__("action", [1, 2]), "malformed policy: field action"),
+    # Said "AttributeError: 'NoneType' object has no attribute 'get'".
+    (lambda d: d.__setitem__("action", None), "malformed policy: field action: must be an object, got null"),
     (lambda d: d["manifest"].__setitem__("config", [1]), "malformed manifest"),
     (lambda d: d["manifest"]["reward"].__setitem__("cost_per_violation", "x"), "reward.cost_per_violation"),
     # Scores of -inf, +nan% against KPA, and a tuned target chosen on costs of inf.

@@ -101,6 +101,7 @@ def test_a_policy_with_smoothing_takes_over_knatives_target_at_once(tmp_path):
     (("--trace", SMALL, "--cold-start", "fixd:2.5"), "option --cold-start: bad cold-start model 'fixd:2.5': expected fixed:S"),
     (("--trace", SMALL, "--cold-start", "tables/nosuch.csv"),
      "option --cold-start: no cold-start table 'tables/nosuch.csv' (a relative path is read from the working directory"),
+    (("--trace", SMALL, "--cold-start", "/tmp"), "option --cold-start: /tmp: is a directory, not a trace file"),
     (("--trace", SMALL, "--cores", "0"), "option --cores"),
     (("--trace", SMALL, "--seed", "x"), "--seed"),
     (("--trace", SMALL, "--timeline", "/no/such/dir/t.csv"), "option --timeline"),
