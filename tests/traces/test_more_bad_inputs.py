@@ -187,7 +187,7 @@ AZURE_2019_DURATIONS = ("HashOwner,HashApp,HashFunction,Average,Count,Minimum,Ma
      "line 2, column 4 (f1): request count 1e+30: at most 50,000,000 requests in all (memory)"),
     ("hw.csv", ",day,time,f1\n0,1e308,0,1\n1,1e308,60,3\n", "line 2, column 2 (day): day 1e+308: at most"),
     ("rc.csv", "time,requests,mean_duration_s\n0,3,1e308\n60,2,1e308\n",
-     "the mean duration, 1e+308 s, must be positive and at most 604800 s"),
+     "line 2, column 3 (mean_duration_s): mean duration 1e+308 s: at most 604800 s (a week)"),
 ])
 def test_values_that_overflowed_are_one_error_without_a_warning(tmp_path, name, text, expected):
     path = tmp_path / name

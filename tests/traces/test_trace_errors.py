@@ -255,7 +255,8 @@ def test_a_count_tables_own_mean_duration_out_of_range_is_one_error(tmp_path):
     # The message read options['service'], which the user had not given: a KeyError traceback.
     p = tmp_path / "counts.csv"
     p.write_text("time,requests,mean_duration_s\n0,1,1e6\n60,1,1e6\n")
-    assert message(p) == f"{p}: the mean duration, 1e+06 s, must be positive and at most 604800 s"
+    assert message(p) == (f"{p}, line 2, column 3 (mean_duration_s): mean duration 1e+06 s: at most 604800 s "
+                          "(a week) of work for one request; are durations in seconds?")
 
 
 def test_two_columns_alike_but_for_spaces_are_one_column_named_twice(tmp_path):

@@ -31,7 +31,8 @@ import polars as pl
 
 from kpilot.errors import TraceError
 from kpilot.traces.csvio import check_increasing, column_label, read_frame, read_numeric, require_columns
-from kpilot.traces.model import EXACT, Trace, check_request_total, check_span, count_too_large, make_trace
+from kpilot.traces.model import (EXACT, MAX_SERVICE_S, Trace, check_request_total, check_span, count_too_large,
+                                 make_trace)
 from kpilot.traces.spreading import bin_width, uniform_in_bins
 from kpilot.traces.synthetic import lognormal_options, lognormal_service
 
@@ -108,5 +109,11 @@ def _bin_means(path: Path, header: list[str], frame: pl.DataFrame, counts: np.nd
         i = int(np.argmax(bad))
         raise TraceError(f"mean duration {values[i]:g} is not a positive number of seconds",
                          path=str(path), line=i + 2, column=column)
+    # At its cell, not as the weighted mean lognormal_options would see.
+    long = ~empty & (values > MAX_SERVICE_S) & (counts > 0)
+    if long.any():
+        i = int(np.argmax(long))
+        raise TraceError(f"mean duration {values[i]:g} s: at most {MAX_SERVICE_S:g} s (a week) of work for "
+                         "one request; are durations in seconds?", path=str(path), line=i + 2, column=column)
     values[empty | (counts == 0)] = np.nan
     return values
