@@ -248,7 +248,7 @@ def test_a_compressed_trace_is_named_not_echoed(tmp_path):
     path = tmp_path / "x.csv.gz"
     path.write_bytes(gzip.compress((FIXTURES / "generic_duration.csv").read_bytes()))
     assert one_error_line(kpilot("trace", "inspect", path)) == (
-        f"kpilot: error: option --cold-start: {path}: not a text CSV (gzip-compressed: decompress it first)")
+        f"kpilot: error: {path}: not a text CSV (gzip-compressed: decompress it first)")
     binary = tmp_path / "x.bin"
     binary.write_bytes(bytes(range(256)) * 4)
     assert message(binary) == f"{binary}: not a text CSV (compressed or binary?)"
