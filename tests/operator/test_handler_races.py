@@ -43,6 +43,16 @@ class GatedCluster(InMemoryCluster):
         return await super().write(holder, intent)
 
 
+def _split(cluster):
+    """Give the cluster's one Service a second revision and split its traffic 50/50."""
+    second = json.loads(json.dumps(cluster.revisions["svc-0-00001"]))
+    second["metadata"]["name"] = "svc-0-00002"
+    cluster.revisions["svc-0-00002"] = second
+    cluster.services[0]["status"]["traffic"] = [{"revisionName": "svc-0-00001", "percent": 50},
+                                                {"revisionName": "svc-0-00002", "percent": 50}]
+    cluster.pas.append({"metadata": {"name": "svc-0-00002"}, "status": {"actualScale": 3, "desiredScale": 3}})
+
+
 def _call(handler, memo, **kw):
     """A Kopf handler called as Kopf would, with what it reads."""
     return handler(name="p", namespace="bench", memo=memo, logger=handlers.logging.getLogger("test"), **kw)
@@ -211,12 +221,7 @@ async def test_a_failed_write_on_a_split_service_is_said_on_its_revision_too():
             return await super().write(holder, intent)
 
     cluster = Failing()
-    second = json.loads(json.dumps(cluster.revisions["svc-0-00001"]))
-    second["metadata"]["name"] = "svc-0-00002"
-    cluster.revisions["svc-0-00002"] = second
-    cluster.services[0]["status"]["traffic"] = [{"revisionName": "svc-0-00001", "percent": 50},
-                                                {"revisionName": "svc-0-00002", "percent": 50}]
-    cluster.pas.append({"metadata": {"name": "svc-0-00002"}, "status": {"actualScale": 3, "desiredScale": 3}})
+    _split(cluster)
     rt = Runtime(cluster=cluster, emit_event=lambda *a: None, clock=lambda: 1e6)
     status = await run_tick(rt, "p", "bench", SPEC, TickState())
     (service,) = status["services"]
@@ -225,16 +230,6 @@ async def test_a_failed_write_on_a_split_service_is_said_on_its_revision_too():
     assert entries["svc-0-00002"]["reason"] == "WriteFailed" and "conflicts" in entries["svc-0-00002"]["message"]
     assert entries["svc-0-00002"]["appliedTarget"] == 100            # still what it runs: Knative's default
     assert entries["svc-0-00001"]["reason"] != "WriteFailed" and entries["svc-0-00001"]["appliedTarget"] == 30
-
-
-def _split(cluster):
-    """Give the cluster's one Service a second revision and split its traffic 50/50."""
-    second = json.loads(json.dumps(cluster.revisions["svc-0-00001"]))
-    second["metadata"]["name"] = "svc-0-00002"
-    cluster.revisions["svc-0-00002"] = second
-    cluster.services[0]["status"]["traffic"] = [{"revisionName": "svc-0-00001", "percent": 50},
-                                                {"revisionName": "svc-0-00002", "percent": 50}]
-    cluster.pas.append({"metadata": {"name": "svc-0-00002"}, "status": {"actualScale": 3, "desiredScale": 3}})
 
 
 @pytest.mark.asyncio
