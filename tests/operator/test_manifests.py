@@ -158,6 +158,19 @@ def test_deployment_is_hardened():
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
 
 
+def test_the_two_replicas_survive_a_node_lost_or_drained():
+    # Both could land on one node: losing it stopped every decision, and Off could not restore.
+    dep = docs("deployment.yaml")[0]
+    labels = dep["spec"]["selector"]["matchLabels"]
+    (spread,) = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["labelSelector"]["matchLabels"] == labels
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"          # a one-node kind cluster still runs both
+    (pdb,) = docs("pdb.yaml")
+    assert pdb["kind"] == "PodDisruptionBudget" and pdb["spec"]["selector"]["matchLabels"] == labels
+    assert pdb["spec"]["minAvailable"] == 1 < dep["spec"]["replicas"]
+    assert "pdb.yaml" in yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
+
+
 def test_dockerfile_installs_the_operator_extra_without_torch():
     text = (ROOT / "operator/Dockerfile").read_text()
     assert ".[operator]" in text and "torch" not in text.replace("no torch", "") and "USER" in text
@@ -173,6 +186,26 @@ def test_the_simulator_cache_the_image_builds_needs_no_training_libraries():
                "runpy.run_module('kpilot.sim.warmup', run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_readmes_patches_move_retune_to_another_namespace(tmp_path):
+    # With the overlay's `namespace:` the RoleBinding moved and the Job, still reading `default`,
+    # was refused every run: the README gives patches instead, and they must do what it says.
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"For namespace `shop`:\n\n```yaml\n(.*?)```", readme, re.S)
+    assert block, "the README's retune patches for another namespace"
+    require_kubectl()
+    rel = os.path.relpath(MANIFESTS, tmp_path)
+    overlay = {"resources": [rel], "components": [f"{rel}/retune"], **yaml.safe_load(block[1])}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    out = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    built = [d for d in yaml.safe_load_all(out.stdout) if d]
+    binding = next(d for d in built if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "kpilot-retune")
+    job = next(d for d in built if d["kind"] == "CronJob")
+    args = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert binding["metadata"]["namespace"] == "shop" == args[args.index("--namespace") + 1]
+    assert binding["subjects"][0]["namespace"] == job["metadata"]["namespace"]      # the Job's own account
 
 
 def test_the_retune_component_builds_into_an_overlay_and_is_hardened(tmp_path):
