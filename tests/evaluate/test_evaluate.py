@@ -479,6 +479,26 @@ def test_simulate_says_nothing_of_training_settings_that_change_nothing():
     assert "replays as it was trained" not in proc.stderr
 
 
+@pytest.mark.parametrize("trace, options, chose, labelled", [
+    ("synthetic:bursty:rate=5,duration=1800,seed=3", {"observation_lag_s": 10.0}, "rl-in-band", True),
+    ("synthetic:onoff:rate=5,duration=1800,seed=4", {"observation_lag_s": 10.0}, "static:3", False),
+    ("synthetic:bursty:rate=5,duration=1800,seed=3", {"metrics": "kubernetes"}, "static:2", False),
+    ("synthetic:onoff:rate=5,duration=1800,seed=8", {"metrics": "kubernetes"}, "rl-in-band", True),
+])
+def test_rl_or_tuned_rows_say_what_was_read_only_where_the_policy_read_it(trace, options, chose, labelled):
+    # A choice of the static target read nothing, yet its row said observation_lag_s; one of the
+    # band read through the kubernetes source, yet its row had no metrics_source. And static rows
+    # said tuned_on [0.6000000000000001, 0.8] where the band's said [0.6, 0.8].
+    rows = {r["policy"]: r for r in run_evaluation([trace], "policies/default", ["static-tuned", "rl-or-tuned"],
+                                                   window=(0.8, 1.0), replays=1, **options).rows}
+    choice = rows["rl-or-tuned"]
+    assert choice["chose"] == chose
+    key, value = next(iter(options.items()))
+    label = "observation_lag_s" if key == "observation_lag_s" else "metrics_source"
+    assert (choice.get(label) == value) if labelled else (label not in choice)
+    assert choice["tuned_on"] == rows["static-tuned"]["tuned_on"] == [0.6, 0.8]
+
+
 def test_a_lagged_policy_and_rule_are_replayed_on_older_readings_and_the_rows_say_so():
     # Prometheus serves the operator its last scrape: `--observation-lag` replays the policy and the
     # rule on readings that old. Knative's own static targets read nothing and are unchanged.

@@ -79,7 +79,8 @@ class TunedStaticTarget:
     name: str = "static-tuned"
 
     def row_fields(self) -> dict:
-        fields = {"target": self.target, "tuned_on": list(self.tuned_on)}
+        # Rounded as TunedPolicy's: the window's fractions read 0.6, not 0.6000000000000001.
+        fields = {"target": self.target, "tuned_on": [round(f, 6) for f in self.tuned_on]}
         return fields if self.name == "static-tuned" else {"chose": f"static:{self.target:g}", **fields,
                                                            "band": 1.0}
 

@@ -344,9 +344,13 @@ def _label_row(run: _Run, row: dict) -> None:
         row["time_of_day_shift_s"] = float(run.time_of_day_shift_s)
     if run.tune_bin_s > 0 and row["policy"] in TUNED_BASELINES:
         row["tune_bin_s"] = float(run.tune_bin_s)       # tuned on Prometheus bins, not every request
-    if run.metrics != "prometheus" and row["policy"].startswith(("rl:", IN_BAND)):
+    # What read the revision: the policy (alone, in its band, or as rl-or-tuned's choice), and for
+    # the lag the rule too; rl-or-tuned that chose the static target reads nothing.
+    policy_read = row["policy"].startswith(("rl:", IN_BAND)) or (
+        row["policy"].startswith(CHOICE) and not str(row.get("chose", "")).startswith("static:"))
+    if run.metrics != "prometheus" and policy_read:
         row["metrics_source"] = run.metrics    # the operator's source it read through
-    if run.observation_lag_s > 0 and row["policy"].startswith(("rl:", "rule:", IN_BAND, CHOICE)):
+    if run.observation_lag_s > 0 and (policy_read or row["policy"].startswith("rule:")):
         row["observation_lag_s"] = float(run.observation_lag_s)
 
 
