@@ -36,6 +36,30 @@ def test_history_holds_only_finished_requests_of_scraped_bins():
     assert len(observed_history(trace, 169.0, 150.0, 0.0)) == 4      # the 100 s request and 170 s: not yet
 
 
+def test_the_history_is_re_synthesised_with_the_runs_seed(monkeypatch):
+    # --seed seeds a trace's own draws; the history Prometheus shows was drawn with seed 0 whatever
+    # it said, so that runs of other seeds shared one history where their traces differed.
+    from kpilot.evaluate import rolling
+    from kpilot.evaluate.session import tuning_history
+
+    full = load_trace("synthetic:bursty:rate=4,duration=3600,seed=5")
+    zero, again = (tuning_history("t", full, (0.6, 0.8), 600.0, 60.0, seed=0) for _ in range(2))
+    one = tuning_history("t", full, (0.6, 0.8), 600.0, 60.0, seed=1)
+    assert np.array_equal(zero.arrivals, again.arrivals) and len(zero) == len(one)   # the same bins' counts
+    assert not np.array_equal(zero.arrivals, one.arrivals)
+    # static-rolling re-tunes on a history drawn with the run's first simulator seed (--seed).
+    drawn_with = []
+
+    def recording(*args, seed=0, **kw):
+        drawn_with.append(seed)
+        return observed_history(*args, seed=seed, **kw)
+
+    monkeypatch.setattr(rolling, "observed_history", recording)
+    rolling.RollingStaticTarget(full, 600.0, SimConfig(), RewardConfig(), [7, 8], every_s=600.0,
+                                over_s=1200.0).tuned_at(0.0)
+    assert drawn_with == [7]
+
+
 def _two_regimes(second_scale: float):
     """An hour of steady traffic; after 40 minutes its requests take `second_scale` times longer."""
     trace = load_trace("synthetic:bursty:rate=4,duration=3600,seed=5")

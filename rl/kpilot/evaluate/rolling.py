@@ -116,7 +116,9 @@ class RollingStaticTarget:
         """The target chosen `t` seconds into the replay (None: too little traffic to tune on)."""
         key = round(t, 6)
         if key not in self._schedule:
-            history = observed_history(self.trace, self.begin_s + t, self.over_s + WARMUP_S, self.bin_s)
+            # Re-synthesised with the first simulator seed: --seed seeds the traces' own draws too.
+            history = observed_history(self.trace, self.begin_s + t, self.over_s + WARMUP_S, self.bin_s,
+                                       seed=self.seeds[0])
             warm = min(WARMUP_S, max(0.0, history.meta["span_s"] - self.over_s))
             history.meta["warmup_s"] = warm
             scored = len(history) - int(np.searchsorted(history.arrivals, warm))

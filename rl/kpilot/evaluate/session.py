@@ -267,7 +267,7 @@ def _read_traces(specs: list[str], seed: int, window, warmup_s: float, tune_on,
             raise ConfigError(f"{spec}: the trace has no requests; nothing to score", option="--trace")
         tuning = None
         if tune_on and tune_bin_s > 0:
-            tuning = tuning_history(spec, full, tune_on, warmup_s, tune_bin_s)
+            tuning = tuning_history(spec, full, tune_on, warmup_s, tune_bin_s, seed=seed)
         elif tune_on:
             tuning = scored_window(spec, full, tune_on, warmup_s, "to tune on")
         scored = scored_window(spec, full, window, warmup_s, "to score") if window is not None else full
@@ -407,14 +407,14 @@ def scored_window(spec: str, trace, window, warmup_s: float, purpose: str, optio
     return win
 
 
-def tuning_history(spec: str, full, tune_on, warmup_s: float, bin_s: float):
+def tuning_history(spec: str, full, tune_on, warmup_s: float, bin_s: float, *, seed: int = 0):
     """The window `tune_on` of `full` (after up to `warmup_s` of warm-up) as a cluster's Prometheus
     shows it at the window's end: requests per `bin_s` bin by when they finished, with their mean
-    duration, re-synthesised (kpilot.evaluate.rolling.observed_history); the last bin is not
-    scraped yet. A window with no finished request in its scraped bins is an error."""
+    duration, re-synthesised with `seed` (kpilot.evaluate.rolling.observed_history); the last bin
+    is not scraped yet. A window with no finished request in its scraped bins is an error."""
     span = full.recorded_span_s
     start, end = tune_on[0] * span, tune_on[1] * span
-    history = observed_history(full, end, end - start + warmup_s, bin_s)
+    history = observed_history(full, end, end - start + warmup_s, bin_s, seed=seed)
     history.meta["warmup_s"] = min(warmup_s, max(0.0, history.meta["span_s"] - (end - start)))
     if len(history) - history.first_scored() == 0:
         raise ConfigError(f"{spec}: no request finishes in the {bin_s:g} s bins of the window "
