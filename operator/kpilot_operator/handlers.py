@@ -20,6 +20,8 @@ from kpilot_operator.tick import ApiUnavailable, Runtime, TickState, restore_all
 # How often the timer checks whether a policy's decisionIntervalSeconds has elapsed: Kopf's timer
 # interval is fixed at registration, the decision interval is per object and may change.
 TIMER_RESOLUTION_S = float(env_setting("KPILOT_TIMER_RESOLUTION_S"))
+# A replica whose timer has not run for this long is a standby: its gauges are not served.
+telemetry.STANDBY_AFTER_S = max(60.0, 5 * TIMER_RESOLUTION_S)
 FINALIZER = "kpilot.dev/restore-targets"
 
 
@@ -89,6 +91,7 @@ def _lock(memo: kopf.Memo) -> asyncio.Lock:
 async def decide_and_apply(name: str, namespace: str, spec: kopf.Spec, body: kopf.Body, meta: kopf.Meta,
                            memo: kopf.Memo, logger: logging.Logger, **_) -> None:
     """Level-triggered: every decisionIntervalSeconds, decide and apply for all selected Services."""
+    telemetry.mark_acting()      # the timer runs on the replica that acts only (Kopf peering)
     state: TickState = memo.setdefault("tick", TickState())
     runtime: Runtime = memo.runtime
     now = runtime.clock()

@@ -1,11 +1,41 @@
 """The operator's own Prometheus metrics (served on KPILOT_METRICS_PORT, default 8080)."""
 
-from prometheus_client import Counter, Gauge, Histogram
+import time
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+# The gauges say what this replica's ticks found. A replica that Kopf's peering has paused (the
+# standby) would go on serving what it last set as the leader, beside the leader's own values:
+# they are served only while this replica acts, i.e. its timer ran in the last STANDBY_AFTER_S.
+# Counters and histograms are totals of what this process did, and stay.
+_GAUGES = CollectorRegistry()
+STANDBY_AFTER_S = 60.0
+_last_acted = -float("inf")
+
+
+def mark_acting() -> None:
+    """This replica acts (its timer or a tick ran): its gauges are served."""
+    global _last_acted
+    _last_acted = time.monotonic()
+
+
+class _WhileActing:
+    """Serves _GAUGES while this replica acts, nothing on a standby."""
+
+    def collect(self):
+        if time.monotonic() - _last_acted <= STANDBY_AFTER_S:
+            yield from _GAUGES.collect()
+
+    def describe(self):
+        return []
+
+
+REGISTRY.register(_WhileActing())
 
 DECISIONS = Counter("kpilot_decisions_total", "Targets decided by the policy", ["namespace", "policy", "mode"])
 APPLIED = Counter("kpilot_applied_changes_total", "Target writes that reached the API", ["namespace", "policy", "reason"])
 APPLIED_TARGET = Gauge("kpilot_applied_target", "Target the operator last applied",
-                       ["namespace", "service", "revision"])
+                       ["namespace", "service", "revision"], registry=_GAUGES)
 ERRORS = Counter("kpilot_errors_total", "Faults by kind", ["namespace", "policy", "kind"])
 INFERENCE_SECONDS = Histogram("kpilot_inference_seconds", "Batched policy inference + guardrails per tick",
                               buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0))
@@ -26,12 +56,13 @@ def forget_targets(namespace: str, keep: set[str]) -> None:
                     pass
 
 
-STALE = Gauge("kpilot_stale_revisions", "Revisions without a usable observation", ["namespace", "policy"])
+STALE = Gauge("kpilot_stale_revisions", "Revisions without a usable observation", ["namespace", "policy"],
+              registry=_GAUGES)
 # The policy was measured on readings up to 29 s old (README, Results: Readings a scrape old): a
 # platform team alerts on this, not on a guess at its scrape interval.
 READING_AGE = Gauge("kpilot_reading_age_seconds",
                     "Age of the oldest autoscaler reading this tick (Prometheus's last scrape)",
-                    ["namespace", "policy"])
+                    ["namespace", "policy"], registry=_GAUGES)
 
 
 def record_reading_age(labels: dict, readings: dict, now: float) -> None:

@@ -200,6 +200,7 @@ class _Tick:
     @classmethod
     def begin(cls, rt: Runtime, name: str, namespace: str, state: TickState) -> _Tick:
         """Start the clocks, and a status that overwrites what an earlier tick said."""
+        telemetry.mark_acting()
         started = time.perf_counter()
         now = rt.clock()
         status: dict = {"lastTick": iso(now)}

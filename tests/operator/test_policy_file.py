@@ -39,6 +39,7 @@ def test_forgetting_targets_drops_only_the_revisions_not_kept():
 
     from kpilot_operator import telemetry
 
+    telemetry.mark_acting()          # as a tick does: a standby's gauges are not served
     for rev in ("a-1", "a-2"):
         telemetry.APPLIED_TARGET.labels("forget-ns", "a", rev).set(7)
     telemetry.APPLIED_TARGET.labels("other-ns", "b", "b-1").set(3)
@@ -47,6 +48,28 @@ def test_forgetting_targets_drops_only_the_revisions_not_kept():
         "kpilot_applied_target", {"namespace": ns, "service": svc, "revision": rev})
     assert value("forget-ns", "a", "a-1") == 7 and value("forget-ns", "a", "a-2") is None
     assert value("other-ns", "b", "b-1") == 3               # another namespace is not touched
+
+
+def test_a_standby_replica_serves_no_gauges(monkeypatch):
+    # Kopf's peering pauses the standby: it kept serving the targets and stale counts it set as
+    # the leader, beside the new leader's. Gauges are served while this replica's timer runs.
+    import time
+
+    from prometheus_client import REGISTRY
+
+    from kpilot_operator import telemetry
+
+    series = {"namespace": "standby-ns", "service": "a", "revision": "a-1"}
+    telemetry.mark_acting()
+    telemetry.APPLIED_TARGET.labels(**series).set(12)
+    telemetry.ERRORS.labels(namespace="standby-ns", policy="p", kind="WriteFailed").inc()
+    assert REGISTRY.get_sample_value("kpilot_applied_target", series) == 12
+    monkeypatch.setattr(telemetry, "_last_acted", time.monotonic() - telemetry.STANDBY_AFTER_S - 1)
+    assert REGISTRY.get_sample_value("kpilot_applied_target", series) is None
+    errors = {"namespace": "standby-ns", "policy": "p", "kind": "WriteFailed"}
+    assert REGISTRY.get_sample_value("kpilot_errors_total", errors) == 1       # totals of this process stay
+    telemetry.mark_acting()                                                 # the leader again
+    assert REGISTRY.get_sample_value("kpilot_applied_target", series) == 12
 
 
 def test_a_decision_interval_other_than_the_trained_one_is_noted():
