@@ -290,6 +290,62 @@ def test_resume_takes_an_artifact_and_refuses_broken_or_foreign_checkpoints(tiny
               resume=out, progress=False, log=lambda m: None)
 
 
+def test_resuming_from_an_earlier_checkpoint_into_its_run_dir_is_refused(tiny_run, tiny_config, tmp_path):
+    # The second run replaced the first's checkpoints of the same names and left its later ones:
+    # a later `--resume RUN_DIR` continued the abandoned run.
+    from kpilot.errors import ConfigError
+    from kpilot.train.trainer import CHECKPOINT, train
+
+    _, _, run, _ = tiny_run
+    shutil.copytree(run, tmp_path / "run")
+    steps = sorted((int(CHECKPOINT.fullmatch(p.stem)["steps"]), p)
+                   for p in (tmp_path / "run" / "checkpoints").glob("ppo_*_steps.zip"))
+    assert len(steps) >= 2, steps
+    (first, earliest), (last, newest) = steps[0], steps[-1]
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()}
+    with pytest.raises(ConfigError) as err:
+        train(tiny_config(total_timesteps=last + 128), tmp_path / "o", run_dir=tmp_path / "run", resume=earliest,
+              progress=False, log=lambda m: pytest.fail(f"worked before refusing: {m}"))
+    assert str(err.value) == (f"option --run-dir, {tmp_path / 'run'}: holds checkpoints of the run after "
+                              f"{earliest.name} ({newest.name}, ...): resuming there would mix two runs; "
+                              "give another --run-dir for this one")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()} == before
+    # Into a fresh run dir it resumes.
+    summary = train(tiny_config(total_timesteps=first + 128), tmp_path / "o", run_dir=tmp_path / "fresh",
+                    resume=earliest, progress=False, log=lambda m: None)
+    assert summary["timesteps"] == first + 128
+
+
+def test_every_training_seed_trains_and_validates_on_the_same_requests(tiny_config, tmp_path):
+    # A count table's requests are drawn within their minutes: they were drawn with the training
+    # seed, so that seeds 0 and 1 were validated on different requests and choosing between them
+    # compared their data as much as their training. The draw follows eval.seed.
+    from kpilot.train.trainer import _Training
+
+    counts = tmp_path / "counts.csv"
+    counts.write_text("time,requests\n" + "".join(f"{60 * k},{5 + k % 7}\n" for k in range(60)))
+    env = {"synthetic": [], "traces": [str(counts)], "episode_s": 300}
+    loaded = {}
+    for seed, eval_seed in ((0, 0), (1, 0), (1, 5)):
+        run = _Training(tiny_config(seed=seed, env=env, eval={"seed": eval_seed}), tmp_path / "o", None, None,
+                        "test", log=lambda m: None)
+        run.load_traces()
+        loaded[seed, eval_seed] = run.traces[0].arrivals
+    assert np.array_equal(loaded[0, 0], loaded[1, 0])
+    assert not np.array_equal(loaded[1, 0], loaded[1, 5])
+
+
+def test_the_learning_rate_never_goes_below_zero(tiny_config):
+    # PPO's last rollout may end past total_timesteps: SB3 then passes a negative progress, and
+    # the linear schedule gave a negative rate, one update stepping the weights the wrong way.
+    from kpilot.train.trainer import ppo_settings
+
+    cfg = tiny_config()
+    rate = ppo_settings(cfg.ppo, cfg.n_envs)["learning_rate"]
+    assert rate(1.0) == cfg.ppo.learning_rate and rate(0.5) == cfg.ppo.learning_rate / 2
+    assert rate(-0.16) == 0.0
+
+
 def test_resume_with_nothing_left_to_train_is_refused_before_any_work(tiny_run, tiny_config, tmp_path):
     # It loaded every trace, calibrated the rule, then crashed (AttributeError) in validation.
     from kpilot.errors import ConfigError

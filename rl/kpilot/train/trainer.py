@@ -309,8 +309,10 @@ def ppo_settings(p, n_envs: int) -> dict:
     """The config's PPO hyperparameters as PPO takes them (not the network: `policy_kwargs`). A
     mini-batch is at most one update's steps (n_steps x n_envs): SB3 trains on those alone anyway,
     with a warning of its own (`train` notes it once, in kpilot's words)."""
-    lr = (lambda progress_remaining: p.learning_rate * progress_remaining) if p.lr_schedule == "linear" \
-        else p.learning_rate
+    # Not below 0: PPO runs whole rollouts, so the last one may end past total_timesteps, where SB3
+    # passes a negative progress (and a negative rate would step the weights the wrong way).
+    linear = lambda progress_remaining: p.learning_rate * max(progress_remaining, 0.0)     # noqa: E731
+    lr = linear if p.lr_schedule == "linear" else p.learning_rate
     return dict(learning_rate=lr, n_steps=p.n_steps, batch_size=min(p.batch_size, p.n_steps * n_envs),
                 n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
                 vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm)
@@ -474,13 +476,30 @@ class _Training:
                               f"is {cfg.total_timesteps}; give a larger --timesteps", option="--timesteps")
         if checkpoint is not None:
             check_checkpoint_readable(*checkpoint)
+            self._refuse_mixing_runs(checkpoint[0], done)
         self.previous = _previous_artifact(self.out) if self.resume is not None else None
+
+    def _refuse_mixing_runs(self, checkpoint: Path, done: int | None) -> None:
+        """Resuming from an earlier checkpoint than the run dir's newest would write a second run
+        over the first's checkpoints (same names replaced, later ones left), and a later
+        `--resume RUN_DIR` would continue the abandoned run."""
+        folder = self.run_dir / "checkpoints"
+        later = sorted((int(m["steps"]), p.name) for p in folder.glob("*_steps.zip")
+                       if (m := CHECKPOINT.fullmatch(p.stem)) and done is not None and int(m["steps"]) > done) \
+            if folder.is_dir() else []
+        if later:
+            raise ConfigError(f"holds checkpoints of the run after {checkpoint.name} ({later[-1][1]}, ...): "
+                              f"resuming there would mix two runs; give another {self.run_option.split()[0]} "
+                              "for this one", path=str(self.run_dir), option=self.run_option)
 
     def load_traces(self) -> None:
         """Load every trace and cut it by time into training and validation windows (test: held out)."""
         cfg, s, log = self.cfg, self.cfg.split, self.log
         specs = cfg.trace_specs()
-        self.traces = [load_trace(spec, seed=cfg.seed) for spec in specs]
+        # The traces' own draws (arrivals within a logged minute, sampled durations) follow eval.seed,
+        # not the training seed: runs of every seed train and are validated on the same requests,
+        # so that choosing between them compares their training, not their data.
+        self.traces = [load_trace(spec, seed=cfg.eval.seed) for spec in specs]
         self.train_windows = usable_windows(specs, self.traces, s.train, "training", log=log)
         for spec, trace in zip(specs, self.traces):
             window_s = (s.train[1] - s.train[0]) * trace.recorded_span_s
