@@ -52,6 +52,28 @@ def test_azure_functions_2021_unsorted(fx):
     assert len(top) == 3 and top.meta["functions"] == 1
 
 
+def test_azure_functions_2021_functions_are_told_apart_by_their_app(tmp_path):
+    # A func id is unique only within its app: top=1 took two apps' ff00 (4 requests) as one
+    # function, over ee11's 3.
+    path = tmp_path / "az21.csv"
+    path.write_text("app,func,end_timestamp,duration\nA1,ff00,10,1\nA1,ff00,20,1\nA2,ff00,30,1\n"
+                    "A2,ff00,40,1\nA3,ee11,50,1\nA3,ee11,60,1\nA3,ee11,70,1\n")
+    top = load_trace(f"{path}?top=1")
+    assert len(top) == 3 and top.arrivals.tolist() == pytest.approx([0.0, 10.0, 20.0])
+    both = load_trace(f"{path}?function=ff00")                   # a func prefix: every app's
+    assert len(both) == 4 and both.meta["functions"] == 2
+    assert len(load_trace(f"{path}?function=ff00/A2")) == 2       # one app's, named
+
+
+def test_a_function_id_given_whole_is_that_function_alone(tmp_path):
+    # Huawei's ids are numbers: function=1 took 1 and 10, and every id starting with 1.
+    path = tmp_path / "hw.csv"
+    path.write_text(",day,time,1,10,11\n0,0,0,1,5,7\n1,0,60,2,5,7\n")
+    one = load_trace(f"{path}?function=1")
+    assert len(one) == 3 and one.meta["functions"] == 1
+    assert len(load_trace(f"{path}?function=1+10")) == 13
+
+
 def test_azure_functions_2019_aggregate_and_selection(fx):
     path = fx("azure2019/invocations.csv")
     agg = load_trace(path)

@@ -35,7 +35,11 @@ def read_azure_functions_2021(path: Path, header: list[str], options: dict, *, s
     selection = selection_label(options)
     n_functions = None
     if "function" in options or "top" in options:
-        func = read_frame(path, ["func"]).get_column("func").fill_null("").to_numpy().astype(str)
+        # A func id is unique only within its app: a function is FUNC/APP, which function=FUNC
+        # still selects by prefix (FUNC/APP, or a prefix of it, where two apps share FUNC).
+        names = read_frame(path, ["func", "app"])
+        func = (names.get_column("func").fill_null("") + "/"
+                + names.get_column("app").fill_null("")).to_numpy().astype(str)
         ids, inverse, counts = np.unique(func, return_inverse=True, return_counts=True)
         first_seen = np.argsort(np.unique(inverse, return_index=True)[1])  # file order for ties
         ids, counts = ids[first_seen], counts[first_seen]

@@ -24,8 +24,13 @@ def select_functions(ids: np.ndarray, counts: np.ndarray, options: dict, source:
         if not prefixes:
             raise TraceError("function= names no function id (function=PREFIX[+PREFIX...])", path=source)
         keep = np.zeros(len(ids), dtype=bool)
+        text = ids.astype(str)
         for prefix in prefixes:
-            hit = np.char.startswith(ids.astype(str), prefix)
+            # An id given whole is that function alone: Huawei's numeric ids are prefixes of
+            # others (function=1 would take 1, 10-19 and 100-199).
+            hit = text == prefix
+            if not hit.any():
+                hit = np.char.startswith(text, prefix)
             if not hit.any():
                 raise TraceError(f"no function id starts with {prefix!r}", path=source)
             keep |= hit
