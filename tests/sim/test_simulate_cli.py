@@ -254,6 +254,12 @@ def test_config_yaml_overrides_knative_defaults_and_rejects_unknown_keys(tmp_pat
     ("kpa: {max_scale_limit: 10}", "field kpa.max_scale: must be between 1 and kpa.max_scale_limit (10) "
                                    "when that is set, got 0"),
     ("kpa: {max_scale_limit: 10, max_scale: 11}", "kpa.max_scale_limit (10) when that is set, got 11"),
+    # Knative reads a ConfigMap percentage of at most 1 as a fraction, and windows in whole seconds.
+    ("kpa: {container_concurrency_target_percentage: 0.7}",
+     "field kpa.container_concurrency_target_percentage: 0.7 is a percentage here, where Knative's ConfigMap "
+     "would read it as 70 %: write 70"),
+    ("kpa: {stable_window_s: 6.5}", "field kpa.stable_window_s: 6.5 s: Knative takes whole seconds only"),
+    ("kpa: {scale_down_delay_s: 2.5}", "field kpa.scale_down_delay_s: 2.5 s: Knative takes whole seconds only"),
 ])
 def test_config_values_knative_would_refuse_are_one_line_naming_the_field(tmp_path, yaml_text, needle):
     path = tmp_path / "sim.yaml"

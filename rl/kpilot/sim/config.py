@@ -133,6 +133,17 @@ class SimConfig:
         # Knative's own checks of these keys (pkg/autoscaler/config/config.go).
         if not knative_rules:
             return config
+        for key in ("stable_window_s", "scale_down_delay_s"):
+            if getattr(kpa, key) != round(getattr(kpa, key)):
+                raise ConfigError(f"field kpa.{key}: {getattr(kpa, key):g} s: Knative takes whole seconds only",
+                                  path=source)
+        if kpa.container_concurrency_target_percentage <= 1:
+            # Knative's config-autoscaler reads a value of at most 1 as a fraction (0.7 is 70 %):
+            # a percentage of 0.7 here would run the revision at a hundredth of what was meant.
+            value = kpa.container_concurrency_target_percentage
+            raise ConfigError(f"field kpa.container_concurrency_target_percentage: {value:g} is a percentage "
+                              f"here, where Knative's ConfigMap would read it as {value * 100:g} %: write "
+                              f"{value * 100:g}", path=source)
         if kpa.initial_scale == 0 and not kpa.allow_zero_initial_scale:
             raise ConfigError("field kpa.initial_scale: 0 needs kpa.allow_zero_initial_scale: true, as in "
                               "Knative", path=source)
