@@ -59,6 +59,21 @@ def test_container_concurrency_queues_at_the_pod():
     assert r.metrics["completed"] == 3
 
 
+@pytest.mark.parametrize("cc, latency", [(2, 2.0), (3, 2.0), (4, 1.0)])
+def test_the_activator_balances_by_container_concurrency_as_knative_does(cc, latency):
+    # Knative's throttler: containerConcurrency 1-3 takes the first pod with a free slot, so a pair
+    # of simultaneous requests shares one pod's core; above 3 it goes round-robin, one pod each.
+    # (At 0 the less loaded of two random pods, as before.) Four pods up, the activator in the path.
+    arrivals = np.repeat(np.arange(5.0, 300.0, 10.0), 2)
+    trace = make_trace(arrivals, np.ones(len(arrivals)))
+    config = cfg(min_scale=4, max_scale=4, initial_scale=4, container_concurrency=cc, target_burst_capacity=-1)
+    r = replay(trace, StaticTarget(1000.0), config)
+    assert r.latencies == pytest.approx([latency] * len(arrivals))
+    unlimited = replay(trace, StaticTarget(1000.0), cfg(min_scale=4, max_scale=4, initial_scale=4,
+                                                        target_burst_capacity=-1))
+    assert 1.0 < np.mean(unlimited.latencies) < 2.0       # some pairs meet on a pod, most do not
+
+
 def test_requests_failed_in_the_trace_are_replayed_and_reported_apart():
     # A request recorded as failed (BurstGPT: no response tokens) still arrives and is served in
     # the replay: it is counted in trace_failed, not in failed (what failed in this replay).

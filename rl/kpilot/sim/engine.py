@@ -56,6 +56,7 @@ I_TICKS = 13
 I_LAST_WRITE_SEC = 14  # last second the autoscaler recorded a value (a ready pod, or the activator busy)
 I_STABLE_FIRST = 15    # first second of the stable window's current run of records
 I_PANIC_FIRST = 16     # the same for the panic window
+I_RR_NEXT = 17         # the activator's round-robin position (containerConcurrency above 3)
 I_SIZE = 18
 
 # Float scalars per simulation (array F[e, :]).
@@ -354,14 +355,27 @@ def _dispatch(req, pod, t, arrivals, service, reached, pstate, pready, pn, pv, p
 def _pick_pod(rng, pstate, pn, rlist, C, I, F, e):
     """The pod a new request goes to; -1 if no ready pod has a free slot (the request waits).
 
-    With the activator in the path (excess burst capacity < 0) it picks the less loaded of two
-    random ready pods, as the activator balances; out of the path, requests reach the pods through
-    the Kubernetes Service, i.e. one uniformly random ready pod.
+    With the activator in the path (excess burst capacity < 0) it balances as Knative's throttler
+    does by containerConcurrency: 0 (unlimited), the less loaded of two random ready pods; 1-3,
+    the first ready pod with a free slot; above 3, round-robin over the ready pods with a free
+    slot. Out of the path, requests reach the pods through the Kubernetes Service, i.e. one
+    uniformly random ready pod.
     """
     n_ready = I[e, I_N_READY]
     if n_ready == 0 or I[e, I_FREE_SLOTS] <= 0:
         return -1
     cap = C[e, C_CAP]
+    cc = C[e, C_CC]
+    if F[e, F_EBC] < 0.0 and cc > 0.0:
+        start = I[e, I_RR_NEXT] % n_ready if cc > 3.0 else 0
+        for j in range(n_ready):
+            k = (start + j) % n_ready
+            p = rlist[e, k]
+            if pn[e, p] < cap:
+                if cc > 3.0:
+                    I[e, I_RR_NEXT] = k + 1
+                return p
+        return -1
     a = rlist[e, int(_u01(rng, e) * n_ready)]
     if F[e, F_EBC] < 0.0:
         b = rlist[e, int(_u01(rng, e) * n_ready)]
