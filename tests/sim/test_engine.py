@@ -74,6 +74,22 @@ def test_the_activator_balances_by_container_concurrency_as_knative_does(cc, lat
     assert 1.0 < np.mean(unlimited.latencies) < 2.0       # some pairs meet on a pod, most do not
 
 
+def test_with_target_burst_capacity_minus_1_only_the_activator_reports():
+    # Knative scrapes no pod at -1 (the activator carries every request and reports while it has
+    # some): after an idle spell with a pod up, the windows restart on the burst and read 300 at
+    # once (5 pods at target 100, 70 %). With the pods scraped, the idle seconds count, as before.
+    trace = make_trace(np.full(300, 100.0), np.full(300, 60.0))
+
+    def at(tbc, t):
+        tl = replay(trace, StaticTarget(100.0), cfg(min_scale=1, target_burst_capacity=tbc)).timeline
+        i = int(np.searchsorted(np.asarray(tl["t"]), t))
+        return tl["observed_concurrency_stable"][i], tl["desired_pods"][i]
+
+    assert at(-1.0, 102.0) == (pytest.approx(300.0), 5)
+    stable, pods = at(211.0, 102.0)
+    assert stable == pytest.approx(10.0) and pods == 2
+
+
 def test_requests_failed_in_the_trace_are_replayed_and_reported_apart():
     # A request recorded as failed (BurstGPT: no response tokens) still arrives and is served in
     # the replay: it is counted in trace_failed, not in failed (what failed in this replay).

@@ -121,6 +121,7 @@ class Batch:
         C[E.C_MAX_SCALE] = min(k.max_scale, pod.max_pods) if k.max_scale > 0 else pod.max_pods
         C[E.C_STZ_GRACE] = k.scale_to_zero_grace_period_s
         C[E.C_STZ_RETENTION] = k.scale_to_zero_pod_retention_period_s
+        C[E.C_ACTIVATOR_ONLY] = 1.0 if k.target_burst_capacity == -1 else 0.0
         C[E.C_STZ_ENABLED] = 1.0 if k.enable_scale_to_zero else 0.0
         C[E.C_SLO_SLOWDOWN] = cfg.slo.slowdown
         C[E.C_SLO_OFFSET] = cfg.slo.offset_s

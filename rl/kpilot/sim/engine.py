@@ -129,7 +129,8 @@ C_CS_P1 = 15         # fixed: seconds; lognormal: mu
 C_CS_P2 = 16         # lognormal: sigma
 C_CS_MAX = 17
 C_STZ_RETENTION = 18 # scale-to-zero-pod-retention-period
-C_SIZE = 19
+C_ACTIVATOR_ONLY = 19  # 1: target-burst-capacity -1, Knative scrapes no pod (the activator reports)
+C_SIZE = 20
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -303,16 +304,23 @@ def _record_write(C, I, e, s):
 @njit(cache=True, error_model="numpy", inline="always")
 def _advance_clock(C, I, F, buckets, e, t):
     """Integrate revision concurrency up to t, closing whole-second buckets on the way. A second
-    is recorded when a ready pod was there to scrape or the activator had requests to report."""
+    is recorded when a ready pod was there to scrape or the activator had requests to report.
+    With target-burst-capacity -1 Knative scrapes no pod: only the activator, which carries every
+    request, reports, while it has requests and once more (a zero) when they are done."""
     W = buckets.shape[1]
     inflight = F[e, F_INFLIGHT]
     last = F[e, F_LAST_T]
+    activator_only = C[e, C_ACTIVATOR_ONLY] != 0.0
     while t >= I[e, I_BUCKET_SEC] + 1:
         s = I[e, I_BUCKET_SEC]
         edge = float(s + 1)
         area = F[e, F_AREA] + inflight * (edge - last)
         buckets[e, s % W] = area
-        if area > 0.0 or I[e, I_N_READY] > 0:
+        if activator_only:
+            report = area > 0.0 or (I[e, I_LAST_WRITE_SEC] == s - 1 and buckets[e, (s - 1) % W] > 0.0)
+        else:
+            report = area > 0.0 or I[e, I_N_READY] > 0
+        if report:
             _record_write(C, I, e, s)
         F[e, F_AREA] = 0.0
         I[e, I_BUCKET_SEC] += 1
