@@ -55,9 +55,27 @@ def env_setting(name: str) -> int | float:
 
 
 def check_environment() -> None:
-    """Every NUMERIC_ENV setting checked, before anything reads one."""
+    """Every NUMERIC_ENV setting checked, before anything reads one, and the health endpoint."""
     for name in NUMERIC_ENV:
         env_setting(name)
+    health_endpoint()
+
+
+def health_endpoint(given: str | None = None) -> str:
+    """The liveness endpoint (`given`, else KPILOT_HEALTH_ENDPOINT, else :8081/healthz); one line
+    for one Kopf cannot serve (it raised "Unsupported scheme" in a traceback once started)."""
+    import urllib.parse
+
+    text = given or os.environ.get("KPILOT_HEALTH_ENDPOINT", "http://0.0.0.0:8081/healthz")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port      # raises ValueError for a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme != "http" or not parts.path:
+        raise ConfigError(f"environment variable KPILOT_HEALTH_ENDPOINT: expected an http:// URL with a path "
+                          f"such as http://0.0.0.0:8081/healthz, got {text!r}")
+    return text
 
 
 LOG_FORMATS = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN, "json": kopf.LogFormat.JSON}
@@ -118,7 +136,7 @@ def run(*, namespaces: list[str] | None = None, standalone: bool = True,
     kopf.configure(verbose=verbose, log_format=LOG_FORMATS[log_format])
     quiet_routine_logs(verbose)
 
-    liveness = liveness_endpoint or os.environ.get("KPILOT_HEALTH_ENDPOINT", "http://0.0.0.0:8081/healthz")
+    liveness = health_endpoint(liveness_endpoint)
     kopf.run(
         standalone=standalone,
         peering_name=None if standalone else os.environ.get("KPILOT_PEERING_NAME", "kpilot"),

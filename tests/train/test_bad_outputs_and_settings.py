@@ -266,7 +266,7 @@ SETTINGS = [  # (the tiny config's text, replaced by, the line's key and what it
     ("n_envs: 4", "n_envs: 100000000", "n_envs must be at most 4096"),
     ("  episode_s: 300", "  episode_s: 300\n  real_weight: 1000000000000", "env.real_weight must be at most 1000"),
     ("  episode_s: 300", "  episode_s: 300\n  decision_interval_s: 1.5",
-     "env.decision_interval_s must be at least the autoscaler's 2 s tick (kpa.tick_s) of sim:"),
+     "env.decision_interval_s must be at least the autoscaler's 2 s tick (kpa.tick_s) of the config's sim section"),
     # A number was read as a file name: "5: no such file", naming neither the config nor the key.
     ('["synthetic:poisson:rate=9,duration=900,seed=1"]', "[5]",
      "env.traces[0] must be a string (a trace spec: a path or synthetic:NAME), got 5"),

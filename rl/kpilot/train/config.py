@@ -332,7 +332,7 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     except TypeError as exc:
         raise ConfigError(f"sim: {exc}", path=source) from None
     problem = sim.kpa.interval_problem(cfg.env.decision_interval_s)
-    need(problem is None, "env.decision_interval_s", f"{problem} of sim:")
+    need(problem is None, "env.decision_interval_s", f"{problem} of the config's sim section")
     try:        # parsed here, not when the first simulation starts minutes later
         parse_cold_start(sim.pod.cold_start)
     except ConfigError as exc:
