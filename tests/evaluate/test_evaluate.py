@@ -200,12 +200,51 @@ def test_report_writes_plots_and_summary(tiny_policy, tmp_path):
     assert all((tmp_path / n).stat().st_size > 5000 for n in pngs)
     md = (tmp_path / "summary.md").read_text()
     assert "rl:tiny" in md and "(best static)" in md and "kpa" in md
-    # Reused for another trace, the folder keeps only the new plots (and the user's own files).
+    # Reused for another trace, the folder keeps only the new plots (and the user's own files, even
+    # one named like a plot: only those the last report listed in plots.txt go).
     (tmp_path / "mine.png").write_bytes(b"x")
+    (tmp_path / "07-my-own-timeline.png").write_bytes(b"x")
     run_evaluation(["synthetic:poisson:rate=2,duration=600,seed=4"], tiny_policy, ["kpa"], report_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
         "00-synthetic_poisson_rate_2_duration_600_seed_4-frontier.png",
-        "00-synthetic_poisson_rate_2_duration_600_seed_4-timeline.png", "mine.png"]
+        "00-synthetic_poisson_rate_2_duration_600_seed_4-timeline.png", "07-my-own-timeline.png", "mine.png"]
+    assert (tmp_path / "plots.txt").read_text().split() == [
+        "00-synthetic_poisson_rate_2_duration_600_seed_4-frontier.png",
+        "00-synthetic_poisson_rate_2_duration_600_seed_4-timeline.png"]
+
+
+def test_the_static_frontier_leaves_out_targets_another_beats_on_both_axes():
+    from kpilot.evaluate.report import static_frontier
+
+    # static:7 (1.294, 0.204) was drawn on the line though static:5 (1.274, 0.187) beats it.
+    points = [(1.10, 0.30), (1.274, 0.187), (1.294, 0.204), (1.5, 0.10), (2.0, 0.10)]
+    assert static_frontier(points) == [(1.10, 0.30), (1.274, 0.187), (1.5, 0.10)]
+
+
+def test_a_report_that_cannot_be_written_keeps_the_results(tiny_policy, tmp_path):
+    # A folder where a plot goes: the error came after every replay, and --json printed nothing.
+    import json
+    import subprocess
+
+    (tmp_path / "00-synthetic_poisson_rate_2_duration_600_seed_4-timeline.png").mkdir()
+    proc = subprocess.run([str(KPILOT), "evaluate", "--trace", "synthetic:poisson:rate=2,duration=600,seed=4",
+                           "--policy", str(tiny_policy), "--baselines", "kpa", "--report", str(tmp_path), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert {r["policy"] for r in json.loads(proc.stdout)} == {"rl:tiny", "kpa"}
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kpilot: error: option --report: '{tmp_path}/00-synthetic_poisson_rate_2_duration_600_seed_4-timeline.png' "
+        "is a folder, not a file")
+
+
+def test_a_trace_name_with_a_bar_stays_in_its_markdown_cell():
+    from kpilot.env.reward import RewardConfig
+    from kpilot.evaluate.report import markdown_summary
+
+    row = {"trace": "/data/p|q.csv", "policy": "kpa", "score": -1.0, "slo_violation_rate": 0.0,
+           "latency_p95_s": 0.1, "cold_starts": 0, "mean_pods": 1.0, "requests": 10}
+    line = next(l for l in markdown_summary([row], RewardConfig()).splitlines() if l.startswith("| /data/"))
+    assert line.startswith("| /data/p\\|q.csv | kpa |") and line.count(" | ") == 8
 
 
 def test_a_trace_given_twice_is_refused(tiny_policy):

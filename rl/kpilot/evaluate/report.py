@@ -172,6 +172,11 @@ def summary_table(rows: list[dict]) -> Table:
     return table
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a `|` (a file name may hold one) would start another cell."""
+    return text.replace("|", "\\|")
+
+
 def markdown_summary(rows: list[dict], reward, settings: list[str] = (), notes: list[str] = ()) -> str:
     lines = ["# kpilot evaluation", "",
              *[f"* {line}" for line in settings], *([""] if settings else []),
@@ -186,8 +191,8 @@ def markdown_summary(rows: list[dict], reward, settings: list[str] = (), notes: 
         best = next((r["policy"] for r in group if r.get("best_static")), "")
         keep = [r for r in group if not r["policy"].startswith("static:") or r["policy"] == best]
         for r in keep:
-            name = _label(r)
-            lines.append(f"| {trace} | {name} | {r['score']:.4f} | {_fmt(rat[r['policy']]['saving_vs_kpa'], '+.1%')} "
+            name = _cell(_label(r))
+            lines.append(f"| {_cell(trace)} | {name} | {r['score']:.4f} | {_fmt(rat[r['policy']]['saving_vs_kpa'], '+.1%')} "
                          f"| {_vs_best(rat, group, r)} | {r['slo_violation_rate']:.2%} "
                          f"| {_seconds(r['latency_p95_s'])} | {_count(r['cold_starts'])} | {r['mean_pods']:.1f} |")
     traces = len(_by_trace(rows))
@@ -195,7 +200,7 @@ def markdown_summary(rows: list[dict], reward, settings: list[str] = (), notes: 
         agg = overall(rows)
         lines += ["", f"All {traces} traces (geometric mean of the cost ratios):", "",
                   "| policy | vs KPA | vs best static |", "|---|---:|---:|"]
-        lines += [f"| {name} | {_fmt(o['saving_vs_kpa'], '+.1%')} | {_fmt(o['cost_vs_best_static'], '.3f')} |"
+        lines += [f"| {_cell(name)} | {_fmt(o['saving_vs_kpa'], '+.1%')} | {_fmt(o['cost_vs_best_static'], '.3f')} |"
                   for name, o in agg.items()]
         lines += [""] + [f"* {line}" for line in _overall_lines(agg)]
     if notes:
@@ -205,6 +210,16 @@ def markdown_summary(rows: list[dict], reward, settings: list[str] = (), notes: 
 
 
 REPORT_SUMMARY = "summary.md"
+REPORT_PLOTS = "plots.txt"      # the plots a report wrote: the next one into the folder removes those only
+
+
+def _plots_written_before(out: Path) -> set[str]:
+    """The plots the last report in `out` wrote, by its list (plot names only, nothing outside `out`)."""
+    try:
+        names = (out / REPORT_PLOTS).read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {n for n in names if "/" not in n and n.endswith(("-timeline.png", "-frontier.png"))}
 
 
 def write_report(out: Path, result, reward) -> None:
@@ -233,15 +248,17 @@ def write_report(out: Path, result, reward) -> None:
             _timeline_plot(plt, staging / f"{stem}-timeline.png", trace, group, replays.get("replays", {}),
                            replays.get("arrivals"))
             _frontier_plot(plt, staging / f"{stem}-frontier.png", trace, group, reward)
+        plots = sorted(p.name for p in staging.iterdir() if p.name != REPORT_SUMMARY)
+        (staging / REPORT_PLOTS).write_text("".join(f"{name}\n" for name in plots))
         written = sorted(p.name for p in staging.iterdir())
+        earlier = _plots_written_before(out)
         # All checked, then all moved in (write_all): links written through, modes kept.
         write_all([(out / name, lambda tmp, name=name: shutil.copyfile(staging / name, tmp)) for name in written],
                   option="--report")
-        # A folder reused for another evaluation keeps nothing of the last one's plots (only ours go).
-        for kind in ("timeline", "frontier"):
-            for old in out.glob(f"[0-9][0-9]-*-{kind}.png"):
-                if old.name not in written:
-                    old.unlink()
+        # A folder reused for another evaluation keeps nothing of the last one's plots: those its
+        # list names, and no file of anyone else's.
+        for name in earlier - set(written):
+            (out / name).unlink(missing_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot write the report in {str(out)!r} "
                           f"({exc.strerror or type(exc).__name__})", option="--report") from None
@@ -251,17 +268,20 @@ def write_report(out: Path, result, reward) -> None:
 
 
 def _timeline_plot(plt, path: Path, trace: str, group: list[dict], results: dict, arr) -> None:
+    # Every controller compared but the static targets other than the best (a grid of 14 would
+    # hide the rest): KPA, the policy, the rule, and the tuned, banded, chosen and re-tuned ones.
     best = next((r["policy"] for r in group if r.get("best_static")), None)
-    show = [r["policy"] for r in group if r["policy"] in ("kpa", best) or r["policy"].startswith(("rl:", "rule:"))]
+    show = [r["policy"] for r in group if not r["policy"].startswith("static:") or r["policy"] == best]
     fig, axes = plt.subplots(4, 1, figsize=(11, 9), sharex=True)
+    if arr is not None and len(arr):    # the load from the trace itself, in 10 s bins, whatever is shown
+        counts, edges = np.histogram(arr, bins=np.arange(0.0, float(np.max(arr)) + 10.0, 10.0))
+        axes[0].plot((edges[:-1] + 5.0) / 60.0, counts / 10.0, color="grey", lw=0.6)
     for name in show:
         res = results.get(name)
         if res is None or not len(res.timeline.get("t", [])):
             continue
         tl = res.timeline
         t = tl["t"] / 60.0
-        if name == show[0]:
-            axes[0].plot(t, tl["arrivals"] / 2.0, color="grey", lw=0.6)
         axes[1].plot(t, tl["ready_pods"], lw=0.9, label=name)
         axes[2].plot(t, tl["target"], lw=0.9, label=name)
         lat = res.latencies
@@ -271,7 +291,7 @@ def _timeline_plot(plt, path: Path, trace: str, group: list[dict], results: dict
             p95 = [np.nanpercentile(lat[idx == i], 95) if np.any(idx == i) and np.any(~np.isnan(lat[idx == i]))
                    else np.nan for i in range(len(edges))]
             # Markers: a minute with requests between two without is a point a line alone would not draw.
-            axes[3].plot(edges / 60.0, p95, lw=0.9, marker=".", ms=4, label=name)
+            axes[3].plot((edges + 30.0) / 60.0, p95, lw=0.9, marker=".", ms=4, label=name)   # mid-minute
     axes[0].set_ylabel("arrivals / s")
     axes[1].set_ylabel("ready pods")
     axes[2].set_ylabel("target")
@@ -280,10 +300,21 @@ def _timeline_plot(plt, path: Path, trace: str, group: list[dict], results: dict
     axes[3].set_yscale("log")
     axes[3].set_xlabel("minutes")
     axes[1].legend(fontsize=7, loc="upper right")
-    fig.suptitle(trace, fontsize=9)
+    fig.suptitle(f"{trace} (the first simulator seed's replays)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def static_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (pod-seconds per request, violation rate) points no other beats on both, by cost: a
+    target drawn on the line that another undercuts on both axes was no choice anyone would make."""
+    frontier, lowest = [], float("inf")
+    for x, y in sorted(points):
+        if y < lowest:
+            frontier.append((x, y))
+            lowest = y
+    return frontier
 
 
 def _frontier_plot(plt, path: Path, trace: str, group: list[dict], reward) -> None:
@@ -293,14 +324,22 @@ def _frontier_plot(plt, path: Path, trace: str, group: list[dict], reward) -> No
     if statics:
         x = [r["pod_seconds"] / max(1, r["requests"]) for r in statics]
         y = [r["slo_violation_rate"] for r in statics]
-        ax.plot(x, y, "o-", color="grey", ms=4, label="static targets")
+        ax.plot(x, y, "o", color="grey", ms=4, label="static targets")
         for r, xi, yi in zip(statics, x, y):
             ax.annotate(r["policy"][7:], (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        fx, fy = zip(*static_frontier(list(zip(x, y))))
+        ax.step(fx, fy, where="post", color="grey", lw=0.8, label="static frontier")
+        best = next((r for r in statics if r.get("best_static")), None)
+        if best is not None:
+            ax.plot(best["pod_seconds"] / max(1, best["requests"]), best["slo_violation_rate"], "o", ms=12,
+                    mfc="none", color="black", label=f"best static ({best['policy'][7:]})")
+    # Hollow markers, one shape each: two controllers on the same spot both stay visible.
+    shapes = iter("*sD^vPX<>h" * 3)
     for r in group:
         if r["policy"].startswith("static:"):
             continue
-        ax.plot(r["pod_seconds"] / max(1, r["requests"]), r["slo_violation_rate"], "*" if r["policy"].startswith("rl:")
-                else "s", ms=11, label=r["policy"])
+        ax.plot(r["pod_seconds"] / max(1, r["requests"]), r["slo_violation_rate"], next(shapes), ms=11,
+                mfc="none", mew=1.5, label=_label(r))
     ax.set_xscale("log")
     # Not "cost": the score also charges violations, lateness and cold starts (the summary's cost).
     ax.set_xlabel("pod-seconds per request (the cost's resource term)")

@@ -216,8 +216,19 @@ def run_evaluation(specs: list[str], policy_dir, baselines: list[str], *, window
     if report_dir is not None:
         from kpilot.evaluate.report import write_report
 
-        write_report(Path(report_dir), result, run.reward)
+        try:
+            write_report(Path(report_dir), result, run.reward)
+        except ConfigError as exc:      # the replays' results go with the error: minutes of work
+            raise ReportNotWritten(exc.message, option=exc.option, result=result) from None
     return result
+
+
+class ReportNotWritten(ConfigError):
+    """The replays ran but `--report` could not be written: `result` holds their rows."""
+
+    def __init__(self, message: str, *, option: str | None, result: EvaluationResult):
+        super().__init__(message, option=option)
+        self.result = result
 
 
 def _check_lag(lag_s: float, artifact: Artifact | None, baselines: list[str], metrics: str) -> None:

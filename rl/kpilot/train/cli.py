@@ -105,11 +105,16 @@ def evaluate_command(
                                              "default)."),
 ):
     """Replay traces under the policy, KPA defaults, static targets and the calibrated rule; compare."""
-    from kpilot.evaluate.session import run_evaluation
+    from kpilot.evaluate.session import ReportNotWritten, run_evaluation
 
     options = _evaluate_options(policy, baselines, window, warmup, replays, time_of_day_shift, metrics, band,
                                 retune_every, retune_over, retune_bin, tune_bin, observation_lag)
-    result = run_evaluation(list(trace), policy, seed=seed, replays=replays, report_dir=report, **options)
+    try:
+        result = run_evaluation(list(trace), policy, seed=seed, replays=replays, report_dir=report, **options)
+    except ReportNotWritten as exc:      # the rows first, then the one error line (exit 2)
+        _print_notes(exc.result.notes)
+        _print_rows(exc.result.rows, json_out, None)
+        raise
     _print_notes(result.notes)
     _print_rows(result.rows, json_out, report)
 
