@@ -18,7 +18,7 @@ import pytest
 
 from kind_objects import (CONTEXT, NAMESPACE, POLICY, SERVICE, e2e_policy, hello_service, ingress_url,
                           service_host)
-from kpilot_operator.annotations import ORIGINAL, OWNER
+from kpilot_operator.annotations import CHANGED_AT, ORIGINAL, OWNER
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("KPILOT_KIND_E2E") != "1",
@@ -101,7 +101,9 @@ def pa_annotations(k, name):
 
 
 def owned(ann: dict) -> bool:
-    return any(key.startswith("kpilot.dev/") for key in ann)
+    """Whether the operator's bookkeeping is on the object: its own keys (under Knative's
+    autoscaling prefix, which Knative copies to the PodAutoscaler) or the legacy kpilot.dev/ ones."""
+    return any(key in (OWNER, ORIGINAL, CHANGED_AT) or key.startswith("kpilot.dev/") for key in ann)
 
 
 def test_the_target_written_reaches_the_autoscaler_without_a_new_revision_and_off_restores_it(kube):
@@ -170,5 +172,6 @@ def test_the_target_written_reaches_the_autoscaler_without_a_new_revision_and_of
 
     def restored():
         rev_ann, pa_ann = revision_annotations(k, rev), pa_annotations(k, rev)
-        return not owned(rev_ann) and TARGET not in rev_ann and TARGET not in pa_ann, (rev_ann, pa_ann)
+        return (not owned(rev_ann) and TARGET not in rev_ann and not owned(pa_ann) and TARGET not in pa_ann,
+                (rev_ann, pa_ann))
     wait_for("the original (no target) restored on the Revision and its PodAutoscaler", restored, 120)
