@@ -280,6 +280,14 @@ def check_out(out: Path) -> None:
 CHECKPOINT = re.compile(r"(?P<prefix>.+)_(?P<steps>\d+)_steps")
 
 
+def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(timesteps, zip) of the checkpoints in a run dir, fewest timesteps first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted((int(m["steps"]), p) for p in folder.glob("*_steps.zip") if (m := CHECKPOINT.fullmatch(p.stem)))
+
+
 def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
     """What `--resume` names: a checkpoint zip (its VecNormalize file beside it), a run
     directory (its newest checkpoint), or a policy artifact (its model.zip and vecnormalize.pkl)."""
@@ -287,8 +295,7 @@ def find_checkpoint(path: Path) -> tuple[Path, Path | None]:
     if path.is_dir() and (path / MODEL_FILE).is_file():
         path = path / MODEL_FILE
     elif path.is_dir():
-        found = [(int(m["steps"]), p) for p in (path / "checkpoints").glob("*_steps.zip")
-                 if (m := CHECKPOINT.fullmatch(p.stem))] if (path / "checkpoints").is_dir() else []
+        found = run_checkpoints(path)
         if not found:
             raise ConfigError(f"no checkpoints to resume from (expected checkpoints/ppo_N_steps.zip or "
                               f"{MODEL_FILE})", path=str(path), option="--resume")
@@ -483,12 +490,9 @@ class _Training:
         """Resuming from an earlier checkpoint than the run dir's newest would write a second run
         over the first's checkpoints (same names replaced, later ones left), and a later
         `--resume RUN_DIR` would continue the abandoned run."""
-        folder = self.run_dir / "checkpoints"
-        later = sorted((int(m["steps"]), p.name) for p in folder.glob("*_steps.zip")
-                       if (m := CHECKPOINT.fullmatch(p.stem)) and done is not None and int(m["steps"]) > done) \
-            if folder.is_dir() else []
+        later = [p for steps, p in run_checkpoints(self.run_dir) if done is not None and steps > done]
         if later:
-            raise ConfigError(f"holds checkpoints of the run after {checkpoint.name} ({later[-1][1]}, ...): "
+            raise ConfigError(f"holds checkpoints of the run after {checkpoint.name} ({later[-1].name}, ...): "
                               f"resuming there would mix two runs; give another {self.run_option.split()[0]} "
                               "for this one", path=str(self.run_dir), option=self.run_option)
 
