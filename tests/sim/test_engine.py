@@ -480,3 +480,50 @@ def test_cold_start_rate_is_the_share_of_requests_that_waited_for_a_pod():
     r = replay(make_trace([10.0, 300.5], [1.0, 1.0]), StaticTarget(1.0), config=cfg(cold_start="fixed:3"))
     assert r.metrics["cold_starts"] == 1
     assert r.metrics["cold_start_rate"] == pytest.approx(1 / 2)
+
+
+def test_requests_on_a_pod_being_deleted_count_only_through_the_activator():
+    from kpilot.sim import engine as E
+    from kpilot.sim.batch import Batch
+
+    # Ten long requests on ten ready pods, then target 1000 scales the revision down to one
+    # (once the initial panic is over). The pods deleted that still serve a request drain it, but
+    # Knative's scraper skips a pod being deleted: what it served straight from the Kubernetes
+    # Service (target-burst-capacity 0) drops out of the observed concurrency. What came
+    # through the activator (a burst capacity that keeps it in the path) the activator still
+    # reports until it is done.
+    trace = make_trace(np.linspace(0.1, 0.5, 10), np.full(10, 1000.0))
+    seen = {}
+    for tbc in (0.0, 1e6):
+        b = Batch(1, cfg(initial_scale=10, target_burst_capacity=tbc, max_scale_down_rate=10.0),
+                  max_requests=10)
+        b.reset(0, trace, seed=3, target=1000.0)
+        b.advance(200.0)
+        ready = b.I[0, E.I_N_READY]
+        draining = b.pstate[0] == E.POD_DRAINING
+        on_ready = int(b.pn[0][b.pstate[0] == E.POD_READY].sum())
+        assert ready == 1 and draining.any() and on_ready < 10      # busy pods are draining
+        assert b.F[0, E.F_INFLIGHT] == 10                          # all ten still in service
+        seen[tbc] = (b.raw_observation(30.0)["concurrency_stable"][0], on_ready)
+    stable, on_ready = seen[0.0]
+    assert stable == pytest.approx(on_ready)
+    assert seen[1e6][0] == pytest.approx(10.0)
+
+
+def test_window_averages_are_rounded_to_six_decimals_as_knative_returns_them():
+    from kpilot.sim.kpa import kpa_decide, decider_spec, new_decider_state, window_average
+
+    # Seven in flight all second, integrated in tenths of a second as the engine integrates
+    # between events, add up to a hair above 7 in floating point: unrounded, target 7 would want
+    # a second pod for a load one pod carries.
+    second = 0.0
+    for _ in range(10):
+        second += 7 * 0.1
+    assert second > 7.0
+    buckets = np.full(60, second)
+    stable = window_average(buckets, 60, 0, 60.0)
+    assert stable == 7.0
+    state = np.zeros(4)
+    new_decider_state(state, 1.0, 0.0)
+    assert kpa_decide(stable, stable, 1, 60.0, decider_spec(7.0, 7.0), state)[0] == 1
+    assert window_average(np.array([1.0, 1.0, 0.0]), 3, 0, 3.0) == 0.666667

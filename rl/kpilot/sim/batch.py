@@ -77,6 +77,7 @@ class Batch:
         self.arrivals = np.full((self.n, m), np.inf)
         self.service = np.zeros((self.n, m), dtype=np.float32)
         self.reached = np.full((self.n, m), np.nan)   # when each request reached its pod
+        self.proxied = np.zeros((self.n, m), dtype=np.bool_)  # it came through the activator
         self.latency = np.full((self.n, m if self.record else 1), np.nan, dtype=np.float32)
 
     def _spec(self) -> np.ndarray:
@@ -97,9 +98,9 @@ class Batch:
         if m > self.arrivals.shape[1]:
             # Grow every per-request array, keeping the other simulations' requests and what
             # has been recorded of them.
-            old = (self.arrivals, self.service, self.reached, self.latency)
+            old = (self.arrivals, self.service, self.reached, self.proxied, self.latency)
             self._alloc_requests(max(m, 2 * old[0].shape[1]))
-            for new, prev in zip((self.arrivals, self.service, self.reached, self.latency), old):
+            for new, prev in zip((self.arrivals, self.service, self.reached, self.proxied, self.latency), old):
                 new[:, : prev.shape[1]] = prev
         self.arrivals[e, :m] = trace.arrivals
         self.arrivals[e, m:] = np.inf
@@ -194,7 +195,7 @@ class Batch:
     def advance(self, t_stop) -> None:
         """Advance every simulation to its own t_stop (array) or a common one (scalar)."""
         t_stop = np.broadcast_to(np.asarray(t_stop, dtype=np.float64), (self.n,)).copy()
-        E.advance_all(t_stop, self.arrivals, self.service, self.reached, self.C, self.I, self.F, self.S, self.T,
+        E.advance_all(t_stop, self.arrivals, self.service, self.reached, self.proxied, self.C, self.I, self.F, self.S, self.T,
                       self.spec, self.dstate, self.buckets, self.rng, self.cs_samples, self.pstate,
                       self.pready, self.pcreated, self.pn, self.pv, self.pt, self.hk, self.hr,
                       self.pk, self.ph, self.pp, self.rlist, self.rpos, self.slist, self.freelist,

@@ -19,7 +19,10 @@ Each simulation replays one trace window through one Knative revision:
   New requests pick the less loaded of two random ready pods (the activator's choice-of-two).
 * Revision concurrency (in service + waiting) is integrated exactly into 1 s buckets, as the
   queue-proxy and activator report it; the stable and panic windows average those buckets, each
-  starting afresh after a whole window without a record (no ready pod, no request).
+  starting afresh after a whole window without a record (no ready pod, no request). A pod being
+  deleted is no longer scraped: the requests it still serves count only if they came through the
+  activator, which reports what it proxies until it is done (Knative's collector subtracts the
+  proxied share from what queue-proxy reports).
 
 All state lives in numpy arrays with a leading simulation axis, so a batch is one call; the layout
 is owned by `Batch` (kpilot.sim.batch). Times are float64 seconds from each window's start.
@@ -33,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from kpilot.observation import LATENCY_BUCKETS_S
-from kpilot.sim.kpa import kpa_decide, window_average, SPEC_TARGET_VALUE, SPEC_TOTAL_VALUE
+from kpilot.sim.kpa import kpa_decide, round_6_digits, window_average, SPEC_TARGET_VALUE, SPEC_TOTAL_VALUE
 
 INF = np.inf
 POD_FREE, POD_STARTING, POD_READY, POD_DRAINING = 0, 1, 2, 3
@@ -57,7 +60,8 @@ I_LAST_WRITE_SEC = 14  # last second the autoscaler recorded a value (a ready po
 I_STABLE_FIRST = 15    # first second of the stable window's current run of records
 I_PANIC_FIRST = 16     # the same for the panic window
 I_RR_NEXT = 17         # the activator's round-robin position (containerConcurrency above 3)
-I_SIZE = 18
+I_DRAIN_RECOUNT = 18   # 1: a busy pod began draining since F_DRAIN_DIRECT was last counted
+I_SIZE = 19
 
 # Float scalars per simulation (array F[e, :]).
 F_NOW = 0
@@ -78,7 +82,8 @@ F_TOD0 = 14          # time of day (s since midnight UTC) at window start, for o
 F_ACCT_T = 15        # pod-seconds and panic time are charged up to here
 F_ACTIVE_SINCE = 16  # when the PodAutoscaler last became active (a pod ready); NaN when not active
 F_PROXY_SINCE = 17   # since when the activator has been in the path without a break; NaN when out
-F_SIZE = 18
+F_DRAIN_DIRECT = 18  # requests in service on draining pods that did not come through the activator
+F_SIZE = 19
 
 # Per-interval statistics (array S[e, :]), reset by the caller at each decision interval, and
 # run totals (array T[e, :]) with the same layout.
@@ -308,7 +313,7 @@ def _advance_clock(C, I, F, buckets, e, t):
     With target-burst-capacity -1 Knative scrapes no pod: only the activator, which carries every
     request, reports, while it has requests and once more (a zero) when they are done."""
     W = buckets.shape[1]
-    inflight = F[e, F_INFLIGHT]
+    inflight = F[e, F_INFLIGHT] - F[e, F_DRAIN_DIRECT]
     last = F[e, F_LAST_T]
     activator_only = C[e, C_ACTIVATOR_ONLY] != 0.0
     while t >= I[e, I_BUCKET_SEC] + 1:
@@ -509,6 +514,7 @@ def _scale_to(want, t, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt, rl
             _free_pod(pstate, freelist, I, e, best)
         else:
             pstate[e, best] = POD_DRAINING
+            I[e, I_DRAIN_RECOUNT] = 1     # the caller, which holds the requests, recounts
         have -= 1
     _next_ready_time(pstate, pready, slist, I, F, e)
     T[e, S_MAX_PODS] = max(T[e, S_MAX_PODS], float(I[e, I_N_ALIVE]))
@@ -652,7 +658,7 @@ def _poke_average(buckets, cur, first, last_write, window):
     total = 1.0
     for s in range(max(first, cur - w + 1), cur):
         total += buckets[s % n]
-    return total / min(w, cur - first + 1)
+    return round_6_digits(total / min(w, cur - first + 1))
 
 
 @njit(cache=True, error_model="numpy")
@@ -672,7 +678,21 @@ def _poke(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, p
 
 
 @njit(cache=True, error_model="numpy")
-def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
+def _recount_drain_direct(pstate, pn, hr, proxied, I, F, e):
+    """F_DRAIN_DIRECT afresh after pods began draining: their requests that queue-proxy alone
+    reported drop out of the observed concurrency (the scraper skips a pod being deleted)."""
+    n = 0.0
+    for pod in range(pn.shape[1]):
+        if pstate[e, pod] == POD_DRAINING:
+            for j in range(pn[e, pod]):
+                if not proxied[e, hr[e, pod, j]]:
+                    n += 1.0
+    F[e, F_DRAIN_DIRECT] = n
+    I[e, I_DRAIN_RECOUNT] = 0
+
+
+@njit(cache=True, error_model="numpy")
+def advance_one(e, t_stop, arrivals, service, reached, proxied, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
                 pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
                 freelist, fifo, hist, bounds, latency, timeline, tl_arrivals, record):
     """Run simulation e until t_stop (events at t_stop itself are left for the next call)."""
@@ -712,6 +732,8 @@ def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dsta
             pv[e, pod] = hk[e, pod, 0]   # exact, no drift
             pt[e, pod] = t
             req = _job_pop(hk, hr, pn, e, pod)
+            if pstate[e, pod] == POD_DRAINING and not proxied[e, req]:
+                F[e, F_DRAIN_DIRECT] -= 1.0
             _record_done(req, t, arrivals, service, reached, latency, hist, bounds, C, F, S, T, e,
                          record)
             if pstate[e, pod] == POD_READY:
@@ -729,6 +751,7 @@ def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dsta
             T[e, S_ARRIVALS] += 1
             tl_arrivals[e] += 1
             F[e, F_INFLIGHT] += 1.0
+            proxied[e, req] = _activator_in_path(I, F, e)   # the activator counts it until it is done
             pod = -1
             if I[e, I_FIFO_HEAD] == I[e, I_FIFO_TAIL]:
                 pod = _pick_pod(rng, pstate, pn, rlist, C, I, F, e)
@@ -750,15 +773,17 @@ def advance_one(e, t_stop, arrivals, service, reached, C, I, F, S, T, spec, dsta
         else:
             _tick(t, spec, dstate, buckets, rng, cs_samples, pstate, pready, pcreated, pn, pv, pt,
                   rlist, rpos, slist, freelist, C, I, F, S, T, timeline, tl_arrivals, e, record)
+        if I[e, I_DRAIN_RECOUNT]:
+            _recount_drain_direct(pstate, pn, hr, proxied, I, F, e)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def advance_all(t_stop, arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
+def advance_all(t_stop, arrivals, service, reached, proxied, C, I, F, S, T, spec, dstate, buckets, rng, cs_samples,
                 pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist, rpos, slist,
                 freelist, fifo, hist, bounds, latency, timeline, tl_arrivals, record):
     """Advance every simulation e to t_stop[e], in parallel across simulations."""
     for e in prange(arrivals.shape[0]):
-        advance_one(e, t_stop[e], arrivals, service, reached, C, I, F, S, T, spec, dstate, buckets, rng,
+        advance_one(e, t_stop[e], arrivals, service, reached, proxied, C, I, F, S, T, spec, dstate, buckets, rng,
                     cs_samples, pstate, pready, pcreated, pn, pv, pt, hk, hr, pk, ph, pp, rlist,
                     rpos, slist, freelist, fifo, hist, bounds, latency, timeline, tl_arrivals, record)
 

@@ -149,12 +149,21 @@ def kpa_decide(stable, panic, ready_pods, now, spec, state):
 
 
 @njit(cache=True)
+def round_6_digits(x):
+    """Knative rounds every window average to 6 decimals (aggregation/bucketing.go
+    roundToNDigits, half away from zero): a constant 7 in flight at target 7 must read 7, not
+    7.000000000000001, which would want a second pod."""
+    return math.floor(x * 1e6 + 0.5) / 1e6
+
+
+@njit(cache=True)
 def window_average(buckets, completed_s, first_s, window_s):
     """Average concurrency over the last `window_s` whole seconds (Knative's default aggregation).
 
     buckets: ring indexed by second % len(buckets), each the time-weighted average concurrency of
     that second. completed_s: seconds [first_s, completed_s) are complete. Missing seconds count
-    as 0; before a full window has elapsed the sum is divided by the seconds seen so far.
+    as 0; before a full window has elapsed the sum is divided by the seconds seen so far. Rounded
+    to 6 decimals, as Knative's WindowAverage returns it.
     """
     n = len(buckets)
     w = int(window_s)
@@ -165,4 +174,4 @@ def window_average(buckets, completed_s, first_s, window_s):
     seen = completed_s - first_s
     if seen <= 0:
         return 0.0
-    return total / min(w, seen)
+    return round_6_digits(total / min(w, seen))
