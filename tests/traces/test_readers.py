@@ -78,14 +78,16 @@ def test_azure_functions_2019_aggregate_and_selection(fx):
     path = fx("azure2019/invocations.csv")
     agg = load_trace(path)
     assert agg.meta["format"] == "azure-functions-2019" and len(agg) == 8
-    assert agg.meta["span_s"] == 180.0 and agg.meta["start_time_of_day_s"] == 480 * 60
+    # Minute 480 of the day (1-based) is 07:59-08:00.
+    assert agg.meta["span_s"] == 180.0 and agg.meta["start_time_of_day_s"] == 479 * 60
     one = load_trace(f"{path}?function=abc")
     assert len(one) == 5 and one.service.tolist() == pytest.approx([0.1] * 5)
-    minute = np.floor(one.arrivals / 60).astype(int).tolist()
+    # The counts are of invocations that ended in each minute: each completes in its minute.
+    minute = np.floor((one.arrivals + one.service) / 60).astype(int).tolist()
     assert minute == [0, 0, 2, 2, 2]
     other = load_trace(f"{path}?function=def2")
     assert np.all((other.service >= 1.0) & (other.service <= 3.0)) and len(other) == 3
-    assert np.floor(other.arrivals / 60).astype(int).tolist() == [0, 1, 2]
+    assert np.floor((other.arrivals + other.service) / 60).astype(int).tolist() == [0, 1, 2]
     assert len(load_trace(f"{path}?top=1")) == 5
     assert len(load_trace(f"{path}?function=abc+def")) == 8
 
@@ -143,14 +145,15 @@ def test_service_model():
 
 
 def test_a_window_keeps_the_clock_of_its_own_start(fx):
-    """A window of a trace that starts at 08:00 and begins 90 s in starts at 08:01:30; every
-    window of a trace without a clock stays without one (the policy sees the time of day)."""
+    """A window of a trace that starts at 07:59 (minute 480 of the day) and begins 90 s in starts
+    at 08:00:30; every window of a trace without a clock stays without one (the policy sees the
+    time of day)."""
     from kpilot.train.split import time_window
 
     trace = load_trace(fx("azure2019/invocations.csv"))
-    assert trace.window(90.0, 180.0).meta["start_time_of_day_s"] == 480 * 60 + 90
-    assert trace.window(90.0, 180.0).window(30.0, 60.0).meta["start_time_of_day_s"] == 480 * 60 + 120
-    assert time_window(trace, 0.5, 1.0, warmup_s=30.0).meta["start_time_of_day_s"] == 480 * 60 + 60
+    assert trace.window(90.0, 180.0).meta["start_time_of_day_s"] == 479 * 60 + 90
+    assert trace.window(90.0, 180.0).window(30.0, 60.0).meta["start_time_of_day_s"] == 479 * 60 + 120
+    assert time_window(trace, 0.5, 1.0, warmup_s=30.0).meta["start_time_of_day_s"] == 479 * 60 + 60
     late = replace(trace, meta={**trace.meta, "start_time_of_day_s": 86400.0 - 60.0})
     assert late.window(90.0, 180.0).meta["start_time_of_day_s"] == 30.0          # past midnight
     clockless = replace(trace, meta={k: v for k, v in trace.meta.items() if k != "start_time_of_day_s"})

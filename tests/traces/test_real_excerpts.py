@@ -43,3 +43,20 @@ def test_huawei_coldstart_tables(real_traces):
         totals = load_coldstart_table(path)
         assert len(totals) == 10 and np.all(totals > 0)
         assert 0.1 < totals.mean() < 10  # paper: mean 3.24 s across regions, medians 0.1-2 s
+
+
+def test_azure_functions_2019_work_is_the_published_average_times_the_invocations(real_traces):
+    # Interpolated linearly between the percentiles, the sampled work was 21 % above it.
+    import polars as pl
+
+    folder = real_traces / "azure-functions-2019"
+    invocations = pl.read_csv(folder / "invocations.csv")
+    minutes = [c for c in invocations.columns if c.isdigit()]
+    per_function = invocations.select("HashFunction", pl.sum_horizontal(minutes).alias("n")).join(
+        pl.read_csv(folder / "durations.csv").select("HashFunction", "Average"), on="HashFunction")
+    assert len(per_function) == 500
+    published = float((per_function["n"] * per_function["Average"]).sum()) / 1000.0     # seconds
+    work = float(load_trace(folder / "invocations.csv").service.sum(dtype=np.float64))
+    assert work == pytest.approx(published, rel=0.02)
+    one = load_trace(f"{folder / 'invocations.csv'}?function=1fa06535")     # Average 928 ms (was 1.53 s)
+    assert float(one.service.mean(dtype=np.float64)) == pytest.approx(0.928, rel=0.02)

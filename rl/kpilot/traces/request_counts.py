@@ -12,8 +12,8 @@ Columns (by name, any order, extra columns ignored):
     bin width         the smallest step between consecutive rows (bins without requests may be
                       left out); option bin=SECONDS overrides it, and is needed for a one-row file
     arrivals          a bin with n requests gets n arrivals uniform within it
-                      (`kpilot.traces.spreading.uniform_in_bins`), as the Azure Functions 2019
-                      reader does; t = 0 is the first row's time (meta origin_s)
+                      (`kpilot.traces.spreading.uniform_in_bins`), as the Huawei request
+                      tables are read; t = 0 is the first row's time (meta origin_s)
     service           lognormal around its bin's mean duration with coefficient of variation cv=
                       (default 1.0: a bin keeps its mean, not its spread); bins without a mean, or a
                       file without the column, use service= (seconds; default the file's

@@ -9,8 +9,9 @@ are placed by jittered stratification: the i-th of them (file order, i = 0..k-1)
 so they stay in their second and in file order, are spread evenly on average, and the same file with
 the same seed always gives the same arrivals. Timestamps with a fractional part are left untouched.
 
-Counts per bin (Azure Functions 2019 per-minute, Huawei per-minute/per-second tables) become arrivals
-with `uniform_in_bins`: a bin [start, start + width) holding n requests gets n arrivals drawn
+Counts per bin (Huawei per-minute/per-second tables; Azure Functions 2019 per-minute, whose counts
+are completions) become instants with `uniform_in_bins`: a bin [start, start + width) holding n
+requests gets n instants drawn
 independently and uniformly within it (the order statistics of a Poisson process conditioned on its
 count), start + width * u with u ~ Uniform[0, 1) from the caller's generator, bins in array order.
 """
