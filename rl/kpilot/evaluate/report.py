@@ -211,6 +211,8 @@ def markdown_summary(rows: list[dict], reward, settings: list[str] = (), notes: 
 
 REPORT_SUMMARY = "summary.md"
 REPORT_PLOTS = "plots.txt"      # the plots a report wrote: the next one into the folder removes those only
+TIMELINE_SUFFIX, FRONTIER_SUFFIX = "-timeline.png", "-frontier.png"
+PLOT_SUFFIXES = (TIMELINE_SUFFIX, FRONTIER_SUFFIX)
 
 
 def _plots_written_before(out: Path) -> set[str]:
@@ -219,7 +221,7 @@ def _plots_written_before(out: Path) -> set[str]:
         names = (out / REPORT_PLOTS).read_text().split()
     except (OSError, UnicodeDecodeError):
         return set()
-    return {n for n in names if "/" not in n and n.endswith(("-timeline.png", "-frontier.png"))}
+    return {n for n in names if "/" not in n and n.endswith(PLOT_SUFFIXES)}
 
 
 def write_report(out: Path, result, reward) -> None:
@@ -245,9 +247,9 @@ def write_report(out: Path, result, reward) -> None:
         for k, (trace, group) in enumerate(_by_trace(result.rows).items()):
             stem = f"{k:02d}-" + "".join(ch if ch.isalnum() else "_" for ch in Path(trace).name)[:60]
             replays = result.results.get(trace, {})
-            _timeline_plot(plt, staging / f"{stem}-timeline.png", trace, group, replays.get("replays", {}),
+            _timeline_plot(plt, staging / f"{stem}{TIMELINE_SUFFIX}", trace, group, replays.get("replays", {}),
                            replays.get("arrivals"))
-            _frontier_plot(plt, staging / f"{stem}-frontier.png", trace, group, reward)
+            _frontier_plot(plt, staging / f"{stem}{FRONTIER_SUFFIX}", trace, group, reward)
         plots = sorted(p.name for p in staging.iterdir() if p.name != REPORT_SUMMARY)
         (staging / REPORT_PLOTS).write_text("".join(f"{name}\n" for name in plots))
         written = sorted(p.name for p in staging.iterdir())
