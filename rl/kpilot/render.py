@@ -39,3 +39,18 @@ def metrics_table(rows: list[dict], title: str = "") -> Table:
         table.add_row(*["" if key not in r else "–" if r[key] is None else fmt.format(r[key])
                         for key, _, fmt in cols])
     return table
+
+
+def trace_labels(traces) -> dict[str, str]:
+    """How each trace is named in a table: its file name (with its options), or a synthetic spec as
+    given; where two files share a name, as many of their folders as set them apart."""
+    traces = list(dict.fromkeys(traces))
+    parts = {t: ([t] if t.startswith("synthetic:") else t.replace("\\", "/").split("/")) for t in traces}
+    depth = {t: 1 for t in traces}
+    while True:
+        label = {t: "/".join(parts[t][-depth[t]:]) for t in traces}
+        clash = {t for t in traces if list(label.values()).count(label[t]) > 1 and depth[t] < len(parts[t])}
+        if not clash:
+            return label
+        for t in clash:
+            depth[t] += 1

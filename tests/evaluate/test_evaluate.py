@@ -556,3 +556,24 @@ def test_a_lagged_policy_and_rule_are_replayed_on_older_readings_and_the_rows_sa
     assert "the rule reads the revision as it was 20 s before each decision" in rule_only.settings
     with pytest.raises(ConfigError, match="with --metrics kubernetes the policy reads the PodAutoscaler"):
         run_evaluation([onoff], "policies/default", ["kpa"], metrics="kubernetes", observation_lag_s=20.0)
+
+
+def test_traces_that_share_a_file_name_are_told_apart_in_the_tables(tmp_path):
+    # Two days' exports both named requests.csv: the table names each by as much of its folder
+    # as sets it apart; a synthetic workload keeps its spec.
+    from rich.console import Console
+
+    from kpilot.evaluate.report import summary_table
+
+    rows = []
+    for folder in ("monday", "tuesday"):
+        path = tmp_path / folder / "requests.csv"
+        path.parent.mkdir()
+        path.write_text("timestamp,duration\n" + "".join(f"{i * 7.5},0.2\n" for i in range(60)))
+        rows += run_evaluation([str(path)], None, ["kpa", "static:1"], seed=0).rows
+    rows += run_evaluation([TRACE], None, ["kpa", "static:1"], seed=0).rows
+    console = Console(width=240, record=True, color_system=None)
+    console.print(summary_table(rows))
+    shown = [line.split("│")[1].strip() for line in console.export_text().splitlines()
+             if line.count("│") > 9 and line.split("│")[1].strip()]
+    assert shown[:3] == ["monday/requests.csv", "tuesday/requests.csv", TRACE]

@@ -12,6 +12,7 @@ import numpy as np
 from rich.table import Table
 
 from kpilot.env.reward import describe
+from kpilot.render import trace_labels
 
 
 def _by_trace(rows: list[dict]) -> dict[str, list[dict]]:
@@ -146,9 +147,11 @@ def summary_table(rows: list[dict]) -> Table:
                           ("cold starts", "right"), ("mean pods", "right"), ("requests", "right")):
         # A long trace name wraps rather than ending in "…": seed=1 and seed=2 must stay apart.
         table.add_column(name, justify=justify, overflow="fold" if name == "trace" else "ellipsis")
-    for trace, group in _by_trace(rows).items():
+    groups = _by_trace(rows)
+    labels = trace_labels(groups)
+    for trace, group in groups.items():
         rat = ratios(group)
-        label = Path(trace).name if not trace.startswith("synthetic:") else trace
+        label = labels[trace]
         for i, r in enumerate(group):
             name = _label(r)
             style = "bold" if r["policy"].startswith(("rl:", "rule:")) or r.get("best_static") else None

@@ -12,7 +12,6 @@ traffic.
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 from kpilot.action import BAND_ANNOTATION as BAND
 from kpilot.action import BASE_TARGET_ANNOTATION as BASE_TARGET
@@ -21,6 +20,7 @@ from kpilot.errors import ConfigError
 from kpilot.evaluate.baselines import tune_static
 from kpilot.evaluate.runner import DEFAULT_BAND, band_pays, check_metrics, check_observation_lag, load_artifact
 from kpilot.evaluate.session import scored_window
+from kpilot.render import trace_labels
 from kpilot.traces import load_trace
 from kpilot.traces.prometheus_export import is_k8s_name, source_of
 from kpilot.traces.spec import parse_spec
@@ -111,9 +111,9 @@ def recommendation_table(rows: list[dict]):
                           "kpilot.dev/base-target=T kpilot.dev/band=B", caption_justify="left")
     for name in ("trace", "base target", "target alone", "policy in band", "band", "annotations"):
         table.add_column(name, justify="left" if name in ("trace", "annotations") else "right")
+    labels = trace_labels(r["trace"] for r in rows)
     for r in rows:
-        label = r["trace"] if r["trace"].startswith("synthetic:") else Path(r["trace"]).name
-        table.add_row(label, f"{r['base_target']:g}", f"{r['target_cost']:.4f}", f"{r['policy_cost']:.4f}",
+        table.add_row(labels[r["trace"]], f"{r['base_target']:g}", f"{r['target_cost']:.4f}", f"{r['policy_cost']:.4f}",
                       f"{r['band']:g}" + ("" if r["band"] != 1 else " (pinned)"),
                       annotation_args(r["annotations"]))
     return table
