@@ -519,10 +519,10 @@ def test_simulate_says_nothing_of_training_settings_that_change_nothing():
 
 
 @pytest.mark.parametrize("trace, options, chose, labelled", [
-    ("synthetic:bursty:rate=5,duration=1800,seed=3", {"observation_lag_s": 10.0}, "rl-in-band", True),
+    ("synthetic:bursty:rate=5,duration=1800,seed=5", {"observation_lag_s": 10.0}, "rl-in-band", True),
     ("synthetic:onoff:rate=5,duration=1800,seed=4", {"observation_lag_s": 10.0}, "static:3", False),
-    ("synthetic:bursty:rate=5,duration=1800,seed=3", {"metrics": "kubernetes"}, "static:2", False),
-    ("synthetic:onoff:rate=5,duration=1800,seed=8", {"metrics": "kubernetes"}, "rl-in-band", True),
+    ("synthetic:onoff:rate=5,duration=1800,seed=4", {"metrics": "kubernetes"}, "static:3", False),
+    ("synthetic:bursty:rate=5,duration=1800,seed=3", {"metrics": "kubernetes"}, "rl-in-band", True),
 ])
 def test_rl_or_tuned_rows_say_what_was_read_only_where_the_policy_read_it(trace, options, chose, labelled):
     # A choice of the static target read nothing, yet its row said observation_lag_s; one of the

@@ -116,7 +116,7 @@ def test_a_bad_trace_is_one_line_naming_the_file(tiny_policy, tmp_path):
 
 
 def test_tune_chooses_on_readings_as_old_as_the_clusters_scrape_and_says_so():
-    trace = "synthetic:onoff:rate=20,duration=3000,seed=11"
+    trace = "synthetic:onoff:rate=5,duration=3000,seed=12"
     fresh = recommend([trace], "policies/default", replays=1)[0]
     lagged = recommend([trace], "policies/default", replays=1, observation_lag_s=25.0)[0]
     assert fresh["observation_lag_s"] == 0.0 and lagged["observation_lag_s"] == 25.0
