@@ -16,7 +16,8 @@ Each simulation replays one trace window through one Knative revision:
   clock: a request dispatched at virtual time V with work w finishes when the clock reaches V + w.
 * Requests that find no ready pod with a free slot wait in one FIFO (the activator at zero scale,
   the queue-proxy breaker otherwise); a full FIFO rejects the request (a 503, counted as failed).
-  New requests pick the less loaded of two random ready pods (the activator's choice-of-two).
+  New requests go to a ready pod as Knative routes them (`_pick_pod`: the activator balances by
+  containerConcurrency; out of its path, the Kubernetes Service picks one at random).
 * Revision concurrency (in service + waiting) is integrated exactly into 1 s buckets, as the
   queue-proxy and activator report it; the stable and panic windows average those buckets, each
   starting afresh after a whole window without a record (no ready pod, no request). A pod being
