@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Console
 from rich.table import Table
 
@@ -49,7 +51,8 @@ def trace_labels(traces) -> dict[str, str]:
     depth = {t: 1 for t in traces}
     while True:
         label = {t: "/".join(parts[t][-depth[t]:]) for t in traces}
-        clash = {t for t in traces if list(label.values()).count(label[t]) > 1 and depth[t] < len(parts[t])}
+        shared = Counter(label.values())
+        clash = {t for t in traces if shared[label[t]] > 1 and depth[t] < len(parts[t])}
         if not clash:
             return label
         for t in clash:
